@@ -1,0 +1,51 @@
+"""Fourier shell correlation between two maps, and the numbers users quote from it."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def fsc(vol1, vol2, apix: float = 1.0):
+    """FSC of two cubic maps. Returns (frequencies in 1/Angstrom, fsc values), shells up
+    to Nyquist (box//2 shells, skipping the zero shell)."""
+    a = torch.as_tensor(np.asarray(vol1, dtype=np.float32))
+    b = torch.as_tensor(np.asarray(vol2, dtype=np.float32))
+    if a.shape != b.shape or a.ndim != 3 or len(set(a.shape)) != 1:
+        raise ValueError(f"FSC needs two cubic maps of the same size, got {tuple(a.shape)} "
+                         f"and {tuple(b.shape)}")
+    D = a.shape[0]
+    fa, fb = torch.fft.rfftn(a), torch.fft.rfftn(b)
+    kz = torch.fft.fftfreq(D) * D
+    kx = torch.fft.rfftfreq(D) * D
+    r = torch.sqrt(kz[:, None, None] ** 2 + kz[None, :, None] ** 2 + kx[None, None, :] ** 2)
+    shell = torch.round(r).long().flatten()
+    n = D // 2 + 1
+    keep = shell < n
+    shell = shell[keep]
+    num = torch.zeros(n, dtype=torch.float64).index_add_(
+        0, shell, (fa * fb.conj()).real.flatten()[keep].double())
+    p1 = torch.zeros(n, dtype=torch.float64).index_add_(0, shell, (fa.abs() ** 2).flatten()[keep].double())
+    p2 = torch.zeros(n, dtype=torch.float64).index_add_(0, shell, (fb.abs() ** 2).flatten()[keep].double())
+    vals = (num / torch.sqrt(p1 * p2).clamp_min(1e-30)).numpy()[1:]
+    freqs = np.arange(1, n) / (D * apix)
+    return freqs, vals
+
+
+def resolution_at(freqs, values, threshold: float = 0.5) -> float:
+    """Resolution (Angstrom) where the FSC first drops below ``threshold`` (Nyquist if never)."""
+    below = np.nonzero(np.asarray(values) < threshold)[0]
+    if len(below) == 0:
+        return float(1 / freqs[-1])
+    i = below[0]
+    if i == 0:
+        return float(1 / freqs[0])
+    # linear interpolation between shells i-1 and i
+    f0, f1, v0, v1 = freqs[i - 1], freqs[i], values[i - 1], values[i]
+    f = f0 + (v0 - threshold) / (v0 - v1) * (f1 - f0)
+    return float(1 / f)
+
+
+def auc(values) -> float:
+    """Area under the FSC curve, normalised to [0, 1] over the shells to Nyquist."""
+    return float(np.mean(np.clip(values, 0, 1)))
