@@ -1,0 +1,73 @@
+"""Train the heterogeneity model: a latent space of deformed, re-weighted Gaussians.
+
+Needs particles with consensus poses and CTF (RELION .star or cryoSPARC .cs) and the
+consensus map they were refined against. Writes OUTDIR/config.json, gaussians.pt,
+checkpoint.pt, checkpoints/epoch_NNN.pt, latents.npz and log.jsonl.
+
+examples:
+  gaussianem train sim/particles.star --consensus sim/consensus.mrc -o run1
+  gaussianem train J42_particles.cs --datadir /data/P3 --consensus J42_map.mrc \\
+      --model fitted.pdb -o run2 --epochs 30 --downsample 128 --zdim-conf 8 --zdim-comp 2
+  gaussianem train particles.star --consensus map.mrc -o run1 --resume --epochs 40
+  torchrun --nproc_per_node 4 -m gaussianem.cli.main train particles.star \\
+      --consensus map.mrc -o run3 --device cuda --amp
+"""
+
+from __future__ import annotations
+
+
+def add_args(p):
+    p.add_argument("particles", help="particles: RELION .star or cryoSPARC .cs")
+    p.add_argument("--consensus", required=True, help="consensus map (.mrc) the poses refer to")
+    p.add_argument("--model", help="fitted atomic model (.pdb/.cif): one Gaussian per residue")
+    p.add_argument("-o", "--outdir", required=True, help="output folder")
+    p.add_argument("--datadir", help="folder to resolve image paths against (default: the particle file's)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--zdim", type=int, default=10, help="latent size (default 10)")
+    p.add_argument("--zdim-conf", type=int, default=0,
+                   help="split latent: conformational part (moves Gaussians only)")
+    p.add_argument("--zdim-comp", type=int, default=0,
+                   help="split latent: compositional part (changes amplitudes only)")
+    p.add_argument("--downsample", type=int, help="train at this box (Fourier cropping; default min(box,128))")
+    p.add_argument("--num-gaussians", type=int, help="number of Gaussians (default: from the map's volume)")
+    p.add_argument("--init", choices=["kmeans", "grid", "model"], default="kmeans",
+                   help="Gaussian initialisation (default kmeans; 'model' needs --model)")
+    p.add_argument("--threshold", type=float, help="map level for initialisation (default mean + 3 sd)")
+    p.add_argument("--loss", choices=["l1", "l2", "corr"], default="l1", help="image loss (default l1)")
+    p.add_argument("--beta", type=float, default=1e-3, help="KL weight")
+    p.add_argument("--w-distance", type=float, default=1.0, help="neighbour distance-preservation weight")
+    p.add_argument("--w-alignment", type=float, default=0.05, help="neighbour displacement-alignment weight")
+    p.add_argument("--w-contrastive", type=float, default=0.0, help="latent-neighbourhood term weight")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--amp", action="store_true", help="mixed precision (bf16) on CUDA")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--invert", action="store_true", help="multiply images by -1 (dark protein)")
+    p.add_argument("--num-workers", type=int, default=0, help="data-loading worker processes")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUTDIR")
+    p.add_argument("--progress", choices=["bar", "json", "none"], default="bar",
+                   help="terminal bar, JSON lines on stdout (for ChimeraX), or nothing")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def main(args):
+    from ..losses import LossWeights
+    from ..progress import Progress
+    from ..train import TrainConfig, train
+    cfg = TrainConfig(
+        particles=args.particles, consensus=args.consensus, outdir=args.outdir, model=args.model,
+        datadir=args.datadir, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        zdim=args.zdim, zdim_conf=args.zdim_conf, zdim_comp=args.zdim_comp,
+        downsample=args.downsample, num_gaussians=args.num_gaussians, init=args.init,
+        threshold=args.threshold, loss=args.loss, device=args.device, amp=args.amp,
+        seed=args.seed, invert=args.invert, num_workers=args.num_workers,
+        weights=LossWeights(kl=args.beta, distance=args.w_distance, alignment=args.w_alignment,
+                            contrastive=args.w_contrastive))
+    progress = Progress(args.progress)
+    try:
+        train(cfg, resume=args.resume, progress=progress)
+    except Exception as e:
+        progress.event("error", message=str(e))
+        raise
+    return 0

@@ -1,0 +1,470 @@
+"""Training the heterogeneity model on particle images with known poses and CTF.
+
+``train(config)`` writes into ``config.outdir``:
+
+* ``config.json``: every setting, input path, the consensus grid and the engine version;
+* ``gaussians.pt``: the base Gaussian set fitted to the consensus map (or model);
+* ``checkpoint.pt`` (latest, atomic) and ``checkpoints/epoch_NNN.pt``;
+* ``latents.npz``: ``z`` (N_particles x zdim, float32, input order), plus ``z_conf`` and
+  ``z_comp`` when the latent is split;
+* ``log.jsonl``: one JSON object per logged step and per epoch.
+
+Resuming (``resume=True``) continues exactly: the epoch's particle order comes from
+``seed + epoch``, the optimizer/scaler/RNG states and the position inside the epoch are
+in the checkpoint. SIGINT/SIGTERM save a checkpoint at the next step boundary. Several
+processes (``torchrun``) train with DistributedDataParallel, each on its share of every
+epoch's permutation; latents are gathered back into particle order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from . import __version__, losses, render
+from .dataset import ParticleImages, load_particles, make_loader
+from .gaussians import GaussianSet, atomic_torch_save, fit_to_map, init_from_map, init_from_model
+from .grid import Grid
+from .losses import LossWeights
+from .model import HeterogeneityModel, ModelConfig
+from .progress import Progress
+
+
+class TrainingError(RuntimeError):
+    """A training run cannot go on (bad input, non-finite loss); the message says why."""
+
+
+@dataclass
+class TrainConfig:
+    particles: str
+    consensus: str
+    outdir: str
+    model: str | None = None          # fitted atomic model (.pdb/.cif): Gaussians per residue
+    datadir: str | None = None
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    zdim: int = 10
+    zdim_conf: int = 0
+    zdim_comp: int = 0
+    downsample: int | None = None     # training box; default min(particle box, 128)
+    num_gaussians: int | None = None  # default: one per residue's worth of map volume
+    init: str = "kmeans"              # kmeans | grid | model
+    threshold: float | None = None
+    fit_steps: int = 200
+    loss: str = "l1"                  # l1 | l2 | corr
+    weights: LossWeights = field(default_factory=LossWeights)
+    radius: float | None = None       # neighbour-graph radius (Angstrom)
+    max_displacement: float = 20.0
+    device: str = "auto"
+    amp: bool = False
+    seed: int = 0
+    invert: bool = False
+    window: bool = True
+    num_workers: int = 0
+    log_every: int = 10
+    keep_checkpoints: bool = True
+    engine_version: str = __version__
+
+    def __post_init__(self):
+        if isinstance(self.weights, dict):
+            self.weights = LossWeights(**self.weights)
+        if (self.zdim_conf > 0) != (self.zdim_comp > 0):
+            raise TrainingError("--zdim-conf and --zdim-comp go together: give both (> 0) or neither")
+        if self.zdim_conf > 0:
+            self.zdim = self.zdim_conf + self.zdim_comp
+        if self.loss not in ("l1", "l2", "corr"):
+            raise TrainingError(f"unknown loss {self.loss!r}: expected l1, l2 or corr")
+        if self.downsample is not None and (self.downsample % 2 or self.downsample < 8):
+            raise TrainingError(f"--downsample must be an even box of at least 8 pixels, got {self.downsample}")
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["weights"] = self.weights.as_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# ----------------------------------------------------------------------------- set-up
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError("--device cuda was asked for but no CUDA device is available")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise TrainingError(f"unknown device {name!r}: expected auto, cpu or cuda[:N]")
+    return torch.device(name)
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device_name: str) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    if not dist.is_initialized():
+        backend = "nccl" if (device_name != "cpu" and torch.cuda.is_available()) else "gloo"
+        dist.init_process_group(backend=backend)
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def check_consensus(cfg: TrainConfig, data, grid: Grid) -> None:
+    """The consensus map must describe the particles' box: same physical pixel size (1%)
+    as at least one optics group, and a physical extent no smaller than the images'."""
+    groups = np.unique(np.round(data.apix, 4))
+    if not np.any(np.abs(groups - grid.apix) / groups < 0.01):
+        raise TrainingError(
+            f"pixel size mismatch: consensus map {cfg.consensus} has {grid.apix:.4f} A/pixel but "
+            f"particles in {cfg.particles} have {', '.join(f'{g:.4f}' for g in groups)} A/pixel "
+            "(resample the map to the particles' pixel size, e.g. with ChimeraX 'volume resample')")
+    if grid.box * grid.apix < 0.99 * data.box * float(np.max(data.apix)):
+        raise TrainingError(
+            f"the consensus map {cfg.consensus} ({grid.box} voxels at {grid.apix:.3f} A) is smaller "
+            f"than the particle images ({data.box} pixels at {np.max(data.apix):.3f} A)")
+
+
+def build_base_gaussians(cfg: TrainConfig, vol: np.ndarray, grid: Grid, device, progress: Progress):
+    """Base Gaussians from the consensus map (k-means or grid) or an atomic model, then fit."""
+    if cfg.init == "model":
+        if not cfg.model:
+            raise TrainingError("--init model needs --model MODEL.pdb|.cif")
+        from .structure import read_model
+        m = read_model(cfg.model)
+        centres = grid.to_engine(m.residue_centres())
+        inside = np.all(np.abs(centres) < grid.box * grid.apix / 2, axis=1)
+        if inside.mean() < 0.5:
+            raise TrainingError(f"the atomic model {cfg.model} does not overlap the consensus map "
+                                f"{cfg.consensus} (only {inside.mean():.0%} of residues inside the box)")
+        base = init_from_model(centres[inside], grid.apix)
+        base.amplitudes = base.amplitudes * float(np.percentile(vol, 99.9))
+    else:
+        base = init_from_map(vol, grid.apix, n=cfg.num_gaussians, method=cfg.init,
+                             threshold=cfg.threshold, seed=cfg.seed, device=device)
+    progress.message(f"fitting {len(base)} Gaussians to the consensus map")
+    base, report = fit_to_map(base, vol, grid.apix, steps=cfg.fit_steps, fit_centres=True, device=device)
+    return base, report
+
+
+def estimate_image_std(images: ParticleImages, n: int = 256, seed: int = 0) -> float:
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(images), size=min(n, len(images)), replace=False)
+    x = torch.stack([images[int(i)]["image"] for i in idx])
+    s = float(x.std())
+    if not np.isfinite(s) or s <= 0:
+        raise TrainingError(f"particle images in {images.data.source} are constant or not finite")
+    return s
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """This rank's share of epoch ``epoch``'s permutation (seeded by seed + epoch),
+    starting after ``skip`` of its samples (for resuming inside an epoch)."""
+
+    def __init__(self, n: int, batch_size: int, rank: int, world: int, seed: int):
+        self.n, self.batch_size, self.rank, self.world, self.seed = n, batch_size, rank, world, seed
+        self.epoch, self.skip = 0, 0
+
+    def order(self, epoch: int) -> np.ndarray:
+        g = torch.Generator().manual_seed(self.seed + epoch)
+        perm = torch.randperm(self.n, generator=g).numpy()
+        per = self.n // self.world                       # equal shares keep DDP in step
+        return perm[self.rank * per:(self.rank + 1) * per]
+
+    def steps_per_epoch(self) -> int:
+        return int(np.ceil((self.n // self.world) / self.batch_size))
+
+    def __iter__(self):
+        return iter(self.order(self.epoch)[self.skip:].tolist())
+
+    def __len__(self):
+        return self.n // self.world - self.skip
+
+
+# ----------------------------------------------------------------------------- the step
+
+class _Physics:
+    """Per-particle poses, CTF and pixel sizes resident on the device."""
+
+    def __init__(self, data, train_box: int, device):
+        self.rot = torch.from_numpy(data.rotations.astype(np.float32)).to(device)
+        self.shift = torch.from_numpy(data.shifts.astype(np.float32)).to(device)
+        self.ctf = data.ctf.as_tensor(device=device)
+        self.apix = torch.from_numpy((data.apix * data.box / train_box).astype(np.float32)).to(device)
+
+
+def compute_losses(model, images, idx, phys: _Physics, edges, min_dist, cfg: TrainConfig, box: int):
+    core = model.module if hasattr(model, "module") else model
+    mu, logvar = model(images)            # forward = image encoder (DDP-wrapped or not)
+    z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if core.training else mu
+    out = core.decode(z)
+    pred = render.project(out["centres"], out["amplitudes"], out["widths"], phys.rot[idx],
+                          phys.shift[idx], box, phys.apix[idx], ctf_params=phys.ctf[idx])
+    pred = pred * core.scale
+    w = cfg.weights
+    terms = {
+        "image": losses.image_loss(pred, images.float(), cfg.loss),
+        "kl": losses.kl_divergence(mu.float(), logvar.float()),
+        "distance": losses.distance_loss(core.centres, out["centres"], edges),
+        "alignment": losses.alignment_loss(out["displacement"], edges),
+        "embedding": losses.embedding_loss(out["embedding"].float(), edges),
+        "spacing": losses.spacing_loss(out["centres"], edges, min_dist),
+    }
+    if w.contrastive > 0:
+        terms["contrastive"] = losses.contrastive_loss(mu, out["displacement"], out["amp_factor"])
+    total = sum(getattr(w, k) * v for k, v in terms.items())
+    return total, {k: float(v.detach()) for k, v in terms.items()}
+
+
+# ----------------------------------------------------------------------------- main
+
+def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = None) -> str:
+    """Run (or resume) a training job; returns the output folder."""
+    dd = _init_distributed(cfg.device)
+    progress = progress or Progress("none")
+    if not dd.main:
+        progress = Progress("none")
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and dd.world > 1:
+        device = torch.device("cuda", dd.local_rank)
+        torch.cuda.set_device(device)
+    out = os.path.abspath(cfg.outdir)
+    ckpt_path = os.path.join(out, "checkpoint.pt")
+    if dd.main:
+        os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
+    if resume:
+        if not os.path.exists(ckpt_path):
+            raise TrainingError(f"nothing to resume: {ckpt_path} does not exist")
+        with open(os.path.join(out, "config.json")) as f:
+            saved = TrainConfig.from_dict(json.load(f)["train"])
+        saved.epochs = cfg.epochs            # a resumed run may be extended
+        saved.device, saved.num_workers = cfg.device, cfg.num_workers
+        cfg = saved
+    elif dd.main and os.path.exists(ckpt_path):
+        raise TrainingError(f"{out} already holds a training run: use --resume to continue it "
+                            "or choose another output folder")
+    torch.manual_seed(cfg.seed + dd.rank)
+    np.random.seed(cfg.seed + dd.rank)
+
+    data = load_particles(cfg.particles, datadir=cfg.datadir)
+    from .mrc import read_map
+    vol, apix, origin = read_map(cfg.consensus)
+    grid = Grid(vol.shape[0], apix, origin)
+    check_consensus(cfg, data, grid)
+    box = cfg.downsample or min(data.box, 128)
+    if box > data.box:
+        raise TrainingError(f"--downsample {box} is larger than the particle box {data.box}")
+
+    gpath = os.path.join(out, "gaussians.pt")
+    fit_report = None
+    if not resume:
+        if dd.main:
+            progress.event("start", outdir=out, particles=len(data), box=data.box, train_box=box)
+            base, fit_report = build_base_gaussians(cfg, vol, grid, device, progress)
+            base.save(gpath)
+            _write_config(out, cfg, grid, data, box, fit_report)
+        if dd.world > 1:
+            dist.barrier()
+    base = GaussianSet.load(gpath)
+
+    images = ParticleImages(data, box=box, invert=cfg.invert)
+    mcfg = ModelConfig(box=box, zdim=cfg.zdim, zdim_conf=cfg.zdim_conf, zdim_comp=cfg.zdim_comp,
+                       window=cfg.window, max_displacement=cfg.max_displacement)
+    model = HeterogeneityModel(mcfg, base).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
+    sampler = EpochSampler(len(data), cfg.batch_size, dd.rank, dd.world, cfg.seed)
+    start_epoch, start_step = 0, 0
+    image_std = None
+    if resume:
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        scaler.load_state_dict(ck["scaler"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        np.random.set_state(ck["rng"]["numpy"])
+        start_epoch, start_step, image_std = ck["epoch"], ck["step"], ck["image_std"]
+        progress.message(f"resuming at epoch {start_epoch + 1}, step {start_step}")
+    if image_std is None:
+        image_std = estimate_image_std(images, seed=cfg.seed)
+    phys = _Physics(data, box, device)
+    edges, radius = losses.radius_graph(base.centres.to(device), cfg.radius)
+    d0 = (base.centres[edges[:, 0].cpu()] - base.centres[edges[:, 1].cpu()]).norm(dim=1)
+    min_dist = (0.5 * d0).to(device)
+    ddp_model = model
+    if dd.world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    stop = {"flag": False}
+    old_handlers = {}
+    if dd.main or dd.world == 1:
+        def _handler(signum, frame):
+            stop["flag"] = True
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                old_handlers[s] = signal.signal(s, _handler)
+            except ValueError:          # not the main thread (e.g. inside ChimeraX)
+                pass
+
+    def save(epoch: int, step: int, tag: str | None = None):
+        if not dd.main:
+            return
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                 "epoch": epoch, "step": step, "image_std": image_std, "model_config": mcfg.as_dict(),
+                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+                 "engine_version": __version__}
+        atomic_torch_save(state, ckpt_path)
+        if tag and cfg.keep_checkpoints:
+            atomic_torch_save(state, os.path.join(out, "checkpoints", tag))
+
+    log_path = os.path.join(out, "log.jsonl")
+    steps = sampler.steps_per_epoch()
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            sampler.epoch = epoch
+            skip_steps = start_step if epoch == start_epoch else 0
+            sampler.skip = skip_steps * cfg.batch_size
+            loader = make_loader(images, cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
+                                 sampler=sampler, device=device, seed=cfg.seed)
+            model.train()
+            t0, seen, sums, nb = time.time(), 0, {}, 0
+            step = skip_steps
+            for batch in loader:
+                if stop["flag"]:
+                    break
+                imgs = batch["image"].to(device, non_blocking=True) / image_std
+                idx = batch["index"].to(device, non_blocking=True)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    total, terms = compute_losses(ddp_model, imgs, idx, phys, edges, min_dist, cfg, box)
+                if not torch.isfinite(total):
+                    raise TrainingError(
+                        f"the loss became {float(total)} at epoch {epoch + 1}, step {step + 1} "
+                        f"(terms: {terms}); the last good checkpoint is {ckpt_path}. "
+                        "Try a lower --lr, --loss corr, or check the images for NaN values.")
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(total).backward()
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+                scaler.step(opt)
+                scaler.update()
+                step += 1
+                seen += len(imgs) * dd.world
+                nb += 1
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                sums["total"] = sums.get("total", 0.0) + float(total)
+                pps = seen / max(time.time() - t0, 1e-9)
+                progress.event("step", epoch=epoch + 1, epochs=cfg.epochs, step=step, steps_per_epoch=steps,
+                               loss=float(total), particles_per_s=pps)
+                if dd.main and (step % cfg.log_every == 0 or step == steps):
+                    _append_log(log_path, {"kind": "step", "epoch": epoch + 1, "step": step, "loss": float(total),
+                                           **terms, "particles_per_s": pps, "time": time.time()})
+            if stop["flag"]:
+                save(epoch, step)
+                progress.event("stopped", epoch=epoch + 1, step=step, checkpoint=ckpt_path)
+                raise KeyboardInterrupt
+            dt = time.time() - t0
+            rec = {"kind": "epoch", "epoch": epoch + 1, **{k: v / max(nb, 1) for k, v in sums.items()},
+                   "seconds": dt, "particles_per_s": seen / max(dt, 1e-9), "time": time.time()}
+            if device.type == "cuda":
+                rec["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+            if dd.main:
+                _append_log(log_path, rec)
+            progress.event("epoch", epoch=epoch + 1, epochs=cfg.epochs, loss=rec.get("total", float("nan")),
+                           seconds=dt, particles_per_s=rec["particles_per_s"])
+            save(epoch + 1, 0, tag=f"epoch_{epoch + 1:03d}.pt")
+        z = encode_all(model, images, cfg, device, dd, image_std)
+        if dd.main:
+            write_latents(out, z, mcfg)
+            progress.event("done", outdir=out, epochs=cfg.epochs)
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+        if dd.world > 1 and dist.is_initialized():
+            dist.barrier()
+    return out
+
+
+@torch.no_grad()
+def encode_all(model: HeterogeneityModel, images: ParticleImages, cfg: TrainConfig, device,
+               dd: _Dist, image_std: float) -> np.ndarray:
+    """Posterior means of all particles, in input order (gathered across processes)."""
+    model.eval()
+    n = len(images)
+    per = int(np.ceil(n / dd.world))
+    mine = np.arange(dd.rank * per, min(n, (dd.rank + 1) * per))
+    loader = make_loader(images, cfg.batch_size * 2, shuffle=False, num_workers=cfg.num_workers,
+                         sampler=mine.tolist(), device=device)
+    zs, ids = [], []
+    for batch in loader:
+        mu, _ = model.encode(batch["image"].to(device) / image_std)
+        zs.append(mu.float().cpu())
+        ids.append(batch["index"].cpu())
+    z = torch.cat(zs) if zs else torch.zeros(0, model.cfg.zdim)
+    idx = torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long)
+    if dd.world > 1:
+        zpad = torch.zeros(per, z.shape[1])
+        ipad = torch.full((per,), -1, dtype=torch.long)
+        zpad[:len(z)], ipad[:len(idx)] = z, idx
+        zl = [torch.zeros_like(zpad) for _ in range(dd.world)]
+        il = [torch.zeros_like(ipad) for _ in range(dd.world)]
+        dist.all_gather(zl, zpad)
+        dist.all_gather(il, ipad)
+        z, idx = torch.cat(zl), torch.cat(il)
+        keep = idx >= 0
+        z, idx = z[keep], idx[keep]
+    full = np.zeros((n, z.shape[1]), dtype=np.float32)
+    full[idx.numpy()] = z.numpy()
+    return full
+
+
+def write_latents(out: str, z: np.ndarray, mcfg: ModelConfig) -> None:
+    arrays = {"z": z.astype(np.float32)}
+    if mcfg.split:
+        arrays["z_conf"] = z[:, :mcfg.zdim_conf]
+        arrays["z_comp"] = z[:, mcfg.zdim_conf:]
+    tmp = os.path.join(out, ".latents.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, os.path.join(out, "latents.npz"))
+
+
+def _write_config(out: str, cfg: TrainConfig, grid: Grid, data, box: int, fit_report) -> None:
+    d = {"train": cfg.as_dict(), "grid": grid.as_dict(), "train_box": box,
+         "n_particles": len(data), "particle_box": data.box,
+         "particle_apix": float(np.median(data.apix)),
+         "fit": fit_report.as_dict() if fit_report else None,
+         "engine_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    d["train"]["particles"] = os.path.abspath(cfg.particles)
+    d["train"]["consensus"] = os.path.abspath(cfg.consensus)
+    if cfg.model:
+        d["train"]["model"] = os.path.abspath(cfg.model)
+    tmp = os.path.join(out, ".config.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(d, f, indent=2)
+    os.replace(tmp, os.path.join(out, "config.json"))
+
+
+def _append_log(path: str, rec: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
