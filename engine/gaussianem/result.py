@@ -1,0 +1,183 @@
+"""Loading a training result, and everything generated from its latent space.
+
+``load_result(outdir)`` is the one loader the CLI, the analysis and the ChimeraX bundle
+use. A :class:`Result` holds the config, the consensus grid, the base Gaussians, the
+trained model (eval mode) and the particles' latents, and generates:
+
+* ``gaussians(z)``: deformed Gaussian sets for latents;
+* ``volume(z)``: maps on the consensus map's grid (same box, voxel size and origin, so
+  they overlay the consensus map exactly in ChimeraX);
+* ``displace_model(model, z)``: the fitted atomic model moved by the decoded
+  displacements;
+* ``trajectory(...)``, ``pca()``: latents along principal components or between points.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from .gaussians import GaussianSet
+from .grid import Grid
+from .model import HeterogeneityModel, ModelConfig
+from .render import render_volume
+
+
+class ResultError(ValueError):
+    pass
+
+
+@dataclass
+class PCA:
+    mean: np.ndarray           # (zdim,)
+    components: np.ndarray     # (k, zdim), unit rows
+    explained: np.ndarray      # (k,) variance ratio
+    scores: np.ndarray         # (N, k) particle coordinates
+    sd: np.ndarray             # (k,) score standard deviations
+
+    def latent(self, pc: int, value: float) -> np.ndarray:
+        """Latent at ``value`` standard deviations along principal component ``pc`` (1-based)."""
+        return (self.mean + value * self.sd[pc - 1] * self.components[pc - 1]).astype(np.float32)
+
+
+class Result:
+    def __init__(self, outdir: str, device="cpu", checkpoint: str | None = None):
+        self.outdir = os.path.abspath(outdir)
+        if not os.path.isdir(self.outdir):
+            raise ResultError(f"no such result folder: {self.outdir}")
+        cpath = os.path.join(self.outdir, "config.json")
+        if not os.path.exists(cpath):
+            raise ResultError(f"{self.outdir} is not a GaussianEM result: config.json is missing")
+        with open(cpath) as f:
+            self.config = json.load(f)
+        self.grid = Grid.from_dict(self.config["grid"])
+        self.device = torch.device(device)
+        ck = checkpoint or os.path.join(self.outdir, "checkpoint.pt")
+        if not os.path.exists(ck):
+            raise ResultError(f"{self.outdir} has no trained model yet ({os.path.basename(ck)} is missing)")
+        state = torch.load(ck, map_location="cpu", weights_only=False)
+        self.epoch = int(state["epoch"])
+        self.image_std = float(state["image_std"])
+        self.base = GaussianSet.load(os.path.join(self.outdir, "gaussians.pt"))
+        self.model_config = ModelConfig(**state["model_config"])
+        self.model = HeterogeneityModel(self.model_config, self.base)
+        self.model.load_state_dict(state["model"])
+        self.model.eval().to(self.device)
+        with torch.no_grad():
+            self._emb = self.model.embed()
+        zpath = os.path.join(self.outdir, "latents.npz")
+        self.z = np.load(zpath)["z"] if os.path.exists(zpath) else None
+
+    # ------------------------------------------------------------------ latents
+    @property
+    def zdim(self) -> int:
+        return self.model_config.zdim
+
+    @property
+    def n_particles(self) -> int:
+        return 0 if self.z is None else len(self.z)
+
+    def check_z(self, z) -> np.ndarray:
+        z = np.atleast_2d(np.asarray(z, dtype=np.float32))
+        if z.ndim != 2 or z.shape[1] != self.zdim:
+            raise ResultError(f"a latent of this result has {self.zdim} values, got {z.shape[-1]}")
+        if not np.all(np.isfinite(z)):
+            raise ResultError("latent values must be finite numbers")
+        return z
+
+    def particle_z(self, index: int) -> np.ndarray:
+        if self.z is None:
+            raise ResultError(f"{self.outdir} has no latents.npz (training did not finish)")
+        if not 0 <= int(index) < len(self.z):
+            raise ResultError(f"particle index {index} is out of range: this result has "
+                              f"{len(self.z)} particles (0 to {len(self.z) - 1})")
+        return self.z[int(index)]
+
+    @cached_property
+    def pca_result(self) -> PCA:
+        if self.z is None:
+            raise ResultError(f"{self.outdir} has no latents.npz (training did not finish)")
+        mean = self.z.mean(0)
+        x = self.z - mean
+        u, s, vt = np.linalg.svd(x, full_matrices=False)
+        var = s ** 2 / max(len(x) - 1, 1)
+        scores = x @ vt.T
+        return PCA(mean, vt, var / max(var.sum(), 1e-30), scores, np.sqrt(var) + 1e-12)
+
+    def pca(self) -> PCA:
+        return self.pca_result
+
+    def trajectory(self, pc: int = 1, steps: int = 10, range_sd=(-2.0, 2.0), start=None, end=None) -> np.ndarray:
+        """Latents (steps, zdim): along principal component ``pc`` from ``range_sd[0]`` to
+        ``range_sd[1]`` standard deviations, or on the straight line from ``start`` to ``end``."""
+        if steps < 2:
+            raise ResultError("a trajectory needs at least 2 steps")
+        t = np.linspace(0, 1, steps, dtype=np.float32)[:, None]
+        if start is not None or end is not None:
+            a, b = self.check_z(start)[0], self.check_z(end)[0]
+            return a + t * (b - a)
+        p = self.pca()
+        if not 1 <= pc <= len(p.components):
+            raise ResultError(f"principal component {pc} does not exist (1 to {len(p.components)})")
+        vals = range_sd[0] + t[:, 0] * (range_sd[1] - range_sd[0])
+        return np.stack([p.latent(pc, v) for v in vals])
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def decode(self, z) -> dict:
+        z = torch.from_numpy(self.check_z(z)).to(self.device)
+        return self.model.decode(z, self._emb)
+
+    def gaussians(self, z) -> list[GaussianSet]:
+        """Deformed Gaussian sets (engine frame), one per latent row."""
+        out = self.decode(z)
+        return [GaussianSet(out["centres"][i].cpu(), out["amplitudes"][i].cpu(), out["widths"][i].cpu())
+                for i in range(out["centres"].shape[0])]
+
+    @torch.no_grad()
+    def volume(self, z, box: int | None = None, apix: float | None = None) -> np.ndarray:
+        """Map(s) (z, y, x) float32 on the consensus grid (or ``box``/``apix`` about the same
+        centre). One latent -> (D, D, D); several -> (B, D, D, D)."""
+        z = self.check_z(z)
+        box = box or self.grid.box
+        apix = apix or self.grid.apix * self.grid.box / box
+        out = self.decode(z)
+        vols = [render_volume(out["centres"][i], out["amplitudes"][i], out["widths"][i], box, apix)
+                .cpu().numpy() for i in range(len(z))]
+        return vols[0] if len(vols) == 1 else np.stack(vols)
+
+    def consensus_volume(self, box: int | None = None) -> np.ndarray:
+        box = box or self.grid.box
+        return self.base.volume(box, self.grid.apix * self.grid.box / box).numpy()
+
+    def output_grid(self, box: int | None = None) -> Grid:
+        return self.grid if not box else self.grid.scaled(box)
+
+    def interpolator(self, atoms_xyz_physical, name="the atomic model"):
+        from .displace import AtomInterpolator
+        return AtomInterpolator(self.grid.to_engine(atoms_xyz_physical), self.base.centres.numpy(), name=name)
+
+    def displace_model(self, model, z, interpolator=None):
+        """The atomic model (path or :class:`~gaussianem.structure.AtomicModel`, physical
+        frame of the consensus map) moved to latent ``z``; one latent -> one model, several
+        -> a list."""
+        from .structure import AtomicModel, read_model
+        m = model if isinstance(model, AtomicModel) else read_model(model)
+        interp = interpolator or self.interpolator(m.coords, name=m.path or "the atomic model")
+        disp = interp(self.decode(z)["displacement"]).numpy()
+        models = [m.with_coords(m.coords + d) for d in disp]
+        return models[0] if len(models) == 1 else models
+
+    def default_model_path(self) -> str | None:
+        p = self.config.get("train", {}).get("model")
+        return p if p and os.path.exists(p) else None
+
+
+def load_result(path, device="cpu", checkpoint: str | None = None) -> Result:
+    """Load a training output folder (see :class:`Result`)."""
+    return Result(path, device=device, checkpoint=checkpoint)

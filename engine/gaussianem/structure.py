@@ -1,0 +1,624 @@
+"""Atomic models: reading, writing, simple geometry and molmap-like density.
+
+An :class:`AtomicModel` is a flat set of per-atom arrays (coordinates in Angstrom,
+element symbols, names, residue numbering, B-factors, occupancies) plus the parsed
+``gemmi.Structure`` it came from, so that :func:`write_model` can write the model back
+with everything the file held (headers, entities, insertion codes) and new coordinates.
+The arrays follow the structure's atom order (first model only): chain by chain,
+residue by residue, as in the file.
+
+Besides I/O the module holds what the engine's tests and synthetic data need from an
+atomic model: covalent bonds found by distance (:func:`bond_pairs`), a rigid hinge
+motion (:func:`hinge_rotation`, :func:`default_hinge`), the part to delete for
+compositional heterogeneity (:func:`default_removal`), a density map like ChimeraX's
+``molmap`` (:func:`model_density`) and an ideal test protein built in code
+(:func:`build_test_model`).
+
+Density grids are indexed (z, y, x); voxel ``(i, j, k)`` has its centre at
+``origin + (k, j, i) * apix``, with the default origin putting the model's (0, 0, 0) at
+voxel ``box // 2`` on each axis (the engine's convention: origin at the box centre).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import gemmi
+import numpy as np
+from scipy.spatial import cKDTree
+
+MOLMAP_SIGMA_FACTOR = 0.225        # ChimeraX molmap: sigma = 0.225 * resolution (1/(pi*sqrt(2)))
+_HYDROGENS = ("H", "D")
+_THIRD_ROW = ("S", "SE", "P")      # longer covalent bonds: cutoff + 0.2 A
+_PDB_EXT = (".pdb", ".ent")
+_CIF_EXT = (".cif", ".mmcif")
+
+
+@dataclass
+class AtomicModel:
+    """Per-atom arrays of one model, in file order. See the module docstring."""
+
+    coords: np.ndarray          # (M, 3) float64, Angstrom
+    elements: np.ndarray        # (M,) str, element symbols as gemmi spells them ("C", "Se")
+    atom_names: np.ndarray      # (M,) str
+    res_names: np.ndarray       # (M,) str
+    chain_ids: np.ndarray       # (M,) str
+    res_seq: np.ndarray         # (M,) int, residue sequence number (no insertion code)
+    res_index: np.ndarray       # (M,) int, residue 0..R-1 in file order
+    b_factors: np.ndarray       # (M,) float
+    occupancies: np.ndarray     # (M,) float
+    path: str | None = None
+    _structure: gemmi.Structure | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        self.coords = np.array(self.coords, dtype=np.float64, copy=True).reshape(-1, 3)
+        m = len(self.coords)
+        for name in ("elements", "atom_names", "res_names", "chain_ids"):
+            setattr(self, name, np.asarray(getattr(self, name), dtype=str))
+        self.res_seq = np.asarray(self.res_seq, dtype=np.int64)
+        self.res_index = np.asarray(self.res_index, dtype=np.int64)
+        self.b_factors = np.asarray(self.b_factors, dtype=np.float64)
+        self.occupancies = np.asarray(self.occupancies, dtype=np.float64)
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.ndarray) and len(v) != m:
+                raise ValueError(f"AtomicModel.{f.name} has {len(v)} entries for {m} atoms")
+
+    def __len__(self) -> int:
+        return len(self.coords)
+
+    def n_residues(self) -> int:
+        return int(self.res_index.max()) + 1 if len(self) else 0
+
+    def chains(self) -> list[str]:
+        """Chain identifiers in file order (each once)."""
+        _, first = np.unique(self.chain_ids, return_index=True)
+        return [str(self.chain_ids[i]) for i in sorted(first)]
+
+    def atomic_numbers(self) -> np.ndarray:
+        """(M,) int electron counts; unknown elements count as carbon (6)."""
+        return _element_table(self.elements, lambda el: el.atomic_number or 6)
+
+    def masses(self) -> np.ndarray:
+        """(M,) float atomic masses in Dalton; unknown elements count as carbon."""
+        return _element_table(self.elements, lambda el: el.weight if el.atomic_number else 12.011)
+
+    def residue_centres(self, use_ca: bool = False) -> np.ndarray:
+        """(R, 3) mean position of each residue's heavy atoms (all atoms if it has none).
+
+        With ``use_ca`` a residue's CA atom is used instead where it has one.
+        """
+        r = self.n_residues()
+        heavy = ~np.isin(np.char.upper(self.elements), _HYDROGENS)
+        has_heavy = np.bincount(self.res_index[heavy], minlength=r) > 0
+        use = heavy | ~has_heavy[self.res_index]
+        counts = np.bincount(self.res_index[use], minlength=r)
+        centres = np.stack([np.bincount(self.res_index[use], self.coords[use, a], minlength=r)
+                            for a in range(3)], axis=1) / np.maximum(counts, 1)[:, None]
+        if use_ca:
+            ca = np.flatnonzero(self.atom_names == "CA")
+            centres[self.res_index[ca]] = self.coords[ca]
+        return centres
+
+    def select(self, chain=None, residues: tuple[int, int] | None = None) -> np.ndarray:
+        """(M,) bool mask: atoms of ``chain`` (an id or a list of ids; None = all) whose
+        residue number lies in ``residues = (first, last)``, both ends included."""
+        mask = np.ones(len(self), dtype=bool)
+        if chain is not None:
+            mask &= np.isin(self.chain_ids, [chain] if isinstance(chain, str) else list(chain))
+        if residues is not None:
+            first, last = residues
+            mask &= (self.res_seq >= first) & (self.res_seq <= last)
+        return mask
+
+    def with_coords(self, xyz) -> AtomicModel:
+        """A copy of this model with coordinates ``xyz`` (M, 3)."""
+        xyz = np.array(xyz, dtype=np.float64, copy=True)
+        if xyz.shape != self.coords.shape:
+            raise ValueError(f"coordinates of shape {xyz.shape} for a model of {len(self)} atoms")
+        return dataclasses.replace(self, coords=xyz)
+
+
+def _element_table(symbols: np.ndarray, value) -> np.ndarray:
+    uniq, inv = np.unique(symbols, return_inverse=True)
+    return np.array([value(gemmi.Element(str(s))) for s in uniq])[inv.reshape(-1)]
+
+
+# ---------------------------------------------------------------------------------------
+# Reading and writing
+
+def read_model(path, keep_hetatm: bool = False, keep_hydrogens: bool = False) -> AtomicModel:
+    """Read a PDB (.pdb/.ent) or mmCIF (.cif/.mmcif, optionally gzipped) file.
+
+    Only the first model is kept and only the first alternative conformation of each
+    atom. Hydrogens are dropped unless ``keep_hydrogens``; waters and ligands (every
+    residue outside a polymer entity) unless ``keep_hetatm``. Raises ValueError naming
+    the file when it is missing, cannot be parsed or holds no atoms after that.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"cannot read atomic model {path!r}: no such file")
+    try:
+        st = gemmi.read_structure(path)
+    except Exception as e:  # gemmi raises RuntimeError/ValueError/OSError by case
+        raise ValueError(f"cannot read atomic model {path!r}: {e}") from None
+    while len(st) > 1:
+        del st[len(st) - 1]
+    if len(st) == 0:
+        raise ValueError(f"atomic model {path!r} contains no models/atoms")
+    st.setup_entities()
+    st.remove_alternative_conformations()
+    if not keep_hydrogens:
+        st.remove_hydrogens()
+    if not keep_hetatm:
+        st.remove_ligands_and_waters()
+    st.remove_empty_chains()
+    if st[0].count_atom_sites() == 0:
+        raise ValueError(f"atomic model {path!r} contains no atoms"
+                         + ("" if keep_hetatm else " (after removing waters and ligands)"))
+    return _model_from_structure(st, path)
+
+
+def _model_from_structure(st: gemmi.Structure, path: str | None) -> AtomicModel:
+    cols = {k: [] for k in ("coords", "elements", "atom_names", "res_names", "chain_ids",
+                            "res_seq", "res_index", "b_factors", "occupancies")}
+    r = 0
+    for chain in st[0]:
+        for res in chain:
+            for atom in res:
+                p = atom.pos
+                cols["coords"].append((p.x, p.y, p.z))
+                cols["elements"].append(atom.element.name)
+                cols["atom_names"].append(atom.name)
+                cols["res_names"].append(res.name)
+                cols["chain_ids"].append(chain.name)
+                cols["res_seq"].append(res.seqid.num)
+                cols["res_index"].append(r)
+                cols["b_factors"].append(atom.b_iso)
+                cols["occupancies"].append(atom.occ)
+            r += 1
+    return AtomicModel(**cols, path=path, _structure=st)
+
+
+def _structure_from_arrays(model: AtomicModel) -> gemmi.Structure:
+    """A gemmi.Structure holding the model's atoms, for models not read from a file."""
+    st = gemmi.Structure()
+    st.name = "model"
+    gmodel = gemmi.Model("1")
+    chain = res = None
+    for i in range(len(model)):
+        if chain is None or model.chain_ids[i] != chain.name:
+            if chain is not None:
+                chain.add_residue(res)
+                gmodel.add_chain(chain)
+            chain, res = gemmi.Chain(str(model.chain_ids[i])), None
+        if res is None or model.res_index[i] != model.res_index[i - 1]:
+            if res is not None:
+                chain.add_residue(res)
+            res = gemmi.Residue()
+            res.name = str(model.res_names[i])
+            res.seqid = gemmi.SeqId(int(model.res_seq[i]), " ")
+            info = gemmi.find_tabulated_residue(res.name)
+            res.het_flag = "A" if info is not None and info.is_standard() else "H"
+        atom = gemmi.Atom()
+        atom.name = str(model.atom_names[i])
+        atom.element = gemmi.Element(str(model.elements[i]))
+        atom.pos = gemmi.Position(*model.coords[i])
+        atom.b_iso = float(model.b_factors[i])
+        atom.occ = float(model.occupancies[i])
+        res.add_atom(atom)
+    if chain is not None:
+        chain.add_residue(res)
+        gmodel.add_chain(chain)
+    st.add_model(gmodel)
+    st.setup_entities()
+    _set_full_sequences(st)
+    return st
+
+
+def _set_full_sequences(st: gemmi.Structure) -> None:
+    """Give polymer entities a sequence spanning their residue numbers (gaps filled
+    with UNK or N) so that mmCIF label_seq_id follows the author numbering."""
+    for ent in st.entities:
+        if ent.entity_type != gemmi.EntityType.Polymer or not ent.subchains:
+            continue
+        residues = st[0].get_subchain(ent.subchains[0])
+        nums = [r.seqid.num for r in residues]
+        if not nums or any(b <= a for a, b in zip(nums, nums[1:])):
+            continue
+        peptide = ent.polymer_type in (gemmi.PolymerType.PeptideL, gemmi.PolymerType.PeptideD)
+        seq = ["UNK" if peptide else "N"] * (nums[-1] - nums[0] + 1)
+        for r in residues:
+            seq[r.seqid.num - nums[0]] = r.name
+        ent.full_sequence = seq
+    st.assign_label_seq_id(True)
+
+
+def write_model(path, model: AtomicModel) -> None:
+    """Write ``model`` as PDB (.pdb/.ent) or mmCIF (.cif/.mmcif), chosen by extension.
+
+    Everything comes from the model's parsed structure (names, numbering, headers)
+    except coordinates, B-factors and occupancies, which come from the arrays. The file
+    appears atomically (written to a temporary file beside it, then renamed).
+    """
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in _PDB_EXT + _CIF_EXT:
+        raise ValueError(f"cannot write atomic model {path!r}: extension must be one of "
+                         f"{', '.join(_PDB_EXT + _CIF_EXT)}")
+    src = model._structure
+    if src is None or src[0].count_atom_sites() != len(model):
+        src = _structure_from_arrays(model)
+    st = src.clone()
+    atoms = [a for ch in st[0] for res in ch for a in res]
+    for atom, xyz, b, occ in zip(atoms, model.coords, model.b_factors, model.occupancies):
+        atom.pos = gemmi.Position(*xyz)
+        atom.b_iso = float(b)
+        atom.occ = float(occ)
+    if ext in _PDB_EXT:
+        text = st.make_pdb_string(gemmi.PdbWriteOptions())
+    else:
+        text = st.make_mmcif_document().as_string()
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ext, dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ---------------------------------------------------------------------------------------
+# Geometry
+
+def bond_pairs(model: AtomicModel, cutoff: float = 2.0) -> np.ndarray:
+    """(P, 2) int atom index pairs (i < j, sorted) of covalent bonds found by distance.
+
+    A pair is bonded when closer than ``cutoff`` (``cutoff + 0.2`` when S, Se or P is
+    involved, 1.3 A when one is a hydrogen; never H-H) and either in the same residue
+    or a link between residues: a peptide bond C(i)-N(i+1) or a nucleic-acid O3'(i)-P(i+1)
+    in the same chain, or a disulfide SG-SG.
+    """
+    if len(model) < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    pairs = cKDTree(model.coords).query_pairs(r=cutoff + 0.2, output_type="ndarray")
+    if len(pairs) == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    i, j = pairs[:, 0], pairs[:, 1]
+    el = np.char.upper(model.elements)
+    is_h = np.isin(el, _HYDROGENS)
+    is_heavy_row = np.isin(el, _THIRD_ROW)
+    limit = np.where(is_heavy_row[i] | is_heavy_row[j], cutoff + 0.2, cutoff)
+    limit = np.where(is_h[i] | is_h[j], 1.3, limit)
+    limit = np.where(is_h[i] & is_h[j], 0.0, limit)
+    d = np.linalg.norm(model.coords[i] - model.coords[j], axis=1)
+
+    ri, rj = model.res_index[i], model.res_index[j]
+    lo, hi = np.where(ri <= rj, i, j), np.where(ri <= rj, j, i)
+    name_lo, name_hi = model.atom_names[lo], model.atom_names[hi]
+    adjacent = (np.abs(ri - rj) == 1) & (model.chain_ids[i] == model.chain_ids[j])
+    peptide = (name_lo == "C") & (name_hi == "N")
+    link = adjacent & (peptide | ((name_lo == "O3'") & (name_hi == "P")))
+    disulfide = (model.atom_names[i] == "SG") & (model.atom_names[j] == "SG") & (ri != rj)
+    keep = (d < limit) & ((ri == rj) | link | disulfide)
+    out = np.sort(pairs[keep], axis=1).astype(np.int64)
+    return out[np.lexsort((out[:, 1], out[:, 0]))]
+
+
+def bond_length_rms_change(model_a: AtomicModel, coords_b, pairs=None) -> float:
+    """RMS over bonds of (|d_b| - |d_a|), bonds from ``bond_pairs(model_a)`` unless
+    ``pairs`` (P, 2) is given; ``coords_b`` (M, 3) is the changed geometry."""
+    if pairs is None:
+        pairs = bond_pairs(model_a)
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if len(pairs) == 0:
+        return 0.0
+    b = np.asarray(coords_b, dtype=np.float64)
+    a = model_a.coords
+    da = np.linalg.norm(a[pairs[:, 0]] - a[pairs[:, 1]], axis=1)
+    db = np.linalg.norm(b[pairs[:, 0]] - b[pairs[:, 1]], axis=1)
+    return float(np.sqrt(np.mean((db - da) ** 2)))
+
+
+def rotation_matrix(axis_dir, angle_deg) -> np.ndarray:
+    """3x3 right-handed rotation by ``angle_deg`` about the direction ``axis_dir``."""
+    u = np.asarray(axis_dir, dtype=np.float64)
+    n = np.linalg.norm(u)
+    if not n > 0:
+        raise ValueError("rotation axis direction has zero length")
+    u = u / n
+    t = np.deg2rad(angle_deg)
+    k = np.array([[0, -u[2], u[1]], [u[2], 0, -u[0]], [-u[1], u[0], 0]])
+    return np.eye(3) + np.sin(t) * k + (1 - np.cos(t)) * (k @ k)
+
+
+def hinge_rotation(model_or_coords, mask, axis_point, axis_dir, angle_deg) -> np.ndarray:
+    """(M, 3) coordinates with the ``mask`` atoms rotated rigidly by ``angle_deg`` about
+    the line through ``axis_point`` along ``axis_dir`` (right-hand rule); the rest unchanged."""
+    xyz = model_or_coords.coords if isinstance(model_or_coords, AtomicModel) else model_or_coords
+    xyz = np.array(xyz, dtype=np.float64, copy=True)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != (len(xyz),):
+        raise ValueError(f"mask of shape {mask.shape} for {len(xyz)} atoms")
+    p = np.asarray(axis_point, dtype=np.float64)
+    rot = rotation_matrix(axis_dir, angle_deg)
+    xyz[mask] = (xyz[mask] - p) @ rot.T + p
+    return xyz
+
+
+def _chain_residues(model: AtomicModel, chain: str) -> np.ndarray:
+    return np.unique(model.res_index[model.chain_ids == chain])
+
+
+def default_hinge(model: AtomicModel):
+    """The moving part and axis of a default hinge motion: ``(mask, axis_point, axis_dir)``.
+
+    The moving part is the C-terminal third (by residue count, at least one residue) of
+    the first chain. The axis passes through the mean of the residue centres of the last
+    fixed residue and the first two moving ones, perpendicular both to ``v`` (rest-of-model
+    centroid -> moving centroid) and to ``w`` (axis point -> moving centroid), directed
+    as ``w x v`` so that a positive angle swings the moving part away from the rest
+    (opening). If ``v`` and ``w`` are parallel, the axis is ``v`` crossed with the
+    coordinate axis least aligned with it.
+    """
+    res = _chain_residues(model, model.chains()[0])
+    if len(res) < 2 and len(model.chains()) < 2:
+        raise ValueError("a hinge needs at least two residues")
+    n_move = min(max(1, int(round(len(res) / 3))), len(res) - 1) if len(res) > 1 else 1
+    moving_res = res[len(res) - n_move:]
+    mask = np.isin(model.res_index, moving_res)
+    b = len(res) - n_move
+    boundary = res[max(b - 1, 0):b + 2]
+    axis_point = model.residue_centres()[boundary].mean(axis=0)
+    moving_c = model.coords[mask].mean(axis=0)
+    v = moving_c - model.coords[~mask].mean(axis=0)
+    w = moving_c - axis_point
+    axis = np.cross(w, v)
+    if np.linalg.norm(axis) < 1e-3 * max(np.linalg.norm(v) * np.linalg.norm(w), 1e-12):
+        e = np.eye(3)[np.argmin(np.abs(v) / max(np.linalg.norm(v), 1e-12))]
+        axis = np.cross(v, e)
+    return mask, axis_point, axis / np.linalg.norm(axis)
+
+
+def default_removal(model: AtomicModel) -> np.ndarray:
+    """(M,) bool mask of a part to delete for compositional heterogeneity.
+
+    With several chains: the whole last chain. With one chain: its N-terminal 15% of
+    residues (at least one), since the C-terminal end is :func:`default_hinge`'s moving
+    part and the two should not overlap.
+    """
+    chains = model.chains()
+    if len(chains) > 1:
+        return model.chain_ids == chains[-1]
+    res = _chain_residues(model, chains[0])
+    n = min(max(1, int(round(0.15 * len(res)))), max(len(res) - 1, 1))
+    return np.isin(model.res_index, res[:n])
+
+
+# ---------------------------------------------------------------------------------------
+# Density
+
+def model_density(model: AtomicModel, box, apix: float, resolution: float | None = None,
+                  origin=None, cutoff_sigmas: float = 4.0, weights=None,
+                  chunk_values: int = 1 << 23) -> np.ndarray:
+    """A molmap-like density map (z, y, x) float32 of the model.
+
+    ``model`` is an AtomicModel or an (M, 3) coordinate array (then every point weighs
+    1 unless ``weights`` says otherwise). Every atom is an isotropic Gaussian of standard
+    deviation ``0.225 * resolution`` (default resolution ``2 * apix``) carrying its
+    electron count (``weights`` if given), summed on a ``box`` grid (an int for a cube,
+    or (nz, ny, nx)). Voxel (i, j, k) has its centre at ``origin + (k, j, i) * apix``;
+    ``origin`` (x, y, z) defaults to ``-(box // 2) * apix`` per axis, so (0, 0, 0) is
+    the centre of voxel ``box // 2``.
+    Units are electrons per cubic Angstrom: each atom's Gaussian is normalised on the
+    grid (per axis, out to ``cutoff_sigmas``), so the map sums to the electron count of
+    the atoms inside the box, ``density.sum() * apix**3``.
+
+    Each atom touches only its (2h+1)^3 neighbourhood, built as a product of three 1D
+    profiles and accumulated with ``np.bincount`` in chunks of ``chunk_values``.
+    """
+    shape = (int(box),) * 3 if np.ndim(box) == 0 else tuple(int(n) for n in box)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"box must be a positive int or (nz, ny, nx), got {box!r}")
+    apix = float(apix)
+    resolution = 2.0 * apix if resolution is None else float(resolution)
+    if not (apix > 0 and resolution > 0):
+        raise ValueError("apix and resolution must be positive")
+    sigma = MOLMAP_SIGMA_FACTOR * resolution
+    n_xyz = np.array(shape[::-1])                       # (nx, ny, nz)
+    origin = -(n_xyz // 2) * apix if origin is None else np.asarray(origin, dtype=np.float64)
+    is_model = isinstance(model, AtomicModel)
+    xyz = model.coords if is_model else np.asarray(model, np.float64).reshape(-1, 3)
+    w = weights if weights is not None else model.atomic_numbers() if is_model else 1.0
+    w = np.broadcast_to(np.asarray(w, dtype=np.float64), (len(xyz),))
+    if not np.all(np.isfinite(xyz)):
+        raise ValueError("model coordinates are not all finite")
+
+    half = int(np.ceil(cutoff_sigmas * sigma / apix))
+    offs = np.arange(-half, half + 1)
+    u = (xyz - origin) / apix                           # (M, 3) voxel units, x y z
+    idx = np.rint(u).astype(np.int64)[:, :, None] + offs    # (M, 3, K)
+    prof = np.exp(-0.5 * ((idx - u[:, :, None]) * (apix / sigma)) ** 2)
+    prof /= prof.sum(axis=2, keepdims=True)
+    inside = (idx >= 0) & (idx < n_xyz[None, :, None])
+    prof = np.where(inside, prof, 0.0)
+    idx = np.clip(idx, 0, (n_xyz - 1)[None, :, None])
+
+    nx, ny, nz = n_xyz
+    k = len(offs)
+    out = np.zeros(nz * ny * nx, dtype=np.float64)
+    step = max(1, chunk_values // k ** 3)
+    for s in range(0, len(xyz), step):
+        px, py, pz = (prof[s:s + step, a] for a in range(3))
+        ix, iy, iz = (idx[s:s + step, a] for a in range(3))
+        flat = (iz[:, :, None, None] * ny + iy[:, None, :, None]) * nx + ix[:, None, None, :]
+        val = (w[s:s + step, None, None, None] * pz[:, :, None, None]
+               * py[:, None, :, None] * px[:, None, None, :])
+        out += np.bincount(flat.ravel(), val.ravel(), minlength=out.size)
+    return (out / apix ** 3).reshape(nz, ny, nx).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------
+# An ideal test protein
+
+# Backbone geometry (Engh & Huber) and the Pauling-Corey-Branson alpha helix.
+_BOND = {"N-CA": 1.458, "CA-C": 1.525, "C-N": 1.329, "C-O": 1.231}
+_ANGLE = {"N-CA-C": 111.2, "CA-C-N": 116.2, "C-N-CA": 121.7, "CA-C-O": 120.5}
+_PHI, _PSI, _OMEGA = -57.8, -47.0, 180.0
+_HELIX_SPACING = 10.0          # Angstrom between neighbouring helix axes
+_DOMAIN_GAP = 4.0              # Angstrom along the bundle axis between the domains' atoms
+_LOOP_GAP = 4                  # residue numbers skipped between helices (unmodelled loops)
+
+
+def _place(a, b, c, bond, angle, torsion):
+    """Position of atom d with |cd| = bond, angle bcd and torsion abcd in degrees (NeRF)."""
+    bc = (c - b) / np.linalg.norm(c - b)
+    n = np.cross(b - a, bc)
+    n /= np.linalg.norm(n)
+    m = np.cross(n, bc)
+    ang, tor = np.deg2rad(angle), np.deg2rad(torsion)
+    return c + bond * (-np.cos(ang) * bc + np.sin(ang) * np.cos(tor) * m
+                       + np.sin(ang) * np.sin(tor) * n)
+
+
+def _kabsch(a, b):
+    """Rotation R and translation t with b ~ a @ R.T + t."""
+    ca, cb = a.mean(axis=0), b.mean(axis=0)
+    u, _, vt = np.linalg.svd((a - ca).T @ (b - cb))
+    d = np.sign(np.linalg.det(vt.T @ u.T))
+    r = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
+    return r, cb - ca @ r.T
+
+
+def helix_parameters(backbone: np.ndarray):
+    """Screw parameters of a regular helix from its (n, 3, 3) N/CA/C backbone:
+    (turn per residue in degrees, rise in Angstrom, CA radius, axis point, axis direction),
+    the direction pointing from N- to C-terminus (a right-handed helix has positive turn)."""
+    r, t = _kabsch(backbone[0], backbone[1])
+    turn = np.degrees(np.arccos(np.clip((np.trace(r) - 1) / 2, -1, 1)))
+    u = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
+    u /= np.linalg.norm(u)
+    rise = float(t @ u)
+    p = np.linalg.lstsq(np.eye(3) - r, t - rise * u, rcond=None)[0]
+    if rise < 0:
+        turn, rise, u = -turn, -rise, -u
+    radial = backbone[:, 1] - p
+    radial -= np.outer(radial @ u, u)
+    return turn, rise, float(np.linalg.norm(radial, axis=1).mean()), p, u
+
+
+def _ideal_helix(n: int) -> np.ndarray:
+    """(n, 5, 3) N, CA, C, O, CB of an ideal alpha helix: axis along +z through the
+    origin, N- to C-terminus upwards, CA atoms centred on z = 0."""
+    a = np.deg2rad(_ANGLE["N-CA-C"])
+    n_ = np.zeros(3)
+    ca = np.array([_BOND["N-CA"], 0.0, 0.0])
+    c = ca + _BOND["CA-C"] * np.array([-np.cos(a), np.sin(a), 0.0])
+    bb = [(n_, ca, c)]
+    for _ in range(1, max(n, 2)):
+        n2 = _place(n_, ca, c, _BOND["C-N"], _ANGLE["CA-C-N"], _PSI)
+        ca2 = _place(ca, c, n2, _BOND["N-CA"], _ANGLE["C-N-CA"], _OMEGA)
+        c2 = _place(c, n2, ca2, _BOND["CA-C"], _ANGLE["N-CA-C"], _PHI)
+        n_, ca, c = n2, ca2, c2
+        bb.append((n_, ca, c))
+    bb = np.array(bb)
+    o = np.array([_place(r[0], r[1], r[2], _BOND["C-O"], _ANGLE["CA-C-O"], _PSI + 180.0)
+                  for r in bb])
+    # Ideal L-amino-acid CB from N, CA, C (the standard "virtual CB" construction).
+    b_, c_ = bb[:, 1] - bb[:, 0], bb[:, 2] - bb[:, 1]
+    cb = (-0.58273431 * np.cross(b_, c_) + 0.56802827 * b_ - 0.54067466 * c_ + bb[:, 1])
+    atoms = np.concatenate([bb, o[:, None], cb[:, None]], axis=1)[:n]
+    _, _, _, p, u = helix_parameters(bb)
+    z = np.array([0.0, 0.0, 1.0])
+    rot = rotation_matrix(np.cross(u, z), np.degrees(np.arccos(np.clip(u @ z, -1, 1)))) \
+        if np.linalg.norm(np.cross(u, z)) > 1e-9 else np.eye(3)
+    atoms = (atoms - p) @ rot.T
+    atoms[..., 2] -= atoms[:, 1, 2].mean()
+    return atoms
+
+
+def _bundle_radius(n: int) -> float:
+    """Radius of the circle on which n helix axes sit _HELIX_SPACING apart."""
+    return 0.0 if n == 1 else _HELIX_SPACING / (2 * np.sin(np.pi / n))
+
+
+def build_test_model(n_helices_per_domain: int = 3, helix_length: int = 18, seed: int = 0,
+                     two_chains: bool = True) -> AtomicModel:
+    """An ideal poly-alanine two-domain helical bundle, centred at its centre of mass.
+
+    Chain A: domain A, ``n`` antiparallel helices of ``helix_length`` residues around the
+    z axis, followed by domain B, ``n`` helices of ``ceil(helix_length / 2)`` residues
+    stacked above it along +z (so domain B is the C-terminal third of chain A and hinges
+    on domain A). Its first helix starts above domain A's last one. With ``two_chains``,
+    chain B is one more helix of ``helix_length`` packed against the side of domain A.
+
+    Helices are ideal alpha helices (phi -57.8, psi -47, omega 180 with Engh & Huber bond
+    geometry: 3.64 residues per turn, 1.54 A rise, CA radius 2.29 A) with N, CA, C, O
+    and CB atoms, neighbouring axes 10 A apart. Loops are not modelled: residue numbers
+    skip 4 between helices, as in a model with missing loops. ``seed`` sets each helix's
+    rotation about its own axis and the B-factors (20-40, two decimals).
+    With the defaults: 81 + 18 residues, 495 atoms, about 54 A across.
+    """
+    n = int(n_helices_per_domain)
+    length_a, length_b = int(helix_length), int(np.ceil(helix_length / 2))
+    if n < 1 or length_a < 2:
+        raise ValueError("need at least one helix per domain and two residues per helix")
+    rng = np.random.default_rng(seed)
+    templates = {length_a: _ideal_helix(length_a), length_b: _ideal_helix(length_b)}
+    radius = _bundle_radius(n)
+
+    def place(length, angle, z_centre, up, xy_radius=radius):
+        h = templates[length].copy()
+        h = h @ rotation_matrix((0, 0, 1), rng.uniform(0, 360)).T
+        if not up:
+            h = h @ np.diag([1.0, -1.0, -1.0])
+        h[..., 0] += xy_radius * np.cos(angle)
+        h[..., 1] += xy_radius * np.sin(angle)
+        h[..., 2] += z_centre
+        return h
+
+    helices = []                                     # (chain, first residue number, atoms)
+    angles = 2 * np.pi * np.arange(n) / n
+    resnum = 1
+    for k in range(n):                               # domain A: its last helix points up
+        helices.append(("A", resnum, place(length_a, angles[k], 0.0, (n - 1 - k) % 2 == 0)))
+        resnum += length_a + _LOOP_GAP
+    reach = {k: np.abs(t[..., 2]).max() for k, t in templates.items()}
+    z_b = reach[length_a] + _DOMAIN_GAP + reach[length_b]
+    for k in range(n):                               # domain B starts above A's last helix
+        helices.append(("A", resnum, place(length_b, angles[n - 1] + angles[k], z_b, k % 2 == 0)))
+        resnum += length_b + _LOOP_GAP
+    if two_chains:                                   # between A's helices 0 and 1, outside
+        half = np.pi / max(n, 2) if n > 1 else 0.0
+        r_b = radius * np.cos(half) + np.sqrt(_HELIX_SPACING ** 2 - (radius * np.sin(half)) ** 2)
+        helices.append(("B", 1, place(length_a, half, 0.0, False, xy_radius=r_b)))
+
+    names = np.array(["N", "CA", "C", "O", "CB"])
+    elements = np.array(["N", "C", "C", "O", "C"])
+    cols = {k: [] for k in ("coords", "elements", "atom_names", "res_names", "chain_ids",
+                            "res_seq", "res_index", "b_factors", "occupancies")}
+    r = 0
+    for chain, first, atoms in helices:
+        for i, res_atoms in enumerate(atoms):
+            cols["coords"].append(res_atoms)
+            cols["elements"].append(elements)
+            cols["atom_names"].append(names)
+            cols["res_names"].append(np.full(5, "ALA"))
+            cols["chain_ids"].append(np.full(5, chain))
+            cols["res_seq"].append(np.full(5, first + i))
+            cols["res_index"].append(np.full(5, r))
+            cols["b_factors"].append(np.full(5, np.round(rng.uniform(20, 40), 2)))
+            cols["occupancies"].append(np.ones(5))
+            r += 1
+    arrays = {k: np.concatenate(v) for k, v in cols.items()}
+    model = AtomicModel(**arrays)
+    m = model.masses()
+    model.coords -= (m[:, None] * model.coords).sum(axis=0) / m.sum()
+    model._structure = _structure_from_arrays(model)
+    return model
