@@ -1,0 +1,147 @@
+"""Benchmarks on the current device: projection throughput, training throughput and
+memory, and volume-generation latency. ``python -m gaussianem.bench`` or ``make bench``.
+
+Numbers, not pass/fail: each section prints a table and the whole run is returned as a
+dict (written as JSON by the CLI) with the device's name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from . import render
+from .ctf import CTFParams
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timeit(fn, device, repeats: int = 3, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t) / repeats
+
+
+def bench_projection(device, sizes=None, amp: bool = False) -> list[dict]:
+    """Images/s of CTF-multiplied projections (forward only, and forward + backward)."""
+    if sizes is None:
+        sizes = [(64, 1000, 64), (64, 5000, 64), (128, 5000, 128)] if device.type == "cpu" else \
+                [(256, 5000, 64), (256, 20000, 128), (64, 20000, 256)]
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    for B, N, box in sizes:
+        c = (torch.randn(N, 3, generator=g) * box * 0.25).to(device)
+        a = torch.rand(N, generator=g).to(device) + 0.5
+        w = torch.full((N,), 2.0, device=device)
+        R = torch.linalg.qr(torch.randn(B, 3, 3, generator=g))[0].to(device)
+        sh = torch.zeros(B, 2, device=device)
+        ctf = CTFParams.constant(B).as_tensor(device=device)
+        def fwd():
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                render.project(c, a, w, R, sh, box, 1.5, ctf_params=ctf)
+        cc = c.clone().requires_grad_(True)
+        def fwd_bwd():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                render.project(cc, a, w, R, sh, box, 1.5, ctf_params=ctf).square().mean().backward()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        t1 = _timeit(fwd, device)
+        t2 = _timeit(fwd_bwd, device, repeats=2)
+        row = {"batch": B, "gaussians": N, "box": box, "forward_images_per_s": B / t1,
+               "train_images_per_s": B / t2}
+        if device.type == "cuda":
+            row["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+        rows.append(row)
+    return rows
+
+
+def bench_volume(device, sizes=((128, 2000), (128, 5000), (64, 2000))) -> list[dict]:
+    """Milliseconds to render one volume from a Gaussian set (the slider's cost)."""
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    for box, N in sizes:
+        c = (torch.randn(N, 3, generator=g) * box * 0.2).to(device)
+        a = torch.rand(N, generator=g).to(device)
+        w = torch.full((N,), 2.5, device=device)
+        t = _timeit(lambda: render.render_volume(c, a, w, box, 1.5), device, repeats=3)
+        rows.append({"box": box, "gaussians": N, "ms_per_volume": 1e3 * t})
+    return rows
+
+
+def bench_training(device, n: int = 2000, box: int = 64, epochs: int = 1, amp: bool = False) -> dict:
+    """Particles/s and peak memory of `train` on a simulated dataset (box ``box``)."""
+    from .simulate import SimulationSpec, simulate_from_model
+    from .structure import build_test_model, write_model
+    from .train import TrainConfig, train
+    with tempfile.TemporaryDirectory() as d:
+        write_model(os.path.join(d, "m.pdb"), build_test_model())
+        simulate_from_model(os.path.join(d, "m.pdb"), d, SimulationSpec(n=n, box=box, apix=128.0 / box, states=10))
+        out = os.path.join(d, "run")
+        t = time.perf_counter()
+        train(TrainConfig(particles=os.path.join(d, "particles.star"), consensus=os.path.join(d, "consensus.mrc"),
+                          outdir=out, epochs=epochs, device=str(device), amp=amp, fit_steps=50))
+        total = time.perf_counter() - t
+        recs = [json.loads(l) for l in open(os.path.join(out, "log.jsonl"))]
+        ep = [r for r in recs if r["kind"] == "epoch"][-1]
+        return {"particles": n, "box": box, "seconds_per_epoch": ep["seconds"],
+                "particles_per_s": ep["particles_per_s"], "total_seconds": total,
+                "peak_memory_gb": ep.get("peak_memory_gb")}
+
+
+def run_all(device=None, quick: bool = False, amp: bool = False) -> dict:
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = {"device": device_name(device), "torch": torch.__version__, "amp": amp}
+    out["projection"] = bench_projection(device, amp=amp)
+    out["volume"] = bench_volume(device)
+    out["training"] = bench_training(device, n=512 if quick else 2000, amp=amp)
+    return out
+
+
+def print_report(res: dict) -> None:
+    print(f"device: {res['device']}  (torch {res['torch']}, amp={res['amp']})")
+    print("\nprojection (CTF-multiplied, Fourier-space renderer)")
+    print(f"{'batch':>6} {'gaussians':>10} {'box':>5} {'fwd img/s':>12} {'fwd+bwd img/s':>14}")
+    for r in res["projection"]:
+        print(f"{r['batch']:>6} {r['gaussians']:>10} {r['box']:>5} {r['forward_images_per_s']:>12.0f} "
+              f"{r['train_images_per_s']:>14.0f}")
+    print("\nvolume generation (one map from a Gaussian set)")
+    for r in res["volume"]:
+        print(f"  box {r['box']:>4}, {r['gaussians']:>6} Gaussians: {r['ms_per_volume']:8.1f} ms")
+    t = res["training"]
+    print(f"\ntraining ({t['particles']} particles, box {t['box']}): {t['particles_per_s']:.0f} particles/s, "
+          f"{t['seconds_per_epoch']:.1f} s/epoch, peak GPU memory {t['peak_memory_gb']}")
+
+
+if __name__ == "__main__":
+    import argparse
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--device")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--amp", action="store_true")
+    p.add_argument("-o", "--output", help="write the results as JSON here")
+    a = p.parse_args()
+    res = run_all(a.device, a.quick, a.amp)
+    print_report(res)
+    if a.output:
+        with open(a.output, "w") as f:
+            json.dump(res, f, indent=2)

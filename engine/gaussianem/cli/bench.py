@@ -1,0 +1,26 @@
+"""Benchmark the engine on the current device (projection, training, volume generation).
+
+examples:
+  gaussianem bench
+  gaussianem bench --device cuda --amp -o bench_h100.json
+"""
+
+from __future__ import annotations
+
+
+def add_args(p):
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--quick", action="store_true", help="smaller training benchmark")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
+    p.add_argument("-o", "--output", help="write the results as JSON here")
+
+
+def main(args):
+    import json
+    from ..bench import print_report, run_all
+    res = run_all(args.device, args.quick, args.amp)
+    print_report(res)
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(res, f, indent=2)
+    return 0
