@@ -38,3 +38,7 @@ def tiny_result(tiny_sim, tmp_path_factory):
                       zdim_conf=2, zdim_comp=1, fit_steps=60, device="cpu")
     train(cfg)
     return out
+
+
+# The embedded headless ChimeraX session (skips when ChimeraX is not installed).
+from chimerax_fixture import cx, cx_session  # noqa: E402,F401

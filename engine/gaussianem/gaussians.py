@@ -207,7 +207,7 @@ def fit_to_map(gset: GaussianSet, vol, apix: float, steps: int = 200, lr: float 
     Gaussians whose amplitude falls below ``prune`` times the median are removed at the end.
     ``progress`` (callable(step, loss)) is called every 20 steps.
     """
-    vol_t = torch.as_tensor(np.asarray(vol, dtype=np.float32), device=device)
+    vol_t = torch.tensor(np.asarray(vol, dtype=np.float32), device=device)
     box = vol_t.shape[0]
     g = gset.to(device)
     min_w = float(min_width) if min_width is not None else 0.5 * apix

@@ -1,0 +1,48 @@
+"""ChimeraX-GaussianEM: the ChimeraX bundle of GaussianEM (package ``chimerax.gaussianem``).
+
+ChimeraX calls the methods of ``bundle_api`` lazily: a command's module is imported the
+first time the command is used, a tool's the first time it is started. The commands and
+the tool are listed in bundle_info.xml; the numerics live in the separate ``gaussianem``
+engine package, which this bundle never re-implements.
+"""
+
+from chimerax.core.toolshed import BundleAPI
+
+# The tool named in bundle_info.xml -> (module, class) that implements it.
+_TOOLS = {
+    "GaussianEM Latent Explorer": ("tool", "LatentExplorer"),
+}
+
+
+class _API(BundleAPI):
+
+    api_version = 1  # register_command/start_tool receive BundleInfo and CommandInfo/ToolInfo
+
+    @staticmethod
+    def register_command(bi, ci, logger):
+        """Register the command ``ci.name`` ("gaussianem <subcommand>")."""
+        from . import cmd
+        cmd.register_command(ci.name, logger)
+
+    @staticmethod
+    def start_tool(session, bi, ti):
+        """Start the tool ``ti.name``."""
+        import importlib
+        try:
+            module_name, class_name = _TOOLS[ti.name]
+        except KeyError:
+            raise ValueError(f"GaussianEM bundle has no tool named {ti.name!r}") from None
+        module = importlib.import_module(f".{module_name}", __name__)
+        return getattr(module, class_name)(session, ti.name)
+
+    @staticmethod
+    def get_class(class_name):
+        """The class with this name, for restoring sessions."""
+        import importlib
+        for module_name, name in _TOOLS.values():
+            if name == class_name:
+                return getattr(importlib.import_module(f".{module_name}", __name__), name)
+        return None
+
+
+bundle_api = _API()
