@@ -9,8 +9,8 @@ import torch
 def fsc(vol1, vol2, apix: float = 1.0):
     """FSC of two cubic maps. Returns (frequencies in 1/Angstrom, fsc values), shells up
     to Nyquist (box//2 shells, skipping the zero shell)."""
-    a = torch.as_tensor(np.asarray(vol1, dtype=np.float32))
-    b = torch.as_tensor(np.asarray(vol2, dtype=np.float32))
+    a = torch.from_numpy(np.array(vol1, dtype=np.float32))
+    b = torch.from_numpy(np.array(vol2, dtype=np.float32))
     if a.shape != b.shape or a.ndim != 3 or len(set(a.shape)) != 1:
         raise ValueError(f"FSC needs two cubic maps of the same size, got {tuple(a.shape)} "
                          f"and {tuple(b.shape)}")

@@ -204,7 +204,8 @@ def fit_to_map(gset: GaussianSet, vol, apix: float, steps: int = 200, lr: float 
                min_width: float | None = None, progress=None) -> tuple[GaussianSet, FitReport]:
     """Refine amplitudes and widths (and centres if asked) to match a map (least squares).
 
-    Gaussians whose amplitude falls below ``prune`` times the median are removed at the end.
+    Gaussians whose integrated density (amplitude x width^3) falls below ``prune`` times the
+    median are removed at the end.
     ``progress`` (callable(step, loss)) is called every 20 steps.
     """
     vol_t = torch.tensor(np.asarray(vol, dtype=np.float32), device=device)
@@ -231,7 +232,8 @@ def fit_to_map(gset: GaussianSet, vol, apix: float, steps: int = 200, lr: float 
     with torch.no_grad():
         amp = torch.nn.functional.softplus(raw_a) * scale
         wid = min_w + torch.exp(raw_w)
-        keep = amp > prune * amp.median()
+        mass = amp * wid ** 3                      # integrated density, up to a constant
+        keep = mass > prune * mass.median()
         out = GaussianSet(centres.detach()[keep].cpu(), amp[keep].cpu(), wid[keep].cpu())
     return out, evaluate_fit(out, vol, apix, n_pruned=int((~keep).sum()))
 

@@ -24,10 +24,10 @@ import torch
 @dataclass
 class LossWeights:
     image: float = 1.0
-    kl: float = 1e-3
-    distance: float = 1.0
-    alignment: float = 0.05
-    embedding: float = 1e-3
+    kl: float = 1e-5
+    distance: float = 0.1
+    alignment: float = 1e-3
+    embedding: float = 1e-4
     spacing: float = 1.0
     contrastive: float = 0.0
 

@@ -212,7 +212,8 @@ class _Physics:
         self.apix = torch.from_numpy((data.apix * data.box / train_box).astype(np.float32)).to(device)
 
 
-def compute_losses(model, images, idx, phys: _Physics, edges, min_dist, cfg: TrainConfig, box: int):
+def compute_losses(model, images, idx, phys: _Physics, edges, min_dist, edge_scale: float,
+                   cfg: TrainConfig, box: int):
     core = model.module if hasattr(model, "module") else model
     mu, logvar = model(images)            # forward = image encoder (DDP-wrapped or not)
     z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if core.training else mu
@@ -224,8 +225,9 @@ def compute_losses(model, images, idx, phys: _Physics, edges, min_dist, cfg: Tra
     terms = {
         "image": losses.image_loss(pred, images.float(), cfg.loss),
         "kl": losses.kl_divergence(mu.float(), logvar.float()),
-        "distance": losses.distance_loss(core.centres, out["centres"], edges),
-        "alignment": losses.alignment_loss(out["displacement"], edges),
+        # structure terms in units of the typical edge length (dimensionless)
+        "distance": losses.distance_loss(core.centres, out["centres"], edges) / edge_scale ** 2,
+        "alignment": losses.alignment_loss(out["displacement"], edges) / edge_scale ** 2,
         "embedding": losses.embedding_loss(out["embedding"].float(), edges),
         "spacing": losses.spacing_loss(out["centres"], edges, min_dist),
     }
@@ -311,6 +313,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
     edges, radius = losses.radius_graph(base.centres.to(device), cfg.radius)
     d0 = (base.centres[edges[:, 0].cpu()] - base.centres[edges[:, 1].cpu()]).norm(dim=1)
     min_dist = (0.5 * d0).to(device)
+    edge_scale = float(d0.median())
     ddp_model = model
     if dd.world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
@@ -356,7 +359,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
                 imgs = batch["image"].to(device, non_blocking=True) / image_std
                 idx = batch["index"].to(device, non_blocking=True)
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    total, terms = compute_losses(ddp_model, imgs, idx, phys, edges, min_dist, cfg, box)
+                    total, terms = compute_losses(ddp_model, imgs, idx, phys, edges, min_dist, edge_scale, cfg, box)
                 if not torch.isfinite(total):
                     raise TrainingError(
                         f"the loss became {float(total)} at epoch {epoch + 1}, step {step + 1} "
@@ -373,12 +376,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
                 nb += 1
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + v
-                sums["total"] = sums.get("total", 0.0) + float(total)
+                sums["total"] = sums.get("total", 0.0) + float(total.detach())
                 pps = seen / max(time.time() - t0, 1e-9)
                 progress.event("step", epoch=epoch + 1, epochs=cfg.epochs, step=step, steps_per_epoch=steps,
-                               loss=float(total), particles_per_s=pps)
+                               loss=float(total.detach()), particles_per_s=pps)
                 if dd.main and (step % cfg.log_every == 0 or step == steps):
-                    _append_log(log_path, {"kind": "step", "epoch": epoch + 1, "step": step, "loss": float(total),
+                    _append_log(log_path, {"kind": "step", "epoch": epoch + 1, "step": step, "loss": float(total.detach()),
                                            **terms, "particles_per_s": pps, "time": time.time()})
             if stop["flag"]:
                 save(epoch, step)
