@@ -1,0 +1,33 @@
+# ChimeraX-GaussianEM: set-up, tests, demo, benchmarks.
+# Every target sets up .venv first (Python 3.11, pinned; see tools/setup_env.sh).
+
+PY      := .venv/bin/python
+DEMO    ?= demo_out
+BENCH   ?= bench_out
+
+.PHONY: setup test demo bench bundle validate clean
+
+setup: .venv/.stamp
+
+.venv/.stamp: tools/setup_env.sh tools/install_chimerax.py requirements/engine.txt engine/pyproject.toml
+	bash tools/setup_env.sh
+
+test: setup
+	$(PY) -m pytest tests -q -p no:cacheprovider
+
+# simulated data -> train -> analyze -> results opened in headless ChimeraX, images saved
+demo: setup
+	bash tools/demo.sh $(DEMO)
+
+bench: setup
+	mkdir -p $(BENCH) benchmarks/results
+	$(PY) -m gaussianem.bench -o benchmarks/results/engine_$$(hostname)_cpu.json
+
+validate: setup
+	$(PY) benchmarks/validate.py --outdir validate_out
+
+bundle: setup
+	$(PY) tools/build_bundle.py
+
+clean:
+	rm -rf $(DEMO) $(BENCH) validate_out dist build .cache
