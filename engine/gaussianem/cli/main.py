@@ -12,7 +12,7 @@ import sys
 
 from .. import __version__
 
-COMMANDS = ["simulate", "fit", "train"]
+COMMANDS = ["simulate", "fit", "train", "analyze", "generate", "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:
