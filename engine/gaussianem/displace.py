@@ -1,12 +1,18 @@
 """Carrying Gaussian displacements onto an atomic model.
 
-Each atom moves by a smooth, distance-weighted average of the displacements of its ``k``
-nearest base Gaussians (weights ``exp(-d^2 / (2 sigma^2))``, normalised; ``sigma``
-defaults to the Gaussians' median nearest-neighbour distance). The neighbour-graph
-losses keep neighbouring Gaussians moving alike, so the interpolated field is locally
-near-rigid and bond geometry survives (see ``bond_length_rms_change`` in
-:mod:`gaussianem.structure`). The weights are computed once per model
-(:class:`AtomInterpolator`); moving a model to a new latent is one small matrix product.
+Each atom follows its ``k`` nearest base Gaussians by linear blend skinning: every
+Gaussian ``j`` gets a local rigid motion ``(R_j, t_j)``, the least-squares rotation
+(Kabsch) that takes its neighbourhood of base centres to their displaced positions, and
+an atom moves to the weighted average of those local motions applied to it::
+
+    x' = sum_j w_aj (R_j (x - c_j) + c_j + d_j),   w_aj ~ exp(-|x - c_j|^2 / (2 sigma^2))
+
+For a motion that is rigid over an atom's neighbourhood this is exact (bonds keep their
+length), which a plain average of displacements is not: averaging translations of a
+rotating domain shrinks it slightly. ``sigma`` defaults to the Gaussians' median
+nearest-neighbour distance. Weights and neighbourhoods are computed once per model
+(:class:`AtomInterpolator`); moving the model to a new latent is a batched 3x3 SVD per
+Gaussian and a small gather.
 """
 
 from __future__ import annotations
@@ -19,38 +25,60 @@ class ModelOutsideMapError(ValueError):
     pass
 
 
+def local_rotations(centres: torch.Tensor, moved: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+    """Kabsch rotations (..., N, 3, 3) taking each Gaussian's neighbourhood (indices
+    (N, k), base ``centres`` (N, 3)) to ``moved`` (..., N, 3), about its own centre."""
+    p = centres[neighbours] - centres[:, None, :]                         # (N, k, 3)
+    q = moved[..., neighbours, :] - moved[..., :, None, :]                # (..., N, k, 3)
+    h = torch.einsum("nki,...nkj->...nij", p, q)                          # covariance
+    u, _, vt = torch.linalg.svd(h)
+    d = torch.sign(torch.linalg.det(vt.transpose(-1, -2) @ u.transpose(-1, -2)))
+    fix = torch.ones(*d.shape, 3, dtype=h.dtype)
+    fix[..., 2] = d
+    return vt.transpose(-1, -2) @ (fix[..., None] * u.transpose(-1, -2))
+
+
 class AtomInterpolator:
-    """Weights from atoms (engine frame, (M, 3)) to the base Gaussians' centres (N, 3)."""
+    """Atoms (engine frame, (M, 3)) following base Gaussians (centres (N, 3))."""
 
     def __init__(self, atoms_xyz: np.ndarray, centres: np.ndarray, k: int = 8,
-                 sigma: float | None = None, name: str = "the atomic model"):
+                 sigma: float | None = None, name: str = "the atomic model", rigid: bool = True):
         from scipy.spatial import cKDTree
         centres = np.asarray(centres, dtype=np.float64)
         atoms = np.asarray(atoms_xyz, dtype=np.float64)
         tree = cKDTree(centres)
         if sigma is None:
-            nn = tree.query(centres, k=2)[0][:, 1]
-            sigma = float(np.median(nn))
+            sigma = float(np.median(tree.query(centres, k=2)[0][:, 1]))
         k = min(k, len(centres))
         dist, idx = tree.query(atoms, k=k)
-        dist = dist.reshape(len(atoms), k)
-        idx = idx.reshape(len(atoms), k)
+        dist, idx = dist.reshape(len(atoms), k), idx.reshape(len(atoms), k)
         near = dist[:, 0] < 3 * sigma
         if near.mean() < 0.5:
             raise ModelOutsideMapError(
                 f"{name} does not overlap the Gaussians of the map: only {near.mean():.0%} of its "
                 f"atoms lie within {3 * sigma:.1f} A of a Gaussian (is it fitted into the consensus map, "
                 "in the same coordinate frame?)")
-        w = np.exp(-0.5 * (dist / sigma) ** 2)
-        w[~near] = np.exp(-0.5 * ((dist[~near] - dist[~near, :1]) / sigma) ** 2)  # far atoms: nearest dominate
+        # relative to the nearest Gaussian, so far atoms follow their nearest neighbours
+        w = np.exp(-0.5 * ((dist - dist[:, :1]) / sigma) ** 2)
         w /= w.sum(1, keepdims=True)
         self.idx = torch.from_numpy(idx)
-        self.weights = torch.from_numpy(w.astype(np.float32))
+        self.weights = torch.from_numpy(w)
+        self.atoms = torch.from_numpy(atoms)
+        self.centres = torch.from_numpy(centres)
+        self.gauss_neighbours = torch.from_numpy(
+            tree.query(centres, k=min(k, len(centres)))[1].reshape(len(centres), -1))
         self.sigma = sigma
+        self.rigid = rigid
         self.fraction_near = float(near.mean())
 
     def __call__(self, displacement: torch.Tensor) -> torch.Tensor:
         """Gaussian displacements (N, 3) or (B, N, 3) -> atom displacements (M, 3) / (B, M, 3)."""
-        d = displacement.detach().float().cpu()
-        gathered = d[..., self.idx, :]                                   # (..., M, k, 3)
-        return (gathered * self.weights[..., None]).sum(-2)
+        d = displacement.detach().to(torch.float64).cpu()
+        if not self.rigid:
+            return (d[..., self.idx, :] * self.weights[..., None]).sum(-2).float()
+        R = local_rotations(self.centres, self.centres + d, self.gauss_neighbours)   # (..., N, 3, 3)
+        rel = self.atoms[:, None, :] - self.centres[self.idx]                          # (M, k, 3)
+        Rk = R[..., self.idx, :, :]                                                    # (..., M, k, 3, 3)
+        moved = torch.einsum("...mkij,mkj->...mki", Rk, rel) + self.centres[self.idx] + d[..., self.idx, :]
+        new = (moved * self.weights[..., None]).sum(-2)
+        return (new - self.atoms).float()
