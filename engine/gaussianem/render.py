@@ -42,8 +42,16 @@ def project_fourier(centres: torch.Tensor, amplitudes: torch.Tensor, widths: tor
     rotations: (B, 3, 3) RELION matrices; shifts: (B, 2) RELION origins (Angstrom);
     apix: float or (B,) tensor. Returns complex64 (B, box, box//2+1), equal to
     ``torch.fft.rfft2`` of the real-space projection image (centre at pixel box//2).
-    Work is chunked over Gaussians to bound memory (B x chunk x box per factor).
+    Work is chunked over Gaussians to bound memory (B x chunk x box per factor). Always
+    computed in float32/complex64, also inside an autocast region: positions in bf16 would
+    be off by a large fraction of a pixel.
     """
+    with torch.autocast(rotations.device.type, enabled=False):
+        return _project_fourier(centres.float(), amplitudes.float(), widths.float(), rotations.float(),
+                                shifts.float(), box, apix, chunk)
+
+
+def _project_fourier(centres, amplitudes, widths, rotations, shifts, box, apix, chunk):
     B = rotations.shape[0]
     device = rotations.device
     dtype = torch.float32
@@ -87,14 +95,15 @@ def project(centres, amplitudes, widths, rotations, shifts, box: int, apix,
     Returns real images (B, box, box) when ``real_space`` else their rfft2 (complex).
     """
     f = project_fourier(centres, amplitudes, widths, rotations, shifts, box, apix, chunk)
-    if ctf_params is not None:
-        if not isinstance(apix, torch.Tensor):
-            apix = torch.full((rotations.shape[0],), float(apix), device=rotations.device)
-        freqs = ctf_mod.fourier_grid(box, apix.float(), device=rotations.device)
-        f = f * ctf_mod.evaluate(freqs, ctf_params.to(rotations.device).float())
-    if real_space:
-        return torch.fft.irfft2(f, s=(box, box))
-    return f
+    with torch.autocast(rotations.device.type, enabled=False):
+        if ctf_params is not None:
+            if not isinstance(apix, torch.Tensor):
+                apix = torch.full((rotations.shape[0],), float(apix), device=rotations.device)
+            freqs = ctf_mod.fourier_grid(box, apix.float(), device=rotations.device)
+            f = f * ctf_mod.evaluate(freqs, ctf_params.to(rotations.device).float())
+        if real_space:
+            return torch.fft.irfft2(f, s=(box, box))
+        return f
 
 
 def render_volume(centres: torch.Tensor, amplitudes: torch.Tensor, widths: torch.Tensor,

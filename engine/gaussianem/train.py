@@ -60,6 +60,7 @@ class TrainConfig:
     threshold: float | None = None
     fit_steps: int = 200
     loss: str = "l1"                  # l1 | l2 | corr
+    kl_warmup: float = 5.0            # epochs over which the KL weight rises from 0
     weights: LossWeights = field(default_factory=LossWeights)
     radius: float | None = None       # neighbour-graph radius (Angstrom)
     max_displacement: float = 20.0
@@ -213,7 +214,7 @@ class _Physics:
 
 
 def compute_losses(model, images, idx, phys: _Physics, edges, min_dist, edge_scale: float,
-                   cfg: TrainConfig, box: int):
+                   cfg: TrainConfig, box: int, kl_scale: float = 1.0):
     core = model.module if hasattr(model, "module") else model
     mu, logvar = model(images)            # forward = image encoder (DDP-wrapped or not)
     z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if core.training else mu
@@ -233,7 +234,7 @@ def compute_losses(model, images, idx, phys: _Physics, edges, min_dist, edge_sca
     }
     if w.contrastive > 0:
         terms["contrastive"] = losses.contrastive_loss(mu, out["displacement"], out["amp_factor"])
-    total = sum(getattr(w, k) * v for k, v in terms.items())
+    total = sum(getattr(w, k) * v * (kl_scale if k == "kl" else 1.0) for k, v in terms.items())
     return total, {k: float(v.detach()) for k, v in terms.items()}
 
 
@@ -358,8 +359,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
                     break
                 imgs = batch["image"].to(device, non_blocking=True) / image_std
                 idx = batch["index"].to(device, non_blocking=True)
+                # KL warm-up: the decoder starts from "no deformation" and needs latents that
+                # still carry information when it begins to use them (no posterior collapse)
+                kl_scale = min(1.0, (epoch + step / steps) / cfg.kl_warmup) if cfg.kl_warmup > 0 else 1.0
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    total, terms = compute_losses(ddp_model, imgs, idx, phys, edges, min_dist, edge_scale, cfg, box)
+                    total, terms = compute_losses(ddp_model, imgs, idx, phys, edges, min_dist, edge_scale, cfg,
+                                                  box, kl_scale)
                 if not torch.isfinite(total):
                     raise TrainingError(
                         f"the loss became {float(total)} at epoch {epoch + 1}, step {step + 1} "

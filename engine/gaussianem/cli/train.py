@@ -37,6 +37,7 @@ def add_args(p):
     p.add_argument("--threshold", type=float, help="map level for initialisation (default mean + 3 sd)")
     p.add_argument("--loss", choices=["l1", "l2", "corr"], default="l1", help="image loss (default l1)")
     p.add_argument("--beta", type=float, default=1e-5, help="KL weight (default 1e-5)")
+    p.add_argument("--kl-warmup", type=float, default=5.0, help="epochs over which the KL weight rises from 0 (default 5)")
     p.add_argument("--w-distance", type=float, default=0.1, help="neighbour distance-preservation weight (default 0.1)")
     p.add_argument("--w-alignment", type=float, default=1e-3, help="neighbour displacement-alignment weight (default 1e-3)")
     p.add_argument("--w-contrastive", type=float, default=0.0, help="latent-neighbourhood term weight")
@@ -60,7 +61,7 @@ def main(args):
         datadir=args.datadir, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         zdim=args.zdim, zdim_conf=args.zdim_conf, zdim_comp=args.zdim_comp,
         downsample=args.downsample, num_gaussians=args.num_gaussians, init=args.init,
-        threshold=args.threshold, loss=args.loss, device=args.device, amp=args.amp,
+        threshold=args.threshold, loss=args.loss, kl_warmup=args.kl_warmup, device=args.device, amp=args.amp,
         seed=args.seed, invert=args.invert, num_workers=args.num_workers,
         weights=LossWeights(kl=args.beta, distance=args.w_distance, alignment=args.w_alignment,
                             contrastive=args.w_contrastive))
