@@ -19,7 +19,7 @@ $GEM simulate --test-model -o "$OUT/sim" -n "$N" --box 48 --apix 2.5 --snr 0.5 -
 
 echo "== 2/5 train ($EPOCHS epochs, split latent: 2 conformational + 2 compositional)"
 $GEM train "$OUT/sim/particles.star" --consensus "$OUT/sim/consensus.mrc" --model "$OUT/sim/model.pdb" \
-    -o "$OUT/run" --epochs "$EPOCHS" --zdim-conf 2 --zdim-comp 2 --loss l2 --progress none
+    -o "$OUT/run" --epochs "$EPOCHS" --zdim-conf 2 --zdim-comp 2 --progress none
 
 echo "== 3/5 analyze"
 $GEM analyze "$OUT/run" --kmeans 4

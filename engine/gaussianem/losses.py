@@ -25,7 +25,7 @@ import torch
 class LossWeights:
     image: float = 1.0
     kl: float = 1e-5
-    distance: float = 0.1
+    distance: float = 1.0
     alignment: float = 1e-3
     embedding: float = 1e-4
     spacing: float = 1.0

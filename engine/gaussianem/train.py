@@ -50,7 +50,7 @@ class TrainConfig:
     datadir: str | None = None
     epochs: int = 20
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 2e-3
     zdim: int = 10
     zdim_conf: int = 0
     zdim_comp: int = 0
@@ -59,7 +59,7 @@ class TrainConfig:
     init: str = "kmeans"              # kmeans | grid | model
     threshold: float | None = None
     fit_steps: int = 200
-    loss: str = "l1"                  # l1 | l2 | corr
+    loss: str = "l2"                  # l2 | l1 (GaussianEM) | corr
     kl_warmup: float = 5.0            # epochs over which the KL weight rises from 0
     weights: LossWeights = field(default_factory=LossWeights)
     radius: float | None = None       # neighbour-graph radius (Angstrom)

@@ -24,7 +24,7 @@ def add_args(p):
     p.add_argument("--datadir", help="folder to resolve image paths against (default: the particle file's)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=2e-3, help="learning rate (default 2e-3)")
     p.add_argument("--zdim", type=int, default=10, help="latent size (default 10)")
     p.add_argument("--zdim-conf", type=int, default=0,
                    help="split latent: conformational part (moves Gaussians only)")
@@ -35,10 +35,11 @@ def add_args(p):
     p.add_argument("--init", choices=["kmeans", "grid", "model"], default="kmeans",
                    help="Gaussian initialisation (default kmeans; 'model' needs --model)")
     p.add_argument("--threshold", type=float, help="map level for initialisation (default mean + 3 sd)")
-    p.add_argument("--loss", choices=["l1", "l2", "corr"], default="l1", help="image loss (default l1)")
+    p.add_argument("--loss", choices=["l1", "l2", "corr"], default="l2",
+                   help="image loss: l2 (default), l1 (GaussianEM's) or corr")
     p.add_argument("--beta", type=float, default=1e-5, help="KL weight (default 1e-5)")
     p.add_argument("--kl-warmup", type=float, default=5.0, help="epochs over which the KL weight rises from 0 (default 5)")
-    p.add_argument("--w-distance", type=float, default=0.1, help="neighbour distance-preservation weight (default 0.1)")
+    p.add_argument("--w-distance", type=float, default=1.0, help="neighbour distance-preservation weight (default 1.0)")
     p.add_argument("--w-alignment", type=float, default=1e-3, help="neighbour displacement-alignment weight (default 1e-3)")
     p.add_argument("--w-contrastive", type=float, default=0.0, help="latent-neighbourhood term weight")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
