@@ -12,7 +12,7 @@ import sys
 
 from .. import __version__
 
-COMMANDS = ["simulate", "fit", "train", "analyze", "generate", "export"]
+COMMANDS = ["simulate", "fit", "train", "analyze", "generate", "export", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:
