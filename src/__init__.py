@@ -4,6 +4,9 @@ ChimeraX calls the methods of ``bundle_api`` lazily: a command's module is impor
 first time the command is used, a tool's the first time it is started. The commands and
 the tool are listed in bundle_info.xml; the numerics live in the separate ``gaussianem``
 engine package, which this bundle never re-implements.
+
+Scripting: ``from chimerax.gaussianem import open_result`` (see session_result.py). The
+name is loaded on first use, so importing the package does not import torch.
 """
 
 from chimerax.core.toolshed import BundleAPI
@@ -46,3 +49,17 @@ class _API(BundleAPI):
 
 
 bundle_api = _API()
+
+# Names of the scripting interface -> module that defines them (imported on first use).
+_LAZY = {
+    "open_result": "session_result",
+    "current_result": "session_result",
+    "GaussianEMResult": "session_result",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,19 +1,41 @@
 """The ``gaussianem`` commands: ``gaussianem <subcommand> ...``.
 
-Each command is a thin function over the ``gaussianem`` engine: parse, call the engine,
-show the result, log. To add a subcommand:
+Each command is a thin function over the ``gaussianem`` engine (through the session's
+:class:`~.session_result.GaussianEMResult` and :mod:`.jobs`): parse, call, show, log.
+Users see keywords in camelCase (``zdimConf``); Python uses snake_case (``zdim_conf``).
 
-1. write ``def gaussianem_xxx(session, ...)`` and its ``gaussianem_xxx_desc = CmdDesc(...)``;
-2. add ``"gaussianem xxx": (gaussianem_xxx, gaussianem_xxx_desc)`` to ``_COMMANDS``;
-3. list it in bundle_info.xml (a ``ChimeraX :: Command :: gaussianem xxx :: ...`` line),
-   which is how ChimeraX knows to call ``register_command`` for it.
+    gaussianem train PARTICLES consensus MAP|#MAP [model FILE|#MODEL] [outdir PATH]
+        [epochs N] [zdim N] [zdimConf N] [zdimComp N] [batchSize N] [downsample N]
+        [device auto|cpu|cuda] [wait true|false] [resume true|false]
+    gaussianem open OUTDIR [model FILE|#MODEL] [device cpu|cuda]
+    gaussianem show [z V1,V2,...] [particle I] [pc K value V] [cluster C [k K]]
+    gaussianem trajectory [pc K] [steps N] [range A,B]
+    gaussianem markers [colorBy displacement|amplitude] [z V1,...|particle I]
+    gaussianem subset (cluster C[,C...] [k K] | particles FILE | pcRange K,A,B) save FILE.star|.cs
+    gaussianem jobs
+    gaussianem stop [ID]
+    gaussianem version
+
+To add a subcommand: write ``gaussianem_xxx(session, ...)`` and ``gaussianem_xxx_desc``,
+add it to ``_COMMANDS`` and list it in bundle_info.xml (ChimeraX calls
+``register_command`` only for the commands listed there).
 """
 
-from chimerax.core.commands import CmdDesc, register
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from chimerax.core.commands import (Annotation, BoolArg, CmdDesc, EnumOf, Float2Arg, Float3Arg,
+                                    FloatArg, FloatsArg, IntArg, ListOf, NonNegativeIntArg,
+                                    OpenFileNameArg, OpenFolderNameArg, PositiveIntArg,
+                                    SaveFileNameArg, register)
+from chimerax.core.commands import quote_path_if_necessary as quote
 from chimerax.core.errors import UserError
 
 BUNDLE_DIST = "ChimeraX-GaussianEM"
 ENGINE_DIST = "gaussianem"
+DEVICES = ["auto", "cpu", "cuda"]
 
 
 def _dist_version(dist):
@@ -24,6 +46,48 @@ def _dist_version(dist):
     except PackageNotFoundError:
         return None
 
+
+# ---------------------------------------------------------------------------- arguments
+
+class _ModelOrFileArg(Annotation):
+    """``#N`` (an open model of one class) or the name of a file to open."""
+    model_arg = None
+    what = "model"
+
+    @classmethod
+    def parse(cls, text, session):
+        if text.lstrip().startswith("#"):
+            return cls.model_arg().parse(text, session)
+        return OpenFileNameArg.parse(text, session)
+
+
+class MapOrFileArg(_ModelOrFileArg):
+    name = "an open map (#N) or a map file"
+
+    @staticmethod
+    def model_arg():
+        from chimerax.map import MapArg
+        return MapArg
+
+
+class StructureOrFileArg(_ModelOrFileArg):
+    name = "an open atomic model (#N) or a .pdb/.cif file"
+
+    @staticmethod
+    def model_arg():
+        from chimerax.atomic import AtomicStructureArg
+        return AtomicStructureArg
+
+
+IntsArg = ListOf(IntArg)
+
+
+def _state():
+    from . import session_result
+    return session_result
+
+
+# ---------------------------------------------------------------------------- version
 
 def gaussianem_version(session):
     """Report the versions of this bundle and of the GaussianEM engine."""
@@ -39,8 +103,337 @@ def gaussianem_version(session):
 gaussianem_version_desc = CmdDesc(synopsis="report GaussianEM bundle and engine versions")
 
 
+# ---------------------------------------------------------------------------- train
+
+def _default_outdir(particles: str) -> str:
+    base = os.path.join(os.path.dirname(os.path.abspath(particles)), "gaussianem")
+    path, n = base, 1
+    while os.path.exists(path):
+        n += 1
+        path = f"{base}_{n}"
+    return path
+
+
+def save_volume_mrc(volume, path: str) -> str:
+    """Write an open Volume's full grid to an MRC file with its voxel size and origin."""
+    import mrcfile
+    d = volume.data
+    step = np.asarray(d.step, dtype=np.float64)
+    if not np.allclose(step, step[0], rtol=1e-4):
+        raise UserError(f"map #{volume.id_string} has voxel size {tuple(step)}: the consensus map must "
+                        "have cubic voxels (use 'volume resample')")
+    if tuple(d.cell_angles) != (90, 90, 90) or not np.allclose(d.rotation, np.eye(3)):
+        raise UserError(f"map #{volume.id_string} has a skewed or rotated grid: save it on an "
+                        "orthogonal grid first (use 'volume resample')")
+    size = d.size
+    if not (size[0] == size[1] == size[2]):
+        raise UserError(f"map #{volume.id_string} is {size[0]}x{size[1]}x{size[2]} voxels: the "
+                        "consensus map must be a cube of the particles' box")
+    array = np.asarray(volume.full_matrix(), dtype=np.float32)
+    with mrcfile.new(path, overwrite=True) as m:
+        m.set_data(array)
+        m.voxel_size = float(step[0])
+        m.header.origin.x, m.header.origin.y, m.header.origin.z = (float(v) for v in d.origin)
+    return path
+
+
+def _save_structure(session, structure, path: str, relative_to=None) -> str:
+    """Save an open atomic model as PDB (in the consensus map's frame when given)."""
+    from chimerax.core.commands import run
+    cmd = f"save {quote(path)} models #{structure.id_string}"
+    if relative_to is not None:
+        cmd += f" relModel #{relative_to.id_string}"
+    run(session, cmd, log=False)
+    return path
+
+
+def gaussianem_train(session, particles, consensus=None, model=None, outdir=None, epochs=None,
+                     zdim=None, zdim_conf=None, zdim_comp=None, batch_size=None, downsample=None,
+                     device="auto", wait=False, resume=False):
+    """Train a model in a separate engine process; opens the result when done.
+
+    ``consensus`` and ``model`` may be open models: they are saved into OUTDIR first
+    (consensus_input.mrc, model_input.pdb, the model relative to the map). Returns the
+    :class:`~.jobs.TrainJob`; with ``wait true`` blocks until training ends and raises
+    UserError with the engine's message if it failed.
+    """
+    from chimerax.atomic import AtomicStructure
+    from chimerax.map import Volume
+
+    from .jobs import TrainJob, registry
+    particles = os.path.abspath(os.path.expanduser(particles))
+    if not os.path.isfile(particles):
+        raise UserError(f"no such particle file: {particles}")
+    if (zdim_conf is None) != (zdim_comp is None):
+        raise UserError("zdimConf and zdimComp go together: give both for a split latent "
+                        "(e.g. zdimConf 8 zdimComp 2), or neither")
+    if outdir is None:
+        if resume:
+            raise UserError("resume true needs the outdir of the run to continue")
+        outdir = _default_outdir(particles)
+    outdir = os.path.abspath(os.path.expanduser(outdir))
+    checkpoint = os.path.join(outdir, "checkpoint.pt")
+    if resume and not os.path.exists(checkpoint):
+        raise UserError(f"nothing to resume: {checkpoint} does not exist")
+    if not resume and os.path.exists(checkpoint):
+        raise UserError(f"{outdir} already holds a training run: add 'resume true' to continue "
+                        "it, or choose another outdir")
+    reg = registry(session)
+    for job in reg.active():
+        if job.outdir == outdir:
+            raise UserError(f"GaussianEM job {job.id} is already training into {outdir}")
+    os.makedirs(outdir, exist_ok=True)
+
+    if isinstance(consensus, Volume):
+        consensus_path = os.path.join(outdir, "consensus_input.mrc")
+        if not resume:
+            save_volume_mrc(consensus, consensus_path)
+    else:
+        consensus_path = os.path.abspath(consensus)
+    open_model = model
+    if isinstance(model, AtomicStructure):
+        model_path = os.path.join(outdir, "model_input.pdb")
+        if not resume:
+            _save_structure(session, model, model_path,
+                            consensus if isinstance(consensus, Volume) else None)
+    else:
+        model_path = None if model is None else os.path.abspath(model)
+        open_model = model_path
+
+    args = ["train", particles, "--consensus", consensus_path, "--outdir", outdir,
+            "--device", device, "--progress", "json"]
+    for flag, value in (("--model", model_path), ("--epochs", epochs), ("--zdim", zdim),
+                        ("--zdim-conf", zdim_conf), ("--zdim-comp", zdim_comp),
+                        ("--batch-size", batch_size), ("--downsample", downsample)):
+        if value is not None:
+            args += [flag, str(value)]
+    if resume:
+        args.append("--resume")
+    if epochs is None and resume:
+        # The engine's default (20) would silently end a longer run: keep the saved one.
+        import json
+        with open(os.path.join(outdir, "config.json")) as f:
+            saved = json.load(f).get("train", {}).get("epochs")
+        if saved:
+            args += ["--epochs", str(saved)]
+
+    def on_done(job):
+        from chimerax.core.commands import run
+        cmd = f"gaussianem open {quote(job.outdir)}"
+        if isinstance(open_model, AtomicStructure) and not open_model.deleted:
+            cmd += f" model #{open_model.id_string}"
+        elif isinstance(open_model, str):
+            cmd += f" model {quote(open_model)}"
+        run(session, cmd)
+
+    job = TrainJob(reg.new_id(), args, outdir, logger=session.logger, on_done=on_done,
+                   status_every=0.0 if session.ui.is_gui else 10.0)
+    try:
+        job.start()
+    except OSError as e:
+        raise UserError(f"cannot start the GaussianEM engine ({e})") from None
+    reg.add(job)
+    session.logger.info(f"GaussianEM job {job.id} started (process {job.pid}): "
+                        f"{'resuming' if resume else 'training'} into {outdir}"
+                        + ("" if wait else "; 'gaussianem jobs' shows its progress, "
+                           f"'gaussianem stop {job.id}' stops it"))
+    if wait:
+        state = job.wait()
+        if state == "failed":
+            raise UserError(f"GaussianEM training failed: {job.error}")
+    return job
+
+
+gaussianem_train_desc = CmdDesc(
+    required=[("particles", OpenFileNameArg)],
+    keyword=[("consensus", MapOrFileArg), ("model", StructureOrFileArg),
+             ("outdir", SaveFileNameArg), ("epochs", PositiveIntArg), ("zdim", PositiveIntArg),
+             ("zdim_conf", PositiveIntArg), ("zdim_comp", PositiveIntArg),
+             ("batch_size", PositiveIntArg), ("downsample", PositiveIntArg),
+             ("device", EnumOf(DEVICES)), ("wait", BoolArg), ("resume", BoolArg)],
+    required_arguments=["consensus"],
+    synopsis="train a deformable Gaussian model on particle images")
+
+
+# ---------------------------------------------------------------------------- jobs, stop
+
+def gaussianem_jobs(session):
+    """List the session's training jobs (and catch up on their progress)."""
+    from .jobs import registry
+    reg = registry(session)
+    reg.poll()
+    rows = [job.summary() for job in reg.jobs.values()]
+    if not rows:
+        session.logger.info("No GaussianEM training jobs in this session")
+        return rows
+    lines = ["GaussianEM jobs:"]
+    for r in rows:
+        epoch = "-" if r["epoch"] is None else f"{r['epoch']}/{r['epochs']}"
+        loss = "-" if r["loss"] is None else f"{r['loss']:.4g}"
+        lines.append(f"  {r['id']}  {r['state']:<8}  epoch {epoch:<7}  loss {loss:<9}  {r['outdir']}")
+        if r["error"]:
+            lines.append(f"      error: {r['error']}")
+    session.logger.info("\n".join(lines))
+    return rows
+
+
+gaussianem_jobs_desc = CmdDesc(synopsis="list GaussianEM training jobs")
+
+
+def gaussianem_stop(session, job_id=None):
+    """Stop a training job (all running jobs when no id is given); the engine saves a
+    resumable checkpoint first."""
+    from .jobs import registry
+    reg = registry(session)
+    reg.poll()
+    if job_id is None:
+        jobs = reg.active()
+        if not jobs:
+            raise UserError("no GaussianEM training job is running")
+    else:
+        job = reg.get(job_id)
+        if job is None:
+            known = ", ".join(str(i) for i in reg.jobs) or "none"
+            raise UserError(f"no GaussianEM job {job_id} (jobs of this session: {known})")
+        if not job.active:
+            raise UserError(f"GaussianEM job {job_id} is not running (it is {job.state})")
+        jobs = [job]
+    stopped = []
+    for job in jobs:
+        if job.stop():
+            stopped.append(job.id)
+            session.logger.info(f"GaussianEM job {job.id}: stopping; the engine saves "
+                                f"{os.path.join(job.outdir, 'checkpoint.pt')} and exits")
+    return stopped
+
+
+gaussianem_stop_desc = CmdDesc(optional=[("job_id", PositiveIntArg)],
+                               synopsis="stop a GaussianEM training job")
+
+
+# ---------------------------------------------------------------------------- open, show
+
+def gaussianem_open(session, outdir, model=None, device="cpu"):
+    """Open a training result: its map, latents and atomic model; start the Latent
+    Explorer in the GUI."""
+    res = _state().open_result(session, outdir, model=model, device=device)
+    if session.ui.is_gui:
+        from .tool import show_explorer
+        try:
+            show_explorer(session, res)
+        except UserError as e:          # e.g. no latents yet: the maps still work
+            session.logger.warning(f"GaussianEM Latent Explorer not shown: {e}")
+    return res
+
+
+gaussianem_open_desc = CmdDesc(
+    required=[("outdir", OpenFolderNameArg)],
+    keyword=[("model", StructureOrFileArg), ("device", EnumOf(["cpu", "cuda"]))],
+    synopsis="open a trained GaussianEM model")
+
+
+def _describe(z) -> str:
+    return ", ".join(f"{v:.3g}" for v in np.asarray(z).reshape(-1))
+
+
+def gaussianem_show(session, z=None, particle=None, pc=None, value=None, cluster=None, k=None):
+    """Move the current result's map and model to a latent; returns the latent."""
+    res = _state().require_result(session)
+    if (pc is None) != (value is None):
+        raise UserError("pc and value go together: e.g. 'gaussianem show pc 1 value 2' "
+                        "(2 standard deviations along principal component 1)")
+    if k is not None and cluster is None:
+        raise UserError("k (the number of k-means clusters) goes with cluster")
+    latent = res.show(z=z, particle=particle, pc=None if pc is None else (pc, value),
+                      cluster=cluster, k=k)
+    if z is not None:
+        what = "latent"
+    elif particle is not None:
+        what = f"particle {particle}"
+    elif pc is not None:
+        what = f"PC{pc} at {value:g} sd"
+    elif cluster is not None:
+        what = f"k-means cluster {cluster} (k={k or res.k}) centre"
+    else:
+        what = "mean latent"
+    session.logger.info(f"GaussianEM: showing {what}, z = ({_describe(latent)})")
+    return latent
+
+
+gaussianem_show_desc = CmdDesc(
+    keyword=[("z", FloatsArg), ("particle", NonNegativeIntArg), ("pc", PositiveIntArg), ("value", FloatArg),
+             ("cluster", IntArg), ("k", PositiveIntArg)],
+    synopsis="show the map of a point in latent space")
+
+
+def gaussianem_trajectory(session, pc=1, steps=10, range=(-2.0, 2.0)):  # noqa: A002 (keyword name)
+    """Maps (a map series) and an atomic model (one coordinate set per step) along a
+    principal component, from range[0] to range[1] standard deviations."""
+    res = _state().require_result(session)
+    if steps < 2:
+        raise UserError(f"a trajectory needs at least 2 steps, got {steps}")
+    series, copy = res.trajectory(pc=pc, steps=steps, range_sd=range)
+    msg = (f"GaussianEM PC{pc} trajectory, {steps} steps from {range[0]:g} to {range[1]:g} sd: "
+           f"maps #{series.id_string} (vseries play #{series.id_string})")
+    if copy is not None:
+        msg += f", model #{copy.id_string} (coordset #{copy.id_string})"
+    session.logger.info(msg)
+    return series, copy
+
+
+gaussianem_trajectory_desc = CmdDesc(
+    keyword=[("pc", PositiveIntArg), ("steps", PositiveIntArg), ("range", Float2Arg)],
+    synopsis="play maps along a path through latent space")
+
+
+def gaussianem_markers(session, color_by="displacement", z=None, particle=None):
+    """The Gaussians of the current state (or of a latent) as markers."""
+    res = _state().require_result(session)
+    ms = res.markers(color_by=color_by, z=z, particle=particle)
+    lo, hi = res.marker_range
+    unit = "A" if color_by == "displacement" else "(log2 of the amplitude factor)"
+    session.logger.info(f"GaussianEM: {ms.num_atoms} Gaussians as markers #{ms.id_string}, "
+                        f"coloured by {color_by} from {lo:.3g} to {hi:.3g} {unit} (blue to red)")
+    return ms
+
+
+gaussianem_markers_desc = CmdDesc(
+    keyword=[("color_by", EnumOf(["displacement", "amplitude"])), ("z", FloatsArg),
+             ("particle", NonNegativeIntArg)],
+    synopsis="show the Gaussians of a model as markers")
+
+
+def gaussianem_subset(session, save=None, cluster=None, k=None, particles=None, pc_range=None):
+    """Save the particles of k-means clusters, of a selection file or of a range along a
+    principal component to a RELION .star or cryoSPARC .cs file (original rows)."""
+    res = _state().require_result(session)
+    if k is not None and cluster is None:
+        raise UserError("k (the number of k-means clusters) goes with cluster")
+    save = os.path.abspath(os.path.expanduser(save))
+    if os.path.splitext(save)[1].lower() not in (".star", ".cs"):
+        raise UserError(f"cannot save {save}: the subset is saved as a .star or .cs file")
+    out = res.subset(save, cluster=cluster, k=k, particles=particles, pc_range=pc_range)
+    session.logger.info(f"GaussianEM: saved {out['n']} particles ({out['what']}) to {out['file']}")
+    return out
+
+
+gaussianem_subset_desc = CmdDesc(
+    keyword=[("save", SaveFileNameArg), ("cluster", IntsArg), ("k", PositiveIntArg),
+             ("particles", OpenFileNameArg), ("pc_range", Float3Arg)],
+    required_arguments=["save"],
+    synopsis="save a subset of particles picked in latent space")
+
+
 # Command name -> (function, CmdDesc). Every name here must also be in bundle_info.xml.
 _COMMANDS = {
+    "gaussianem train": (gaussianem_train, gaussianem_train_desc),
+    "gaussianem open": (gaussianem_open, gaussianem_open_desc),
+    "gaussianem show": (gaussianem_show, gaussianem_show_desc),
+    "gaussianem trajectory": (gaussianem_trajectory, gaussianem_trajectory_desc),
+    "gaussianem markers": (gaussianem_markers, gaussianem_markers_desc),
+    "gaussianem subset": (gaussianem_subset, gaussianem_subset_desc),
+    "gaussianem jobs": (gaussianem_jobs, gaussianem_jobs_desc),
+    "gaussianem stop": (gaussianem_stop, gaussianem_stop_desc),
     "gaussianem version": (gaussianem_version, gaussianem_version_desc),
 }
 

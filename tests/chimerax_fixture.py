@@ -114,7 +114,7 @@ def ensure_bundle_installed() -> None:
     if _bundle_is_current(build_bundle):
         return
     r = subprocess.run([sys.executable, str(REPO / "tools" / "build_bundle.py"), "--install"],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, encoding="utf-8", errors="replace")
     if r.returncode != 0:
         raise RuntimeError("tools/build_bundle.py --install failed:\n" + r.stdout + r.stderr)
     importlib.invalidate_caches()
@@ -222,4 +222,4 @@ def run_chimerax(script: Path | str | None = None, *, commands: list[str] = (),
         args += ["--script", str(script)]
     with tempfile.TemporaryDirectory(prefix="chimerax_xdg_") as xdg:
         return subprocess.run(args, env=scratch_env(Path(xdg)), cwd=cwd, timeout=timeout,
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, encoding="utf-8", errors="replace")

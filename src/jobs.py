@@ -1,0 +1,331 @@
+"""GaussianEM training jobs: the engine's ``gaussianem train`` in its own process.
+
+A :class:`TrainJob` starts ``python -m gaussianem.cli.main train ... --progress json``
+and follows it through the JSON lines the engine prints on standard output (one object
+per line with an ``event`` key: start, message, step, epoch, stopped, done, error). A
+background thread reads the lines into a queue; the session's ChimeraX thread handles
+them, from a ``new frame`` trigger handler in the GUI (:class:`JobRegistry`), or by
+blocking in :meth:`TrainJob.wait` (the ``wait true`` option, for scripts and tests).
+Nothing ChimeraX is touched outside the session's thread.
+
+``stop`` sends SIGINT: the engine finishes its current step, saves a resumable
+checkpoint.pt and exits; ``gaussianem train ... resume true`` goes on from it. Jobs
+still running when ChimeraX exits are stopped the same way, so none loses its work.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import importlib.util
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import weakref
+
+ACTIVE = ("starting", "running", "stopping")
+_ALL_JOBS: "weakref.WeakSet[TrainJob]" = weakref.WeakSet()
+
+
+def python_executable() -> str:
+    """The Python to run the engine with: ChimeraX's own Python in the ChimeraX app
+    (whose sys.executable is the ChimeraX program), else this interpreter."""
+    exe = os.path.realpath(sys.executable or "python3")
+    if "chimerax" in os.path.basename(exe).lower():
+        try:
+            from chimerax.core.python_utils import chimerax_python_executable
+            py = chimerax_python_executable()
+            if os.path.exists(py):
+                return py
+        except ImportError:
+            pass
+    return sys.executable
+
+
+def engine_environment() -> dict:
+    """Environment for the engine process: this Python's, with the folder holding the
+    ``gaussianem`` package this bundle imports first on PYTHONPATH (so both use the same
+    engine), and ChimeraX's user site when running inside the ChimeraX app."""
+    env = dict(os.environ)
+    try:
+        from chimerax.core.python_utils import chimerax_environment
+        with chimerax_environment():
+            env = dict(os.environ)
+    except Exception:  # noqa: BLE001 (not inside the ChimeraX app; keep this environment)
+        pass
+    spec = importlib.util.find_spec("gaussianem")
+    if spec is not None and spec.submodule_search_locations:
+        parent = os.path.dirname(list(spec.submodule_search_locations)[0])
+        env["PYTHONPATH"] = os.pathsep.join([parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"   # read back as UTF-8 whatever this process's locale
+    return env
+
+
+class TrainJob:
+    """One ``gaussianem train`` process and what its progress lines said.
+
+    ``state``: starting, running, stopping, done, stopped or failed. ``epoch``/``epochs``,
+    ``step``/``steps_per_epoch``, ``loss`` and ``particles_per_s`` follow the last step;
+    ``error`` holds the engine's message when it failed. ``on_done(job)`` is called in the
+    session's thread when training finished. Step progress goes to the status line at
+    most every ``status_every`` seconds (without a GUI the status line is printed).
+    """
+
+    def __init__(self, job_id: int, args: list[str], outdir: str, logger=None, on_done=None,
+                 status_every: float = 0.0):
+        self.id = job_id
+        self.args = list(args)
+        self.outdir = os.path.abspath(outdir)
+        self.logger = logger
+        self.on_done = on_done
+        self.status_every = status_every      # seconds between step status lines (0: every step)
+        self._last_status = 0.0
+        self.state = "starting"
+        self.epoch = self.epochs = self.step = self.steps_per_epoch = None
+        self.loss = self.particles_per_s = None
+        self.error = None
+        self.returncode = None
+        self.started = time.time()
+        self.events: list[dict] = []
+        self._queue: queue.Queue = queue.Queue()
+        self._stderr = collections.deque(maxlen=40)
+        self._process = None
+        self._eof = False
+        self._finished = False
+        self._waiting = False         # wait() raises the failure itself: no error log then
+
+    # ------------------------------------------------------------------ process
+    def start(self) -> "TrainJob":
+        cmd = [python_executable(), "-m", "gaussianem.cli.main"] + self.args
+        self._process = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            text=True, encoding="utf-8", errors="replace", bufsize=1, env=engine_environment(),
+            start_new_session=True)   # Ctrl-C in ChimeraX's terminal does not reach it
+        _ALL_JOBS.add(self)
+        threading.Thread(target=self._read_stdout, name=f"gaussianem-job{self.id}-out",
+                         daemon=True).start()
+        threading.Thread(target=self._read_stderr, name=f"gaussianem-job{self.id}-err",
+                         daemon=True).start()
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+    def _read_stdout(self) -> None:
+        for line in self._process.stdout:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                ev = None
+            self._queue.put(ev if isinstance(ev, dict) and "event" in ev else {"event": "text", "text": line})
+        self._queue.put(None)
+
+    def _read_stderr(self) -> None:
+        for line in self._process.stderr:
+            if line.strip():
+                self._stderr.append(line.rstrip())
+
+    def stop(self) -> bool:
+        """Ask the engine to save a resumable checkpoint and exit (SIGINT)."""
+        if not self.active or self._process is None or self._process.poll() is not None:
+            return False
+        self._process.send_signal(signal.SIGINT)
+        self.state = "stopping"
+        return True
+
+    # ------------------------------------------------------------------ progress
+    def poll(self) -> list[dict]:
+        """Handle every progress line received so far (without blocking); returns them."""
+        handled = []
+        while True:
+            try:
+                ev = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            handled.append(self._handle(ev))
+        self._finish_if_ended()
+        return [e for e in handled if e is not None]
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block, handling progress lines as they come, until the job ends (or
+        ``timeout`` seconds pass); returns the state."""
+        end = None if timeout is None else time.time() + timeout
+        self._waiting = True
+        try:
+            self._wait_until(end)
+        finally:
+            self._waiting = False
+        return self.state
+
+    def _wait_until(self, end) -> None:
+        while not self._finished:
+            left = None if end is None else end - time.time()
+            if left is not None and left <= 0:
+                break
+            try:
+                ev = self._queue.get(timeout=0.2 if left is None else min(0.2, left))
+            except queue.Empty:
+                self._finish_if_ended()
+                continue
+            self._handle(ev)
+            self.poll()
+
+    def _handle(self, ev):
+        if ev is None:
+            self._eof = True
+            return None
+        self.events.append(ev)
+        kind = ev.get("event")
+        if kind == "start":
+            self.state = "running" if self.state == "starting" else self.state
+            self._info(f"training on {ev.get('particles')} particles (box {ev.get('box')}, "
+                       f"trained at {ev.get('train_box')}) into {self.outdir}")
+        elif kind == "message":
+            if self.state == "starting":
+                self.state = "running"
+            self._info(str(ev.get("text", "")))
+        elif kind == "step":
+            if self.state == "starting":
+                self.state = "running"
+            for k in ("epoch", "epochs", "step", "steps_per_epoch", "loss", "particles_per_s"):
+                setattr(self, k, ev.get(k, getattr(self, k)))
+            self._status(f"epoch {self.epoch}/{self.epochs}, step {self.step}/{self.steps_per_epoch}, "
+                         f"loss {self.loss:.4g}, {self.particles_per_s or 0:.0f} particles/s")
+        elif kind == "epoch":
+            self.epoch, self.epochs, self.loss = ev.get("epoch"), ev.get("epochs"), ev.get("loss")
+            self._info(f"epoch {self.epoch}/{self.epochs}: loss {self.loss:.4g} "
+                       f"({ev.get('seconds', 0):.1f} s, {ev.get('particles_per_s', 0):.0f} particles/s)")
+        elif kind == "stopped":
+            self.state = "stopped"
+            self._info(f"stopped at epoch {ev.get('epoch')}, step {ev.get('step')}; checkpoint "
+                       f"{ev.get('checkpoint')} (continue with 'gaussianem train ... resume true')")
+        elif kind == "done":
+            self.state = "done"
+        elif kind == "error":
+            self.state = "failed"
+            self.error = str(ev.get("message", "unknown error"))
+        elif kind == "text":
+            self._stderr.append(ev["text"])
+        return ev
+
+    def _finish_if_ended(self) -> None:
+        if self._finished or not self._eof or self._process is None:
+            return
+        try:
+            self.returncode = self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return
+        if self.state in ACTIVE:
+            if self.returncode == 0:
+                self.state = "done"
+            elif self.state == "stopping" or self.returncode in (130, -signal.SIGINT):
+                self.state = "stopped"
+            else:
+                self.state = "failed"
+        if self.state == "failed" and not self.error:
+            tail = [line for line in self._stderr if line.strip()]
+            self.error = (tail[-1] if tail else f"the engine exited with status {self.returncode}")
+        self._finished = True
+        if self.state == "done":
+            self._info(f"finished: {self.outdir}")
+            if self.on_done is not None:
+                self.on_done(self)
+        elif self.state == "failed" and self.logger is not None and not self._waiting:
+            self.logger.error(f"GaussianEM job {self.id} failed: {self.error}")
+
+    @property
+    def finished(self) -> bool:
+        """The process has exited and every line it printed has been handled."""
+        return self._finished
+
+    def stderr_tail(self) -> list[str]:
+        return list(self._stderr)
+
+    def summary(self) -> dict:
+        return {"id": self.id, "outdir": self.outdir, "state": self.state, "epoch": self.epoch,
+                "epochs": self.epochs, "step": self.step, "loss": self.loss, "pid": self.pid,
+                "error": self.error}
+
+    def _info(self, text: str) -> None:
+        if self.logger is not None:
+            self.logger.info(f"GaussianEM job {self.id}: {text}")
+
+    def _status(self, text: str) -> None:
+        now = time.time()
+        if self.logger is not None and now - self._last_status >= self.status_every:
+            self._last_status = now
+            self.logger.status(f"GaussianEM job {self.id}: {text}")
+
+
+class JobRegistry:
+    """The training jobs of a session, numbered from 1. In the GUI a ``new frame``
+    trigger handler follows the active jobs; it removes itself when none is left."""
+
+    def __init__(self, session):
+        self._session = weakref.ref(session)
+        self.jobs: dict[int, TrainJob] = {}
+        self._handler = None
+
+    def new_id(self) -> int:
+        return max(self.jobs, default=0) + 1
+
+    def add(self, job: TrainJob) -> TrainJob:
+        self.jobs[job.id] = job
+        session = self._session()
+        if session is not None and session.ui.is_gui and self._handler is None:
+            self._handler = session.triggers.add_handler("new frame", self._new_frame)
+        return job
+
+    def poll(self) -> None:
+        for job in list(self.jobs.values()):
+            if not job.finished:
+                try:
+                    job.poll()
+                except Exception as e:  # noqa: BLE001 (a failing on_done must not stop the others)
+                    job.logger.error(f"GaussianEM job {job.id}: {e}")
+
+    def _new_frame(self, *_):
+        self.poll()
+        if all(job.finished for job in self.jobs.values()):
+            self._handler = None
+            from chimerax.core.triggerset import DEREGISTER
+            return DEREGISTER
+        return None
+
+    def get(self, job_id: int) -> TrainJob | None:
+        return self.jobs.get(int(job_id))
+
+    def active(self) -> list[TrainJob]:
+        return [j for j in self.jobs.values() if j.active]
+
+
+def registry(session) -> JobRegistry:
+    """The session's job registry (made on first use)."""
+    reg = getattr(session, "_gaussianem_jobs", None)
+    if reg is None:
+        reg = session._gaussianem_jobs = JobRegistry(session)
+    return reg
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    """Ask jobs still running to checkpoint and exit when ChimeraX exits."""
+    for job in list(_ALL_JOBS):
+        try:
+            job.stop()
+        except Exception:  # noqa: BLE001
+            pass

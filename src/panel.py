@@ -1,0 +1,339 @@
+"""The Latent Explorer's panel: a plain Qt widget that knows nothing of ChimeraX.
+
+:class:`LatentPanel` shows the particles' latents (PCA, or the UMAP written by
+``gaussianem analyze``) as a density-coloured scatter plot with the k-means centres
+marked, sliders along the first principal components (in standard deviations), play and
+loop along a component, and, for a split latent, a composition switch. Every action ends
+in one call, ``on_latent(z)``, with the latent to show; the tool
+(:mod:`.tool`) turns that into a ``gaussianem show`` command. Because it takes data
+and a callback only, it is built and tested without ChimeraX (offscreen Qt).
+
+Slider semantics: moving PC k's slider to v moves the current latent along PC k only,
+to score v standard deviations, keeping its other components; from the mean latent
+that is exactly ``pca.latent(k, v)``. Clicking a point picks that particle's latent.
+With the composition switch off, the compositional part of every latent sent is held at
+the particles' mean, so only conformational change is shown.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from Qt.QtCore import Qt, QTimer
+from Qt.QtWidgets import (QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QLabel, QPushButton,
+                          QSizePolicy, QSlider, QVBoxLayout, QWidget)
+
+SLIDER_TICKS_PER_SD = 10        # slider resolution: 0.1 standard deviation
+
+
+def point_density(xy: np.ndarray, bins: int = 64) -> np.ndarray:
+    """Each point's count in a ``bins`` x ``bins`` histogram of the points (log scale)."""
+    xy = np.asarray(xy, dtype=np.float64)
+    if len(xy) == 0:
+        return np.zeros(0)
+    h, xe, ye = np.histogram2d(xy[:, 0], xy[:, 1], bins=bins)
+    ix = np.clip(np.searchsorted(xe, xy[:, 0], side="right") - 1, 0, bins - 1)
+    iy = np.clip(np.searchsorted(ye, xy[:, 1], side="right") - 1, 0, bins - 1)
+    return np.log1p(h[ix, iy])
+
+
+class LatentPanel(QWidget):
+    """Latent-space plot, PC sliders and player.
+
+    ``z`` (N, zdim) latents; ``pca`` with ``mean``, ``components`` (k, zdim), ``sd``,
+    ``scores`` (N, k), ``explained`` and ``latent(pc, value)`` (the engine's PCA);
+    ``centre_index``: particles at the k-means centres; ``umap``: (N, 2) or None;
+    ``split``: (zdim_conf, zdim_comp) or None; ``on_latent(z)``: called with each latent
+    to show.
+    """
+
+    def __init__(self, z, pca, *, centre_index=None, umap=None, split=None, on_latent=None,
+                 n_sliders: int = 3, slider_range_sd: float = 3.0, play_range_sd: float = 2.0,
+                 play_step_sd: float = 0.2, play_interval_ms: int = 100, parent=None):
+        super().__init__(parent)
+        self.z = np.asarray(z, dtype=np.float32)
+        self.pca = pca
+        self.centre_index = None if centre_index is None else np.asarray(centre_index, dtype=np.int64)
+        self.umap = umap
+        self.split = split
+        self.on_latent = on_latent
+        self.play_range_sd = float(play_range_sd)
+        self.play_step_sd = float(play_step_sd)
+        self.current = np.asarray(pca.mean, dtype=np.float32).copy()
+        self.current_particle = None
+        self._mean = np.asarray(pca.mean, dtype=np.float32)
+        self._n_pcs = len(pca.components)
+        self._view = "pca"
+        self._play_direction = 1
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Plot"))
+        self.view_menu = QComboBox()
+        self.view_menu.addItem("PCA")
+        if umap is not None:
+            self.view_menu.addItem("UMAP")
+        self.view_menu.currentTextChanged.connect(lambda t: self.set_view(t.lower()))
+        top.addWidget(self.view_menu)
+        top.addStretch(1)
+        self.info = QLabel("")
+        top.addWidget(self.info)
+        layout.addLayout(top)
+
+        self._build_plot(layout)
+
+        grid = QGridLayout()
+        self.sliders: list[QSlider] = []
+        self._slider_labels: list[QLabel] = []
+        ticks = int(round(slider_range_sd * SLIDER_TICKS_PER_SD))
+        for k in range(min(n_sliders, self._n_pcs)):
+            pct = 100 * float(pca.explained[k]) if len(pca.explained) > k else 0.0
+            grid.addWidget(QLabel(f"PC{k + 1} ({pct:.0f}%)"), k, 0)
+            s = QSlider(Qt.Orientation.Horizontal)
+            s.setRange(-ticks, ticks)
+            s.setValue(0)
+            s.valueChanged.connect(lambda v, pc=k + 1: self._slider_moved(pc, v))
+            grid.addWidget(s, k, 1)
+            label = QLabel("+0.0 sd")
+            label.setMinimumWidth(60)
+            grid.addWidget(label, k, 2)
+            self.sliders.append(s)
+            self._slider_labels.append(label)
+        layout.addLayout(grid)
+
+        player = QHBoxLayout()
+        self.play_pc = QComboBox()
+        for k in range(len(self.sliders)):
+            self.play_pc.addItem(f"PC{k + 1}")
+        self.play_button = QPushButton("Play")
+        self.play_button.setCheckable(True)
+        self.play_button.toggled.connect(lambda on: self.play() if on else self.stop())
+        self.loop = QCheckBox("Loop")
+        self.loop.setChecked(True)
+        self.mean_button = QPushButton("Mean")
+        self.mean_button.clicked.connect(self.reset)
+        player.addWidget(QLabel("Trajectory"))
+        player.addWidget(self.play_pc)
+        player.addWidget(self.play_button)
+        player.addWidget(self.loop)
+        player.addStretch(1)
+        player.addWidget(self.mean_button)
+        layout.addLayout(player)
+
+        self.composition = None
+        if split is not None:
+            self.composition = QCheckBox("Vary composition")
+            self.composition.setToolTip(
+                f"The latent has {split[0]} conformational and {split[1]} compositional values. "
+                "Off: the compositional part is held at the particles' mean, so only "
+                "conformational change is shown.")
+            self.composition.setChecked(True)
+            self.composition.toggled.connect(lambda _on: self._emit())
+            layout.addWidget(self.composition)
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(int(play_interval_ms))
+        self.timer.timeout.connect(self._play_tick)
+        self._draw()
+
+    # ------------------------------------------------------------------ plot
+    def _build_plot(self, layout) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+        self.figure = Figure(figsize=(4, 3.5), dpi=90, layout="tight")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.canvas.setMinimumHeight(240)
+        self.axes = self.figure.add_subplot(111)
+        self._background = None
+        self._current_artist = None
+        self.canvas.mpl_connect("button_press_event", self._on_press)
+        self.canvas.mpl_connect("draw_event", self._on_draw_event)
+        layout.addWidget(self.canvas, 1)
+
+    def plot_coordinates(self, view: str | None = None) -> np.ndarray:
+        """(N, 2) coordinates of the particles in the plot: PC1, PC2 scores in sd, or UMAP."""
+        view = view or self._view
+        if view == "umap" and self.umap is not None:
+            return np.asarray(self.umap, dtype=np.float64)
+        s = np.asarray(self.pca.scores, dtype=np.float64)[:, :2] / np.asarray(self.pca.sd)[:2]
+        return s if s.shape[1] == 2 else np.column_stack([s[:, 0], np.zeros(len(s))])
+
+    def _current_xy(self):
+        if self._view == "umap":
+            if self.current_particle is None or self.umap is None:
+                return None
+            return np.asarray(self.umap[self.current_particle], dtype=np.float64)
+        s = (self.current - self._mean) @ np.asarray(self.pca.components).T / np.asarray(self.pca.sd)
+        return np.array([s[0], s[1] if len(s) > 1 else 0.0])
+
+    def _draw(self) -> None:
+        ax = self.axes
+        ax.clear()
+        xy = self.plot_coordinates()
+        dens = point_density(xy, bins=int(np.clip(np.sqrt(len(xy)) / 2, 8, 64)))
+        order = np.argsort(dens, kind="stable")
+        size = float(np.clip(3000.0 / max(len(xy), 1), 2.0, 12.0))
+        ax.scatter(xy[order, 0], xy[order, 1], c=dens[order], s=size, cmap="viridis", linewidths=0)
+        if self.centre_index is not None and len(self.centre_index):
+            c = xy[self.centre_index]
+            ax.scatter(c[:, 0], c[:, 1], marker="x", c="black", s=40, linewidths=1.5)
+            for i, (x, y) in enumerate(c):
+                ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        # The current-latent star is drawn on its own (animated, blitted over a saved
+        # background), so moving it does not re-render the scatter plot.
+        cur = self._current_xy()
+        (self._current_artist,) = ax.plot([], [], marker="*", color="red", markersize=14,
+                                          markeredgecolor="black", linestyle="", animated=True)
+        if cur is not None:
+            self._current_artist.set_data([cur[0]], [cur[1]])
+        if self._view == "umap":
+            ax.set_xlabel("UMAP1")
+            ax.set_ylabel("UMAP2")
+        else:
+            ax.set_xlabel("PC1 (sd)")
+            ax.set_ylabel("PC2 (sd)" if self._n_pcs > 1 else "")
+        self.info.setText(f"{len(xy)} particles")
+        self.canvas.draw_idle()
+
+    def _on_draw_event(self, _event) -> None:
+        self._background = self.canvas.copy_from_bbox(self.figure.bbox)
+        if self._current_artist is not None:
+            self.axes.draw_artist(self._current_artist)
+
+    def _move_current_marker(self) -> None:
+        cur = self._current_xy()
+        artist = self._current_artist
+        if artist is None:
+            return
+        artist.set_data([], []) if cur is None else artist.set_data([cur[0]], [cur[1]])
+        if self._background is None:
+            self.canvas.draw_idle()
+            return
+        self.canvas.restore_region(self._background)
+        self.axes.draw_artist(artist)
+        self.canvas.blit(self.figure.bbox)
+
+    def set_view(self, view: str) -> None:
+        """'pca' or 'umap' (when the result has one)."""
+        if view not in ("pca", "umap") or (view == "umap" and self.umap is None):
+            raise ValueError(f"no {view!r} view in this panel")
+        self._view = view
+        self._draw()
+
+    def _on_press(self, event) -> None:
+        if event.inaxes is not self.axes or event.xdata is None or event.button not in (1, None):
+            return
+        self.pick_at(event.xdata, event.ydata)
+
+    def nearest_particle(self, x: float, y: float) -> int:
+        """The particle nearest to plot position (x, y), distances scaled by the axis spans."""
+        xy = self.plot_coordinates()
+        span = np.maximum(np.ptp(xy, axis=0), 1e-12)
+        d = (((xy - np.array([x, y])) / span) ** 2).sum(1)
+        return int(np.argmin(d))
+
+    def pick_at(self, x: float, y: float) -> int:
+        i = self.nearest_particle(x, y)
+        self.pick_particle(i)
+        return i
+
+    # ------------------------------------------------------------------ latents
+    def pick_particle(self, index: int) -> None:
+        """Show particle ``index``'s latent."""
+        self.current_particle = int(index)
+        self.current = self.z[int(index)].copy()
+        self._sync_sliders()
+        self._move_current_marker()
+        self._emit()
+
+    def set_pc_value(self, pc: int, value_sd: float) -> None:
+        """Move PC ``pc``'s slider (1-based) to ``value_sd`` (rounded to 0.1 sd)."""
+        self.sliders[pc - 1].setValue(int(round(value_sd * SLIDER_TICKS_PER_SD)))
+
+    def pc_value(self, pc: int) -> float:
+        return self.sliders[pc - 1].value() / SLIDER_TICKS_PER_SD
+
+    def reset(self) -> None:
+        """Back to the mean latent."""
+        self.current = self._mean.copy()
+        self.current_particle = None
+        self._sync_sliders()
+        self._move_current_marker()
+        self._emit()
+
+    def _score(self, pc: int) -> float:
+        comp = np.asarray(self.pca.components[pc - 1], dtype=np.float64)
+        return float((self.current - self._mean) @ comp / self.pca.sd[pc - 1])
+
+    def _slider_moved(self, pc: int, ticks: int) -> None:
+        value = ticks / SLIDER_TICKS_PER_SD
+        self._slider_labels[pc - 1].setText(f"{value:+.1f} sd")
+        if abs(self._score(pc) - value) < 1e-6:
+            return
+        comp = np.asarray(self.pca.components[pc - 1], dtype=np.float64)
+        if np.allclose(self.current, self._mean):
+            self.current = np.asarray(self.pca.latent(pc, value), dtype=np.float32)
+        else:
+            delta = (value - self._score(pc)) * float(self.pca.sd[pc - 1])
+            self.current = (self.current + delta * comp).astype(np.float32)
+        self.current_particle = None
+        self._move_current_marker()
+        self._emit()
+
+    def _sync_sliders(self) -> None:
+        for k, s in enumerate(self.sliders):
+            v = int(round(self._score(k + 1) * SLIDER_TICKS_PER_SD))
+            s.blockSignals(True)
+            s.setValue(max(s.minimum(), min(s.maximum(), v)))
+            s.blockSignals(False)
+            self._slider_labels[k].setText(f"{self._score(k + 1):+.1f} sd")
+
+    def latent_to_send(self) -> np.ndarray:
+        """The current latent as sent: with the mean composition when composition is off."""
+        z = self.current.copy()
+        if self.split is not None and self.composition is not None and not self.composition.isChecked():
+            z[self.split[0]:] = self._mean[self.split[0]:]
+        return z
+
+    def _emit(self) -> None:
+        if self.on_latent is not None:
+            self.on_latent(self.latent_to_send())
+
+    # ------------------------------------------------------------------ player
+    @property
+    def playing(self) -> bool:
+        return self.timer.isActive()
+
+    def play(self, pc: int | None = None) -> None:
+        """Step along a PC's slider from -range to +range sd (back and forth with Loop)."""
+        if not self.sliders:
+            return
+        if pc is not None:
+            self.play_pc.setCurrentIndex(pc - 1)
+        self._play_direction = 1
+        pc = self.play_pc.currentIndex() + 1
+        self.set_pc_value(pc, -self.play_range_sd)
+        if not self.play_button.isChecked():
+            self.play_button.blockSignals(True)
+            self.play_button.setChecked(True)
+            self.play_button.blockSignals(False)
+        self.timer.start()
+
+    def stop(self) -> None:
+        self.timer.stop()
+        if self.play_button.isChecked():
+            self.play_button.blockSignals(True)
+            self.play_button.setChecked(False)
+            self.play_button.blockSignals(False)
+
+    def _play_tick(self) -> None:
+        pc = self.play_pc.currentIndex() + 1
+        v = self.pc_value(pc) + self._play_direction * self.play_step_sd
+        if v > self.play_range_sd + 1e-9 or v < -self.play_range_sd - 1e-9:
+            if not self.loop.isChecked():
+                self.stop()
+                return
+            self._play_direction *= -1
+            v = self.pc_value(pc) + self._play_direction * self.play_step_sd
+        self.set_pc_value(pc, v)
