@@ -13,15 +13,21 @@ setup: .venv/.stamp
 	bash tools/setup_env.sh
 
 test: setup
-	$(PY) -m pytest tests -q -p no:cacheprovider
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -p no:cacheprovider
 
 # simulated data -> train -> analyze -> results opened in headless ChimeraX, images saved
 demo: setup
 	bash tools/demo.sh $(DEMO)
 
+# engine benchmark, training profile, then GaussianEM vs cryoDRGN side by side
+# (COMPARE="..." replaces the comparison's size; see docs/benchmarks.md)
 bench: setup
 	mkdir -p $(BENCH) benchmarks/results
 	$(PY) -m gaussianem.bench -o benchmarks/results/engine_$$(hostname)_cpu.json
+	$(PY) benchmarks/profile_train.py --outdir $(BENCH)/profile --threads 1
+	bash benchmarks/setup_cryodrgn.sh
+	$(PY) benchmarks/compare_cryodrgn.py --workdir $(BENCH)/compare \
+	    $(or $(COMPARE),-n 3000 --epochs 10 --threads 1 --cdrgn-dim 256)
 
 validate: setup
 	$(PY) benchmarks/validate.py --outdir validate_out
