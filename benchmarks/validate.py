@@ -35,7 +35,7 @@ def main(argv=None):
     p.add_argument("--box", type=int, default=48)
     p.add_argument("--apix", type=float, default=2.5)
     p.add_argument("--snr", type=float, default=0.5)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--device", default="auto")
     p.add_argument("-o", "--output")
     a = p.parse_args(argv)

@@ -144,3 +144,17 @@ def test_bad_options():
         TrainConfig(particles="p", consensus="c", outdir="o", zdim_conf=2)
     with pytest.raises(TrainingError, match="even"):
         TrainConfig(particles="p", consensus="c", outdir="o", downsample=33)
+
+
+def test_nan_images_are_refused(tiny_sim, tmp_path):
+    import mrcfile
+    import shutil
+    shutil.copy(tiny_sim / "particles.star", tmp_path / "particles.star")
+    with mrcfile.open(tiny_sim / "particles.mrcs") as m:
+        data = m.data.copy()
+    data[:] = np.nan
+    with mrcfile.new(tmp_path / "particles.mrcs") as m:
+        m.set_data(data)
+        m.voxel_size = 3.0
+    with pytest.raises(TrainingError, match="not finite"):
+        train(cfg_for(tiny_sim, tmp_path / "o", particles=str(tmp_path / "particles.star")))

@@ -139,7 +139,9 @@ class HeterogeneityModel(nn.Module):
         if cfg.split:
             self.conf_decoder = DeformationDecoder(cfg.zdim_conf, cfg.emb_dim, cfg.dec_dim, cfg.dec_layers,
                                                    4 if cfg.width_change else 3)
-            self.comp_decoder = DeformationDecoder(cfg.zdim_comp, cfg.emb_dim, cfg.dec_dim, cfg.dec_layers, 1)
+            # composition is one number per Gaussian from a few latent values: a narrower net
+            self.comp_decoder = DeformationDecoder(cfg.zdim_comp, cfg.emb_dim, max(32, cfg.dec_dim // 4),
+                                                   max(2, cfg.dec_layers - 1), 1)
         else:
             self.decoder = DeformationDecoder(cfg.zdim, cfg.emb_dim, cfg.dec_dim, cfg.dec_layers,
                                               5 if cfg.width_change else 4)

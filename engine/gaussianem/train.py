@@ -71,6 +71,7 @@ class TrainConfig:
     window: bool = True
     num_workers: int = 0
     log_every: int = 10
+    threads: int | None = None        # CPU threads for torch (default: torch's choice)
     keep_checkpoints: bool = True
     engine_version: str = __version__
 
@@ -235,7 +236,7 @@ def compute_losses(model, images, idx, phys: _Physics, edges, min_dist, edge_sca
     if w.contrastive > 0:
         terms["contrastive"] = losses.contrastive_loss(mu, out["displacement"], out["amp_factor"])
     total = sum(getattr(w, k) * v * (kl_scale if k == "kl" else 1.0) for k, v in terms.items())
-    return total, {k: float(v.detach()) for k, v in terms.items()}
+    return total, {k: v.detach() for k, v in terms.items()}
 
 
 # ----------------------------------------------------------------------------- main
@@ -265,6 +266,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
     elif dd.main and os.path.exists(ckpt_path):
         raise TrainingError(f"{out} already holds a training run: use --resume to continue it "
                             "or choose another output folder")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed + dd.rank)
     np.random.seed(cfg.seed + dd.rank)
 
@@ -293,7 +296,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
     mcfg = ModelConfig(box=box, zdim=cfg.zdim, zdim_conf=cfg.zdim_conf, zdim_comp=cfg.zdim_comp,
                        window=cfg.window, max_displacement=cfg.max_displacement)
     model = HeterogeneityModel(mcfg, base).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    try:                                   # fused: one kernel for all parameters (CPU and CUDA)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
+    except (RuntimeError, TypeError):
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
     sampler = EpochSampler(len(data), cfg.batch_size, dd.rank, dd.world, cfg.seed)
@@ -365,11 +371,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                     total, terms = compute_losses(ddp_model, imgs, idx, phys, edges, min_dist, edge_scale, cfg,
                                                   box, kl_scale)
-                if not torch.isfinite(total):
-                    raise TrainingError(
-                        f"the loss became {float(total)} at epoch {epoch + 1}, step {step + 1} "
-                        f"(terms: {terms}); the last good checkpoint is {ckpt_path}. "
-                        "Try a lower --lr, --loss corr, or check the images for NaN values.")
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(total).backward()
                 scaler.unscale_(opt)
@@ -379,21 +380,31 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
                 step += 1
                 seen += len(imgs) * dd.world
                 nb += 1
+                # accumulate on the device; read back (one sync) only when logging
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + v
-                sums["total"] = sums.get("total", 0.0) + float(total.detach())
-                pps = seen / max(time.time() - t0, 1e-9)
-                progress.event("step", epoch=epoch + 1, epochs=cfg.epochs, step=step, steps_per_epoch=steps,
-                               loss=float(total.detach()), particles_per_s=pps)
-                if dd.main and (step % cfg.log_every == 0 or step == steps):
-                    _append_log(log_path, {"kind": "step", "epoch": epoch + 1, "step": step, "loss": float(total.detach()),
-                                           **terms, "particles_per_s": pps, "time": time.time()})
+                sums["total"] = sums.get("total", 0.0) + total.detach()
+                if step % cfg.log_every == 0 or step == steps or stop["flag"]:
+                    loss_now = float(total.detach())
+                    if not np.isfinite(loss_now) or not np.isfinite(float(sums["total"])):
+                        raise TrainingError(
+                            f"the loss became non-finite by epoch {epoch + 1}, step {step} "
+                            f"(terms: { {k: float(v) for k, v in terms.items()} }); the last good "
+                            f"checkpoint is {ckpt_path}. Try a lower --lr, --loss corr, or check the "
+                            "images for NaN values.")
+                    pps = seen / max(time.time() - t0, 1e-9)
+                    progress.event("step", epoch=epoch + 1, epochs=cfg.epochs, step=step, steps_per_epoch=steps,
+                                   loss=loss_now, particles_per_s=pps)
+                    if dd.main:
+                        _append_log(log_path, {"kind": "step", "epoch": epoch + 1, "step": step, "loss": loss_now,
+                                               **{k: float(v) for k, v in terms.items()},
+                                               "particles_per_s": pps, "time": time.time()})
             if stop["flag"]:
                 save(epoch, step)
                 progress.event("stopped", epoch=epoch + 1, step=step, checkpoint=ckpt_path)
                 raise KeyboardInterrupt
             dt = time.time() - t0
-            rec = {"kind": "epoch", "epoch": epoch + 1, **{k: v / max(nb, 1) for k, v in sums.items()},
+            rec = {"kind": "epoch", "epoch": epoch + 1, **{k: float(v) / max(nb, 1) for k, v in sums.items()},
                    "seconds": dt, "particles_per_s": seen / max(dt, 1e-9), "time": time.time()}
             if device.type == "cuda":
                 rec["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2 ** 30

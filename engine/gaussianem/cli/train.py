@@ -46,6 +46,7 @@ def add_args(p):
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16) on CUDA")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--invert", action="store_true", help="multiply images by -1 (dark protein)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores; 1 on busy machines)")
     p.add_argument("--num-workers", type=int, default=0, help="data-loading worker processes")
     p.add_argument("--resume", action="store_true", help="continue the run in OUTDIR")
     p.add_argument("--progress", choices=["bar", "json", "none"], default="bar",
@@ -63,7 +64,7 @@ def main(args):
         zdim=args.zdim, zdim_conf=args.zdim_conf, zdim_comp=args.zdim_comp,
         downsample=args.downsample, num_gaussians=args.num_gaussians, init=args.init,
         threshold=args.threshold, loss=args.loss, kl_warmup=args.kl_warmup, device=args.device, amp=args.amp,
-        seed=args.seed, invert=args.invert, num_workers=args.num_workers,
+        seed=args.seed, invert=args.invert, num_workers=args.num_workers, threads=args.threads,
         weights=LossWeights(kl=args.beta, distance=args.w_distance, alignment=args.w_alignment,
                             contrastive=args.w_contrastive))
     progress = Progress(args.progress)
