@@ -158,3 +158,16 @@ def test_nan_images_are_refused(tiny_sim, tmp_path):
         m.voxel_size = 3.0
     with pytest.raises(TrainingError, match="not finite"):
         train(cfg_for(tiny_sim, tmp_path / "o", particles=str(tmp_path / "particles.star")))
+
+
+def test_gaussians_from_the_atomic_model(tiny_sim, tmp_path):
+    from gaussianem.gaussians import GaussianSet
+    from gaussianem.structure import read_model
+    m = read_model(str(tiny_sim / "model.pdb"))
+    out = train(cfg_for(tiny_sim, tmp_path / "m", epochs=1, init="model", model=str(tiny_sim / "model.pdb"),
+                        atoms_per_gaussian=10))
+    g = GaussianSet.load(os.path.join(out, "gaussians.pt"))
+    heavy = int(np.sum(m.elements != "H"))
+    assert abs(len(g) - int(np.ceil(heavy / 10))) <= len(m.chains()) + 2      # pruning may drop a few
+    with pytest.raises(TrainingError, match="needs --model"):
+        train(cfg_for(tiny_sim, tmp_path / "n", epochs=1, init="model"))

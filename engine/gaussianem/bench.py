@@ -105,7 +105,16 @@ def bench_training(device, n: int = 2000, box: int = 64, epochs: int = 1, amp: b
         ep = [r for r in recs if r["kind"] == "epoch"][-1]
         return {"particles": n, "box": box, "seconds_per_epoch": ep["seconds"],
                 "particles_per_s": ep["particles_per_s"], "total_seconds": total,
-                "peak_memory_gb": ep.get("peak_memory_gb")}
+                "peak_memory_gb": ep.get("peak_memory_gb"),
+                "process_peak_rss_mb": _peak_rss_mb()}
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    except (ImportError, OSError):
+        return None
 
 
 def run_all(device=None, quick: bool = False, amp: bool = False) -> dict:
@@ -129,7 +138,8 @@ def print_report(res: dict) -> None:
         print(f"  box {r['box']:>4}, {r['gaussians']:>6} Gaussians: {r['ms_per_volume']:8.1f} ms")
     t = res["training"]
     print(f"\ntraining ({t['particles']} particles, box {t['box']}): {t['particles_per_s']:.0f} particles/s, "
-          f"{t['seconds_per_epoch']:.1f} s/epoch, peak GPU memory {t['peak_memory_gb']}")
+          f"{t['seconds_per_epoch']:.1f} s/epoch, peak GPU memory {t['peak_memory_gb']} GB, "
+          f"process peak RSS {t['process_peak_rss_mb']:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -103,6 +103,19 @@ class AtomicModel:
             centres[self.res_index[ca]] = self.coords[ca]
         return centres
 
+    def group_centres(self, atoms_per_group: int) -> np.ndarray:
+        """(G, 3) centres of consecutive groups of ``atoms_per_group`` heavy atoms, in file
+        order within each chain (one Gaussian per N heavy atoms)."""
+        if atoms_per_group < 1:
+            raise ValueError(f"atoms per Gaussian must be at least 1, got {atoms_per_group}")
+        heavy = np.flatnonzero(~np.isin(np.char.upper(self.elements), _HYDROGENS))
+        out = []
+        for chain in self.chains():
+            idx = heavy[self.chain_ids[heavy] == chain]
+            for s in range(0, len(idx), atoms_per_group):
+                out.append(self.coords[idx[s:s + atoms_per_group]].mean(0))
+        return np.asarray(out)
+
     def select(self, chain=None, residues: tuple[int, int] | None = None) -> np.ndarray:
         """(M,) bool mask: atoms of ``chain`` (an id or a list of ids; None = all) whose
         residue number lies in ``residues = (first, last)``, both ends included."""

@@ -57,6 +57,8 @@ class TrainConfig:
     downsample: int | None = None     # training box; default min(particle box, 128)
     num_gaussians: int | None = None  # default: one per residue's worth of map volume
     init: str = "kmeans"              # kmeans | grid | model
+    atoms_per_gaussian: int | None = None  # with init "model": one Gaussian per N heavy atoms
+                                           # (default: one per residue)
     threshold: float | None = None
     fit_steps: int = 200
     loss: str = "l2"                  # l2 | l1 (GaussianEM) | corr
@@ -153,7 +155,8 @@ def build_base_gaussians(cfg: TrainConfig, vol: np.ndarray, grid: Grid, device, 
             raise TrainingError("--init model needs --model MODEL.pdb|.cif")
         from .structure import read_model
         m = read_model(cfg.model)
-        centres = grid.to_engine(m.residue_centres())
+        centres = grid.to_engine(m.group_centres(cfg.atoms_per_gaussian) if cfg.atoms_per_gaussian
+                                 else m.residue_centres())
         inside = np.all(np.abs(centres) < grid.box * grid.apix / 2, axis=1)
         if inside.mean() < 0.5:
             raise TrainingError(f"the atomic model {cfg.model} does not overlap the consensus map "

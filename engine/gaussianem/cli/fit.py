@@ -18,6 +18,7 @@ def add_args(p):
     p.add_argument("map", help="consensus map (.mrc)")
     p.add_argument("-o", "--output", required=True, help="output Gaussian set (.pt)")
     p.add_argument("--model", help="atomic model: one Gaussian per residue instead of k-means")
+    p.add_argument("--atoms-per-gaussian", type=int, help="with --model: one Gaussian per N heavy atoms")
     p.add_argument("-n", "--num-gaussians", type=int, help="target count (default: from the map's volume)")
     p.add_argument("--init", choices=["kmeans", "grid"], default="kmeans")
     p.add_argument("--threshold", type=float, help="map level (default mean + 3 sd)")
@@ -39,7 +40,8 @@ def main(args):
     if args.model:
         from ..structure import read_model
         m = read_model(args.model)
-        g = init_from_model(grid.to_engine(m.residue_centres()), apix)
+        xyz = m.group_centres(args.atoms_per_gaussian) if args.atoms_per_gaussian else m.residue_centres()
+        g = init_from_model(grid.to_engine(xyz), apix)
         g.amplitudes = g.amplitudes * float(np.percentile(vol, 99.9))
     else:
         g = init_from_map(vol, apix, n=args.num_gaussians, method=args.init,

@@ -34,6 +34,8 @@ def add_args(p):
     p.add_argument("--num-gaussians", type=int, help="number of Gaussians (default: from the map's volume)")
     p.add_argument("--init", choices=["kmeans", "grid", "model"], default="kmeans",
                    help="Gaussian initialisation (default kmeans; 'model' needs --model)")
+    p.add_argument("--atoms-per-gaussian", type=int,
+                   help="with --init model: one Gaussian per N heavy atoms (default: one per residue)")
     p.add_argument("--threshold", type=float, help="map level for initialisation (default mean + 3 sd)")
     p.add_argument("--loss", choices=["l1", "l2", "corr"], default="l2",
                    help="image loss: l2 (default), l1 (GaussianEM's) or corr")
@@ -63,6 +65,7 @@ def main(args):
         datadir=args.datadir, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         zdim=args.zdim, zdim_conf=args.zdim_conf, zdim_comp=args.zdim_comp,
         downsample=args.downsample, num_gaussians=args.num_gaussians, init=args.init,
+        atoms_per_gaussian=args.atoms_per_gaussian,
         threshold=args.threshold, loss=args.loss, kl_warmup=args.kl_warmup, device=args.device, amp=args.amp,
         seed=args.seed, invert=args.invert, num_workers=args.num_workers, threads=args.threads,
         weights=LossWeights(kl=args.beta, distance=args.w_distance, alignment=args.w_alignment,
