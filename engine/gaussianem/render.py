@@ -35,17 +35,20 @@ def _freqs_1d(box: int, device, dtype):
 
 def project_fourier(centres: torch.Tensor, amplitudes: torch.Tensor, widths: torch.Tensor,
                     rotations: torch.Tensor, shifts: torch.Tensor, box: int, apix,
-                    chunk: int = 4096) -> torch.Tensor:
+                    chunk: int | None = None) -> torch.Tensor:
     """Fourier transforms (``rfft2`` layout) of projections of Gaussian sets.
 
     centres: (N, 3) or (B, N, 3) Angstrom; amplitudes, widths: (N,) or (B, N);
     rotations: (B, 3, 3) RELION matrices; shifts: (B, 2) RELION origins (Angstrom);
     apix: float or (B,) tensor. Returns complex64 (B, box, box//2+1), equal to
     ``torch.fft.rfft2`` of the real-space projection image (centre at pixel box//2).
-    Work is chunked over Gaussians to bound memory (B x chunk x box per factor). Always
+    Work is chunked over Gaussians to bound memory (B x chunk x box per factor; default
+    chunk 4096 on CUDA, 512 on CPU, where cache-sized pieces run ~3x faster). Always
     computed in float32/complex64, also inside an autocast region: positions in bf16 would
     be off by a large fraction of a pixel.
     """
+    if chunk is None:
+        chunk = 4096 if rotations.device.type == "cuda" else 512
     with torch.autocast(rotations.device.type, enabled=False):
         return _project_fourier(centres.float(), amplitudes.float(), widths.float(), rotations.float(),
                                 shifts.float(), box, apix, chunk)
@@ -88,7 +91,7 @@ def _project_fourier(centres, amplitudes, widths, rotations, shifts, box, apix, 
 
 def project(centres, amplitudes, widths, rotations, shifts, box: int, apix,
             ctf_params: torch.Tensor | None = None, real_space: bool = True,
-            chunk: int = 4096) -> torch.Tensor:
+            chunk: int | None = None) -> torch.Tensor:
     """Projections of Gaussians for a batch of poses, multiplied by each particle's CTF.
 
     ctf_params: (B, 8) from :meth:`gaussianem.ctf.CTFParams.as_tensor` or None.
