@@ -332,11 +332,15 @@ gaussianem_open_desc = CmdDesc(
     synopsis="open a trained GaussianEM model")
 
 
+# which principal components: of all of z, or of the conformational / compositional part
+LATENT_PARTS = ["all", "conf", "comp"]
+
+
 def _describe(z) -> str:
     return ", ".join(f"{v:.3g}" for v in np.asarray(z).reshape(-1))
 
 
-def gaussianem_show(session, z=None, particle=None, pc=None, value=None, cluster=None, k=None):
+def gaussianem_show(session, z=None, particle=None, pc=None, value=None, cluster=None, k=None, part="all"):
     """Move the current result's map and model to a latent; returns the latent."""
     res = _state().require_result(session)
     if (pc is None) != (value is None):
@@ -345,13 +349,13 @@ def gaussianem_show(session, z=None, particle=None, pc=None, value=None, cluster
     if k is not None and cluster is None:
         raise UserError("k (the number of k-means clusters) goes with cluster")
     latent = res.show(z=z, particle=particle, pc=None if pc is None else (pc, value),
-                      cluster=cluster, k=k)
+                      cluster=cluster, k=k, part=part)
     if z is not None:
         what = "latent"
     elif particle is not None:
         what = f"particle {particle}"
     elif pc is not None:
-        what = f"PC{pc} at {value:g} sd"
+        what = f"{'' if part == 'all' else part + ' '}PC{pc} at {value:g} sd"
     elif cluster is not None:
         what = f"k-means cluster {cluster} (k={k or res.k}) centre"
     else:
@@ -362,17 +366,17 @@ def gaussianem_show(session, z=None, particle=None, pc=None, value=None, cluster
 
 gaussianem_show_desc = CmdDesc(
     keyword=[("z", FloatsArg), ("particle", NonNegativeIntArg), ("pc", PositiveIntArg), ("value", FloatArg),
-             ("cluster", IntArg), ("k", PositiveIntArg)],
+             ("cluster", IntArg), ("k", PositiveIntArg), ("part", EnumOf(LATENT_PARTS))],
     synopsis="show the map of a point in latent space")
 
 
-def gaussianem_trajectory(session, pc=1, steps=10, range=(-2.0, 2.0)):  # noqa: A002 (keyword name)
+def gaussianem_trajectory(session, pc=1, steps=10, range=(-2.0, 2.0), part="all"):  # noqa: A002
     """Maps (a map series) and an atomic model (one coordinate set per step) along a
     principal component, from range[0] to range[1] standard deviations."""
     res = _state().require_result(session)
     if steps < 2:
         raise UserError(f"a trajectory needs at least 2 steps, got {steps}")
-    series, copy = res.trajectory(pc=pc, steps=steps, range_sd=range)
+    series, copy = res.trajectory(pc=pc, steps=steps, range_sd=range, part=part)
     msg = (f"GaussianEM PC{pc} trajectory, {steps} steps from {range[0]:g} to {range[1]:g} sd: "
            f"maps #{series.id_string} (vseries play #{series.id_string})")
     if copy is not None:
@@ -382,7 +386,8 @@ def gaussianem_trajectory(session, pc=1, steps=10, range=(-2.0, 2.0)):  # noqa: 
 
 
 gaussianem_trajectory_desc = CmdDesc(
-    keyword=[("pc", PositiveIntArg), ("steps", PositiveIntArg), ("range", Float2Arg)],
+    keyword=[("pc", PositiveIntArg), ("steps", PositiveIntArg), ("range", Float2Arg),
+             ("part", EnumOf(LATENT_PARTS))],
     synopsis="play maps along a path through latent space")
 
 

@@ -198,7 +198,7 @@ class GaussianEMResult:
         return self.structure is not None
 
     # ------------------------------------------------------------------ latents
-    def latent(self, z=None, particle=None, pc=None, cluster=None, k=None) -> np.ndarray:
+    def latent(self, z=None, particle=None, pc=None, cluster=None, k=None, part="all") -> np.ndarray:
         """The latent named by exactly one of: ``z`` (values), ``particle`` (index),
         ``pc`` ((component, value in sd)), ``cluster`` (k-means centre, k clusters); with
         none of them, the mean latent of the particles."""
@@ -214,7 +214,7 @@ class GaussianEMResult:
                 return np.asarray(r.particle_z(int(particle)), dtype=np.float32)
             if pc is not None:
                 comp, value = pc
-                p = r.pca()
+                p = r.pca(part)          # part: all of z, or conf / comp of a split latent
                 if not 1 <= int(comp) <= len(p.components):
                     raise UserError(f"principal component {comp} does not exist: this result has "
                                     f"{len(p.components)} (1 to {len(p.components)})")
@@ -269,9 +269,9 @@ class GaussianEMResult:
             self._update_markers(gen, self.marker_color_by)
         self.z = gen.z
 
-    def show(self, z=None, particle=None, pc=None, cluster=None, k=None) -> np.ndarray:
+    def show(self, z=None, particle=None, pc=None, cluster=None, k=None, part="all") -> np.ndarray:
         """Move the map (and model) to a latent (see :meth:`latent`); returns the latent."""
-        zz = self.latent(z=z, particle=particle, pc=pc, cluster=cluster, k=k)
+        zz = self.latent(z=z, particle=particle, pc=pc, cluster=cluster, k=k, part=part)
         try:
             gen = self.generate(zz)
         except ValueError as e:
@@ -280,13 +280,13 @@ class GaussianEMResult:
         return gen.z
 
     # ------------------------------------------------------------------ trajectory
-    def trajectory(self, pc: int = 1, steps: int = 10, range_sd=(-2.0, 2.0)):
+    def trajectory(self, pc: int = 1, steps: int = 10, range_sd=(-2.0, 2.0), part: str = "all"):
         """Maps along principal component ``pc`` as a map series (``vseries play``) and,
         with an atomic model, a copy of it with one coordinate set per step
         (``coordset``). Returns (map series, structure copy or None)."""
         from chimerax.map_series import MapSeries
         try:
-            zs = self.result.trajectory(pc=int(pc), steps=int(steps), range_sd=tuple(range_sd))
+            zs = self.result.trajectory(pc=int(pc), steps=int(steps), range_sd=tuple(range_sd), part=part)
         except ValueError as e:
             raise _user_error(e) from None
         values = np.linspace(range_sd[0], range_sd[1], int(steps))

@@ -340,3 +340,18 @@ def test_example_script_runs_in_chimerax(tiny_result, tmp_path, monkeypatch, one
     assert "saved" in r.stdout and (tmp_path / "cluster0.star").exists()
     if osmesa_available():
         assert (tmp_path / "particle1.png").stat().st_size > 0
+
+
+def test_conformational_axis_of_a_split_latent(cx, tiny_result):
+    """`part conf` moves along a principal component of z_conf only: the compositional
+    part of the latent stays at its mean."""
+    import numpy as np
+    run(cx, f"gaussianem open {tiny_result}")
+    z = np.asarray(run(cx, "gaussianem show pc 1 value 2 part conf"))
+    from gaussianem.result import load_result
+    res = load_result(tiny_result)
+    assert np.allclose(z[2:], res.z.mean(0)[2:], atol=1e-5)
+    assert not np.allclose(z[:2], res.z.mean(0)[:2])
+    from chimerax.core.errors import UserError
+    with pytest.raises(UserError, match="component 3 does not exist"):
+        run(cx, "gaussianem show pc 3 value 1 part conf")

@@ -161,3 +161,15 @@ def test_generate_bad_inputs(tiny_result, tiny_sim, tmp_path, capsys):
     assert main(["generate", str(tmp_path / "missing"), "--particle", "0", "-o", str(tmp_path / "y")]) == 1
     assert "no such result folder" in capsys.readouterr().err
     assert not list(tmp_path.glob("x/vol_*.mrc"))          # nothing written on errors
+
+
+def test_pca_of_one_part_of_a_split_latent(tiny_result):
+    from gaussianem.result import ResultError, load_result
+    r = load_result(tiny_result)
+    p = r.pca("conf")
+    assert p.components.shape == (2, 3) and np.allclose(p.components[:, 2], 0)
+    zs = r.trajectory(pc=1, steps=4, part="conf")
+    assert np.allclose(zs[:, 2], r.z.mean(0)[2]) and not np.allclose(zs[0, :2], zs[-1, :2])
+    assert r.pca("comp").components.shape == (1, 3)
+    with pytest.raises(ResultError, match="unknown latent part"):
+        r.pca("motion")

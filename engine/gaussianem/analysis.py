@@ -643,6 +643,13 @@ def analyze(result: Result, k: int = 8, pcs: int = 3, umap: bool = True, steps: 
         zs = result.trajectory(pc=pc, steps=steps, range_sd=range_sd)
         trajectories.append({"name": f"pc{pc}", "what": f"PC{pc} from {range_sd[0]:g} to {range_sd[1]:g} sd",
                              "z": zs})
+    if result.model_config.split:
+        # split latent: also the conformational and compositional axes on their own
+        for part, dims in (("conf", result.model_config.zdim_conf), ("comp", result.model_config.zdim_comp)):
+            for pc in range(1, min(int(pcs), dims) + 1):
+                zs = result.trajectory(pc=pc, steps=steps, range_sd=range_sd, part=part)
+                trajectories.append({"name": f"{part}_pc{pc}", "z": zs,
+                                     "what": f"{part} PC{pc} from {range_sd[0]:g} to {range_sd[1]:g} sd"})
     for a, b in between:
         zs = result.trajectory(steps=steps, start=result.particle_z(a), end=result.particle_z(b))
         trajectories.append({"name": f"between_{a}_{b}", "what": f"particle {a} to particle {b}", "z": zs})

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 import torch
@@ -70,6 +69,7 @@ class Result:
         self.model.eval().to(self.device)
         with torch.no_grad():
             self._emb = self.model.embed()
+        self._pca_cache: dict = {}
         zpath = os.path.join(self.outdir, "latents.npz")
         self.z = np.load(zpath)["z"] if os.path.exists(zpath) else None
 
@@ -98,30 +98,46 @@ class Result:
                               f"{len(self.z)} particles (0 to {len(self.z) - 1})")
         return self.z[int(index)]
 
-    @cached_property
-    def pca_result(self) -> PCA:
+    def _part_slice(self, part: str) -> slice:
+        mc = self.model_config
+        if part == "all":
+            return slice(0, mc.zdim)
+        if part not in ("conf", "comp"):
+            raise ResultError(f"unknown latent part {part!r}: expected all, conf or comp")
+        if not mc.split:
+            raise ResultError(f"this result's latent is not split into conformation and composition "
+                              f"(train with --zdim-conf/--zdim-comp); use part 'all'")
+        return slice(0, mc.zdim_conf) if part == "conf" else slice(mc.zdim_conf, mc.zdim)
+
+    def pca(self, part: str = "all") -> PCA:
+        """PCA of the latents (``part``: all of z, or only ``conf`` / ``comp`` of a split
+        latent). Components are returned in the full latent space (zeros outside the part),
+        so ``pca(part).latent(k, v)`` is a full latent with the other part at its mean."""
         if self.z is None:
             raise ResultError(f"{self.outdir} has no latents.npz (training did not finish)")
-        mean = self.z.mean(0)
-        x = self.z - mean
-        u, s, vt = np.linalg.svd(x, full_matrices=False)
-        var = s ** 2 / max(len(x) - 1, 1)
-        scores = x @ vt.T
-        return PCA(mean, vt, var / max(var.sum(), 1e-30), scores, np.sqrt(var) + 1e-12)
+        if part not in self._pca_cache:
+            sl = self._part_slice(part)
+            mean = self.z.mean(0)
+            x = self.z[:, sl] - mean[sl]
+            u, s, vt = np.linalg.svd(x, full_matrices=False)
+            var = s ** 2 / max(len(x) - 1, 1)
+            comps = np.zeros((len(vt), self.zdim), dtype=np.float64)
+            comps[:, sl] = vt
+            self._pca_cache[part] = PCA(mean, comps, var / max(var.sum(), 1e-30), x @ vt.T, np.sqrt(var) + 1e-12)
+        return self._pca_cache[part]
 
-    def pca(self) -> PCA:
-        return self.pca_result
-
-    def trajectory(self, pc: int = 1, steps: int = 10, range_sd=(-2.0, 2.0), start=None, end=None) -> np.ndarray:
-        """Latents (steps, zdim): along principal component ``pc`` from ``range_sd[0]`` to
-        ``range_sd[1]`` standard deviations, or on the straight line from ``start`` to ``end``."""
+    def trajectory(self, pc: int = 1, steps: int = 10, range_sd=(-2.0, 2.0), start=None, end=None,
+                   part: str = "all") -> np.ndarray:
+        """Latents (steps, zdim): along principal component ``pc`` (of ``part``) from
+        ``range_sd[0]`` to ``range_sd[1]`` standard deviations, or on the straight line from
+        ``start`` to ``end``."""
         if steps < 2:
             raise ResultError("a trajectory needs at least 2 steps")
         t = np.linspace(0, 1, steps, dtype=np.float32)[:, None]
         if start is not None or end is not None:
             a, b = self.check_z(start)[0], self.check_z(end)[0]
             return a + t * (b - a)
-        p = self.pca()
+        p = self.pca(part)
         if not 1 <= pc <= len(p.components):
             raise ResultError(f"principal component {pc} does not exist (1 to {len(p.components)})")
         vals = range_sd[0] + t[:, 0] * (range_sd[1] - range_sd[0])
