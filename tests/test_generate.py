@@ -173,3 +173,12 @@ def test_pca_of_one_part_of_a_split_latent(tiny_result):
     assert r.pca("comp").components.shape == (1, 3)
     with pytest.raises(ResultError, match="unknown latent part"):
         r.pca("motion")
+
+
+def test_generate_along_the_conformational_axis(tiny_result, tmp_path):
+    out = tmp_path / "motion"
+    assert main(["generate", str(tiny_result), "--pc", "1", "--part", "conf", "--steps", "3",
+                 "-o", str(out), "--no-model"]) == 0
+    z = np.loadtxt(out / "z.txt")
+    assert z.shape == (3, 3) and np.allclose(z[:, 2], z[0, 2])
+    assert len(list(out.glob("vol_*.mrc"))) == 3

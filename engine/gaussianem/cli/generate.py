@@ -12,6 +12,7 @@ examples:
   gaussianem generate run1 --z-file picked.npy -o gen --box 128
   gaussianem generate run1 --particle 3 17 -o gen --model fitted.cif
   gaussianem generate run1 --pc 1 --steps 20 --range -3 3 -o pc1
+  gaussianem generate run1 --pc 1 --part conf -o motion     # split latent: z_conf only
   gaussianem generate run1 --kmeans 8 -o kmeans8
 """
 
@@ -32,6 +33,9 @@ def add_args(p):
     p.add_argument("--steps", type=int, help="with --pc: number of latents (default 10)")
     p.add_argument("--range", type=float, nargs=2, metavar=("A", "B"),
                    help="with --pc: from A to B standard deviations (default -2 2)")
+    p.add_argument("--part", choices=["all", "conf", "comp"], default="all",
+                   help="with --pc: components of all of z, or of the conformational / compositional "
+                        "part of a split latent (default all)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     p.add_argument("--box", type=int, help="map box in voxels (default: the consensus box; same extent)")
     p.add_argument("--apix", type=float, help="voxel size in A (default: the consensus one, or extent / box)")
@@ -57,8 +61,9 @@ def latents(args, result):
         return np.stack([result.particle_z(i) for i in args.particle]), f"particles {args.particle}"
     if args.pc is not None:
         rng = tuple(args.range) if args.range else (-2.0, 2.0)
-        z = result.trajectory(pc=args.pc, steps=args.steps or 10, range_sd=rng)
-        return z, f"PC{args.pc} from {rng[0]:g} to {rng[1]:g} sd"
+        z = result.trajectory(pc=args.pc, steps=args.steps or 10, range_sd=rng, part=args.part)
+        name = f"PC{args.pc}" if args.part == "all" else f"{args.part} PC{args.pc}"
+        return z, f"{name} from {rng[0]:g} to {rng[1]:g} sd"
     km = kmeans_for_result(result, args.kmeans, seed=args.seed)
     return km.centres, f"k-means k={args.kmeans} centres (particles {km.centre_index.tolist()})"
 
