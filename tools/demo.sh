@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-demo_out}
-N=${DEMO_PARTICLES:-3000}
+N=${DEMO_PARTICLES:-6000}
 EPOCHS=${DEMO_EPOCHS:-40}
 PY=.venv/bin/python
 GEM=.venv/bin/gaussianem
