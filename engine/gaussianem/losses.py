@@ -24,7 +24,7 @@ import torch
 @dataclass
 class LossWeights:
     image: float = 1.0
-    kl: float = 1e-5
+    kl: float = 1e-6
     distance: float = 1.0
     alignment: float = 1e-3
     embedding: float = 1e-4

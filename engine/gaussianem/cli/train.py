@@ -39,7 +39,7 @@ def add_args(p):
     p.add_argument("--threshold", type=float, help="map level for initialisation (default mean + 3 sd)")
     p.add_argument("--loss", choices=["l1", "l2", "corr"], default="l2",
                    help="image loss: l2 (default), l1 (GaussianEM's) or corr")
-    p.add_argument("--beta", type=float, default=1e-5, help="KL weight (default 1e-5)")
+    p.add_argument("--beta", type=float, default=1e-6, help="KL weight (default 1e-6)")
     p.add_argument("--kl-warmup", type=float, default=5.0, help="epochs over which the KL weight rises from 0 (default 5)")
     p.add_argument("--w-distance", type=float, default=1.0, help="neighbour distance-preservation weight (default 1.0)")
     p.add_argument("--w-alignment", type=float, default=1e-3, help="neighbour displacement-alignment weight (default 1e-3)")
