@@ -13,7 +13,7 @@ from chimerax.core.commands import run
 run_dir, out = sys.argv[1], sys.argv[2]
 os.makedirs(out, exist_ok=True)
 run(session, f"gaussianem open {run_dir}")                      # noqa: F821 (ChimeraX gives `session`)
-run(session, "view; lighting soft")                             # noqa: F821
+run(session, "volume #1 sdLevel 4 color #b4c8e6; view; lighting soft")  # noqa: F821
 for name, value in (("pc1_minus2sd", -2.0), ("pc1_plus2sd", 2.0)):
     run(session, f"gaussianem show pc 1 value {value} part conf")  # noqa: F821 (the motion axis)
     run(session, f"save {out}/{name}.mrc models #1")             # noqa: F821
