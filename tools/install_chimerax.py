@@ -17,7 +17,7 @@ the fixes described in ../shared/chimerax/HEADLESS.md:
    patched for Python 3.11 (``collections.Mapping`` and friends moved to ``collections.abc``);
 3. the missing ``chimerax/core/nogui.py`` is written (our own text-only UI, NOGUI_SOURCE);
 4. a ``<Name>-<version>.dist-info`` folder is written for each built-in bundle listed in
-   ../shared/chimerax/builtin_bundles_1.7.1.json, so the toolshed registers them and all the
+   tools/chimerax/builtin_bundles_1.7.1.json (a copy of ../shared's), so the toolshed registers them and all the
    usual commands (open, volume, measure, save, ...) exist;
 5. libOSMesa (Debian's libosmesa6) is installed with apt-get when missing and we are root,
    for offscreen PNG rendering; otherwise it is skipped and recorded as unavailable;
@@ -46,7 +46,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-BUILTIN_BUNDLES_JSON = REPO.parent / "shared" / "chimerax" / "builtin_bundles_1.7.1.json"
+# A copy of shared/chimerax/builtin_bundles_1.7.1.json, kept in the repository so that a
+# clone installs on its own (the data come from ChimeraX 1.7.1's bundle descriptions).
+BUILTIN_BUNDLES_JSON = REPO / "tools" / "chimerax" / "builtin_bundles_1.7.1.json"
 STAMP = Path(sys.prefix) / "chimerax-headless.json"
 SCRATCH = REPO / ".cache" / "chimerax"  # git-ignored; XDG dirs for ChimeraX runs
 
@@ -432,8 +434,8 @@ def load_builtin_bundles() -> dict:
     if not BUILTIN_BUNDLES_JSON.is_file():
         raise SystemExit(
             f"install_chimerax: {BUILTIN_BUNDLES_JSON} is missing.\n"
-            "It lists ChimeraX 1.7.1's built-in bundles (from the project's shared/ folder,\n"
-            "checked out beside this repository as ../shared). Without it the toolshed\n"
+            "It lists ChimeraX 1.7.1's built-in bundles (a copy of the project's\n"
+            "shared/chimerax/builtin_bundles_1.7.1.json). Without it the toolshed\n"
             "registers no bundle and ChimeraX has no 'open', 'volume', ... commands.")
     return json.loads(BUILTIN_BUNDLES_JSON.read_text())
 
