@@ -135,20 +135,22 @@ def _stage_json(run):
     return os.path.join(run, "benchmark_stage.json")
 
 
-def _reusable(a, run, marker):
+def _reuse_or_clear(a, run, marker):
+    """The recorded stage of a finished run in ``run`` (with --reuse), else None after
+    clearing ``run`` for a fresh one."""
     if a.reuse and os.path.exists(os.path.join(run, marker)) and os.path.exists(_stage_json(run)):
         with open(_stage_json(run)) as f:
             return json.load(f)
+    if os.path.exists(run):
+        import shutil
+        shutil.rmtree(run)
     return None
 
 
 def train_ours(a, simdir, run, epochs) -> dict:
-    old = _reusable(a, run, "latents.npz")
+    old = _reuse_or_clear(a, run, "latents.npz")
     if old:
         return {**old, "reused": True}
-    if os.path.exists(run):
-        import shutil
-        shutil.rmtree(run)
     cmd = [sys.executable, "-m", "gaussianem.cli.main", "train", os.path.join(simdir, "particles.star"),
            "--consensus", os.path.join(simdir, "consensus.mrc"), "-o", run, "--epochs", str(epochs),
            "--zdim-conf", "2", "--zdim-comp", "2", "--loss", "l2", "--device", a.device,
@@ -202,12 +204,9 @@ def parse_star_cryodrgn(a, simdir, work) -> dict:
 
 
 def train_cryodrgn(a, simdir, run, parsed) -> dict:
-    old = _reusable(a, run, "z.pkl")
+    old = _reuse_or_clear(a, run, "z.pkl")
     if old:
         return {**old, "reused": True}
-    if os.path.exists(run):
-        import shutil
-        shutil.rmtree(run)
     cmd = [cryodrgn_bin(a), "train_vae", os.path.join(simdir, "particles.star"), "--datadir", simdir,
            "--poses", parsed["poses"], "--ctf", parsed["ctf"], "--zdim", "4", "-n", str(a.epochs),
            "-o", run, "--no-analysis", "--seed", str(a.seed), "--checkpoint", str(a.epochs)]

@@ -33,7 +33,7 @@ import pandas as pd
 
 from . import poses
 from .ctf import CTFParams
-from .dataset import (ParticleData, ParticleFileError, atomic_output, check_images_and_box,
+from .dataset import (ParticleData, ParticleFileError, atomic_output, particle_box,
                       group_optics, resolve_stack_paths, stack_name_for)
 
 
@@ -177,13 +177,7 @@ def read_cs(path, datadir=None, passthrough=None, *, check_images: bool = True) 
             raise ParticleFileError(f"{path}: field 'blob/shape' has several box sizes "
                                     f"({', '.join(map(str, sizes))}); all particles must share one")
         expected_box = int(sizes[0])
-    if check_images:
-        box = check_images_and_box(stacks, indices, path, expected_box)
-    elif expected_box is not None:
-        box = expected_box
-    else:
-        raise ParticleFileError(f"{path}: image size unknown: no 'blob/shape' field, and the "
-                                "stacks' headers were not read (check_images=False)")
+    box = particle_box(stacks, indices, path, expected_box, check_images, "'blob/shape' field")
 
     uid = np.asarray(rec["uid"], dtype=np.uint64) if "uid" in names else np.arange(n, dtype=np.uint64)
     table = pd.DataFrame({"uid": uid, "cs_row": np.arange(n, dtype=np.int64)})

@@ -199,6 +199,18 @@ def group_optics(*columns) -> np.ndarray:
     return (order[inverse.reshape(-1)] + 1).astype(np.int64)
 
 
+def particle_box(paths: np.ndarray, indices: np.ndarray, source: str, expected_box,
+                 check_images: bool, size_field: str) -> int:
+    """The particles' box: from the stacks' headers (checked) when ``check_images``, else
+    from the metadata's ``expected_box``; ``size_field`` names where the metadata keeps it."""
+    if check_images:
+        return check_images_and_box(paths, indices, source, expected_box)
+    if expected_box is not None:
+        return int(expected_box)
+    raise ParticleFileError(f"{source}: image size unknown: no {size_field}, and the "
+                            "stacks' headers were not read (check_images=False)")
+
+
 def check_images_and_box(paths: np.ndarray, indices: np.ndarray, source: str,
                          expected_box=None) -> int:
     """Check every stack's header (exists, readable, square, holds its indices) and return

@@ -192,18 +192,23 @@ def read_map(path) -> tuple:
     return np.ascontiguousarray(data, dtype=np.float32), apix, origin
 
 
+def _write_mrc(path, data: np.ndarray, apix, stack: bool, origin_xyz=None) -> None:
+    with atomic_output(path) as tmp:
+        with mrcfile.new(tmp, overwrite=True) as m:
+            m.set_data(data)
+            m.set_image_stack() if stack else m.set_volume()
+            m.voxel_size = float(apix)
+            if origin_xyz is not None:
+                m.header.origin = tuple(float(v) for v in origin_xyz)
+            m.update_header_stats()
+
+
 def write_map(path, array_zyx, apix, origin_xyz=(0.0, 0.0, 0.0)) -> None:
     """Write a (z, y, x) map as float32 MRC with voxel size ``apix`` and the given origin."""
     data = np.ascontiguousarray(array_zyx, dtype=np.float32)
     if data.ndim != 3:
         raise ValueError(f"write_map needs a 3D (z, y, x) array, got shape {data.shape}")
-    with atomic_output(path) as tmp:
-        with mrcfile.new(tmp, overwrite=True) as m:
-            m.set_data(data)
-            m.set_volume()
-            m.voxel_size = float(apix)
-            m.header.origin = tuple(float(v) for v in origin_xyz)
-            m.update_header_stats()
+    _write_mrc(path, data, apix, stack=False, origin_xyz=origin_xyz)
 
 
 def write_stack(path, images, apix) -> None:
@@ -213,9 +218,4 @@ def write_stack(path, images, apix) -> None:
         data = data[None]
     if data.ndim != 3:
         raise ValueError(f"write_stack needs (n, y, x) images, got shape {data.shape}")
-    with atomic_output(path) as tmp:
-        with mrcfile.new(tmp, overwrite=True) as m:
-            m.set_data(data)
-            m.set_image_stack()
-            m.voxel_size = float(apix)
-            m.update_header_stats()
+    _write_mrc(path, data, apix, stack=True)

@@ -37,7 +37,7 @@ import starfile
 
 from . import poses
 from .ctf import CTFParams
-from .dataset import (ParticleData, ParticleFileError, atomic_output, check_images_and_box,
+from .dataset import (ParticleData, ParticleFileError, atomic_output, particle_box,
                       group_optics, resolve_stack_paths, stack_name_for)
 
 ANGLE_COLUMNS = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
@@ -221,13 +221,7 @@ def read_star(path, datadir=None, *, check_images: bool = True) -> ParticleData:
 
     files, indices = _parse_image_names(path, particles, pname)
     stacks = resolve_stack_paths(files, path, datadir, what="rlnImageName stack")
-    if check_images:
-        box = check_images_and_box(stacks, indices, path, expected_box)
-    elif expected_box is not None:
-        box = expected_box
-    else:
-        raise ParticleFileError(f"{path}: image size unknown: no rlnImageSize column, and the "
-                                "stacks' headers were not read (check_images=False)")
+    box = particle_box(stacks, indices, path, expected_box, check_images, "rlnImageSize column")
 
     table = particles
     table.attrs = {"format": "star", "block": pname,
