@@ -350,12 +350,9 @@ def output_grid(result: Result, box: int | None = None, apix: float | None = Non
     ``apix`` (default: the same physical extent) about the same centre."""
     if box is not None and int(box) < 2:
         raise ValueError(f"--box must be at least 2 voxels, got {box}")
-    if apix is None:
-        return result.output_grid(int(box) if box else None)
-    if not apix > 0:
+    if apix is not None and not apix > 0:
         raise ValueError(f"--apix must be positive, got {apix}")
-    box = int(box) if box else result.grid.box
-    return Grid(box, float(apix), result.grid.centre - (box // 2) * float(apix))
+    return result.output_grid(box, apix)
 
 
 def remove_stale(folder: str, prefix: str, extensions, keep: int) -> None:

@@ -43,7 +43,7 @@ class Grid:
     def from_dict(cls, d: dict) -> "Grid":
         return cls(d["box"], d["apix"], np.asarray(d["origin"]))
 
-    def scaled(self, box: int) -> "Grid":
-        """The same physical extent sampled with ``box`` voxels (same centre)."""
-        apix = self.apix * self.box / box
+    def scaled(self, box: int, apix: float | None = None) -> "Grid":
+        """``box`` voxels of ``apix`` (default: the same physical extent) about the same centre."""
+        apix = self.apix * self.box / box if apix is None else float(apix)
         return Grid(box, apix, self.centre - (box // 2) * apix)

@@ -171,8 +171,11 @@ class Result:
         box = box or self.grid.box
         return self.base.volume(box, self.grid.apix * self.grid.box / box).numpy()
 
-    def output_grid(self, box: int | None = None) -> Grid:
-        return self.grid if not box else self.grid.scaled(box)
+    def output_grid(self, box: int | None = None, apix: float | None = None) -> Grid:
+        """The consensus grid, or ``box`` voxels of ``apix`` about its centre (see Grid.scaled)."""
+        if not box and apix is None:
+            return self.grid
+        return self.grid.scaled(int(box) if box else self.grid.box, apix)
 
     def interpolator(self, atoms_xyz_physical, name="the atomic model"):
         from .displace import AtomInterpolator
