@@ -35,7 +35,8 @@ def tiny_result(tiny_sim, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "run"
     cfg = TrainConfig(particles=str(tiny_sim / "particles.star"), consensus=str(tiny_sim / "consensus.mrc"),
                       outdir=str(out), model=str(tiny_sim / "model.pdb"), epochs=2, batch_size=32,
-                      zdim_conf=2, zdim_comp=1, fit_steps=60, device="cpu")
+                      zdim_conf=2, zdim_comp=1, fit_steps=60, device="cpu", lowpass_epochs=1,
+                      log_every=2)
     train(cfg)
     return out
 

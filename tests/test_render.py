@@ -107,3 +107,24 @@ def test_per_particle_pixel_size(blobs):
     ref = render.project(c, a, w, R[:1], torch.zeros(1, 2), 32, 3.0)
     assert torch.allclose(imgs[1], ref[0], atol=1e-5)
     assert not torch.allclose(imgs[0], imgs[1])
+
+
+def test_lowpass_projection_keeps_exactly_the_band(blobs):
+    c, a, w = blobs
+    R = torch.from_numpy(poses.euler_to_matrix(np.array([30.0, 0.0]), np.array([50.0, 90.0]),
+                                               np.array([-20.0, 10.0]))).float()
+    sh = torch.zeros(2, 2)
+    apix, box, res = 1.5, 48, 9.0
+    full = render.project(c, a, w, R, sh, box, apix)
+    band = render.project(c, a, w, R, sh, box, apix, lowpass=res)
+    # the same band applied afterwards to the full image
+    assert torch.allclose(render.lowpass(full, apix, res), band, atol=1e-5 * float(full.abs().max()))
+    # independently: numpy FFT of the band-limited image has no power beyond 1/res ...
+    f_full, f_band = np.fft.fft2(full.numpy()), np.fft.fft2(band.numpy())
+    k = np.fft.fftfreq(box) / apix
+    kk = np.sqrt(k[None, :] ** 2 + k[:, None] ** 2)
+    outside, inside = kk > 1 / res + 1e-9, kk <= 1 / res
+    assert np.abs(f_band[:, outside]).max() < 1e-4 * np.abs(f_full).max()
+    # ... and the full image's coefficients inside it
+    assert np.allclose(f_band[:, inside], f_full[:, inside], atol=1e-4 * np.abs(f_full).max())
+    assert np.abs(f_full[:, outside]).max() > 1e-2 * np.abs(f_full).max()    # there was something to remove

@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def cfg_for(sim, out, **kw):
     base = dict(particles=str(sim / "particles.star"), consensus=str(sim / "consensus.mrc"), outdir=str(out),
-                epochs=2, batch_size=32, zdim=3, fit_steps=40, device="cpu", seed=3)
+                epochs=2, batch_size=32, zdim=3, fit_steps=40, device="cpu", seed=3, lowpass_start=None)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -42,24 +42,26 @@ def test_outputs_and_loss_decrease(tiny_result, tiny_sim):
     lat = np.load(out / "latents.npz")
     assert lat["z"].shape == (256, 3) and lat["z"].dtype == np.float32
     assert lat["z_conf"].shape == (256, 2) and lat["z_comp"].shape == (256, 1)
+    # the loss band widens from 15 A during the first epoch (lowpass_epochs=1), full after
     steps = [r for r in read_log(out) if r["kind"] == "step"]
-    assert steps[-1]["image"] < steps[0]["image"]
+    bands = [r["band"] for r in steps if r["epoch"] == 1]
+    assert len(bands) == 4 and bands[0] < 15.0 and all(b1 < b0 for b0, b1 in zip(bands, bands[1:]))
+    assert all(r["band"] is None for r in steps if r["epoch"] == 2)
 
 
 def test_latents_are_in_particle_order(tiny_result, tiny_sim):
     r = load_result(tiny_result)
-    data = load_particles(str(tiny_sim / "particles.star"))
-    imgs = ParticleImages(data, box=r.model_config.box)
     for i in (0, 17, 255):
-        with torch.no_grad():
-            mu, _ = r.model.encode(imgs[i]["image"][None] / r.image_std)
-        assert np.allclose(mu[0].numpy(), r.z[i], atol=1e-5)
+        assert np.allclose(r.encode([i])[0], r.z[i], atol=1e-5)
+    assert np.allclose(r.encode([3, 5]), r.z[[3, 5]], atol=1e-5)
 
 
 def test_resume_continues_exactly(tiny_sim, tmp_path):
     straight = train(cfg_for(tiny_sim, tmp_path / "a", epochs=2))
     train(cfg_for(tiny_sim, tmp_path / "b", epochs=1))
     train(cfg_for(tiny_sim, tmp_path / "b", epochs=2), resume=True)
+    steps = [r for r in read_log(straight) if r["kind"] == "step"]
+    assert steps[-1]["image"] < steps[0]["image"]          # full band throughout: the loss falls
     za = np.load(os.path.join(straight, "latents.npz"))["z"]
     zb = np.load(tmp_path / "b" / "latents.npz")["z"]
     assert np.allclose(za, zb, atol=1e-5)
@@ -108,11 +110,7 @@ def test_ddp_two_gloo_processes(tiny_sim, tmp_path):
     z = np.load(out / "latents.npz")["z"]
     assert z.shape == (256, 3) and np.all(np.isfinite(z))
     res = load_result(out)
-    data = load_particles(str(tiny_sim / "particles.star"))
-    imgs = ParticleImages(data, box=res.model_config.box)
-    with torch.no_grad():
-        mu, _ = res.model.encode(torch.stack([imgs[i]["image"] for i in (0, 128, 255)]) / res.image_std)
-    assert np.allclose(mu.numpy(), z[[0, 128, 255]], atol=1e-5)
+    assert np.allclose(res.encode([0, 128, 255]), z[[0, 128, 255]], atol=1e-5)
     # both processes trained on half of the particles each: one epoch saw all of them once
     ep = [x for x in read_log(out) if x["kind"] == "epoch"]
     assert len(ep) == 1
@@ -171,3 +169,41 @@ def test_gaussians_from_the_atomic_model(tiny_sim, tmp_path):
     assert abs(len(g) - int(np.ceil(heavy / 10))) <= len(m.chains()) + 2      # pruning may drop a few
     with pytest.raises(TrainingError, match="needs --model"):
         train(cfg_for(tiny_sim, tmp_path / "n", epochs=1, init="model"))
+
+
+def test_loss_band_widens_from_start_to_nyquist():
+    from gaussianem.train import loss_band
+    cfg = TrainConfig(particles="p.star", consensus="c.mrc", outdir="o", epochs=40,
+                      lowpass_start=15.0, lowpass_epochs=10)
+    apix = 2.0                                            # Nyquist 4 A
+    bands = [loss_band(cfg, t, apix) for t in np.linspace(0, 9.99, 50)]
+    assert bands[0] == pytest.approx(15.0)
+    assert all(b1 < b0 for b0, b1 in zip(bands, bands[1:]))       # strictly sharper
+    assert bands[-1] == pytest.approx(4.0, rel=0.01)
+    assert loss_band(cfg, 10.0, apix) is None                       # full band after the ramp
+    # linear in spatial frequency: half-way is the mean of 1/15 and 1/4
+    assert 1 / loss_band(cfg, 5.0, apix) == pytest.approx((1 / 15 + 1 / 4) / 2)
+    cfg.lowpass_start = None
+    assert loss_band(cfg, 0.0, apix) is None
+    cfg.lowpass_start = 3.0                                          # finer than Nyquist: nothing to do
+    assert loss_band(cfg, 0.0, apix) is None
+
+
+def test_residual_encoder_sees_image_minus_consensus_projection():
+    from gaussianem.gaussians import GaussianSet
+    from gaussianem.model import HeterogeneityModel, ModelConfig
+    torch.manual_seed(0)
+    base = GaussianSet(torch.randn(20, 3) * 5, torch.rand(20) + 0.5, torch.full((20,), 3.0))
+    m_res = HeterogeneityModel(ModelConfig(box=16, zdim=4, encoder_input="residual"), base)
+    m_img = HeterogeneityModel(ModelConfig(box=16, zdim=4, encoder_input="image"), base)
+    m_img.load_state_dict(m_res.state_dict())
+    x, ref = torch.randn(3, 16, 16), torch.randn(3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(m_res.encode(x, ref)[0], m_img.encode(x - ref)[0], atol=1e-6)
+        assert not torch.allclose(m_res.encode(x, ref)[0], m_img.encode(x)[0], atol=1e-3)
+    with pytest.raises(ValueError, match="consensus projection"):
+        m_res.encode(x)
+    both = HeterogeneityModel(ModelConfig(box=16, zdim=4, encoder_input="both"), base)
+    assert both.image_encoder.net[0].in_features == 2 * 16 * 16
+    with pytest.raises(TrainingError, match="encoder input"):
+        TrainConfig(particles="p", consensus="c", outdir="o", encoder_input="images")

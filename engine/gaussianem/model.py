@@ -2,13 +2,17 @@
 
 * :class:`ImageEncoder` maps a particle image (Fourier-cropped to the training box,
   optionally windowed by a soft circular mask) to the mean and log-variance of its
-  latent ``z`` (a VAE posterior).
+  latent ``z`` (a VAE posterior). With ``encoder_input="residual"`` (what training uses
+  by default) it sees the image minus the consensus Gaussians projected with the
+  particle's pose and CTF: the large pose-dependent signal every particle shares is
+  removed, what is left is heterogeneity and noise.
 * :class:`GaussianEncoder` embeds each base Gaussian's parameters (position, amplitude,
   width; positions also through a Fourier positional encoding) with a shared MLP with
   LayerNorm.
 * :class:`DeformationDecoder` takes ``[z, embedding_i]`` and outputs, per Gaussian, a
   displacement (3, Angstrom), an amplitude factor in (0, 2) (compositional change drives
-  it towards 0) and a width factor in [exp(-0.2), exp(0.2)]. The first layer is split
+  it towards 0) and, with ``width_change``, a width factor in [exp(-0.2), exp(0.2)] (off
+  by default: a conformational decoder that can blur Gaussians can fake their absence). The first layer is split
   ``W [z, e] = Wz z + We e`` so the per-Gaussian part is computed once per batch.
 
 With ``zdim_conf`` and ``zdim_comp`` both set, ``z = [z_conf, z_comp]`` and two decoders
@@ -43,7 +47,8 @@ class ModelConfig:
     pe_freqs: int = 6
     window: bool = True
     max_displacement: float = 20.0   # Angstrom, bound of each displacement component
-    width_change: bool = True
+    width_change: bool = False       # the conformational decoder also changes widths
+    encoder_input: str = "image"     # image | residual (image - consensus projection) | both
 
     @property
     def split(self) -> bool:
@@ -77,9 +82,21 @@ class ImageEncoder(nn.Module):
         super().__init__()
         self.register_buffer("mask", soft_circular_mask(cfg.box) if cfg.window
                              else torch.ones(cfg.box, cfg.box), persistent=False)
-        self.net = _mlp(cfg.box * cfg.box, cfg.enc_dim, 2 * cfg.zdim, cfg.enc_layers, norm=True)
+        self.input = cfg.encoder_input
+        if self.input not in ("image", "residual", "both"):
+            raise ValueError(f"unknown encoder input {self.input!r}: expected image, residual or both")
+        channels = 2 if self.input == "both" else 1
+        self.net = _mlp(channels * cfg.box * cfg.box, cfg.enc_dim, 2 * cfg.zdim, cfg.enc_layers, norm=True)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor, reference: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.input != "image":
+            if reference is None:
+                raise ValueError("this encoder needs the consensus projection of each image (reference)")
+            if self.input == "residual":
+                images = images - reference
+            else:
+                images = torch.stack([images, reference], 1)
         x = (images * self.mask).flatten(1)
         out = self.net(x)
         mu, logvar = out.chunk(2, dim=-1)
@@ -155,12 +172,16 @@ class HeterogeneityModel(nn.Module):
         feats = torch.cat([self.centres, self.amplitudes[:, None], self.widths[:, None]], 1)
         return self.gaussian_encoder(feats / self.feat_scale)
 
-    def encode(self, images: torch.Tensor):
-        return self.image_encoder(images)
+    @property
+    def needs_reference(self) -> bool:
+        return self.cfg.encoder_input != "image"
 
-    def forward(self, images: torch.Tensor):
+    def encode(self, images: torch.Tensor, reference: torch.Tensor | None = None):
+        return self.image_encoder(images, reference)
+
+    def forward(self, images: torch.Tensor, reference: torch.Tensor | None = None):
         """The module's forward is the image encoder (what DistributedDataParallel wraps)."""
-        return self.encode(images)
+        return self.encode(images, reference)
 
     def decode(self, z: torch.Tensor, emb: torch.Tensor | None = None) -> dict:
         """Latents (B, zdim) -> dict of displacement (B,N,3), amp_factor (B,N),

@@ -91,22 +91,40 @@ def _project_fourier(centres, amplitudes, widths, rotations, shifts, box, apix, 
 
 def project(centres, amplitudes, widths, rotations, shifts, box: int, apix,
             ctf_params: torch.Tensor | None = None, real_space: bool = True,
-            chunk: int | None = None) -> torch.Tensor:
+            chunk: int | None = None, lowpass: float | None = None) -> torch.Tensor:
     """Projections of Gaussians for a batch of poses, multiplied by each particle's CTF.
 
     ctf_params: (B, 8) from :meth:`gaussianem.ctf.CTFParams.as_tensor` or None.
+    lowpass: a resolution in Angstrom; Fourier components beyond it are set to zero.
     Returns real images (B, box, box) when ``real_space`` else their rfft2 (complex).
     """
     f = project_fourier(centres, amplitudes, widths, rotations, shifts, box, apix, chunk)
     with torch.autocast(rotations.device.type, enabled=False):
-        if ctf_params is not None:
+        if ctf_params is not None or lowpass:
             if not isinstance(apix, torch.Tensor):
                 apix = torch.full((rotations.shape[0],), float(apix), device=rotations.device)
             freqs = ctf_mod.fourier_grid(box, apix.float(), device=rotations.device)
+        if ctf_params is not None:
             f = f * ctf_mod.evaluate(freqs, ctf_params.to(rotations.device).float())
+        if lowpass:
+            f = f * _band(freqs, lowpass)
         if real_space:
             return torch.fft.irfft2(f, s=(box, box))
         return f
+
+
+def _band(freqs: torch.Tensor, resolution: float) -> torch.Tensor:
+    return (freqs.square().sum(-1) <= 1.0 / resolution ** 2).to(freqs.dtype)
+
+
+def lowpass(images: torch.Tensor, apix, resolution: float) -> torch.Tensor:
+    """Real images (B, box, box) with Fourier components beyond ``resolution`` Angstrom
+    set to zero (the same sharp band as ``project(..., lowpass=resolution)``);
+    ``apix`` a scalar or (B,) tensor."""
+    box = images.shape[-1]
+    freqs = ctf_mod.fourier_grid(box, apix, device=images.device)
+    f = torch.fft.rfft2(images.float()) * _band(freqs, resolution)
+    return torch.fft.irfft2(f, s=(box, box))
 
 
 def render_volume(centres: torch.Tensor, amplitudes: torch.Tensor, widths: torch.Tensor,

@@ -98,6 +98,29 @@ class Result:
                               f"{len(self.z)} particles (0 to {len(self.z) - 1})")
         return self.z[int(index)]
 
+    @torch.no_grad()
+    def encode(self, indices, particles: str | None = None, datadir: str | None = None) -> np.ndarray:
+        """Posterior-mean latents (len(indices), zdim) of particles, by row, of the training
+        particle file (default) or of another ``.star``/``.cs`` with poses and CTF (e.g.
+        particles held out of training), encoded exactly as training encodes them."""
+        from .dataset import ParticleImages, load_particles
+        from .train import Physics, consensus_projection
+        train = self.config["train"]
+        key = (particles or train["particles"], datadir or (None if particles else train.get("datadir")))
+        if getattr(self, "_encode_cache", (None,))[0] != key:
+            data = load_particles(key[0], datadir=key[1])
+            box = self.model_config.box
+            self._encode_cache = (key, ParticleImages(data, box=box, invert=train.get("invert", False)),
+                                  Physics(data, box, self.device))
+        _, images, phys = self._encode_cache
+        idx = torch.as_tensor(np.atleast_1d(indices), dtype=torch.long)
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(images)):
+            raise ResultError(f"particle indices must lie in 0..{len(images) - 1} for {key[0]}")
+        x = torch.stack([images[int(i)]["image"] for i in idx]).to(self.device) / self.image_std
+        idx = idx.to(self.device)
+        mu, _ = self.model.encode(x, consensus_projection(self.model, idx, phys, self.model_config.box))
+        return mu.float().cpu().numpy()
+
     def _part_slice(self, part: str) -> slice:
         mc = self.model_config
         if part == "all":

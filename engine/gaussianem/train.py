@@ -62,6 +62,10 @@ class TrainConfig:
     threshold: float | None = None
     fit_steps: int = 200
     loss: str = "l2"                  # l2 | l1 (GaussianEM) | corr
+    encoder_input: str = "residual"   # residual (image minus consensus projection) | image | both
+    lowpass_start: float | None = 15.0  # Angstrom: the image loss starts band-limited here ...
+    lowpass_epochs: float = 10.0      # ... and reaches Nyquist after this many epochs
+    width_change: bool = False        # conformational decoder may also change widths
     kl_warmup: float = 5.0            # epochs over which the KL weight rises from 0
     weights: LossWeights = field(default_factory=LossWeights)
     radius: float | None = None       # neighbour-graph radius (Angstrom)
@@ -84,6 +88,11 @@ class TrainConfig:
             raise TrainingError("--zdim-conf and --zdim-comp go together: give both (> 0) or neither")
         if self.zdim_conf > 0:
             self.zdim = self.zdim_conf + self.zdim_comp
+        if self.encoder_input not in ("residual", "image", "both"):
+            raise TrainingError(f"unknown encoder input {self.encoder_input!r}: expected residual, image or both")
+        if self.lowpass_start is not None and self.lowpass_start < 0:
+            raise TrainingError(f"--lowpass-start must be a resolution in Angstrom (> 0) or 0 for off, "
+                                f"got {self.lowpass_start}")
         if self.loss not in ("l1", "l2", "corr"):
             raise TrainingError(f"unknown loss {self.loss!r}: expected l1, l2 or corr")
         if self.downsample is not None and (self.downsample % 2 or self.downsample < 8):
@@ -207,7 +216,7 @@ class EpochSampler(torch.utils.data.Sampler):
 
 # ----------------------------------------------------------------------------- the step
 
-class _Physics:
+class Physics:
     """Per-particle poses, CTF and pixel sizes resident on the device."""
 
     def __init__(self, data, train_box: int, device):
@@ -217,18 +226,42 @@ class _Physics:
         self.apix = torch.from_numpy((data.apix * data.box / train_box).astype(np.float32)).to(device)
 
 
-def compute_losses(model, images, idx, phys: _Physics, edges, min_dist, edge_scale: float,
-                   cfg: TrainConfig, box: int, kl_scale: float = 1.0):
+@torch.no_grad()
+def consensus_projection(core: HeterogeneityModel, idx, phys: Physics, box: int) -> torch.Tensor | None:
+    """The undeformed Gaussians projected with each particle's pose and CTF, at the learned
+    intensity scale: what the encoder compares the image with (None if it does not)."""
+    if not core.needs_reference:
+        return None
+    return render.project(core.centres, core.amplitudes, core.widths, phys.rot[idx], phys.shift[idx], box,
+                          phys.apix[idx], ctf_params=phys.ctf[idx]) * core.scale
+
+
+def loss_band(cfg: TrainConfig, t: float, apix: float) -> float | None:
+    """The image loss's resolution limit (Angstrom) at epoch ``t`` (fractional), or None
+    for the full band: from ``lowpass_start`` linearly in spatial frequency to Nyquist."""
+    ramp = cfg.lowpass_epochs
+    if not cfg.lowpass_start or t >= ramp:
+        return None
+    f0, f1 = 1.0 / cfg.lowpass_start, 1.0 / (2 * apix)
+    if f0 >= f1:
+        return None
+    return 1.0 / (f0 + (f1 - f0) * t / ramp)
+
+
+def compute_losses(model, images, idx, phys: Physics, edges, min_dist, edge_scale: float,
+                   cfg: TrainConfig, box: int, kl_scale: float = 1.0, band: float | None = None):
     core = model.module if hasattr(model, "module") else model
-    mu, logvar = model(images)            # forward = image encoder (DDP-wrapped or not)
+    ref = consensus_projection(core, idx, phys, box)
+    mu, logvar = model(images, ref)       # forward = image encoder (DDP-wrapped or not)
     z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if core.training else mu
     out = core.decode(z)
     pred = render.project(out["centres"], out["amplitudes"], out["widths"], phys.rot[idx],
-                          phys.shift[idx], box, phys.apix[idx], ctf_params=phys.ctf[idx])
+                          phys.shift[idx], box, phys.apix[idx], ctf_params=phys.ctf[idx], lowpass=band)
     pred = pred * core.scale
+    target = render.lowpass(images, phys.apix[idx], band) if band else images.float()
     w = cfg.weights
     terms = {
-        "image": losses.image_loss(pred, images.float(), cfg.loss),
+        "image": losses.image_loss(pred, target, cfg.loss),
         "kl": losses.kl_divergence(mu.float(), logvar.float()),
         # structure terms in units of the typical edge length (dimensionless)
         "distance": losses.distance_loss(core.centres, out["centres"], edges) / edge_scale ** 2,
@@ -297,7 +330,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
 
     images = ParticleImages(data, box=box, invert=cfg.invert)
     mcfg = ModelConfig(box=box, zdim=cfg.zdim, zdim_conf=cfg.zdim_conf, zdim_comp=cfg.zdim_comp,
-                       window=cfg.window, max_displacement=cfg.max_displacement)
+                       window=cfg.window, max_displacement=cfg.max_displacement,
+                       encoder_input=cfg.encoder_input, width_change=cfg.width_change)
     model = HeterogeneityModel(mcfg, base).to(device)
     try:                                   # fused: one kernel for all parameters (CPU and CUDA)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
@@ -319,7 +353,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
         progress.message(f"resuming at epoch {start_epoch + 1}, step {start_step}")
     if image_std is None:
         image_std = estimate_image_std(images, seed=cfg.seed)
-    phys = _Physics(data, box, device)
+    phys = Physics(data, box, device)
+    if cfg.lowpass_start and cfg.epochs < cfg.lowpass_epochs:
+        progress.message(f"note: the image loss stays low-pass filtered for all {cfg.epochs} epochs (it reaches "
+                         f"Nyquist after --lowpass-epochs {cfg.lowpass_epochs:g}); train longer or lower it")
     edges, radius = losses.radius_graph(base.centres.to(device), cfg.radius)
     d0 = (base.centres[edges[:, 0].cpu()] - base.centres[edges[:, 1].cpu()]).norm(dim=1)
     min_dist = (0.5 * d0).to(device)
@@ -371,9 +408,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
                 # KL warm-up: the decoder starts from "no deformation" and needs latents that
                 # still carry information when it begins to use them (no posterior collapse)
                 kl_scale = min(1.0, (epoch + step / steps) / cfg.kl_warmup) if cfg.kl_warmup > 0 else 1.0
+                band = loss_band(cfg, epoch + step / steps, float(phys.apix.max()))
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                     total, terms = compute_losses(ddp_model, imgs, idx, phys, edges, min_dist, edge_scale, cfg,
-                                                  box, kl_scale)
+                                                  box, kl_scale, band)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(total).backward()
                 scaler.unscale_(opt)
@@ -400,6 +438,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
                                    loss=loss_now, particles_per_s=pps)
                     if dd.main:
                         _append_log(log_path, {"kind": "step", "epoch": epoch + 1, "step": step, "loss": loss_now,
+                                               "band": band,
                                                **{k: float(v) for k, v in terms.items()},
                                                "particles_per_s": pps, "time": time.time()})
             if stop["flag"]:
@@ -416,7 +455,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
             progress.event("epoch", epoch=epoch + 1, epochs=cfg.epochs, loss=rec.get("total", float("nan")),
                            seconds=dt, particles_per_s=rec["particles_per_s"])
             save(epoch + 1, 0, tag=f"epoch_{epoch + 1:03d}.pt")
-        z = encode_all(model, images, cfg, device, dd, image_std)
+        z = encode_all(model, images, cfg, device, dd, image_std, phys)
         if dd.main:
             write_latents(out, z, mcfg)
             progress.event("done", outdir=out, epochs=cfg.epochs)
@@ -430,7 +469,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
 
 @torch.no_grad()
 def encode_all(model: HeterogeneityModel, images: ParticleImages, cfg: TrainConfig, device,
-               dd: _Dist, image_std: float) -> np.ndarray:
+               dd: _Dist, image_std: float, phys: Physics) -> np.ndarray:
     """Posterior means of all particles, in input order (gathered across processes)."""
     model.eval()
     n = len(images)
@@ -440,7 +479,9 @@ def encode_all(model: HeterogeneityModel, images: ParticleImages, cfg: TrainConf
                          sampler=mine.tolist(), device=device)
     zs, ids = [], []
     for batch in loader:
-        mu, _ = model.encode(batch["image"].to(device) / image_std)
+        idx = batch["index"].to(device)
+        mu, _ = model.encode(batch["image"].to(device) / image_std,
+                             consensus_projection(model, idx, phys, model.cfg.box))
         zs.append(mu.float().cpu())
         ids.append(batch["index"].cpu())
     z = torch.cat(zs) if zs else torch.zeros(0, model.cfg.zdim)

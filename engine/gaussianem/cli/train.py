@@ -39,6 +39,17 @@ def add_args(p):
     p.add_argument("--threshold", type=float, help="map level for initialisation (default mean + 3 sd)")
     p.add_argument("--loss", choices=["l1", "l2", "corr"], default="l2",
                    help="image loss: l2 (default), l1 (GaussianEM's) or corr")
+    p.add_argument("--encoder-input", choices=["residual", "image", "both"], default="residual",
+                   help="what the image encoder sees: the image minus the consensus projection with the "
+                        "particle's pose and CTF (default), the image alone (as cryoDRGN), or both")
+    p.add_argument("--lowpass-start", type=float, default=15.0,
+                   help="the image loss starts low-pass filtered at this resolution in Angstrom and "
+                        "widens to Nyquist over --lowpass-epochs (default 15; 0: full band from the start)")
+    p.add_argument("--lowpass-epochs", type=float, default=10.0,
+                   help="epochs over which the loss band widens to Nyquist (default 10)")
+    p.add_argument("--width-change", action="store_true",
+                   help="let the conformational decoder also change Gaussian widths (off by default: "
+                        "width changes can stand in for compositional change)")
     p.add_argument("--beta", type=float, default=1e-6, help="KL weight (default 1e-6)")
     p.add_argument("--kl-warmup", type=float, default=5.0, help="epochs over which the KL weight rises from 0 (default 5)")
     p.add_argument("--w-distance", type=float, default=1.0, help="neighbour distance-preservation weight (default 1.0)")
@@ -66,7 +77,9 @@ def main(args):
         zdim=args.zdim, zdim_conf=args.zdim_conf, zdim_comp=args.zdim_comp,
         downsample=args.downsample, num_gaussians=args.num_gaussians, init=args.init,
         atoms_per_gaussian=args.atoms_per_gaussian,
-        threshold=args.threshold, loss=args.loss, kl_warmup=args.kl_warmup, device=args.device, amp=args.amp,
+        threshold=args.threshold, loss=args.loss, encoder_input=args.encoder_input,
+        lowpass_start=args.lowpass_start or None, lowpass_epochs=args.lowpass_epochs,
+        width_change=args.width_change, kl_warmup=args.kl_warmup, device=args.device, amp=args.amp,
         seed=args.seed, invert=args.invert, num_workers=args.num_workers, threads=args.threads,
         weights=LossWeights(kl=args.beta, distance=args.w_distance, alignment=args.w_alignment,
                             contrastive=args.w_contrastive))
