@@ -110,7 +110,8 @@ def child_env(threads, engine=False):
 
 def simulate(a, simdir) -> dict:
     from gaussianem.simulate import SimulationSpec, simulate_from_model
-    from gaussianem.structure import build_test_model, write_model
+    from gaussianem.structure import write_model
+    from gaussianem.testprotein import build_test_model
     spec = SimulationSpec(n=a.n, box=a.box, apix=a.apix, snr=a.snr, seed=a.seed)
     want = {"n": a.n, "box": a.box, "apix": a.apix, "snr": a.snr, "seed": a.seed, "model": "test-model"}
     stamp = os.path.join(simdir, "spec.json")

@@ -61,7 +61,8 @@ def ensure_sim(simdir: str, n: int, box: int, apix: float) -> None:
     if os.path.exists(os.path.join(simdir, "particles.star")):
         return
     from gaussianem.simulate import SimulationSpec, simulate_from_model
-    from gaussianem.structure import build_test_model, write_model
+    from gaussianem.structure import write_model
+    from gaussianem.testprotein import build_test_model
     os.makedirs(simdir, exist_ok=True)
     write_model(os.path.join(simdir, "input_model.pdb"), build_test_model())
     simulate_from_model(os.path.join(simdir, "input_model.pdb"), simdir,

@@ -42,7 +42,8 @@ def main(argv=None):
     timing = {}
     if a.result is None:
         from gaussianem.simulate import SimulationSpec, simulate_from_model
-        from gaussianem.structure import build_test_model, write_model
+        from gaussianem.structure import write_model
+        from gaussianem.testprotein import build_test_model
         from gaussianem.train import TrainConfig, train
         from gaussianem.progress import Progress
         sim = os.path.join(a.outdir, "sim")

@@ -20,7 +20,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 def tiny_sim(tmp_path_factory):
     """256 particles, box 32, 3 A/pixel, from the built-in two-domain test protein."""
     from gaussianem.simulate import SimulationSpec, simulate_from_model
-    from gaussianem.structure import build_test_model, write_model
+    from gaussianem.structure import write_model
+    from gaussianem.testprotein import build_test_model
     d = tmp_path_factory.mktemp("sim")
     write_model(str(d / "input_model.pdb"), build_test_model())
     spec = SimulationSpec(n=256, box=32, apix=3.0, snr=1.0, seed=1, states=10, eval_bins=3)

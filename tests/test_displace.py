@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from gaussianem.displace import AtomInterpolator, ModelOutsideMapError
-from gaussianem.structure import bond_length_rms_change, build_test_model, hinge_rotation, default_hinge, rotation_matrix
+from gaussianem.structure import bond_length_rms_change, default_hinge, hinge_rotation, rotation_matrix
+from gaussianem.testprotein import build_test_model
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,8 @@ def test_images_follow_the_star_file_poses(tiny_sim):
 
 def test_default_selections_on_a_single_chain_model(tmp_path):
     from gaussianem.simulate import SimulationSpec, simulate_from_model
-    from gaussianem.structure import build_test_model, write_model
+    from gaussianem.structure import write_model
+    from gaussianem.testprotein import build_test_model
     m = build_test_model(two_chains=False)
     write_model(str(tmp_path / "m.pdb"), m)
     out = simulate_from_model(str(tmp_path / "m.pdb"), str(tmp_path / "sim"),
@@ -54,7 +55,8 @@ def test_default_selections_on_a_single_chain_model(tmp_path):
 
 def test_box_too_small_is_a_clear_error(tmp_path):
     from gaussianem.simulate import SimulationSpec, simulate_from_model
-    from gaussianem.structure import build_test_model, write_model
+    from gaussianem.structure import write_model
+    from gaussianem.testprotein import build_test_model
     write_model(str(tmp_path / "m.pdb"), build_test_model())
     with pytest.raises(ValueError, match="raise --box"):
         simulate_from_model(str(tmp_path / "m.pdb"), str(tmp_path / "sim"), SimulationSpec(n=8, box=16, apix=1.0))

@@ -6,10 +6,9 @@ import gemmi
 import numpy as np
 import pytest
 
-from gaussianem import structure
-from gaussianem.structure import (AtomicModel, bond_length_rms_change, bond_pairs,
-                                  build_test_model, default_hinge, default_removal,
-                                  hinge_rotation, model_density, read_model, write_model)
+from gaussianem.structure import (AtomicModel, bond_length_rms_change, bond_pairs, default_hinge,
+                                  default_removal, hinge_rotation, model_density, read_model, write_model)
+from gaussianem.testprotein import build_test_model, helix_parameters
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +52,7 @@ def test_ideal_helix_geometry(model):
     first_helix = model.select("A", (1, 18))
     bb = np.stack([model.coords[first_helix & (model.atom_names == n)] for n in ("N", "CA", "C")],
                   axis=1)
-    turn, rise, radius, _, _ = structure.helix_parameters(bb)
+    turn, rise, radius, _, _ = helix_parameters(bb)
     assert turn > 0                                                  # right-handed
     assert 360 / turn == pytest.approx(3.6, abs=0.06)
     assert rise == pytest.approx(1.5, abs=0.06)

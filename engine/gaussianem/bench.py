@@ -91,7 +91,8 @@ def bench_volume(device, sizes=((128, 2000), (128, 5000), (64, 2000))) -> list[d
 def bench_training(device, n: int = 2000, box: int = 64, epochs: int = 1, amp: bool = False) -> dict:
     """Particles/s and peak memory of `train` on a simulated dataset (box ``box``)."""
     from .simulate import SimulationSpec, simulate_from_model
-    from .structure import build_test_model, write_model
+    from .structure import write_model
+    from .testprotein import build_test_model
     from .train import TrainConfig, train
     with tempfile.TemporaryDirectory() as d:
         write_model(os.path.join(d, "m.pdb"), build_test_model())

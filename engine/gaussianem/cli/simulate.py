@@ -55,7 +55,8 @@ def main(args):
         if i == n or i % max(1, n // 10) == 0:
             print(f"projected {i}/{n} (motion level, composition) groups", flush=True)
     if args.test_model:
-        from ..structure import build_test_model, write_model
+        from ..structure import write_model
+        from ..testprotein import build_test_model
         os.makedirs(args.outdir, exist_ok=True)
         path = os.path.join(args.outdir, "input_model.pdb")
         write_model(path, build_test_model())
