@@ -155,14 +155,14 @@ def train_ours(a, simdir, run, epochs) -> dict:
     cmd = [sys.executable, "-m", "gaussianem.cli.main", "train", os.path.join(simdir, "particles.star"),
            "--consensus", os.path.join(simdir, "consensus.mrc"), "-o", run, "--epochs", str(epochs),
            "--zdim-conf", "2", "--zdim-comp", "2", "--loss", "l2", "--device", a.device,
-           "--progress", "none", "--seed", str(a.seed)]
+           "--progress", "none", "--seed", str(a.seed)] + a.ours_extra
     os.makedirs(os.path.dirname(run), exist_ok=True)
     m = run_measured(cmd, run + ".log", env=child_env(a.threads, engine=True))
     epochs = [json.loads(line) for line in open(os.path.join(run, "log.jsonl"))]
     secs = [e["seconds"] for e in epochs if e.get("kind") == "epoch"]
     m.update(epoch_seconds=secs, **_epoch_summary(secs, a.n),
              peak_gpu_memory_gb=max([e.get("peak_memory_gb", 0) for e in epochs if e.get("kind") == "epoch"] or [0]),
-             settings={"zdim_conf": 2, "zdim_comp": 2, "loss": "l2", "batch_size": 64})
+             settings={"zdim_conf": 2, "zdim_comp": 2, "loss": "l2", "batch_size": 64, "extra": a.ours_extra})
     with open(_stage_json(run), "w") as f:
         json.dump(m, f, indent=2)
     return m
@@ -566,6 +566,7 @@ def main(argv=None):
                    help="cryoDRGN encoder/decoder width (default: its own, 1024)")
     p.add_argument("--cdrgn-layers", type=int, default=None, help="cryoDRGN encoder/decoder depth (default 3)")
     p.add_argument("--cdrgn-extra", default="", help="more cryodrgn train_vae arguments, quoted")
+    p.add_argument("--ours-extra", default="", help="more gaussianem train arguments, quoted")
     p.add_argument("--cryodrgn-venv", default=os.path.join(ROOT, ".venv-cryodrgn"))
     p.add_argument("--workdir", default=os.path.join(ROOT, "bench_out", "compare"),
                    help="simulation and runs (default bench_out/compare)")
@@ -583,6 +584,7 @@ def main(argv=None):
     if a.device == "auto":
         a.device = "cuda" if _cuda_available() else "cpu"
     a.cdrgn_extra = shlex.split(a.cdrgn_extra)
+    a.ours_extra = shlex.split(a.ours_extra)
     skip = set(filter(None, a.skip.split(",")))
     tag = f"{a.box}_{a.device}"
     work = os.path.join(a.workdir, f"box{a.box}_n{a.n}")

@@ -183,6 +183,9 @@ def test_loss_band_widens_from_start_to_nyquist():
     assert loss_band(cfg, 10.0, apix) is None                       # full band after the ramp
     # linear in spatial frequency: half-way is the mean of 1/15 and 1/4
     assert 1 / loss_band(cfg, 5.0, apix) == pytest.approx((1 / 15 + 1 / 4) / 2)
+    short = TrainConfig(particles="p.star", consensus="c.mrc", outdir="o", epochs=6)
+    assert short.lowpass_epochs == 3.0 and short.lowpass_start == 15.0   # defaults: half of a short run
+    assert loss_band(short, 2.9, apix) is not None and loss_band(short, 3.0, apix) is None
     cfg.lowpass_start = None
     assert loss_band(cfg, 0.0, apix) is None
     cfg.lowpass_start = 3.0                                          # finer than Nyquist: nothing to do

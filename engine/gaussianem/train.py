@@ -64,7 +64,8 @@ class TrainConfig:
     loss: str = "l2"                  # l2 | l1 (GaussianEM) | corr
     encoder_input: str = "residual"   # residual (image minus consensus projection) | image | both
     lowpass_start: float | None = 15.0  # Angstrom: the image loss starts band-limited here ...
-    lowpass_epochs: float = 10.0      # ... and reaches Nyquist after this many epochs
+    lowpass_epochs: float | None = None  # ... and reaches Nyquist after this many epochs
+                                         # (default, fixed at the start: min(10, epochs / 2))
     width_change: bool = False        # conformational decoder may also change widths
     kl_warmup: float = 5.0            # epochs over which the KL weight rises from 0
     weights: LossWeights = field(default_factory=LossWeights)
@@ -88,6 +89,8 @@ class TrainConfig:
             raise TrainingError("--zdim-conf and --zdim-comp go together: give both (> 0) or neither")
         if self.zdim_conf > 0:
             self.zdim = self.zdim_conf + self.zdim_comp
+        if self.lowpass_epochs is None:
+            self.lowpass_epochs = min(10.0, self.epochs / 2)
         if self.encoder_input not in ("residual", "image", "both"):
             raise TrainingError(f"unknown encoder input {self.encoder_input!r}: expected residual, image or both")
         if self.lowpass_start is not None and self.lowpass_start < 0:

@@ -45,8 +45,9 @@ def add_args(p):
     p.add_argument("--lowpass-start", type=float, default=15.0,
                    help="the image loss starts low-pass filtered at this resolution in Angstrom and "
                         "widens to Nyquist over --lowpass-epochs (default 15; 0: full band from the start)")
-    p.add_argument("--lowpass-epochs", type=float, default=10.0,
-                   help="epochs over which the loss band widens to Nyquist (default 10)")
+    p.add_argument("--lowpass-epochs", type=float,
+                   help="epochs over which the loss band widens to Nyquist (default 10, or half of "
+                        "--epochs when that is less than 20)")
     p.add_argument("--width-change", action="store_true",
                    help="let the conformational decoder also change Gaussian widths (off by default: "
                         "width changes can stand in for compositional change)")
