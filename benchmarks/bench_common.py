@@ -193,7 +193,8 @@ def orientation_check(vols, refs) -> dict:
 
 def evaluate_latents(z, truth, volume_fn, apix, z_conf=None, z_comp=None) -> dict:
     """Metrics from gaussianem.evaluate, the same calls for every method."""
-    m = {"motion_spearman_full_z": ev.motion_spearman(z, truth["motion"])}
+    m = {"motion_spearman_full_z": ev.motion_spearman(z, truth["motion"]),
+         "motion_linear_probe_full_z": ev.motion_probe(z, truth["motion"])}
     p = ev.presence_accuracy(z, truth["present"])
     m["presence_linear_probe_full_z"], m["presence_kmeans_full_z"] = p["linear_probe"], p["kmeans"]
     if z_conf is not None:

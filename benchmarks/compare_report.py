@@ -27,6 +27,7 @@ ROWS = [  # label, path in each side, format, higher is better
     ("training process wall time (s)", ("train", "wall_s"), ".0f", False),
     ("peak RSS, training (MB)", ("train", "peak_rss_mb"), ".0f", False),
     ("Spearman (abs) PC1 vs motion (full z)", ("metrics", "motion_spearman_full_z"), ".3f", True),
+    ("motion, linear probe (full z; \|Spearman\|)", ("metrics", "motion_linear_probe_full_z"), ".3f", True),
     ("presence, linear probe (full z)", ("metrics", "presence_linear_probe_full_z"), ".3f", True),
     ("presence, 2-means (full z)", ("metrics", "presence_kmeans_full_z"), ".3f", True),
     ("per-conformation FSC AUC (mean)", ("metrics", "fsc_auc_mean"), ".3f", True),

@@ -67,6 +67,7 @@ def main(argv=None):
     m["n_particles"] = res.n_particles
     print(f"result: {a.result}  ({m['n_particles']} particles, {m['epochs']} epochs)")
     print(f"  |Spearman| latent PC1 vs true motion : {m['motion_spearman']:.3f}  (target >= 0.9)")
+    print(f"  motion, cross-validated linear probe : {m['motion_linear_probe']:.3f}  (any direction of z)")
     print(f"  presence accuracy, linear probe      : {m['presence_linear_probe']:.3f}  (target >= 0.95)")
     print(f"  presence accuracy, unsupervised 2-means: {m['presence_kmeans']:.3f}")
     print(f"  per-conformation FSC: mean AUC {m['fsc_auc_mean']:.3f}, mean FSC=0.5 at {m['fsc05_mean']:.2f} A")

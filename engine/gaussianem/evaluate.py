@@ -40,6 +40,18 @@ def motion_spearman(z: np.ndarray, motion: np.ndarray) -> float:
     return float(abs(spearmanr(first_pc(z), motion).correlation))
 
 
+def motion_probe(z: np.ndarray, motion: np.ndarray, seed: int = 0) -> float:
+    """|Spearman| between the true motion and its 5-fold cross-validated linear prediction
+    from ``z``: is the motion linearly readable from the latent, on whatever axis it lies
+    (PC1 is only one of them; a split latent's or a cryoDRGN latent's PC1 may be another
+    kind of heterogeneity)."""
+    from scipy.stats import spearmanr
+    from sklearn.linear_model import LinearRegression
+    from sklearn.model_selection import KFold, cross_val_predict
+    pred = cross_val_predict(LinearRegression(), z, motion, cv=KFold(5, shuffle=True, random_state=seed))
+    return float(abs(spearmanr(pred, motion).correlation))
+
+
 def presence_accuracy(z: np.ndarray, present: np.ndarray, seed: int = 0) -> dict:
     from sklearn.cluster import KMeans
     from sklearn.linear_model import LogisticRegression
@@ -85,6 +97,7 @@ def evaluate_result(result, simdir: str) -> dict:
     return {
         "motion_spearman": motion_spearman(z_conf, truth["motion"]),
         "motion_spearman_full_z": motion_spearman(z, truth["motion"]),
+        "motion_linear_probe": motion_probe(z, truth["motion"]),
         "presence_linear_probe": pres["linear_probe"],
         "presence_kmeans": pres["kmeans"],
         "fsc_auc_mean": float(np.mean([r["fsc_auc"] for r in fscs])) if fscs else float("nan"),
