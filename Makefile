@@ -5,7 +5,7 @@ PY      := .venv/bin/python
 DEMO    ?= demo_out
 BENCH   ?= bench_out
 
-.PHONY: setup test demo bench bundle validate clean
+.PHONY: setup test demo bench ablation bundle validate clean
 
 setup: .venv/.stamp
 
@@ -19,15 +19,23 @@ test: setup
 demo: setup
 	bash tools/demo.sh $(DEMO)
 
-# engine benchmark, training profile, then GaussianEM vs cryoDRGN side by side
-# (COMPARE="..." replaces the comparison's size; see docs/benchmarks.md)
+# engine benchmark, training profile, then GaussianEM vs cryoDRGN side by side on the
+# standard set (10,000 particles, box 64) and the box-128 variant. On a 2-core CPU the
+# two cryoDRGN trainings take about 1.5 h and 0.5 h; COMPARE="..." / COMPARE128="..."
+# replace the arguments (see docs/benchmarks.md), e.g. COMPARE128="--box128 --device cuda"
 bench: setup
 	mkdir -p $(BENCH) benchmarks/results
 	$(PY) -m gaussianem.bench -o benchmarks/results/engine_$$(hostname)_cpu.json
 	$(PY) benchmarks/profile_train.py --outdir $(BENCH)/profile --threads 1
 	bash benchmarks/setup_cryodrgn.sh
 	$(PY) benchmarks/compare_cryodrgn.py --workdir $(BENCH)/compare \
-	    $(or $(COMPARE),-n 3000 --epochs 10 --threads 1 --cdrgn-dim 256)
+	    $(or $(COMPARE),-n 10000 --epochs 10 --ours-long-epochs 20 --threads 1 --cdrgn-dim 256)
+	$(PY) benchmarks/compare_cryodrgn.py --workdir $(BENCH)/compare \
+	    $(or $(COMPARE128),--box128 -n 1500 --epochs 5 --ours-long-epochs 10 --threads 1 --cdrgn-dim 256)
+
+# which training choices make the motion appear early (docs/validation.md)
+ablation: setup
+	$(PY) benchmarks/ablation.py --outdir $(BENCH)/ablation
 
 validate: setup
 	$(PY) benchmarks/validate.py --outdir validate_out
