@@ -112,9 +112,15 @@ def _voxel_coords(vol: np.ndarray, apix: float, mask: np.ndarray) -> np.ndarray:
 
 
 def auto_count(vol: np.ndarray, apix: float, threshold: float) -> int:
-    """One Gaussian per residue's worth of volume above the threshold, within [64, 20000]."""
+    """Two Gaussians per residue's worth of volume above the threshold, within [64, 20000].
+
+    The default threshold (mean + 3 sd) takes in about 60-70% of a protein's volume, so
+    this is about 1.3 Gaussians per residue. Twice the earlier one-per-residue count gave
+    much sharper maps (per-conformation FSC AUC 0.82 -> 0.94 on the box-64 validation
+    set) and found the motion as early (docs/validation.md), at ~1.7x the time per step.
+    """
     v = float((np.asarray(vol) > threshold).sum()) * apix ** 3
-    return int(np.clip(round(v / RESIDUE_VOLUME), 64, 20000))
+    return int(np.clip(round(2 * v / RESIDUE_VOLUME), 64, 20000))
 
 
 def init_from_map(vol, apix: float, n: int | None = None, method: str = "kmeans",
