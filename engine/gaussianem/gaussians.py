@@ -117,7 +117,7 @@ def auto_count(vol: np.ndarray, apix: float, threshold: float) -> int:
     The default threshold (mean + 3 sd) takes in about 60-70% of a protein's volume, so
     this is about 1.3 Gaussians per residue. Twice the earlier one-per-residue count gave
     much sharper maps (per-conformation FSC AUC 0.82 -> 0.94 on the box-64 validation
-    set) and found the motion as early (docs/validation.md), at ~1.7x the time per step.
+    set) and found the motion as early (docs/validation.md), at ~1.6x the time per run.
     """
     v = float((np.asarray(vol) > threshold).sum()) * apix ** 3
     return int(np.clip(round(2 * v / RESIDUE_VOLUME), 64, 20000))
