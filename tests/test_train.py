@@ -69,6 +69,18 @@ def test_resume_continues_exactly(tiny_sim, tmp_path):
     assert epochs == [1, 2]
 
 
+def test_resume_is_exact_in_the_middle_of_the_loss_band_ramp(tiny_sim, tmp_path):
+    kw = dict(lowpass_start=15.0, lowpass_epochs=1.5, zdim_conf=2, zdim_comp=1)
+    straight = train(cfg_for(tiny_sim, tmp_path / "a", epochs=2, **kw))
+    train(cfg_for(tiny_sim, tmp_path / "b", epochs=1, **kw))
+    train(cfg_for(tiny_sim, tmp_path / "b", epochs=2, **kw), resume=True)
+    za = np.load(os.path.join(straight, "latents.npz"))["z"]
+    zb = np.load(tmp_path / "b" / "latents.npz")["z"]
+    assert np.allclose(za, zb, atol=1e-5)
+    bands = [r["band"] for r in read_log(tmp_path / "b") if r["kind"] == "step"]
+    assert bands[-1] is None and any(b is not None for b in bands)   # the ramp crossed the resume
+
+
 def test_existing_run_is_not_overwritten(tiny_result, tiny_sim):
     with pytest.raises(TrainingError, match="--resume"):
         train(cfg_for(tiny_sim, tiny_result))
