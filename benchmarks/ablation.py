@@ -37,7 +37,8 @@ SETS = {
     "C": SimulationSpec(n=3000, box=64, apix=2.0, snr=0.1, seed=2),
 }
 # Gaussian counts of the recorded table (the automatic count at the time, one per residue's
-# worth of thresholded map volume; now it is two), pinned so that the rows stay comparable
+# worth of thresholded raw-map volume; now gaussians.auto_count gives ~1.2 per residue,
+# 118-121 here), pinned so that the rows stay comparable
 SET_GAUSSIANS = {"A": 64, "B": 69, "C": 64}
 OLD = {"encoder_input": "image", "lowpass_start": None, "width_change": True}
 CONFIGS = {

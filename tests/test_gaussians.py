@@ -60,3 +60,15 @@ def test_save_load_round_trip(tmp_path):
 def test_shape_validation():
     with pytest.raises(ValueError, match="centres"):
         GaussianSet(torch.zeros(3, 2), torch.zeros(3), torch.zeros(3))
+
+
+def test_default_count_follows_the_molecule_not_the_pixel_size():
+    from gaussianem.gaussians import auto_count
+    from gaussianem.structure import model_density
+    from gaussianem.testprotein import build_test_model
+    model = build_test_model()                       # 99 residues
+    n_res = len(np.unique(model.res_index))
+    counts = {apix: auto_count(model_density(model, int(round(128 / apix)), apix, resolution=2 * apix), apix)
+              for apix in (1.0, 2.0, 2.5)}
+    assert all(0.9 * n_res <= c <= 1.5 * n_res for c in counts.values()), counts
+    assert max(counts.values()) / min(counts.values()) < 1.15, counts

@@ -55,7 +55,7 @@ class TrainConfig:
     zdim_conf: int = 0
     zdim_comp: int = 0
     downsample: int | None = None     # training box; default min(particle box, 128)
-    num_gaussians: int | None = None  # default: two per residue's worth of map volume
+    num_gaussians: int | None = None  # default: gaussians.auto_count (~1.2 per residue)
     init: str = "kmeans"              # kmeans | grid | model
     atoms_per_gaussian: int | None = None  # with init "model": one Gaussian per N heavy atoms
                                            # (default: one per residue)

@@ -31,7 +31,8 @@ def add_args(p):
     p.add_argument("--zdim-comp", type=int, default=0,
                    help="split latent: compositional part (changes amplitudes only)")
     p.add_argument("--downsample", type=int, help="train at this box (Fourier cropping; default min(box,128))")
-    p.add_argument("--num-gaussians", type=int, help="number of Gaussians (default: two per residue's worth of map volume)")
+    p.add_argument("--num-gaussians", type=int, help="number of Gaussians (default: one per residue's worth of the molecule's volume, "
+                        "measured on the map smoothed to 2 A sigma: about 1.2 per residue)")
     p.add_argument("--init", choices=["kmeans", "grid", "model"], default="kmeans",
                    help="Gaussian initialisation (default kmeans; 'model' needs --model)")
     p.add_argument("--atoms-per-gaussian", type=int,
