@@ -222,3 +222,26 @@ def test_residual_encoder_sees_image_minus_consensus_projection():
     assert both.image_encoder.net[0].in_features == 2 * 16 * 16
     with pytest.raises(TrainingError, match="encoder input"):
         TrainConfig(particles="p", consensus="c", outdir="o", encoder_input="images")
+
+
+def test_init_from_carries_networks_to_another_gaussian_set(tiny_result, tiny_sim, tmp_path):
+    from gaussianem.gaussians import GaussianSet
+    from gaussianem.model import HeterogeneityModel
+    from gaussianem.train import load_networks
+    parent = load_result(tiny_result)
+    finer = GaussianSet(torch.randn(2 * len(parent.base), 3) * 5, torch.rand(2 * len(parent.base)) + 0.1,
+                        torch.full((2 * len(parent.base),), 1.5))
+    child = HeterogeneityModel(parent.model_config, finer)
+    load_networks(child, str(tiny_result), "cpu")
+    for k, v in parent.model.state_dict().items():
+        if k in ("centres", "amplitudes", "widths"):
+            assert child.state_dict()[k].shape[0] == 2 * len(parent.base)     # its own Gaussians
+        else:
+            assert torch.equal(child.state_dict()[k], v), k                     # the parent's networks
+    # a run started from it trains, with its own count
+    out = train(cfg_for(tiny_sim, tmp_path / "fine", epochs=1, zdim_conf=2, zdim_comp=1,
+                        num_gaussians=40, init_from=str(tiny_result)))
+    assert len(load_result(out).base) <= 40
+    # networks that do not fit are a clear error
+    with pytest.raises(TrainingError, match="do not fit"):
+        train(cfg_for(tiny_sim, tmp_path / "bad", epochs=1, zdim=5, init_from=str(tiny_result)))

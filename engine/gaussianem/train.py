@@ -67,6 +67,7 @@ class TrainConfig:
     lowpass_epochs: float | None = None  # ... and reaches Nyquist after this many epochs
                                          # (default, fixed at the start: min(10, epochs / 2))
     width_change: bool = False        # conformational decoder may also change widths
+    init_from: str | None = None      # a finished run whose networks start this one (coarse to fine)
     kl_warmup: float = 5.0            # epochs over which the KL weight rises from 0
     weights: LossWeights = field(default_factory=LossWeights)
     radius: float | None = None       # neighbour-graph radius (Angstrom)
@@ -345,6 +346,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
     sampler = EpochSampler(len(data), cfg.batch_size, dd.rank, dd.world, cfg.seed)
     start_epoch, start_step = 0, 0
     image_std = None
+    if cfg.init_from and not resume:
+        load_networks(model, cfg.init_from, device)
+        progress.message(f"networks initialised from {cfg.init_from}")
     if resume:
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
         model.load_state_dict(ck["model"])
@@ -468,6 +472,26 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
         if dd.world > 1 and dist.is_initialized():
             dist.barrier()
     return out
+
+
+def load_networks(model: HeterogeneityModel, run: str, device) -> None:
+    """Start ``model`` from the encoders and decoders of a finished run on another Gaussian
+    set (e.g. fewer Gaussians: coarse to fine). The decoder reads each Gaussian's
+    position, so what it learned carries over to new Gaussians; the parent's feature
+    scale is kept so that positions are read on the same scale."""
+    path = os.path.join(run, "checkpoint.pt")
+    if not os.path.exists(path):
+        raise TrainingError(f"--init-from {run}: no checkpoint.pt there (not a finished GaussianEM run)")
+    state = torch.load(path, map_location=device, weights_only=False)["model"]
+    state = {k: v for k, v in state.items() if k not in ("centres", "amplitudes", "widths")}
+    try:
+        model.load_state_dict(state, strict=False)
+        missing = [k for k in model.state_dict() if k not in state and k not in ("centres", "amplitudes", "widths")]
+    except RuntimeError as e:
+        raise TrainingError(f"--init-from {run}: its networks do not fit this run's settings (training box, "
+                            f"latent sizes and encoder input must match): {str(e).splitlines()[0]}") from None
+    if missing:
+        raise TrainingError(f"--init-from {run}: its checkpoint lacks {', '.join(missing[:5])}")
 
 
 @torch.no_grad()

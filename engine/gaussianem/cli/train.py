@@ -52,6 +52,9 @@ def add_args(p):
     p.add_argument("--width-change", action="store_true",
                    help="let the conformational decoder also change Gaussian widths (off by default: "
                         "width changes can stand in for compositional change)")
+    p.add_argument("--init-from", metavar="RUN",
+                   help="start the networks from a finished run (same data and latent sizes), e.g. one "
+                        "trained with fewer Gaussians: coarse to fine")
     p.add_argument("--beta", type=float, default=1e-6, help="KL weight (default 1e-6)")
     p.add_argument("--kl-warmup", type=float, default=5.0, help="epochs over which the KL weight rises from 0 (default 5)")
     p.add_argument("--w-distance", type=float, default=1.0, help="neighbour distance-preservation weight (default 1.0)")
@@ -81,7 +84,7 @@ def main(args):
         atoms_per_gaussian=args.atoms_per_gaussian,
         threshold=args.threshold, loss=args.loss, encoder_input=args.encoder_input,
         lowpass_start=args.lowpass_start or None, lowpass_epochs=args.lowpass_epochs,
-        width_change=args.width_change, kl_warmup=args.kl_warmup, device=args.device, amp=args.amp,
+        width_change=args.width_change, init_from=args.init_from, kl_warmup=args.kl_warmup, device=args.device, amp=args.amp,
         seed=args.seed, invert=args.invert, num_workers=args.num_workers, threads=args.threads,
         weights=LossWeights(kl=args.beta, distance=args.w_distance, alignment=args.w_alignment,
                             contrastive=args.w_contrastive))
