@@ -46,6 +46,7 @@ class LiveUpdater:
         self._lock = threading.Lock()
         self._pending = None
         self._busy = False
+        self._unapplied = 0            # generated maps whose signal the GUI thread has not handled
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gaussianem-generate")
         self._bridge = _Bridge()
         self._bridge.generated.connect(self._apply)
@@ -53,7 +54,7 @@ class LiveUpdater:
     @property
     def busy(self) -> bool:
         with self._lock:
-            return self._busy or self._pending is not None
+            return self._busy or self._pending is not None or self._unapplied > 0
 
     def request(self, z) -> None:
         item = (np.asarray(z, dtype=np.float32).copy(), time.perf_counter())
@@ -73,12 +74,21 @@ class LiveUpdater:
                     return
             z, t0 = item
             try:
-                gen = self.gres.generate(z)
-                self._bridge.generated.emit((gen, t0, None))
+                out = (self.gres.generate(z), t0, None)
             except Exception as e:  # noqa: BLE001 (reported in the GUI thread)
-                self._bridge.generated.emit((None, t0, e))
+                out = (None, t0, e)
+            with self._lock:
+                self._unapplied += 1
+            self._bridge.generated.emit(out)
 
     def _apply(self, item) -> None:   # GUI thread
+        try:
+            self._show(item)
+        finally:
+            with self._lock:
+                self._unapplied -= 1
+
+    def _show(self, item) -> None:
         gen, t0, error = item
         if error is not None:
             self.session.logger.error(f"GaussianEM: cannot generate that latent: {error}")
