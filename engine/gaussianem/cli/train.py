@@ -9,6 +9,9 @@ examples:
   gaussianem train J42_particles.cs --datadir /data/P3 --consensus J42_map.mrc \\
       --model fitted.pdb -o run2 --epochs 30 --downsample 128 --zdim-conf 8 --zdim-comp 2
   gaussianem train particles.star --consensus map.mrc -o run1 --resume --epochs 40
+  # coarse to fine: learn the motion on the default count, then refine on more Gaussians
+  gaussianem train particles.star --consensus map.mrc -o fine --num-gaussians 4000 \
+      --init-from run1 --epochs 10
   torchrun --nproc_per_node 4 -m gaussianem.cli.main train particles.star \\
       --consensus map.mrc -o run3 --device cuda --amp
 """
