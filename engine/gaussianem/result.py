@@ -104,7 +104,7 @@ class Result:
         particle file (default) or of another ``.star``/``.cs`` with poses and CTF (e.g.
         particles held out of training), encoded exactly as training encodes them."""
         from .dataset import ParticleImages, load_particles
-        from .train import Physics, consensus_projection
+        from .train import Physics, encode_particles
         train = self.config["train"]
         key = (particles or train["particles"], datadir or (None if particles else train.get("datadir")))
         if getattr(self, "_encode_cache", (None,))[0] != key:
@@ -116,10 +116,8 @@ class Result:
         idx = torch.as_tensor(np.atleast_1d(indices), dtype=torch.long)
         if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(images)):
             raise ResultError(f"particle indices must lie in 0..{len(images) - 1} for {key[0]}")
-        x = torch.stack([images[int(i)]["image"] for i in idx]).to(self.device) / self.image_std
-        idx = idx.to(self.device)
-        mu, _ = self.model.encode(x, consensus_projection(self.model, idx, phys, self.model_config.box))
-        return mu.float().cpu().numpy()
+        x = torch.stack([images[int(i)]["image"] for i in idx]).to(self.device)
+        return encode_particles(self.model, x, idx.to(self.device), phys, self.image_std).float().cpu().numpy()
 
     def _part_slice(self, part: str) -> slice:
         mc = self.model_config

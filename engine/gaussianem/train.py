@@ -240,6 +240,15 @@ def consensus_projection(core: HeterogeneityModel, idx, phys: Physics, box: int)
                           phys.apix[idx], ctf_params=phys.ctf[idx]) * core.scale
 
 
+@torch.no_grad()
+def encode_particles(model: HeterogeneityModel, images: torch.Tensor, idx, phys: Physics,
+                     image_std: float) -> torch.Tensor:
+    """Posterior means of a batch of raw particle images (rows ``idx`` of the dataset),
+    as training encodes them: normalised, with the consensus projection if the encoder
+    takes it."""
+    return model.encode(images / image_std, consensus_projection(model, idx, phys, model.cfg.box))[0]
+
+
 def loss_band(cfg: TrainConfig, t: float, apix: float) -> float | None:
     """The image loss's resolution limit (Angstrom) at epoch ``t`` (fractional), or None
     for the full band: from ``lowpass_start`` linearly in spatial frequency to Nyquist."""
@@ -361,6 +370,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
     if image_std is None:
         image_std = estimate_image_std(images, seed=cfg.seed)
     phys = Physics(data, box, device)
+    coarsest_apix = float(phys.apix.max())     # the loss band's Nyquist (read once, not per step)
     if cfg.lowpass_start and cfg.epochs < cfg.lowpass_epochs:
         progress.message(f"note: the image loss stays low-pass filtered for all {cfg.epochs} epochs (it reaches "
                          f"Nyquist after --lowpass-epochs {cfg.lowpass_epochs:g}); train longer or lower it")
@@ -415,7 +425,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
                 # KL warm-up: the decoder starts from "no deformation" and needs latents that
                 # still carry information when it begins to use them (no posterior collapse)
                 kl_scale = min(1.0, (epoch + step / steps) / cfg.kl_warmup) if cfg.kl_warmup > 0 else 1.0
-                band = loss_band(cfg, epoch + step / steps, float(phys.apix.max()))
+                band = loss_band(cfg, epoch + step / steps, coarsest_apix)
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                     total, terms = compute_losses(ddp_model, imgs, idx, phys, edges, min_dist, edge_scale, cfg,
                                                   box, kl_scale, band)
@@ -482,11 +492,11 @@ def load_networks(model: HeterogeneityModel, run: str, device) -> None:
     path = os.path.join(run, "checkpoint.pt")
     if not os.path.exists(path):
         raise TrainingError(f"--init-from {run}: no checkpoint.pt there (not a finished GaussianEM run)")
+    own = ("centres", "amplitudes", "widths")           # this run's Gaussians stay its own
     state = torch.load(path, map_location=device, weights_only=False)["model"]
-    state = {k: v for k, v in state.items() if k not in ("centres", "amplitudes", "widths")}
+    state = {k: v for k, v in state.items() if k not in own}
     try:
-        model.load_state_dict(state, strict=False)
-        missing = [k for k in model.state_dict() if k not in state and k not in ("centres", "amplitudes", "widths")]
+        missing = [k for k in model.load_state_dict(state, strict=False).missing_keys if k not in own]
     except RuntimeError as e:
         raise TrainingError(f"--init-from {run}: its networks do not fit this run's settings (training box, "
                             f"latent sizes and encoder input must match): {str(e).splitlines()[0]}") from None
@@ -506,9 +516,7 @@ def encode_all(model: HeterogeneityModel, images: ParticleImages, cfg: TrainConf
                          sampler=mine.tolist(), device=device)
     zs, ids = [], []
     for batch in loader:
-        idx = batch["index"].to(device)
-        mu, _ = model.encode(batch["image"].to(device) / image_std,
-                             consensus_projection(model, idx, phys, model.cfg.box))
+        mu = encode_particles(model, batch["image"].to(device), batch["index"].to(device), phys, image_std)
         zs.append(mu.float().cpu())
         ids.append(batch["index"].cpu())
     z = torch.cat(zs) if zs else torch.zeros(0, model.cfg.zdim)
