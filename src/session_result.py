@@ -382,7 +382,7 @@ class GaussianEMResult:
             idx = np.flatnonzero(np.isin(km.labels, clusters))
             what = f"cluster {','.join(map(str, clusters))} of k-means with k={km.k}"
         elif particles is not None:
-            from gaussianem.analysis import read_selection
+            from gaussianem.selection import read_selection
             try:
                 idx = read_selection(particles, n)
             except ValueError as e:
@@ -405,7 +405,7 @@ class GaussianEMResult:
 
     def subset(self, save, cluster=None, k=None, particles=None, pc_range=None) -> dict:
         """Write a particle subset to ``save`` (.star or .cs) with the original rows."""
-        from gaussianem.analysis import export_subset
+        from gaussianem.selection import export_subset
         idx, what = self.subset_indices(cluster=cluster, k=k, particles=particles, pc_range=pc_range)
         if idx.size == 0:
             raise UserError(f"no particles in {what}: nothing saved")

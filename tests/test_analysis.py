@@ -9,7 +9,7 @@ import types
 import numpy as np
 import pytest
 
-from gaussianem import analysis
+from gaussianem import analysis, selection
 from gaussianem.cli.main import main
 from gaussianem.mrc import read_map
 from gaussianem.result import load_result
@@ -144,13 +144,13 @@ def test_plot_losses_without_log(tmp_path):
 def test_read_selection(tmp_path):
     p = tmp_path / "sel.txt"
     p.write_text("# picked\n5, 3\n3 9\n")
-    assert analysis.read_selection(p, 10).tolist() == [3, 5, 9]
+    assert selection.read_selection(p, 10).tolist() == [3, 5, 9]
     np.save(tmp_path / "mask.npy", np.arange(10) % 3 == 0)
-    assert analysis.read_selection(tmp_path / "mask.npy", 10).tolist() == [0, 3, 6, 9]
+    assert selection.read_selection(tmp_path / "mask.npy", 10).tolist() == [0, 3, 6, 9]
     with pytest.raises(ValueError, match="particle index 10 is out of range.*0 to 9"):
-        analysis.read_selection(_write(tmp_path / "bad.txt", "1 10"), 10)
+        selection.read_selection(_write(tmp_path / "bad.txt", "1 10"), 10)
     with pytest.raises(ValueError, match="'x' is not a particle index"):
-        analysis.read_selection(_write(tmp_path / "bad2.txt", "1 x"), 10)
+        selection.read_selection(_write(tmp_path / "bad2.txt", "1 x"), 10)
 
 
 def _write(path, text):

@@ -35,7 +35,8 @@ def add_args(p):
 
 def main(args):
     import numpy as np
-    from ..analysis import export_subset, kmeans_for_result, parse_clusters, read_selection
+    from ..analysis import kmeans_for_result, parse_clusters
+    from ..selection import export_subset, read_selection
     from ..result import load_result
     ext = os.path.splitext(args.output)[1].lower()
     if ext not in (".star", ".cs"):

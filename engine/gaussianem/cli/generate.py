@@ -50,7 +50,8 @@ def add_args(p):
 def latents(args, result):
     """(B, zdim) latents and a description of where they came from."""
     import numpy as np
-    from ..analysis import kmeans_for_result, parse_latent, read_latents
+    from ..analysis import kmeans_for_result
+    from ..selection import parse_latent, read_latents
     if args.pc is None and (args.steps is not None or args.range is not None):
         raise ValueError("--steps and --range apply to --pc only")
     if args.z:
