@@ -6,7 +6,7 @@ Users see keywords in camelCase (``zdimConf``); Python uses snake_case (``zdim_c
 
     gaussianem train PARTICLES consensus MAP|#MAP [model FILE|#MODEL] [outdir PATH]
         [epochs N] [zdim N] [zdimConf N] [zdimComp N] [batchSize N] [downsample N]
-        [device auto|cpu|cuda] [wait true|false] [resume true|false]
+        [fineGaussians N] [device auto|cpu|cuda] [wait true|false] [resume true|false]
     gaussianem open OUTDIR [model FILE|#MODEL] [device cpu|cuda]
     gaussianem show [z V1,V2,...] [particle I] [pc K value V] [cluster C [k K]]
     gaussianem trajectory [pc K] [steps N] [range A,B]
@@ -149,7 +149,7 @@ def _save_structure(session, structure, path: str, relative_to=None) -> str:
 
 def gaussianem_train(session, particles, consensus=None, model=None, outdir=None, epochs=None,
                      zdim=None, zdim_conf=None, zdim_comp=None, batch_size=None, downsample=None,
-                     device="auto", wait=False, resume=False):
+                     fine_gaussians=None, device="auto", wait=False, resume=False):
     """Train a model in a separate engine process; opens the result when done.
 
     ``consensus`` and ``model`` may be open models: they are saved into OUTDIR first
@@ -172,10 +172,10 @@ def gaussianem_train(session, particles, consensus=None, model=None, outdir=None
             raise UserError("resume true needs the outdir of the run to continue")
         outdir = _default_outdir(particles)
     outdir = os.path.abspath(os.path.expanduser(outdir))
-    checkpoint = os.path.join(outdir, "checkpoint.pt")
-    if resume and not os.path.exists(checkpoint):
-        raise UserError(f"nothing to resume: {checkpoint} does not exist")
-    if not resume and os.path.exists(checkpoint):
+    from gaussianem.stages import run_exists, saved_epochs
+    if resume and not run_exists(outdir):
+        raise UserError(f"nothing to resume: {outdir} holds no training run (no checkpoint.pt)")
+    if not resume and run_exists(outdir):
         raise UserError(f"{outdir} already holds a training run: add 'resume true' to continue "
                         "it, or choose another outdir")
     reg = registry(session)
@@ -204,16 +204,15 @@ def gaussianem_train(session, particles, consensus=None, model=None, outdir=None
             "--device", device, "--progress", "json"]
     for flag, value in (("--model", model_path), ("--epochs", epochs), ("--zdim", zdim),
                         ("--zdim-conf", zdim_conf), ("--zdim-comp", zdim_comp),
-                        ("--batch-size", batch_size), ("--downsample", downsample)):
+                        ("--batch-size", batch_size), ("--downsample", downsample),
+                        ("--fine-gaussians", fine_gaussians)):
         if value is not None:
             args += [flag, str(value)]
     if resume:
         args.append("--resume")
     if epochs is None and resume:
         # The engine's default (20) would silently end a longer run: keep the saved one.
-        import json
-        with open(os.path.join(outdir, "config.json")) as f:
-            saved = json.load(f).get("train", {}).get("epochs")
+        saved = saved_epochs(outdir)
         if saved:
             args += ["--epochs", str(saved)]
 
@@ -250,6 +249,7 @@ gaussianem_train_desc = CmdDesc(
              ("outdir", SaveFileNameArg), ("epochs", PositiveIntArg), ("zdim", PositiveIntArg),
              ("zdim_conf", PositiveIntArg), ("zdim_comp", PositiveIntArg),
              ("batch_size", PositiveIntArg), ("downsample", PositiveIntArg),
+             ("fine_gaussians", NonNegativeIntArg),
              ("device", EnumOf(DEVICES)), ("wait", BoolArg), ("resume", BoolArg)],
     required_arguments=["consensus"],
     synopsis="train a deformable Gaussian model on particle images")

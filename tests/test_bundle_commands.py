@@ -287,6 +287,34 @@ def test_train_wait_opens_result(cx, tiny_sim, tmp_path, one_thread_engine):
     assert rows[-1]["id"] == job.id and rows[-1]["state"] == "done"
 
 
+def test_train_coarse_to_fine_is_one_job(cx, tiny_sim, tmp_path, one_thread_engine):
+    """fineGaussians: one job, two stages (OUTDIR/coarse, then OUTDIR); progress counts
+    epochs over both and the result opens once. A run interrupted between the stages is
+    seen as a run (not overwritten) and resumes with its own epochs."""
+    out = tmp_path / "c2f"
+    cmd = (f"gaussianem train {tiny_sim / 'particles.star'} consensus {tiny_sim / 'consensus.mrc'} "
+           f"outdir {out} epochs 2 zdim 2 downsample 16 batchSize 128 fineGaussians 150 device cpu wait true")
+    job = run(cx, cmd)
+    assert job.state == "done" and job.returncode == 0
+    assert [(e["epoch"], e["epochs"]) for e in job.events if e["event"] == "epoch"] == [(1, 2), (2, 2)]
+    assert [e["event"] for e in job.events].count("done") == 1
+    from chimerax.gaussianem import current_result
+    res = current_result(cx)
+    assert res.outdir == str(out)
+    from gaussianem.result import load_result
+    assert len(res.result.base) > len(load_result(str(out / "coarse")).base)
+    # between the stages: the fine stage's files gone, the plan and the coarse run left
+    for f in ("checkpoint.pt", "config.json", "latents.npz", "log.jsonl"):
+        os.remove(out / f)
+    from chimerax.core.errors import UserError
+    with pytest.raises(UserError, match="already holds"):
+        run(cx, cmd)
+    job = run(cx, cmd.replace(" epochs 2", "") + " resume true")
+    assert job.state == "done", job.stderr_tail()
+    assert job.args[job.args.index("--epochs") + 1] == "2"          # the plan's epochs
+    assert (out / "latents.npz").exists()
+
+
 def test_stop_leaves_resumable_checkpoint(cx, tiny_sim, tiny_result, tmp_path, one_thread_engine):
     """Resume a copy of a finished run for many more epochs, stop it once it reports
     progress: the engine saves a checkpoint where it stopped and the job reads 'stopped'."""

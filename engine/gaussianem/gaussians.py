@@ -135,6 +135,26 @@ def auto_count(vol: np.ndarray, apix: float, threshold: float | None = None) -> 
     return int(np.clip(round(v / RESIDUE_VOLUME), 64, 20000))
 
 
+# Coarse to fine (gaussianem.stages): the count that carries detail to a given resolution.
+COUNT_RESOLUTION = 4.0    # Angstrom: the resolution auto_count's ~1.2 per residue carries (FSC=0.5
+                          # at the 4 A Nyquist of the 2 A/pixel sets, docs/validation.md)
+COUNT_EXPONENT = 2.0      # the count grows as (COUNT_RESOLUTION / resolution) ** this
+
+
+def count_for_resolution(vol: np.ndarray, apix: float, resolution: float,
+                         threshold: float | None = None) -> int:
+    """Gaussians to carry the map's detail to ``resolution`` (Angstrom): ``auto_count``
+    scaled by ``(COUNT_RESOLUTION / resolution) ** COUNT_EXPONENT``, never fewer than
+    ``auto_count`` and at most 20000. Calibrated on the box-128 set (1 A/pixel, 2 A
+    Nyquist) where about 4-5 Gaussians per residue brought the FSC=0.5 to Nyquist
+    (docs/validation.md, "Coarse to fine")."""
+    if not resolution > 0:
+        raise ValueError(f"resolution must be positive (Angstrom), got {resolution}")
+    n = auto_count(vol, apix, threshold)
+    scale = max(1.0, (COUNT_RESOLUTION / resolution) ** COUNT_EXPONENT)
+    return int(min(20000, round(n * scale)))
+
+
 def init_from_map(vol, apix: float, n: int | None = None, method: str = "kmeans",
                   threshold: float | None = None, seed: int = 0, iterations: int = 15,
                   device=None) -> GaussianSet:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from . import __version__, losses, render
+from . import __version__, losses, render, stages
 from .dataset import ParticleImages, load_particles, make_loader
 from .gaussians import GaussianSet, atomic_torch_save, fit_to_map, init_from_map, init_from_model
 from .grid import Grid
@@ -68,6 +68,9 @@ class TrainConfig:
                                          # (default, fixed at the start: min(10, epochs / 2))
     width_change: bool = False        # conformational decoder may also change widths
     init_from: str | None = None      # a finished run whose networks start this one (coarse to fine)
+    fine_gaussians: int | None = None  # coarse to fine (gaussianem.stages): None automatic, N, 0 off
+    coarse_epochs: int | None = None  # epochs of the coarse stage (default half of --epochs)
+    first_epoch: int = 0              # a fine stage starts here (its low-pass and KL warm-up too)
     kl_warmup: float = 5.0            # epochs over which the KL weight rises from 0
     weights: LossWeights = field(default_factory=LossWeights)
     radius: float | None = None       # neighbour-graph radius (Angstrom)
@@ -91,7 +94,7 @@ class TrainConfig:
         if self.zdim_conf > 0:
             self.zdim = self.zdim_conf + self.zdim_comp
         if self.lowpass_epochs is None:
-            self.lowpass_epochs = min(10.0, self.epochs / 2)
+            self.lowpass_epochs = min(10.0, (self.epochs - self.first_epoch) / 2)
         if self.encoder_input not in ("residual", "image", "both"):
             raise TrainingError(f"unknown encoder input {self.encoder_input!r}: expected residual, image or both")
         if self.lowpass_start is not None and self.lowpass_start < 0:
@@ -291,9 +294,52 @@ def compute_losses(model, images, idx, phys: Physics, edges, min_dist, edge_scal
 # ----------------------------------------------------------------------------- main
 
 def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = None) -> str:
-    """Run (or resume) a training job; returns the output folder."""
-    dd = _init_distributed(cfg.device)
+    """Run (or resume) a training job; returns the output folder.
+
+    When the training box resolves more detail than the default Gaussian count carries,
+    or ``cfg.fine_gaussians`` asks for it, this is two stages, coarse then fine
+    (:mod:`gaussianem.stages`); ``resume`` continues whichever was interrupted."""
     progress = progress or Progress("none")
+    out = os.path.abspath(cfg.outdir)
+    if resume:
+        p = stages.load_plan(out)
+        if p is None or os.path.exists(os.path.join(out, "checkpoint.pt")):
+            return _train_stage(cfg, True, progress)
+        cfg = stages.resumed_config(cfg, out)
+    else:
+        if _init_distributed(cfg.device).main and stages.run_exists(out):
+            raise TrainingError(f"{out} already holds a training run: use --resume to continue it "
+                                "or choose another output folder")
+        p = _plan_stages(cfg)
+        if p is None:
+            return _train_stage(cfg, False, progress)
+        if _init_distributed(cfg.device).main:
+            stages.save_plan(out, p)
+    progress.message(p.describe(cfg.epochs))
+    if not stages.coarse_finished(out):
+        coarse = p.coarse_config(cfg, out)
+        _train_stage(coarse, os.path.exists(os.path.join(coarse.outdir, "checkpoint.pt")), progress,
+                     total_epochs=cfg.epochs, final=False)
+    return _train_stage(p.fine_config(cfg, out), False, progress)
+
+
+def _plan_stages(cfg: TrainConfig):
+    """stages.plan from the consensus map and the training box's pixel size."""
+    if cfg.fine_gaussians == 0 or (cfg.fine_gaussians is None and
+                                   (cfg.init == "model" or cfg.num_gaussians is not None)):
+        return None
+    from .mrc import read_map
+    data = load_particles(cfg.particles, datadir=cfg.datadir)
+    vol, apix, _ = read_map(cfg.consensus)
+    box = cfg.downsample or min(data.box, 128)
+    return stages.plan(cfg, vol, apix, float(np.max(data.apix)) * data.box / box)
+
+
+def _train_stage(cfg: TrainConfig, resume: bool, progress: Progress, total_epochs: int | None = None,
+                 final: bool = True) -> str:
+    """One training run in ``cfg.outdir`` (``total_epochs``: what progress reports as the
+    whole; ``final``: whether this stage ends the job)."""
+    dd = _init_distributed(cfg.device)
     if not dd.main:
         progress = Progress("none")
     device = resolve_device(cfg.device)
@@ -353,7 +399,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
     sampler = EpochSampler(len(data), cfg.batch_size, dd.rank, dd.world, cfg.seed)
-    start_epoch, start_step = 0, 0
+    start_epoch, start_step = cfg.first_epoch, 0
     image_std = None
     if cfg.init_from and not resume:
         load_networks(model, cfg.init_from, device)
@@ -371,7 +417,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
         image_std = estimate_image_std(images, seed=cfg.seed)
     phys = Physics(data, box, device)
     coarsest_apix = float(phys.apix.max())     # the loss band's Nyquist (read once, not per step)
-    if cfg.lowpass_start and cfg.epochs < cfg.lowpass_epochs:
+    if cfg.lowpass_start and cfg.epochs - cfg.first_epoch < cfg.lowpass_epochs:
         progress.message(f"note: the image loss stays low-pass filtered for all {cfg.epochs} epochs (it reaches "
                          f"Nyquist after --lowpass-epochs {cfg.lowpass_epochs:g}); train longer or lower it")
     edges, radius = losses.radius_graph(base.centres.to(device), cfg.radius)
@@ -424,8 +470,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
                 idx = batch["index"].to(device, non_blocking=True)
                 # KL warm-up: the decoder starts from "no deformation" and needs latents that
                 # still carry information when it begins to use them (no posterior collapse)
-                kl_scale = min(1.0, (epoch + step / steps) / cfg.kl_warmup) if cfg.kl_warmup > 0 else 1.0
-                band = loss_band(cfg, epoch + step / steps, coarsest_apix)
+                t = epoch - cfg.first_epoch + step / steps      # epochs into this stage
+                kl_scale = min(1.0, t / cfg.kl_warmup) if cfg.kl_warmup > 0 else 1.0
+                band = loss_band(cfg, t, coarsest_apix)
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                     total, terms = compute_losses(ddp_model, imgs, idx, phys, edges, min_dist, edge_scale, cfg,
                                                   box, kl_scale, band)
@@ -451,7 +498,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
                             f"checkpoint is {ckpt_path}. Try a lower --lr, --loss corr, or check the "
                             "images for NaN values.")
                     pps = seen / max(time.time() - t0, 1e-9)
-                    progress.event("step", epoch=epoch + 1, epochs=cfg.epochs, step=step, steps_per_epoch=steps,
+                    progress.event("step", epoch=epoch + 1, epochs=total_epochs or cfg.epochs, step=step, steps_per_epoch=steps,
                                    loss=loss_now, particles_per_s=pps)
                     if dd.main:
                         _append_log(log_path, {"kind": "step", "epoch": epoch + 1, "step": step, "loss": loss_now,
@@ -469,13 +516,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
                 rec["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
             if dd.main:
                 _append_log(log_path, rec)
-            progress.event("epoch", epoch=epoch + 1, epochs=cfg.epochs, loss=rec.get("total", float("nan")),
+            progress.event("epoch", epoch=epoch + 1, epochs=total_epochs or cfg.epochs, loss=rec.get("total", float("nan")),
                            seconds=dt, particles_per_s=rec["particles_per_s"])
             save(epoch + 1, 0, tag=f"epoch_{epoch + 1:03d}.pt")
         z = encode_all(model, images, cfg, device, dd, image_std, phys)
         if dd.main:
             write_latents(out, z, mcfg)
-            progress.event("done", outdir=out, epochs=cfg.epochs)
+            if final:
+                progress.event("done", outdir=out, epochs=cfg.epochs)
     finally:
         for s, h in old_handlers.items():
             signal.signal(s, h)

@@ -4,12 +4,20 @@ Needs particles with consensus poses and CTF (RELION .star or cryoSPARC .cs) and
 consensus map they were refined against. Writes OUTDIR/config.json, gaussians.pt,
 checkpoint.pt, checkpoints/epoch_NNN.pt, latents.npz and log.jsonl.
 
+Coarse to fine: when the training box resolves finer detail than the default count of
+Gaussians carries (Nyquist finer than about 3.3 A, e.g. box 128 at 1 A/pixel), the first
+half of the epochs trains on the default count in OUTDIR/coarse and the second half on
+more Gaussians (counted for the Nyquist resolution), starting from the coarse networks.
+--fine-gaussians N sets that count (and asks for the two stages), 0 turns them off.
+
 examples:
   gaussianem train sim/particles.star --consensus sim/consensus.mrc -o run1
   gaussianem train J42_particles.cs --datadir /data/P3 --consensus J42_map.mrc \\
       --model fitted.pdb -o run2 --epochs 30 --downsample 128 --zdim-conf 8 --zdim-comp 2
   gaussianem train particles.star --consensus map.mrc -o run1 --resume --epochs 40
-  # coarse to fine: learn the motion on the default count, then refine on more Gaussians
+  # coarse to fine, explicit: 10 epochs on the default count, then 10 on 4000 Gaussians
+  gaussianem train particles.star --consensus map.mrc -o run4 --epochs 20 --fine-gaussians 4000
+  # or by hand, from any finished run (same data, training box and latent sizes)
   gaussianem train particles.star --consensus map.mrc -o fine --num-gaussians 4000 \
       --init-from run1 --epochs 10
   torchrun --nproc_per_node 4 -m gaussianem.cli.main train particles.star \\
@@ -25,7 +33,9 @@ def add_args(p):
     p.add_argument("--model", help="fitted atomic model (.pdb/.cif): one Gaussian per residue")
     p.add_argument("-o", "--outdir", required=True, help="output folder")
     p.add_argument("--datadir", help="folder to resolve image paths against (default: the particle file's)")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int,
+                   help="epochs in all, both stages of coarse to fine included (default 20; with --resume "
+                        "the run's own)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3, help="learning rate (default 2e-3)")
     p.add_argument("--zdim", type=int, default=10, help="latent size (default 10)")
@@ -58,6 +68,12 @@ def add_args(p):
     p.add_argument("--init-from", metavar="RUN",
                    help="start the networks from a finished run (same data and latent sizes), e.g. one "
                         "trained with fewer Gaussians: coarse to fine")
+    p.add_argument("--fine-gaussians", type=int, metavar="N",
+                   help="coarse to fine: after --coarse-epochs on the default count, train on N Gaussians "
+                        "(default: automatic when the training box resolves more detail than the default "
+                        "count carries; 0: never)")
+    p.add_argument("--coarse-epochs", type=int,
+                   help="epochs of the coarse stage (default: half of --epochs)")
     p.add_argument("--beta", type=float, default=1e-6, help="KL weight (default 1e-6)")
     p.add_argument("--kl-warmup", type=float, default=5.0, help="epochs over which the KL weight rises from 0 (default 5)")
     p.add_argument("--w-distance", type=float, default=1.0, help="neighbour distance-preservation weight (default 1.0)")
@@ -78,16 +94,21 @@ def add_args(p):
 def main(args):
     from ..losses import LossWeights
     from ..progress import Progress
+    from ..stages import saved_epochs
     from ..train import TrainConfig, train
+    epochs = args.epochs
+    if epochs is None:
+        epochs = (saved_epochs(args.outdir) if args.resume else None) or 20
     cfg = TrainConfig(
         particles=args.particles, consensus=args.consensus, outdir=args.outdir, model=args.model,
-        datadir=args.datadir, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        datadir=args.datadir, epochs=epochs, batch_size=args.batch_size, lr=args.lr,
         zdim=args.zdim, zdim_conf=args.zdim_conf, zdim_comp=args.zdim_comp,
         downsample=args.downsample, num_gaussians=args.num_gaussians, init=args.init,
         atoms_per_gaussian=args.atoms_per_gaussian,
         threshold=args.threshold, loss=args.loss, encoder_input=args.encoder_input,
         lowpass_start=args.lowpass_start or None, lowpass_epochs=args.lowpass_epochs,
-        width_change=args.width_change, init_from=args.init_from, kl_warmup=args.kl_warmup, device=args.device, amp=args.amp,
+        width_change=args.width_change, init_from=args.init_from,
+        fine_gaussians=args.fine_gaussians, coarse_epochs=args.coarse_epochs, kl_warmup=args.kl_warmup, device=args.device, amp=args.amp,
         seed=args.seed, invert=args.invert, num_workers=args.num_workers, threads=args.threads,
         weights=LossWeights(kl=args.beta, distance=args.w_distance, alignment=args.w_alignment,
                             contrastive=args.w_contrastive))
