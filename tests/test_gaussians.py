@@ -72,3 +72,21 @@ def test_default_count_follows_the_molecule_not_the_pixel_size():
               for apix in (1.0, 2.0, 2.5)}
     assert all(0.9 * n_res <= c <= 1.5 * n_res for c in counts.values()), counts
     assert max(counts.values()) / min(counts.values()) < 1.15, counts
+
+
+def test_threshold_leaves_weak_density_out_of_the_count():
+    """--threshold is in the raw map's units: density that never reaches it (a weak blob
+    far from the protein, like detergent) drops out of the count; the protein's envelope
+    stays whole (a threshold well inside the protein does not shrink it)."""
+    from gaussianem.gaussians import auto_count
+    from gaussianem.structure import model_density
+    from gaussianem.testprotein import build_test_model
+    apix = 2.0
+    protein = model_density(build_test_model(), 64, apix, resolution=4.0)
+    z, y, x = np.mgrid[:64, :64, :64]
+    blob = 0.12 * np.exp(-((z - 10) ** 2 + (y - 10) ** 2 + (x - 52) ** 2) / (2 * 4.0 ** 2))
+    alone, with_blob = auto_count(protein, apix), auto_count(protein + blob, apix)
+    assert with_blob >= alone + 15                                  # the blob is counted ...
+    assert auto_count(protein + blob, apix, threshold=-1.0) == with_blob
+    for level in (0.15, 0.3):                                       # ... unless the level excludes it
+        assert abs(auto_count(protein + blob, apix, threshold=level) - alone) <= 3

@@ -116,8 +116,13 @@ class Result:
         idx = torch.as_tensor(np.atleast_1d(indices), dtype=torch.long)
         if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(images)):
             raise ResultError(f"particle indices must lie in 0..{len(images) - 1} for {key[0]}")
-        x = torch.stack([images[int(i)]["image"] for i in idx]).to(self.device)
-        return encode_particles(self.model, x, idx.to(self.device), phys, self.image_std).float().cpu().numpy()
+        out = [np.zeros((0, self.model_config.zdim), np.float32)]
+        for start in range(0, len(idx), 256):            # batched reads, bounded memory
+            part = idx[start:start + 256]
+            x = images.__getitems__(part.numpy())["image"].to(self.device)
+            out.append(encode_particles(self.model, x, part.to(self.device), phys, self.image_std)
+                       .float().cpu().numpy())
+        return np.concatenate(out)
 
     def _part_slice(self, part: str) -> slice:
         mc = self.model_config
