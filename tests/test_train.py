@@ -245,3 +245,39 @@ def test_init_from_carries_networks_to_another_gaussian_set(tiny_result, tiny_si
     # networks that do not fit are a clear error
     with pytest.raises(TrainingError, match="do not fit"):
         train(cfg_for(tiny_sim, tmp_path / "bad", epochs=1, zdim=5, init_from=str(tiny_result)))
+
+
+def test_residual_correlations_point_at_the_missing_gaussian(tiny_sim):
+    """With ``gaussian_features`` the encoder reads, per Gaussian, the residual's
+    correlation with its projection (pose and CTF of each particle): for images that
+    lack one Gaussian, that Gaussian's value is the most negative in every pose."""
+    from gaussianem import render
+    from gaussianem.gaussians import GaussianSet
+    from gaussianem.model import HeterogeneityModel, ModelConfig
+    from gaussianem.train import Physics, encoder_inputs, residual_correlations
+    torch.manual_seed(0)
+    n, box = 30, 32
+    base = GaussianSet(torch.randn(n, 3) * 12, torch.rand(n) + 0.5, torch.full((n,), 3.0))
+    model = HeterogeneityModel(ModelConfig(box=box, zdim=2, gaussian_features=True), base)
+    phys = Physics(load_particles(str(tiny_sim / "particles.star")), box, "cpu")
+    idx = torch.arange(12)
+    for k in (0, 7, 29):
+        amps = base.amplitudes.clone()
+        amps[k] = 0
+        images = render.project(base.centres, amps, base.widths, phys.rot[idx], phys.shift[idx], box,
+                                phys.apix[idx], ctf_params=phys.ctf[idx])
+        ref, g = residual_correlations(model, images, idx, phys, box)
+        assert torch.equal(g.argmin(1), torch.full((12,), k))
+        assert torch.allclose(ref - images, render.project(base.centres[k:k + 1], base.amplitudes[k:k + 1],
+                              base.widths[k:k + 1], phys.rot[idx], phys.shift[idx], box, phys.apix[idx],
+                              ctf_params=phys.ctf[idx]), atol=1e-4)
+    _, feats = encoder_inputs(model, images, idx, phys, box)
+    assert feats.shape == (12, model.cfg.emb_dim) and feats.requires_grad      # trains the embedding
+    assert model.image_encoder.net[0].in_features == box * box + model.cfg.emb_dim
+
+
+def test_training_with_gaussian_features_encodes_as_it_trained(tiny_sim, tmp_path):
+    out = train(cfg_for(tiny_sim, tmp_path / "gf", epochs=1, zdim_conf=2, zdim_comp=1, gaussian_features=True))
+    r = load_result(out)
+    assert r.model_config.gaussian_features
+    assert np.allclose(r.encode([0, 100, 255]), r.z[[0, 100, 255]], atol=1e-5)

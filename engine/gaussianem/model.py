@@ -49,6 +49,8 @@ class ModelConfig:
     max_displacement: float = 20.0   # Angstrom, bound of each displacement component
     width_change: bool = False       # the conformational decoder also changes widths
     encoder_input: str = "image"     # image | residual (image - consensus projection) | both
+    gaussian_features: bool = False  # the encoder also reads the residual's correlation with
+                                     # each Gaussian's projection, pooled over the embedding
 
     @property
     def split(self) -> bool:
@@ -86,10 +88,11 @@ class ImageEncoder(nn.Module):
         if self.input not in ("image", "residual", "both"):
             raise ValueError(f"unknown encoder input {self.input!r}: expected image, residual or both")
         channels = 2 if self.input == "both" else 1
-        self.net = _mlp(channels * cfg.box * cfg.box, cfg.enc_dim, 2 * cfg.zdim, cfg.enc_layers, norm=True)
+        extra = cfg.emb_dim if cfg.gaussian_features else 0
+        self.net = _mlp(channels * cfg.box * cfg.box + extra, cfg.enc_dim, 2 * cfg.zdim, cfg.enc_layers, norm=True)
 
-    def forward(self, images: torch.Tensor, reference: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor, reference: torch.Tensor | None = None,
+                features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.input != "image":
             if reference is None:
                 raise ValueError("this encoder needs the consensus projection of each image (reference)")
@@ -98,6 +101,8 @@ class ImageEncoder(nn.Module):
             else:
                 images = torch.stack([images, reference], 1)
         x = (images * self.mask).flatten(1)
+        if features is not None:
+            x = torch.cat([x, features.to(x.dtype)], 1)
         out = self.net(x)
         mu, logvar = out.chunk(2, dim=-1)
         return mu, logvar.clamp(-10, 5)
@@ -174,14 +179,16 @@ class HeterogeneityModel(nn.Module):
 
     @property
     def needs_reference(self) -> bool:
-        return self.cfg.encoder_input != "image"
+        return self.cfg.encoder_input != "image" or self.cfg.gaussian_features
 
-    def encode(self, images: torch.Tensor, reference: torch.Tensor | None = None):
-        return self.image_encoder(images, reference)
+    def encode(self, images: torch.Tensor, reference: torch.Tensor | None = None,
+               features: torch.Tensor | None = None):
+        return self.image_encoder(images, reference, features)
 
-    def forward(self, images: torch.Tensor, reference: torch.Tensor | None = None):
+    def forward(self, images: torch.Tensor, reference: torch.Tensor | None = None,
+                features: torch.Tensor | None = None):
         """The module's forward is the image encoder (what DistributedDataParallel wraps)."""
-        return self.encode(images, reference)
+        return self.encode(images, reference, features)
 
     def decode(self, z: torch.Tensor, emb: torch.Tensor | None = None) -> dict:
         """Latents (B, zdim) -> dict of displacement (B,N,3), amp_factor (B,N),

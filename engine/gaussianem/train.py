@@ -67,6 +67,7 @@ class TrainConfig:
     lowpass_epochs: float | None = None  # ... and reaches Nyquist after this many epochs
                                          # (default, fixed at the start: min(10, epochs / 2))
     width_change: bool = False        # conformational decoder may also change widths
+    gaussian_features: bool = False   # encoder also reads per-Gaussian residual correlations
     init_from: str | None = None      # a finished run whose networks start this one (coarse to fine)
     fine_gaussians: int | None = None  # coarse to fine (gaussianem.stages): None automatic, N, 0 off
     coarse_epochs: int | None = None  # epochs of the coarse stage (default half of --epochs)
@@ -233,23 +234,46 @@ class Physics:
         self.apix = torch.from_numpy((data.apix * data.box / train_box).astype(np.float32)).to(device)
 
 
-@torch.no_grad()
-def consensus_projection(core: HeterogeneityModel, idx, phys: Physics, box: int) -> torch.Tensor | None:
-    """The undeformed Gaussians projected with each particle's pose and CTF, at the learned
-    intensity scale: what the encoder compares the image with (None if it does not)."""
+def encoder_inputs(core: HeterogeneityModel, images: torch.Tensor, idx, phys: Physics, box: int):
+    """What the encoder reads besides the image: the undeformed Gaussians projected with
+    each particle's pose and CTF at the learned intensity scale (None if it does not
+    compare), and with ``gaussian_features`` the per-Gaussian residual correlations of
+    :func:`residual_correlations` pooled over the Gaussian embedding into (B, emb_dim):
+    a pose-free summary of where the image departs from the consensus."""
     if not core.needs_reference:
-        return None
-    return render.project(core.centres, core.amplitudes, core.widths, phys.rot[idx], phys.shift[idx], box,
-                          phys.apix[idx], ctf_params=phys.ctf[idx]) * core.scale
+        return None, None
+    if core.cfg.gaussian_features:
+        ref, g = residual_correlations(core, images, idx, phys, box)
+        return ref, g @ core.embed() / len(core.centres) ** 0.5
+    with torch.no_grad():
+        ref = render.project(core.centres, core.amplitudes, core.widths, phys.rot[idx], phys.shift[idx], box,
+                             phys.apix[idx], ctf_params=phys.ctf[idx])
+    return ref * core.scale.detach(), None
+
+
+def residual_correlations(core: HeterogeneityModel, images: torch.Tensor, idx, phys: Physics, box: int):
+    """The consensus projection ``ref`` (B, box, box) and, for each particle and Gaussian,
+    the correlation of the residual ``images - ref`` with that Gaussian's projection
+    (pose and CTF applied): the gradient of <projection, residual> with respect to the
+    amplitudes, from one backward pass of the renderer. Negative where the image lacks
+    the Gaussian's density, noise-level where it agrees; each row is divided by its RMS.
+    (B, N), no gradient."""
+    with torch.enable_grad():
+        amps = core.amplitudes.detach().unsqueeze(0).expand(len(idx), -1).clone().requires_grad_(True)
+        proj = render.project(core.centres.detach(), amps, core.widths.detach(), phys.rot[idx], phys.shift[idx],
+                              box, phys.apix[idx], ctf_params=phys.ctf[idx])
+        ref = proj.detach() * core.scale.detach()
+        g, = torch.autograd.grad((proj * (images.float() - ref)).sum(), amps)
+    return ref, g / g.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-12)
 
 
 @torch.no_grad()
 def encode_particles(model: HeterogeneityModel, images: torch.Tensor, idx, phys: Physics,
                      image_std: float) -> torch.Tensor:
     """Posterior means of a batch of raw particle images (rows ``idx`` of the dataset),
-    as training encodes them: normalised, with the consensus projection if the encoder
-    takes it."""
-    return model.encode(images / image_std, consensus_projection(model, idx, phys, model.cfg.box))[0]
+    as training encodes them: normalised, with what else the encoder reads."""
+    images = images / image_std
+    return model.encode(images, *encoder_inputs(model, images, idx, phys, model.cfg.box))[0]
 
 
 def loss_band(cfg: TrainConfig, t: float, apix: float) -> float | None:
@@ -267,8 +291,8 @@ def loss_band(cfg: TrainConfig, t: float, apix: float) -> float | None:
 def compute_losses(model, images, idx, phys: Physics, edges, min_dist, edge_scale: float,
                    cfg: TrainConfig, box: int, kl_scale: float = 1.0, band: float | None = None):
     core = model.module if hasattr(model, "module") else model
-    ref = consensus_projection(core, idx, phys, box)
-    mu, logvar = model(images, ref)       # forward = image encoder (DDP-wrapped or not)
+    ref, feats = encoder_inputs(core, images, idx, phys, box)
+    mu, logvar = model(images, ref, feats)       # forward = image encoder (DDP-wrapped or not)
     z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if core.training else mu
     out = core.decode(z)
     pred = render.project(out["centres"], out["amplitudes"], out["widths"], phys.rot[idx],
@@ -390,7 +414,8 @@ def _train_stage(cfg: TrainConfig, resume: bool, progress: Progress, total_epoch
     images = ParticleImages(data, box=box, invert=cfg.invert)
     mcfg = ModelConfig(box=box, zdim=cfg.zdim, zdim_conf=cfg.zdim_conf, zdim_comp=cfg.zdim_comp,
                        window=cfg.window, max_displacement=cfg.max_displacement,
-                       encoder_input=cfg.encoder_input, width_change=cfg.width_change)
+                       encoder_input=cfg.encoder_input, width_change=cfg.width_change,
+                       gaussian_features=cfg.gaussian_features)
     model = HeterogeneityModel(mcfg, base).to(device)
     try:                                   # fused: one kernel for all parameters (CPU and CUDA)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)

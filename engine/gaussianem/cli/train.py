@@ -26,6 +26,8 @@ examples:
 
 from __future__ import annotations
 
+import argparse
+
 
 def add_args(p):
     p.add_argument("particles", help="particles: RELION .star or cryoSPARC .cs")
@@ -62,6 +64,10 @@ def add_args(p):
     p.add_argument("--lowpass-epochs", type=float,
                    help="epochs over which the loss band widens to Nyquist (default 10, or half of "
                         "--epochs when that is less than 20)")
+    p.add_argument("--gaussian-features", action=argparse.BooleanOptionalAction, default=None,
+                   help="the encoder also reads, per Gaussian, the residual's correlation with its "
+                        "projection in the particle's pose, pooled over the Gaussian embedding (a pose-free "
+                        "view of missing or extra density; on by default)")
     p.add_argument("--width-change", action="store_true",
                    help="let the conformational decoder also change Gaussian widths (off by default: "
                         "width changes can stand in for compositional change)")
@@ -99,6 +105,7 @@ def main(args):
     epochs = args.epochs
     if epochs is None:
         epochs = (saved_epochs(args.outdir) if args.resume else None) or 20
+    extra = {} if args.gaussian_features is None else {"gaussian_features": args.gaussian_features}
     cfg = TrainConfig(
         particles=args.particles, consensus=args.consensus, outdir=args.outdir, model=args.model,
         datadir=args.datadir, epochs=epochs, batch_size=args.batch_size, lr=args.lr,
@@ -108,7 +115,7 @@ def main(args):
         threshold=args.threshold, loss=args.loss, encoder_input=args.encoder_input,
         lowpass_start=args.lowpass_start or None, lowpass_epochs=args.lowpass_epochs,
         width_change=args.width_change, init_from=args.init_from,
-        fine_gaussians=args.fine_gaussians, coarse_epochs=args.coarse_epochs, kl_warmup=args.kl_warmup, device=args.device, amp=args.amp,
+        fine_gaussians=args.fine_gaussians, coarse_epochs=args.coarse_epochs, **extra, kl_warmup=args.kl_warmup, device=args.device, amp=args.amp,
         seed=args.seed, invert=args.invert, num_workers=args.num_workers, threads=args.threads,
         weights=LossWeights(kl=args.beta, distance=args.w_distance, alignment=args.w_alignment,
                             contrastive=args.w_contrastive))
