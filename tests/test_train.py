@@ -267,13 +267,29 @@ def test_residual_correlations_point_at_the_missing_gaussian(tiny_sim):
         images = render.project(base.centres, amps, base.widths, phys.rot[idx], phys.shift[idx], box,
                                 phys.apix[idx], ctf_params=phys.ctf[idx])
         ref, g = residual_correlations(model, images, idx, phys, box)
-        assert torch.equal(g.argmin(1), torch.full((12,), k))
+        assert g.shape == (12, n, 4)                      # amplitude, then x, y, z of the centre
+        assert torch.equal(g[..., 0].argmin(1), torch.full((12,), k))
         assert torch.allclose(ref - images, render.project(base.centres[k:k + 1], base.amplitudes[k:k + 1],
                               base.widths[k:k + 1], phys.rot[idx], phys.shift[idx], box, phys.apix[idx],
                               ctf_params=phys.ctf[idx]), atol=1e-4)
+    # one Gaussian moved: its centre gradient is the largest and points the way it moved
+    k, d = 7, torch.tensor([0.0, 0.0, 1.5])
+    moved = base.centres.clone()
+    moved[k] += d
+    images = render.project(moved, base.amplitudes, base.widths, phys.rot[idx], phys.shift[idx], box,
+                            phys.apix[idx], ctf_params=phys.ctf[idx])
+    _, g = residual_correlations(model, images, idx, phys, box)
+    # (a projection sees only the move's in-plane part: R's first two rows)
+    r2 = phys.rot[idx][:, :2]
+    d_plane = torch.einsum("bij,bi->bj", r2, torch.einsum("bij,j->bi", r2, d))
+    seen = d_plane.norm(dim=1) > 0.75
+    assert seen.sum() >= 6
+    # (the largest in nearly every pose: another Gaussian overlapping it in projection may win)
+    assert (g[seen][..., 1:].norm(dim=-1).argmax(1) == k).float().mean() >= 0.8
+    assert bool((torch.nn.functional.cosine_similarity(g[seen][:, k, 1:], d_plane[seen], dim=1) > 0.8).all())
     _, feats = encoder_inputs(model, images, idx, phys, box)
-    assert feats.shape == (12, model.cfg.emb_dim) and feats.requires_grad      # trains the embedding
-    assert model.image_encoder.net[0].in_features == box * box + model.cfg.emb_dim
+    assert feats.shape == (12, 4 * model.cfg.emb_dim) and feats.requires_grad  # trains the embedding
+    assert model.image_encoder.net[0].in_features == box * box + 4 * model.cfg.emb_dim
 
 
 def test_training_with_gaussian_features_encodes_as_it_trained(tiny_sim, tmp_path):

@@ -6,6 +6,10 @@
   by default) it sees the image minus the consensus Gaussians projected with the
   particle's pose and CTF: the large pose-dependent signal every particle shares is
   removed, what is left is heterogeneity and noise.
+  With ``gaussian_features`` (training's default) it also reads, for each Gaussian, how
+  the residual correlates with that Gaussian's projection (its amplitude and centre
+  gradients, ``train.residual_correlations``), pooled over the Gaussian embedding: a
+  pose-free view of which density is missing or displaced.
 * :class:`GaussianEncoder` embeds each base Gaussian's parameters (position, amplitude,
   width; positions also through a Fourier positional encoding) with a shared MLP with
   LayerNorm.
@@ -88,7 +92,7 @@ class ImageEncoder(nn.Module):
         if self.input not in ("image", "residual", "both"):
             raise ValueError(f"unknown encoder input {self.input!r}: expected image, residual or both")
         channels = 2 if self.input == "both" else 1
-        extra = cfg.emb_dim if cfg.gaussian_features else 0
+        extra = 4 * cfg.emb_dim if cfg.gaussian_features else 0
         self.net = _mlp(channels * cfg.box * cfg.box + extra, cfg.enc_dim, 2 * cfg.zdim, cfg.enc_layers, norm=True)
 
     def forward(self, images: torch.Tensor, reference: torch.Tensor | None = None,

@@ -67,7 +67,7 @@ class TrainConfig:
     lowpass_epochs: float | None = None  # ... and reaches Nyquist after this many epochs
                                          # (default, fixed at the start: min(10, epochs / 2))
     width_change: bool = False        # conformational decoder may also change widths
-    gaussian_features: bool = False   # encoder also reads per-Gaussian residual correlations
+    gaussian_features: bool = True    # encoder also reads per-Gaussian residual correlations
     init_from: str | None = None      # a finished run whose networks start this one (coarse to fine)
     fine_gaussians: int | None = None  # coarse to fine (gaussianem.stages): None automatic, N, 0 off
     coarse_epochs: int | None = None  # epochs of the coarse stage (default half of --epochs)
@@ -244,7 +244,7 @@ def encoder_inputs(core: HeterogeneityModel, images: torch.Tensor, idx, phys: Ph
         return None, None
     if core.cfg.gaussian_features:
         ref, g = residual_correlations(core, images, idx, phys, box)
-        return ref, g @ core.embed() / len(core.centres) ** 0.5
+        return ref, torch.einsum("bnk,ne->bke", g, core.embed()).flatten(1) / len(core.centres) ** 0.5
     with torch.no_grad():
         ref = render.project(core.centres, core.amplitudes, core.widths, phys.rot[idx], phys.shift[idx], box,
                              phys.apix[idx], ctf_params=phys.ctf[idx])
@@ -259,11 +259,14 @@ def residual_correlations(core: HeterogeneityModel, images: torch.Tensor, idx, p
     the Gaussian's density, noise-level where it agrees; each row is divided by its RMS.
     (B, N), no gradient."""
     with torch.enable_grad():
-        amps = core.amplitudes.detach().unsqueeze(0).expand(len(idx), -1).clone().requires_grad_(True)
-        proj = render.project(core.centres.detach(), amps, core.widths.detach(), phys.rot[idx], phys.shift[idx],
+        B = len(idx)
+        amps = core.amplitudes.detach().unsqueeze(0).expand(B, -1).clone().requires_grad_(True)
+        xyz = core.centres.detach().unsqueeze(0).expand(B, -1, -1).clone().requires_grad_(True)
+        proj = render.project(xyz, amps, core.widths.detach(), phys.rot[idx], phys.shift[idx],
                               box, phys.apix[idx], ctf_params=phys.ctf[idx])
         ref = proj.detach() * core.scale.detach()
-        g, = torch.autograd.grad((proj * (images.float() - ref)).sum(), amps)
+        g, gx = torch.autograd.grad((proj * (images.float() - ref)).sum(), (amps, xyz))
+    g = torch.cat([g[..., None], gx], -1)                             # (B, N, 4)
     return ref, g / g.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-12)
 
 
