@@ -40,14 +40,15 @@ SETS = {
 # worth of thresholded raw-map volume; now gaussians.auto_count gives ~1.2 per residue,
 # 118-121 here), pinned so that the rows stay comparable
 SET_GAUSSIANS = {"A": 64, "B": 69, "C": 64}
-OLD = {"encoder_input": "image", "lowpass_start": None, "width_change": True}
+OLD = {"encoder_input": "image", "lowpass_start": None, "width_change": True, "gaussian_features": False}
 CONFIGS = {
     "old": OLD,                                                     # session-1 defaults
     "residual": {**OLD, "encoder_input": "residual"},
     "lowpass": {**OLD, "lowpass_start": 15.0},
     "residual+lowpass": {**OLD, "encoder_input": "residual", "lowpass_start": 15.0},
-    "new": {},                                                      # today's training choices
-    "new-128": {"num_gaussians": 128},                              # ... with twice the Gaussians
+    "new": {"gaussian_features": False},                            # session-2 training choices
+    "new-128": {"num_gaussians": 128, "gaussian_features": False},  # ... with twice the Gaussians
+    "features-128": {"num_gaussians": 128},                         # + Gaussian features: today's defaults
 }
 
 
