@@ -238,8 +238,9 @@ def encoder_inputs(core: HeterogeneityModel, images: torch.Tensor, idx, phys: Ph
     """What the encoder reads besides the image: the undeformed Gaussians projected with
     each particle's pose and CTF at the learned intensity scale (None if it does not
     compare), and with ``gaussian_features`` the per-Gaussian residual correlations of
-    :func:`residual_correlations` pooled over the Gaussian embedding into (B, emb_dim):
-    a pose-free summary of where the image departs from the consensus."""
+    :func:`residual_correlations` pooled over the Gaussian embedding into
+    (B, 4 * emb_dim), whatever the number of Gaussians: a pose-free summary of where the
+    image departs from the consensus."""
     if not core.needs_reference:
         return None, None
     if core.cfg.gaussian_features:
@@ -253,11 +254,13 @@ def encoder_inputs(core: HeterogeneityModel, images: torch.Tensor, idx, phys: Ph
 
 def residual_correlations(core: HeterogeneityModel, images: torch.Tensor, idx, phys: Physics, box: int):
     """The consensus projection ``ref`` (B, box, box) and, for each particle and Gaussian,
-    the correlation of the residual ``images - ref`` with that Gaussian's projection
-    (pose and CTF applied): the gradient of <projection, residual> with respect to the
-    amplitudes, from one backward pass of the renderer. Negative where the image lacks
-    the Gaussian's density, noise-level where it agrees; each row is divided by its RMS.
-    (B, N), no gradient."""
+    how the residual ``images - ref`` correlates with that Gaussian's projection (pose
+    and CTF applied): the gradient of <projection, residual> with respect to its
+    amplitude and its centre (x, y, z), from one backward pass of the renderer. The
+    amplitude part is negative where the image lacks the Gaussian's density, the centre
+    part points where the density sits instead (its in-plane component: a projection
+    cannot see along the beam). (B, N, 4), each channel divided by its RMS over the
+    Gaussians; no gradient flows back through it."""
     with torch.enable_grad():
         B = len(idx)
         amps = core.amplitudes.detach().unsqueeze(0).expand(B, -1).clone().requires_grad_(True)
