@@ -33,6 +33,7 @@ import numpy as np
 from .dataset import atomic_output
 from .grid import Grid
 from .plots import plot_density, plot_explained_variance, plot_losses
+from .stages import COARSE_DIR
 from .result import Result, ResultError
 from .selection import latents_of
 
@@ -378,7 +379,8 @@ def analyze(result: Result, k: int = 8, pcs: int = 3, umap: bool = True, steps: 
 
     # Loss curves
     lpath = os.path.join(adir, "loss.png")
-    if plot_losses(os.path.join(result.outdir, "log.jsonl"), lpath):
+    stage_logs = [os.path.join(result.outdir, d, "log.jsonl") for d in (COARSE_DIR, "")]
+    if plot_losses([f for f in stage_logs if os.path.exists(f)], lpath):
         files["loss"] = lpath
     else:
         note("loss curves skipped: log.jsonl holds no losses")

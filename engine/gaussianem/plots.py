@@ -93,11 +93,17 @@ def read_log(path) -> list[dict]:
 _LOSS_TERMS = ("image", "kl", "distance", "alignment", "embedding", "spacing", "contrastive")
 
 
-def plot_losses(log_path, path) -> bool:
-    """Loss curves from a training ``log.jsonl``: the total loss per logged step and per
-    epoch (left), and the epoch means of each term, log scale (right). False (nothing
-    written) when the log holds no losses."""
-    recs = read_log(log_path)
+def plot_losses(log_paths, path) -> bool:
+    """Loss curves from a training ``log.jsonl`` (or the logs of successive stages, e.g.
+    coarse then fine, whose epochs continue; a dashed line marks where each later stage
+    starts): the total loss per logged step and per epoch (left), and the epoch means of
+    each term, log scale (right). False (nothing written) when the logs hold no losses."""
+    if isinstance(log_paths, (str, os.PathLike)):
+        log_paths = [log_paths]
+    logs = [read_log(p) for p in log_paths]
+    starts = [min(r["epoch"] for r in recs if "epoch" in r) - 1 for recs in logs[1:]
+              if any("epoch" in r for r in recs)]
+    recs = [r for rs in logs for r in rs]
     steps = [r for r in recs if r.get("kind") == "step" and "loss" in r]
     epochs = [r for r in recs if r.get("kind") == "epoch" and "total" in r]
     if not steps and not epochs:
@@ -128,6 +134,9 @@ def plot_losses(log_path, path) -> bool:
         pts = [(r["epoch"], r[term]) for r in epochs if isinstance(r.get(term), (int, float)) and r[term] > 0]
         if pts:
             a2.plot(*zip(*pts), "o-", ms=3, label=term)
+    for x in starts:
+        for ax in (a1, a2):
+            ax.axvline(x, color="0.6", ls="--", lw=1)
     a2.set_yscale("log")
     from matplotlib.ticker import FuncFormatter, NullFormatter
     a2.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # plain text, no mathtext
