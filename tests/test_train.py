@@ -254,7 +254,7 @@ def test_residual_correlations_point_at_the_missing_gaussian(tiny_sim):
     from gaussianem import render
     from gaussianem.gaussians import GaussianSet
     from gaussianem.model import HeterogeneityModel, ModelConfig
-    from gaussianem.train import Physics, encoder_inputs, residual_correlations
+    from gaussianem.encoding import Physics, encoder_inputs, residual_correlations
     torch.manual_seed(0)
     n, box = 30, 32
     base = GaussianSet(torch.randn(n, 3) * 12, torch.rand(n) + 0.5, torch.full((n,), 3.0))

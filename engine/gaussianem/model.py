@@ -8,7 +8,7 @@
   removed, what is left is heterogeneity and noise.
   With ``gaussian_features`` (training's default) it also reads, for each Gaussian, how
   the residual correlates with that Gaussian's projection (its amplitude and centre
-  gradients, ``train.residual_correlations``), pooled over the Gaussian embedding: a
+  gradients, ``encoding.residual_correlations``), pooled over the Gaussian embedding: a
   pose-free view of which density is missing or displaced.
 * :class:`GaussianEncoder` embeds each base Gaussian's parameters (position, amplitude,
   width; positions also through a Fourier positional encoding) with a shared MLP with

@@ -104,7 +104,7 @@ class Result:
         particle file (default) or of another ``.star``/``.cs`` with poses and CTF (e.g.
         particles held out of training), encoded exactly as training encodes them."""
         from .dataset import ParticleImages, load_particles
-        from .train import Physics, encode_particles
+        from .encoding import Physics, encode_particles
         train = self.config["train"]
         key = (particles or train["particles"], datadir or (None if particles else train.get("datadir")))
         if getattr(self, "_encode_cache", (None,))[0] != key:

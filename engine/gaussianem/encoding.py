@@ -1,0 +1,76 @@
+"""What the image encoder reads from each particle, besides its pixels.
+
+* :class:`Physics`: every particle's pose, CTF and pixel size, resident on the device.
+* :func:`encoder_inputs`: the consensus Gaussians projected with the particle's pose and
+  CTF (the encoder subtracts it: ``encoder_input="residual"``), and with
+  ``gaussian_features`` the per-Gaussian residual correlations of
+  :func:`residual_correlations` pooled over the Gaussian embedding.
+* :func:`encode_particles`: posterior means of a batch, exactly as training encodes
+  (used by training's final latents and by ``Result.encode``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import render
+from .model import HeterogeneityModel
+
+
+class Physics:
+    """Per-particle poses, CTF and pixel sizes resident on the device."""
+
+    def __init__(self, data, train_box: int, device):
+        self.rot = torch.from_numpy(data.rotations.astype(np.float32)).to(device)
+        self.shift = torch.from_numpy(data.shifts.astype(np.float32)).to(device)
+        self.ctf = data.ctf.as_tensor(device=device)
+        self.apix = torch.from_numpy((data.apix * data.box / train_box).astype(np.float32)).to(device)
+
+
+def encoder_inputs(core: HeterogeneityModel, images: torch.Tensor, idx, phys: Physics, box: int):
+    """What the encoder reads besides the image: the undeformed Gaussians projected with
+    each particle's pose and CTF at the learned intensity scale (None if it does not
+    compare), and with ``gaussian_features`` the per-Gaussian residual correlations of
+    :func:`residual_correlations` pooled over the Gaussian embedding into
+    (B, 4 * emb_dim), whatever the number of Gaussians: a pose-free summary of where the
+    image departs from the consensus."""
+    if not core.needs_reference:
+        return None, None
+    if core.cfg.gaussian_features:
+        ref, g = residual_correlations(core, images, idx, phys, box)
+        return ref, torch.einsum("bnk,ne->bke", g, core.embed()).flatten(1) / len(core.centres) ** 0.5
+    with torch.no_grad():
+        ref = render.project(core.centres, core.amplitudes, core.widths, phys.rot[idx], phys.shift[idx], box,
+                             phys.apix[idx], ctf_params=phys.ctf[idx])
+    return ref * core.scale.detach(), None
+
+
+def residual_correlations(core: HeterogeneityModel, images: torch.Tensor, idx, phys: Physics, box: int):
+    """The consensus projection ``ref`` (B, box, box) and, for each particle and Gaussian,
+    how the residual ``images - ref`` correlates with that Gaussian's projection (pose
+    and CTF applied): the gradient of <projection, residual> with respect to its
+    amplitude and its centre (x, y, z), from one backward pass of the renderer. The
+    amplitude part is negative where the image lacks the Gaussian's density, the centre
+    part points where the density sits instead (its in-plane component: a projection
+    cannot see along the beam). (B, N, 4), each channel divided by its RMS over the
+    Gaussians; no gradient flows back through it."""
+    with torch.enable_grad():
+        B = len(idx)
+        amps = core.amplitudes.detach().unsqueeze(0).expand(B, -1).clone().requires_grad_(True)
+        xyz = core.centres.detach().unsqueeze(0).expand(B, -1, -1).clone().requires_grad_(True)
+        proj = render.project(xyz, amps, core.widths.detach(), phys.rot[idx], phys.shift[idx],
+                              box, phys.apix[idx], ctf_params=phys.ctf[idx])
+        ref = proj.detach() * core.scale.detach()
+        g, gx = torch.autograd.grad((proj * (images.float() - ref)).sum(), (amps, xyz))
+    g = torch.cat([g[..., None], gx], -1)                             # (B, N, 4)
+    return ref, g / g.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-12)
+
+
+@torch.no_grad()
+def encode_particles(model: HeterogeneityModel, images: torch.Tensor, idx, phys: Physics,
+                     image_std: float) -> torch.Tensor:
+    """Posterior means of a batch of raw particle images (rows ``idx`` of the dataset),
+    as training encodes them: normalised, with what else the encoder reads."""
+    images = images / image_std
+    return model.encode(images, *encoder_inputs(model, images, idx, phys, model.cfg.box))[0]
