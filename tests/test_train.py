@@ -154,6 +154,10 @@ def test_bad_options():
         TrainConfig(particles="p", consensus="c", outdir="o", zdim_conf=2)
     with pytest.raises(TrainingError, match="even"):
         TrainConfig(particles="p", consensus="c", outdir="o", downsample=33)
+    with pytest.raises(TrainingError, match="--fine-gaussians"):
+        TrainConfig(particles="p", consensus="c", outdir="o", fine_gaussians=-5)
+    with pytest.raises(TrainingError, match="--coarse-epochs"):
+        TrainConfig(particles="p", consensus="c", outdir="o", coarse_epochs=0)
 
 
 def test_nan_images_are_refused(tiny_sim, tmp_path):

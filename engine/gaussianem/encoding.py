@@ -28,18 +28,21 @@ class Physics:
         self.apix = torch.from_numpy((data.apix * data.box / train_box).astype(np.float32)).to(device)
 
 
-def encoder_inputs(core: HeterogeneityModel, images: torch.Tensor, idx, phys: Physics, box: int):
+def encoder_inputs(core: HeterogeneityModel, images: torch.Tensor, idx, phys: Physics, box: int,
+                   emb: torch.Tensor | None = None):
     """What the encoder reads besides the image: the undeformed Gaussians projected with
     each particle's pose and CTF at the learned intensity scale (None if it does not
     compare), and with ``gaussian_features`` the per-Gaussian residual correlations of
     :func:`residual_correlations` pooled over the Gaussian embedding into
     (B, 4 * emb_dim), whatever the number of Gaussians: a pose-free summary of where the
-    image departs from the consensus."""
+    image departs from the consensus. ``emb``: the Gaussian embedding, if the caller
+    already has it (training shares it with the decoder)."""
     if not core.needs_reference:
         return None, None
     if core.cfg.gaussian_features:
         ref, g = residual_correlations(core, images, idx, phys, box)
-        return ref, torch.einsum("bnk,ne->bke", g, core.embed()).flatten(1) / len(core.centres) ** 0.5
+        emb = core.embed() if emb is None else emb
+        return ref, torch.einsum("bnk,ne->bke", g, emb).flatten(1) / len(core.centres) ** 0.5
     with torch.no_grad():
         ref = render.project(core.centres, core.amplitudes, core.widths, phys.rot[idx], phys.shift[idx], box,
                              phys.apix[idx], ctf_params=phys.ctf[idx])

@@ -55,6 +55,15 @@ class StagePlan:
                 f"{self.coarse_epochs + 1}-{epochs}")
 
 
+def considered(cfg) -> bool:
+    """Whether ``cfg`` may train in two stages at all (before any map is read): asked for
+    with ``fine_gaussians`` N, or automatic for Gaussians from the map at the default
+    count; never with ``fine_gaussians`` 0."""
+    if cfg.fine_gaussians is not None:
+        return cfg.fine_gaussians > 0
+    return cfg.init != "model" and cfg.num_gaussians is None
+
+
 def plan(cfg, vol, map_apix: float, train_apix: float) -> StagePlan | None:
     """The two-stage plan for ``cfg``, or None for a single stage.
 
@@ -64,11 +73,9 @@ def plan(cfg, vol, map_apix: float, train_apix: float) -> StagePlan | None:
     the coarse count); 0 turns it off."""
     from .gaussians import auto_count, count_for_resolution
     from .train import TrainingError
-    explicit = cfg.fine_gaussians is not None and cfg.fine_gaussians > 0
-    if cfg.fine_gaussians == 0 or cfg.first_epoch > 0:
+    if not considered(cfg):
         return None
-    if not explicit and (cfg.init == "model" or cfg.num_gaussians is not None):
-        return None
+    explicit = cfg.fine_gaussians is not None
     if cfg.init == "model":
         raise TrainingError("--fine-gaussians does not combine with --init model: the atomic model "
                             "fixes the Gaussians (use --atoms-per-gaussian for more of them)")
@@ -116,8 +123,7 @@ def resumed_config(cfg, outdir: str):
         return cfg
     with open(path) as f:
         saved = type(cfg).from_dict(json.load(f)["train"])
-    return replace(saved, outdir=outdir, epochs=cfg.epochs, device=cfg.device, num_workers=cfg.num_workers,
-                   fine_gaussians=None, first_epoch=0, lowpass_epochs=None)
+    return replace(saved, outdir=outdir, epochs=cfg.epochs, device=cfg.device, num_workers=cfg.num_workers)
 
 
 def saved_epochs(outdir: str) -> int | None:

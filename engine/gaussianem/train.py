@@ -104,6 +104,11 @@ class TrainConfig:
                                 f"got {self.lowpass_start}")
         if self.loss not in ("l1", "l2", "corr"):
             raise TrainingError(f"unknown loss {self.loss!r}: expected l1, l2 or corr")
+        if self.fine_gaussians is not None and self.fine_gaussians < 0:
+            raise TrainingError(f"--fine-gaussians must be a number of Gaussians (> 0) or 0 for one stage, "
+                                f"got {self.fine_gaussians}")
+        if self.coarse_epochs is not None and self.coarse_epochs < 1:
+            raise TrainingError(f"--coarse-epochs must be at least 1, got {self.coarse_epochs}")
         if self.downsample is not None and (self.downsample % 2 or self.downsample < 8):
             raise TrainingError(f"--downsample must be an even box of at least 8 pixels, got {self.downsample}")
 
@@ -240,10 +245,11 @@ def loss_band(cfg: TrainConfig, t: float, apix: float) -> float | None:
 def compute_losses(model, images, idx, phys: Physics, edges, min_dist, edge_scale: float,
                    cfg: TrainConfig, box: int, kl_scale: float = 1.0, band: float | None = None):
     core = model.module if hasattr(model, "module") else model
-    ref, feats = encoder_inputs(core, images, idx, phys, box)
+    emb = core.embed()                           # once per step: the features and the decoder read it
+    ref, feats = encoder_inputs(core, images, idx, phys, box, emb)
     mu, logvar = model(images, ref, feats)       # forward = image encoder (DDP-wrapped or not)
     z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if core.training else mu
-    out = core.decode(z)
+    out = core.decode(z, emb)
     pred = render.project(out["centres"], out["amplitudes"], out["widths"], phys.rot[idx],
                           phys.shift[idx], box, phys.apix[idx], ctf_params=phys.ctf[idx], lowpass=band)
     pred = pred * core.scale
@@ -274,19 +280,20 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
     (:mod:`gaussianem.stages`); ``resume`` continues whichever was interrupted."""
     progress = progress or Progress("none")
     out = os.path.abspath(cfg.outdir)
+    main = _init_distributed(cfg.device).main
     if resume:
         p = stages.load_plan(out)
         if p is None or os.path.exists(os.path.join(out, "checkpoint.pt")):
             return _train_stage(cfg, True, progress)
         cfg = stages.resumed_config(cfg, out)
     else:
-        if _init_distributed(cfg.device).main and stages.run_exists(out):
+        if main and stages.run_exists(out):
             raise TrainingError(f"{out} already holds a training run: use --resume to continue it "
                                 "or choose another output folder")
         p = _plan_stages(cfg)
         if p is None:
             return _train_stage(cfg, False, progress)
-        if _init_distributed(cfg.device).main:
+        if main:
             stages.save_plan(out, p)
     progress.message(p.describe(cfg.epochs))
     if not stages.coarse_finished(out):
@@ -298,9 +305,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
 
 def _plan_stages(cfg: TrainConfig):
     """stages.plan from the consensus map and the training box's pixel size."""
-    if cfg.fine_gaussians == 0 or (cfg.fine_gaussians is None and
-                                   (cfg.init == "model" or cfg.num_gaussians is not None)):
-        return None
+    if not stages.considered(cfg):
+        return None                       # no need to read the particles and the map
     from .mrc import read_map
     data = load_particles(cfg.particles, datadir=cfg.datadir)
     vol, apix, _ = read_map(cfg.consensus)

@@ -5,7 +5,7 @@ consensus map they were refined against. Writes OUTDIR/config.json, gaussians.pt
 checkpoint.pt, checkpoints/epoch_NNN.pt, latents.npz and log.jsonl.
 
 Coarse to fine: when the training box resolves finer detail than the default count of
-Gaussians carries (Nyquist finer than about 3.3 A, e.g. box 128 at 1 A/pixel), the first
+Gaussians carries (Nyquist finer than about 3.5 A, e.g. box 128 at 1 A/pixel), the first
 half of the epochs trains on the default count in OUTDIR/coarse and the second half on
 more Gaussians (counted for the Nyquist resolution), starting from the coarse networks.
 --fine-gaussians N sets that count (and asks for the two stages), 0 turns them off.
