@@ -113,7 +113,7 @@ def test_interrupt_leaves_resumable_checkpoint(tiny_sim, tmp_path):
 def test_ddp_two_gloo_processes(tiny_sim, tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "engine"), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            "-m", "gaussianem.cli.main", "train", str(tiny_sim / "particles.star"),
            "--consensus", str(tiny_sim / "consensus.mrc"), "-o", str(out), "--epochs", "1",
            "--batch-size", "32", "--zdim", "3", "--progress", "none", "--device", "cpu"]
