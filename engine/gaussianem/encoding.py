@@ -1,6 +1,7 @@
 """What the image encoder reads from each particle, besides its pixels.
 
-* :class:`Physics`: every particle's pose, CTF and pixel size, resident on the device.
+* :class:`Physics`: every particle's pose, CTF, pixel size and intensity scale
+  (:mod:`gaussianem.intensity`), resident on the device.
 * :func:`encoder_inputs`: the consensus Gaussians projected with the particle's pose and
   CTF (the encoder subtracts it: ``encoder_input="residual"``), and with
   ``gaussian_features`` the per-Gaussian residual correlations of
@@ -14,18 +15,32 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import render
+from . import intensity, render
 from .model import HeterogeneityModel
 
 
 class Physics:
-    """Per-particle poses, CTF and pixel sizes resident on the device."""
+    """Per-particle poses, CTF, pixel sizes and intensity scales resident on the device.
+    ``scale`` is 1 for every particle until :meth:`set_intensity`."""
 
     def __init__(self, data, train_box: int, device):
         self.rot = torch.from_numpy(data.rotations.astype(np.float32)).to(device)
         self.shift = torch.from_numpy(data.shifts.astype(np.float32)).to(device)
         self.ctf = data.ctf.as_tensor(device=device)
         self.apix = torch.from_numpy((data.apix * data.box / train_box).astype(np.float32)).to(device)
+        self.scale = torch.ones(len(data), device=device)
+        self.remove_offset = True
+
+    def set_intensity(self, scale: "intensity.IntensityScale") -> None:
+        self.scale = torch.from_numpy(np.asarray(scale.particle, np.float32)).to(self.rot.device)
+        self.remove_offset = scale.remove_offset
+
+    def project(self, centres, amplitudes, widths, idx, box: int, band: float | None = None) -> torch.Tensor:
+        """Projections of Gaussians for particles ``idx`` as the images see them: pose,
+        CTF and intensity scale applied, mean-free when offsets are removed."""
+        p = render.project(centres, amplitudes, widths, self.rot[idx], self.shift[idx], box, self.apix[idx],
+                           ctf_params=self.ctf[idx], lowpass=band) * self.scale[idx, None, None]
+        return p - p.mean((-2, -1), keepdim=True) if self.remove_offset else p
 
 
 def encoder_inputs(core: HeterogeneityModel, images: torch.Tensor, idx, phys: Physics, box: int,
@@ -44,8 +59,7 @@ def encoder_inputs(core: HeterogeneityModel, images: torch.Tensor, idx, phys: Ph
         emb = core.embed() if emb is None else emb
         return ref, torch.einsum("bnk,ne->bke", g, emb).flatten(1) / len(core.centres) ** 0.5
     with torch.no_grad():
-        ref = render.project(core.centres, core.amplitudes, core.widths, phys.rot[idx], phys.shift[idx], box,
-                             phys.apix[idx], ctf_params=phys.ctf[idx])
+        ref = phys.project(core.centres, core.amplitudes, core.widths, idx, box)
     return ref * core.scale.detach(), None
 
 
@@ -62,8 +76,7 @@ def residual_correlations(core: HeterogeneityModel, images: torch.Tensor, idx, p
         B = len(idx)
         amps = core.amplitudes.detach().unsqueeze(0).expand(B, -1).clone().requires_grad_(True)
         xyz = core.centres.detach().unsqueeze(0).expand(B, -1, -1).clone().requires_grad_(True)
-        proj = render.project(xyz, amps, core.widths.detach(), phys.rot[idx], phys.shift[idx],
-                              box, phys.apix[idx], ctf_params=phys.ctf[idx])
+        proj = phys.project(xyz, amps, core.widths.detach(), idx, box)
         ref = proj.detach() * core.scale.detach()
         g, gx = torch.autograd.grad((proj * (images.float() - ref)).sum(), (amps, xyz))
     g = torch.cat([g[..., None], gx], -1)                             # (B, N, 4)
@@ -75,5 +88,5 @@ def encode_particles(model: HeterogeneityModel, images: torch.Tensor, idx, phys:
                      image_std: float) -> torch.Tensor:
     """Posterior means of a batch of raw particle images (rows ``idx`` of the dataset),
     as training encodes them: normalised, with what else the encoder reads."""
-    images = images / image_std
+    images = intensity.normalise(images, image_std, phys.remove_offset)
     return model.encode(images, *encoder_inputs(model, images, idx, phys, model.cfg.box))[0]

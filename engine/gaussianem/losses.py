@@ -10,6 +10,8 @@ than ``radius``; see :func:`radius_graph`):
 * ``embedding``: neighbouring Gaussians get similar embeddings (smooth encoder).
 * ``spacing``: deformed Gaussians do not collapse onto each other (hinge penalty below
   a fraction of their base nearest-neighbour distance).
+* ``amplitude``: the mean amplitude factor over the batch stays within [0.6, 1.5]
+  (hinge): a global loss of density is not a compositional state but a collapse.
 * ``contrastive`` (optional): particles close in latent space decode to similar
   deformations, far ones are not forced together (a latent-neighbourhood term).
 """
@@ -29,6 +31,7 @@ class LossWeights:
     alignment: float = 1e-3
     embedding: float = 1e-4
     spacing: float = 1.0
+    amplitude: float = 10.0
     contrastive: float = 0.0
 
     def as_dict(self) -> dict:
@@ -94,6 +97,14 @@ def spacing_loss(deformed: torch.Tensor, edges: torch.Tensor, min_dist: torch.Te
     i, j = edges[:, 0], edges[:, 1]
     d1 = (deformed[:, i] - deformed[:, j]).norm(dim=-1)
     return (torch.relu(min_dist - d1) ** 2).mean()
+
+
+def amplitude_loss(amp_factor: torch.Tensor, mass: torch.Tensor, low: float = 0.6,
+                   high: float = 1.5) -> torch.Tensor:
+    """Hinge on the batch's mean mass-weighted amplitude factor outside [low, high]:
+    absent parts lower a particle's total density by a fraction, never all of it."""
+    m = (amp_factor.float() * mass).sum(1).mean() / mass.sum()
+    return torch.relu(low - m) ** 2 + torch.relu(m - high) ** 2
 
 
 def contrastive_loss(z: torch.Tensor, displacement: torch.Tensor, amp_factor: torch.Tensor,

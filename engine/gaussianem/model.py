@@ -14,7 +14,8 @@
   width; positions also through a Fourier positional encoding) with a shared MLP with
   LayerNorm.
 * :class:`DeformationDecoder` takes ``[z, embedding_i]`` and outputs, per Gaussian, a
-  displacement (3, Angstrom), an amplitude factor in (0, 2) (compositional change drives
+  displacement (3, Angstrom; with ``centre_displacements``, training's default, without
+  their mass-weighted mean: the consensus poses already place the particle as a whole), an amplitude factor in (0, 2) (compositional change drives
   it towards 0) and, with ``width_change``, a width factor in [exp(-0.2), exp(0.2)] (off
   by default: a conformational decoder that can blur Gaussians can fake their absence). The first layer is split
   ``W [z, e] = Wz z + We e`` so the per-Gaussian part is computed once per batch.
@@ -55,6 +56,8 @@ class ModelConfig:
     encoder_input: str = "image"     # image | residual (image - consensus projection) | both
     gaussian_features: bool = False  # the encoder also reads the residual's correlation with
                                      # each Gaussian's projection, pooled over the embedding
+    centre_displacements: bool = False  # no common translation: displacements lose their
+                                        # mass-weighted mean (False in runs made before it)
 
     @property
     def split(self) -> bool:
@@ -210,6 +213,11 @@ class HeterogeneityModel(nn.Module):
             disp_raw, amp_raw = o[..., :3], o[..., 3]
             width_raw = o[..., 4] if cfg.width_change else None
         disp = cfg.max_displacement * torch.tanh(disp_raw.float() / cfg.max_displacement * 10.0)
+        if cfg.centre_displacements:
+            # the consensus refinement aligned every particle as a whole, so a common
+            # translation of all Gaussians is a pose error, not a conformation (and the
+            # graph losses do not see it): remove it
+            disp = disp - torch.einsum("bnk,n->bk", disp, self.mass_weights())[:, None, :]
         amp_factor = 2 * torch.sigmoid(amp_raw.float())
         width_factor = (torch.exp(0.2 * torch.tanh(width_raw.float())) if width_raw is not None
                         else torch.ones_like(amp_factor))
@@ -222,6 +230,11 @@ class HeterogeneityModel(nn.Module):
             "widths": self.widths * width_factor,
             "embedding": emb,
         }
+
+    def mass_weights(self) -> torch.Tensor:
+        """Each base Gaussian's share of the total integrated density (a s^3), (N,)."""
+        m = self.amplitudes.abs() * self.widths ** 3
+        return m / m.sum().clamp_min(1e-30)
 
     @property
     def scale(self) -> torch.Tensor:

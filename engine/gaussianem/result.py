@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import intensity
 from .gaussians import GaussianSet
 from .grid import Grid
 from .model import HeterogeneityModel, ModelConfig
@@ -62,6 +63,9 @@ class Result:
         state = torch.load(ck, map_location="cpu", weights_only=False)
         self.epoch = int(state["epoch"])
         self.image_std = float(state["image_std"])
+        #: intensity scales of the training particles (gaussianem.intensity); legacy runs: 1
+        self.intensity = intensity.IntensityScale.from_dict(state.get("intensity"),
+                                                            int(self.config.get("n_particles", 0)))
         self.base = GaussianSet.load(os.path.join(self.outdir, "gaussians.pt"))
         self.model_config = ModelConfig(**state["model_config"])
         self.model = HeterogeneityModel(self.model_config, self.base)
@@ -110,8 +114,19 @@ class Result:
         if getattr(self, "_encode_cache", (None,))[0] != key:
             data = load_particles(key[0], datadir=key[1])
             box = self.model_config.box
-            self._encode_cache = (key, ParticleImages(data, box=box, invert=train.get("invert", False)),
-                                  Physics(data, box, self.device))
+            images = ParticleImages(data, box=box, invert=train.get("invert", False))
+            phys = Physics(data, box, self.device)
+            scales = self.intensity
+            if particles is not None and scales.remove_offset:
+                # particles not trained on: their own scales, as training would shrink them
+                num, den, _ = intensity.measure(self.base, images, phys, box, self.image_std, scales.band,
+                                                self.device)
+                scales = intensity.IntensityScale(**{**scales.__dict__, "particle": scales.scale_new(
+                    num, den, np.asarray(data.optics_group))})
+            elif len(scales.particle) != len(data):
+                scales = intensity.IntensityScale.legacy(len(data))
+            phys.set_intensity(scales)
+            self._encode_cache = (key, images, phys)
         _, images, phys = self._encode_cache
         idx = torch.as_tensor(np.atleast_1d(indices), dtype=torch.long)
         if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(images)):

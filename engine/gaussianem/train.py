@@ -18,6 +18,7 @@ epoch's permutation; latents are gathered back into particle order.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -28,18 +29,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from . import __version__, losses, render, stages
+from . import __version__, health, intensity, losses, render, stages
 from .dataset import ParticleImages, load_particles, make_loader
 from .encoding import Physics, encode_particles, encoder_inputs
+from .errors import TrainingError  # noqa: F401 (re-exported: gaussianem.train.TrainingError)
 from .gaussians import GaussianSet, atomic_torch_save, fit_to_map, init_from_map, init_from_model
 from .grid import Grid
 from .losses import LossWeights
 from .model import HeterogeneityModel, ModelConfig
 from .progress import Progress
-
-
-class TrainingError(RuntimeError):
-    """A training run cannot go on (bad input, non-finite loss); the message says why."""
 
 
 @dataclass
@@ -123,6 +121,10 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+MAX_RECOVERIES = 3          # diverged epochs restarted from the last good state ...
+RECOVERY_LR_FACTOR = 0.3    # ... each time with the learning rate times this
+
+
 # ----------------------------------------------------------------------------- set-up
 
 def resolve_device(name: str) -> torch.device:
@@ -194,16 +196,6 @@ def build_base_gaussians(cfg: TrainConfig, vol: np.ndarray, grid: Grid, device, 
     return base, report
 
 
-def estimate_image_std(images: ParticleImages, n: int = 256, seed: int = 0) -> float:
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(images), size=min(n, len(images)), replace=False)
-    x = torch.stack([images[int(i)]["image"] for i in idx])
-    s = float(x.std())
-    if not np.isfinite(s) or s <= 0:
-        raise TrainingError(f"particle images in {images.data.source} are constant or not finite")
-    return s
-
-
 class EpochSampler(torch.utils.data.Sampler):
     """This rank's share of epoch ``epoch``'s permutation (seeded by seed + epoch),
     starting after ``skip`` of its samples (for resuming inside an epoch)."""
@@ -244,16 +236,17 @@ def loss_band(cfg: TrainConfig, t: float, apix: float) -> float | None:
 
 def compute_losses(model, images, idx, phys: Physics, edges, min_dist, edge_scale: float,
                    cfg: TrainConfig, box: int, kl_scale: float = 1.0, band: float | None = None):
+    """The weighted total loss, its terms, and the step's health numbers
+    (:func:`gaussianem.health.step_stats`)."""
     core = model.module if hasattr(model, "module") else model
     emb = core.embed()                           # once per step: the features and the decoder read it
     ref, feats = encoder_inputs(core, images, idx, phys, box, emb)
     mu, logvar = model(images, ref, feats)       # forward = image encoder (DDP-wrapped or not)
     z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if core.training else mu
     out = core.decode(z, emb)
-    pred = render.project(out["centres"], out["amplitudes"], out["widths"], phys.rot[idx],
-                          phys.shift[idx], box, phys.apix[idx], ctf_params=phys.ctf[idx], lowpass=band)
-    pred = pred * core.scale
+    pred = phys.project(out["centres"], out["amplitudes"], out["widths"], idx, box, band) * core.scale
     target = render.lowpass(images, phys.apix[idx], band) if band else images.float()
+    mass = core.mass_weights()
     w = cfg.weights
     terms = {
         "image": losses.image_loss(pred, target, cfg.loss),
@@ -263,11 +256,18 @@ def compute_losses(model, images, idx, phys: Physics, edges, min_dist, edge_scal
         "alignment": losses.alignment_loss(out["displacement"], edges) / edge_scale ** 2,
         "embedding": losses.embedding_loss(out["embedding"].float(), edges),
         "spacing": losses.spacing_loss(out["centres"], edges, min_dist),
+        "amplitude": losses.amplitude_loss(out["amp_factor"], mass),
     }
     if w.contrastive > 0:
         terms["contrastive"] = losses.contrastive_loss(mu, out["displacement"], out["amp_factor"])
     total = sum(getattr(w, k) * v * (kl_scale if k == "kl" else 1.0) for k, v in terms.items())
-    return total, {k: v.detach() for k, v in terms.items()}
+    with torch.no_grad():
+        if ref is None:
+            ref = phys.project(core.centres, core.amplitudes, core.widths, idx, box) * core.scale
+        cons = render.lowpass(ref, phys.apix[idx], band) if band else ref
+        stats = health.step_stats(pred, cons, target, mu, logvar, out, mass,
+                                  core.cfg.max_displacement)
+    return total, {k: v.detach() for k, v in terms.items()}, stats
 
 
 # ----------------------------------------------------------------------------- main
@@ -370,7 +370,7 @@ def _train_stage(cfg: TrainConfig, resume: bool, progress: Progress, total_epoch
     mcfg = ModelConfig(box=box, zdim=cfg.zdim, zdim_conf=cfg.zdim_conf, zdim_comp=cfg.zdim_comp,
                        window=cfg.window, max_displacement=cfg.max_displacement,
                        encoder_input=cfg.encoder_input, width_change=cfg.width_change,
-                       gaussian_features=cfg.gaussian_features)
+                       gaussian_features=cfg.gaussian_features, centre_displacements=True)
     model = HeterogeneityModel(mcfg, base).to(device)
     try:                                   # fused: one kernel for all parameters (CPU and CUDA)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
@@ -380,7 +380,7 @@ def _train_stage(cfg: TrainConfig, resume: bool, progress: Progress, total_epoch
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
     sampler = EpochSampler(len(data), cfg.batch_size, dd.rank, dd.world, cfg.seed)
     start_epoch, start_step = cfg.first_epoch, 0
-    image_std = None
+    image_std, scales, history, recoveries = None, None, [], []
     if cfg.init_from and not resume:
         load_networks(model, cfg.init_from, device)
         progress.message(f"networks initialised from {cfg.init_from}")
@@ -389,14 +389,26 @@ def _train_stage(cfg: TrainConfig, resume: bool, progress: Progress, total_epoch
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         scaler.load_state_dict(ck["scaler"])
-        torch.set_rng_state(ck["rng"]["torch"])
+        torch.set_rng_state(ck["rng"]["torch"].cpu())
         np.random.set_state(ck["rng"]["numpy"])
         start_epoch, start_step, image_std = ck["epoch"], ck["step"], ck["image_std"]
+        mcfg.centre_displacements = ck["model_config"].get("centre_displacements", False)  # older runs
+        scales = intensity.IntensityScale.from_dict(ck.get("intensity"), len(data))
+        history, recoveries = ck.get("health_history", []), ck.get("recoveries", [])
         progress.message(f"resuming at epoch {start_epoch + 1}, step {start_step}")
-    if image_std is None:
-        image_std = estimate_image_std(images, seed=cfg.seed)
     phys = Physics(data, box, device)
     coarsest_apix = float(phys.apix.max())     # the loss band's Nyquist (read once, not per step)
+    if image_std is None:
+        image_std = intensity.image_std(images, seed=cfg.seed)
+    if scales is None:
+        progress.message("measuring the intensity scale of the images against the consensus projections")
+        scales = intensity.estimate(base, images, phys, box, image_std, loss_band(cfg, 0.0, coarsest_apix),
+                                    device)
+        groups = ", ".join(f"{g}: {v:.3g}" for g, v in zip(scales.groups, scales.group_scale))
+        p5, p95 = scales.summary()["particle_scale_p5_p95"]
+        progress.message(f"intensity scale per optics group {groups}; per particle {p5:.3g} to {p95:.3g} "
+                         f"(5th-95th percentile); image-consensus correlation {scales.correlation:.3f}")
+    phys.set_intensity(scales)
     if cfg.lowpass_start and cfg.epochs - cfg.first_epoch < cfg.lowpass_epochs:
         progress.message(f"note: the image loss stays low-pass filtered for all {cfg.epochs} epochs (it reaches "
                          f"Nyquist after --lowpass-epochs {cfg.lowpass_epochs:g}); train longer or lower it")
@@ -420,21 +432,29 @@ def _train_stage(cfg: TrainConfig, resume: bool, progress: Progress, total_epoch
             except ValueError:          # not the main thread (e.g. inside ChimeraX)
                 pass
 
+    def state(epoch: int, step: int) -> dict:
+        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                "epoch": epoch, "step": step, "image_std": image_std, "model_config": mcfg.as_dict(),
+                "intensity": scales.as_dict(), "health_history": history, "recoveries": recoveries,
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+                "engine_version": __version__}
+
     def save(epoch: int, step: int, tag: str | None = None):
         if not dd.main:
             return
-        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-                 "epoch": epoch, "step": step, "image_std": image_std, "model_config": mcfg.as_dict(),
-                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
-                 "engine_version": __version__}
-        atomic_torch_save(state, ckpt_path)
+        st = state(epoch, step)
+        atomic_torch_save(st, ckpt_path)
         if tag and cfg.keep_checkpoints:
-            atomic_torch_save(state, os.path.join(out, "checkpoints", tag))
+            atomic_torch_save(st, os.path.join(out, "checkpoints", tag))
 
+    # the last healthy state, restored (with a lower learning rate) when an epoch diverges
+    good = copy.deepcopy({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                          "scaler": scaler.state_dict()})
     log_path = os.path.join(out, "log.jsonl")
     steps = sampler.steps_per_epoch()
     try:
-        for epoch in range(start_epoch, cfg.epochs):
+        epoch = start_epoch
+        while epoch < cfg.epochs:
             sampler.epoch = epoch
             skip_steps = start_step if epoch == start_epoch else 0
             sampler.skip = skip_steps * cfg.batch_size
@@ -443,10 +463,12 @@ def _train_stage(cfg: TrainConfig, resume: bool, progress: Progress, total_epoch
             model.train()
             t0, seen, sums, nb = time.time(), 0, {}, 0
             step = skip_steps
+            epoch_health = health.EpochHealth()
+            failure = None
             for batch in loader:
                 if stop["flag"]:
                     break
-                imgs = batch["image"].to(device, non_blocking=True) / image_std
+                imgs = intensity.normalise(batch["image"].to(device, non_blocking=True), image_std)
                 idx = batch["index"].to(device, non_blocking=True)
                 # KL warm-up: the decoder starts from "no deformation" and needs latents that
                 # still carry information when it begins to use them (no posterior collapse)
@@ -454,8 +476,8 @@ def _train_stage(cfg: TrainConfig, resume: bool, progress: Progress, total_epoch
                 kl_scale = min(1.0, t / cfg.kl_warmup) if cfg.kl_warmup > 0 else 1.0
                 band = loss_band(cfg, t, coarsest_apix)
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    total, terms = compute_losses(ddp_model, imgs, idx, phys, edges, min_dist, edge_scale, cfg,
-                                                  box, kl_scale, band)
+                    total, terms, stats = compute_losses(ddp_model, imgs, idx, phys, edges, min_dist, edge_scale,
+                                                         cfg, box, kl_scale, band)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(total).backward()
                 scaler.unscale_(opt)
@@ -465,6 +487,7 @@ def _train_stage(cfg: TrainConfig, resume: bool, progress: Progress, total_epoch
                 step += 1
                 seen += len(imgs) * dd.world
                 nb += 1
+                epoch_health.add(stats)
                 # accumulate on the device; read back (one sync) only when logging
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -472,11 +495,9 @@ def _train_stage(cfg: TrainConfig, resume: bool, progress: Progress, total_epoch
                 if step % cfg.log_every == 0 or step == steps or stop["flag"]:
                     loss_now = float(total.detach())
                     if not np.isfinite(loss_now) or not np.isfinite(float(sums["total"])):
-                        raise TrainingError(
-                            f"the loss became non-finite by epoch {epoch + 1}, step {step} "
-                            f"(terms: { {k: float(v) for k, v in terms.items()} }); the last good "
-                            f"checkpoint is {ckpt_path}. Try a lower --lr, --loss corr, or check the "
-                            "images for NaN values.")
+                        failure = (f"the loss became non-finite at step {step} (terms: "
+                                   f"{ {k: float(v) for k, v in terms.items()} })")
+                        break
                     pps = seen / max(time.time() - t0, 1e-9)
                     progress.event("step", epoch=epoch + 1, epochs=total_epochs or cfg.epochs, step=step, steps_per_epoch=steps,
                                    loss=loss_now, particles_per_s=pps)
@@ -489,27 +510,79 @@ def _train_stage(cfg: TrainConfig, resume: bool, progress: Progress, total_epoch
                 save(epoch, step)
                 progress.event("stopped", epoch=epoch + 1, step=step, checkpoint=ckpt_path)
                 raise KeyboardInterrupt
+            if dd.world > 1:
+                epoch_health.reduce(lambda x: dist.all_reduce(x))
+            summary = epoch_health.summary()
+            failure = failure or health.diverged(summary)
+            if failure is not None:
+                if len(recoveries) >= MAX_RECOVERIES:
+                    history.append({"epoch": epoch + 1, **summary})
+                    _write_failure_health(out, dd, history, recoveries, scales, mcfg, failure)
+                    raise TrainingError(
+                        f"training diverged in epoch {epoch + 1} ({failure}) and did not recover after "
+                        f"{len(recoveries)} restarts with lower learning rates. Details: {out}/health.json. "
+                        f"Check the inputs (is the consensus map the one the poses refer to? --invert?), "
+                        f"or try --lr {cfg.lr * 0.1:g}.")
+                model.load_state_dict(good["model"])
+                opt.load_state_dict(good["optimizer"])
+                scaler.load_state_dict(good["scaler"])
+                for g in opt.param_groups:
+                    g["lr"] *= RECOVERY_LR_FACTOR
+                rec = {"epoch": epoch + 1, "reason": failure, "lr": opt.param_groups[0]["lr"]}
+                recoveries.append(rec)
+                progress.message(f"epoch {epoch + 1} diverged ({failure}): restored the state after epoch "
+                                 f"{epoch}, learning rate lowered to {rec['lr']:.3g}, repeating the epoch")
+                if dd.main:
+                    _append_log(log_path, {"kind": "recovery", **rec, "time": time.time()})
+                start_epoch, start_step = epoch, 0     # the epoch again, from its first step
+                continue
+            history.append({"epoch": epoch + 1, **summary})
+            good = copy.deepcopy({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                  "scaler": scaler.state_dict()})
             dt = time.time() - t0
             rec = {"kind": "epoch", "epoch": epoch + 1, **{k: float(v) / max(nb, 1) for k, v in sums.items()},
-                   "seconds": dt, "particles_per_s": seen / max(dt, 1e-9), "time": time.time()}
+                   "seconds": dt, "particles_per_s": seen / max(dt, 1e-9), "time": time.time(),
+                   "health": summary}
             if device.type == "cuda":
                 rec["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
             if dd.main:
                 _append_log(log_path, rec)
             progress.event("epoch", epoch=epoch + 1, epochs=total_epochs or cfg.epochs, loss=rec.get("total", float("nan")),
-                           seconds=dt, particles_per_s=rec["particles_per_s"])
+                           seconds=dt, particles_per_s=rec["particles_per_s"], explained=summary.get("explained"))
             save(epoch + 1, 0, tag=f"epoch_{epoch + 1:03d}.pt")
+            epoch += 1
         z = encode_all(model, images, cfg, device, dd, image_std, phys)
         if dd.main:
             write_latents(out, z, mcfg)
+            report = health.final_report(history[-1] if history else {}, health.latent_usage(model, z),
+                                         recoveries, scales.summary(), mcfg.split,
+                                         judge_latent=final and cfg.epochs - cfg.first_epoch
+                                         >= health.MIN_EPOCHS_TO_JUDGE)
+            health.write(out, report)
+            if report["status"] == "failed":
+                raise TrainingError(f"training finished but the run failed its health checks: {report['summary']}. "
+                                    f"Latents and maps are kept for inspection; details in {out}/health.json")
+            if report["status"] == "warning":
+                progress.message(f"warning: {report['summary']} (details in {out}/health.json)")
             if final:
-                progress.event("done", outdir=out, epochs=cfg.epochs)
+                progress.event("done", outdir=out, epochs=cfg.epochs, health=report["status"])
     finally:
         for s, h in old_handlers.items():
             signal.signal(s, h)
         if dd.world > 1 and dist.is_initialized():
             dist.barrier()
     return out
+
+
+def _write_failure_health(out, dd, history, recoveries, scales, mcfg, failure: str) -> None:
+    if not dd.main:
+        return
+    last = history[-1] if history else {}
+    report = health.final_report(last, {"displacement_spread": float("nan"), "amplitude_spread": float("nan"),
+                                        "particles": 0}, recoveries, scales.summary(), mcfg.split)
+    report["status"] = "failed"
+    report["summary"] = f"failed: diverged ({failure}); not recovered after {len(recoveries)} restarts"
+    health.write(out, report)
 
 
 def load_networks(model: HeterogeneityModel, run: str, device) -> None:

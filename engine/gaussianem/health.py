@@ -1,0 +1,213 @@
+"""Run health: is the model explaining the images, using its latent and keeping its maps?
+
+Measured on every training step (no extra rendering: the consensus projection is what
+the encoder reads anyway) and summarised per epoch:
+
+* ``explained``: how much of the image signal the model explains, relative to the
+  consensus alone: ``(L_zero - L_model) / (L_zero - L_consensus)`` with ``L`` the mean
+  squared error (in the loss's current band) of the model's prediction, of the undeformed
+  consensus Gaussians and of an empty prediction. The decoder starts at the consensus
+  (1.0) and can only add to it; a model below it has lost structure, and one near 0
+  predicts empty images.
+* ``kl_per_dim``: the KL divergence of each latent dimension (how much it carries);
+* ``displacement_rms`` (Angstrom, mass-weighted), ``near_bound`` (fraction of
+  displacement components beyond 90% of ``max_displacement``), ``amplitude_mean``
+  (mass-weighted amplitude factor; 1 = the consensus, 0 = empty maps).
+
+:func:`diverged` says whether an epoch must be undone (training then restores the last
+good state with a lower learning rate); :func:`final_report` checks the finished run,
+including whether the decoder gives different particles different states (a latent in
+use), and :func:`write` puts it in ``OUTDIR/health.json``. A run whose report is
+``failed`` ends with a :class:`~gaussianem.errors.TrainingError`, never ``done``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import torch
+
+HEALTH_FILE = "health.json"
+
+EXPLAINED_FAILED, EXPLAINED_WARNING = 0.5, 0.95
+AMPLITUDE_FAILED = 0.3
+NEAR_BOUND_WARNING, NEAR_BOUND_FAILED = 0.01, 0.25
+UNUSED_DISPLACEMENT = 0.05     # Angstrom: spread of displacements between particles
+UNUSED_AMPLITUDE = 0.005       # spread of amplitude factors between particles
+MIN_EPOCHS_TO_JUDGE = 5        # shorter runs (smoke tests) only warn about an unused latent
+
+
+@torch.no_grad()
+def step_stats(pred, consensus, target, mu, logvar, out: dict, mass, max_displacement: float) -> dict:
+    """Per-step health numbers as device tensors (no host sync)."""
+    d = out["displacement"].float()
+    return {
+        "l2_model": (pred.float() - target).pow(2).mean(),
+        "l2_consensus": (consensus.float() - target).pow(2).mean(),
+        "l2_zero": target.pow(2).mean(),
+        "kl_per_dim": (-0.5 * (1 + logvar.float() - mu.float() ** 2 - logvar.float().exp())).mean(0),
+        "displacement_rms": (d.pow(2).sum(-1) * mass).sum(1).sqrt().mean(),
+        "near_bound": (d.abs() > 0.9 * max_displacement).float().mean(),
+        "amplitude_mean": (out["amp_factor"].float() * mass).sum(1).mean(),
+        "nonfinite": (~torch.isfinite(pred)).any().float() + (~torch.isfinite(mu)).any().float(),
+    }
+
+
+class EpochHealth:
+    """Sums of :func:`step_stats` over an epoch (on the device), and their summary."""
+
+    def __init__(self):
+        self.sums: dict = {}
+        self.n = 0
+
+    def add(self, stats: dict) -> None:
+        for k, v in stats.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.n += 1
+
+    def reduce(self, all_reduce=None) -> None:
+        """Sum over processes (``all_reduce``: a function summing a tensor in place)."""
+        if all_reduce is None or not self.sums:
+            return
+        keys = sorted(self.sums)
+        flat = torch.cat([torch.as_tensor(self.sums[k]).reshape(-1).float() for k in keys]
+                         + [torch.tensor([float(self.n)], device=torch.as_tensor(self.sums[keys[0]]).device)])
+        all_reduce(flat)
+        pos = 0
+        for k in keys:
+            size = torch.as_tensor(self.sums[k]).numel()
+            self.sums[k] = flat[pos:pos + size].reshape(torch.as_tensor(self.sums[k]).shape)
+            pos += size
+        self.n = int(flat[-1])
+
+    def summary(self) -> dict:
+        if not self.n:
+            return {}
+        m = {k: (v / self.n).detach().cpu().numpy() for k, v in self.sums.items()}
+        zero, cons, model = float(m["l2_zero"]), float(m["l2_consensus"]), float(m["l2_model"])
+        gain = zero - cons
+        return {
+            "explained": (zero - model) / gain if gain > 0 else float("nan"),
+            "l2_model": model, "l2_consensus": cons, "l2_zero": zero,
+            "kl_per_dim": [float(v) for v in np.atleast_1d(m["kl_per_dim"])],
+            "displacement_rms": float(m["displacement_rms"]),
+            "near_bound": float(m["near_bound"]),
+            "amplitude_mean": float(m["amplitude_mean"]),
+            "finite": bool(float(m["nonfinite"]) == 0 and all(math.isfinite(float(np.sum(v))) for v in m.values())),
+        }
+
+
+def diverged(summary: dict) -> str | None:
+    """Why an epoch must be undone, or None when it is healthy enough to go on."""
+    if not summary:
+        return None
+    if not summary["finite"]:
+        return "non-finite values in the loss or the latents"
+    e = summary["explained"]
+    if math.isfinite(e) and e < EXPLAINED_FAILED:
+        return (f"the model explains {e:.0%} of the image signal the consensus explains (the maps are losing "
+                "their density)")
+    if summary["amplitude_mean"] < AMPLITUDE_FAILED:
+        return f"the mean amplitude factor fell to {summary['amplitude_mean']:.2f} (maps going empty)"
+    if summary["near_bound"] > NEAR_BOUND_FAILED:
+        return (f"{summary['near_bound']:.0%} of the displacements sit at the --max-displacement bound "
+                "(a runaway deformation)")
+    return None
+
+
+@torch.no_grad()
+def latent_usage(model, z: np.ndarray, n: int = 256, batch: int = 32, seed: int = 0) -> dict:
+    """How differently the decoder deforms different particles: the mass-weighted RMS over
+    Gaussians of the standard deviation across ``n`` particles' latents of their
+    displacements (Angstrom) and amplitude factors."""
+    if z is None or len(z) < 2:
+        return {"displacement_spread": 0.0, "amplitude_spread": 0.0, "particles": 0}
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(z), size=min(n, len(z)), replace=False))
+    dev = next(model.parameters()).device
+    emb = model.embed()
+    mass = model.mass_weights()
+    s1 = s2 = a1 = a2 = 0.0
+    for start in range(0, len(pick), batch):
+        zz = torch.from_numpy(np.asarray(z[pick[start:start + batch]], np.float32)).to(dev)
+        out = model.decode(zz, emb)
+        d, a = out["displacement"].float(), out["amp_factor"].float()
+        s1, s2 = s1 + d.sum(0), s2 + d.pow(2).sum(0)
+        a1, a2 = a1 + a.sum(0), a2 + a.pow(2).sum(0)
+    k = len(pick)
+    var_d = (s2 / k - (s1 / k) ** 2).clamp_min(0).sum(-1)            # (N,)
+    var_a = (a2 / k - (a1 / k) ** 2).clamp_min(0)
+    return {"displacement_spread": float((var_d * mass).sum().sqrt()),
+            "amplitude_spread": float((var_a * mass).sum().sqrt()), "particles": int(k)}
+
+
+def _check(name, value, status, message, threshold=None) -> dict:
+    return {"name": name, "value": value, "status": status, "message": message, "threshold": threshold}
+
+
+def final_report(last: dict, usage: dict, recoveries: list, intensity: dict | None, split: bool,
+                 judge_latent: bool = True) -> dict:
+    """The finished run's health: the checks, the overall status (``healthy``, ``warning``
+    or ``failed``: the worst check) and one line to show people. ``judge_latent``: an
+    unused latent fails the run (else, for runs too short to have learned one, a warning)."""
+    checks = []
+    if not last:
+        checks.append(_check("trained", 0, "failed", "no training step was taken"))
+    else:
+        checks.append(_check("finite", last["finite"], "healthy" if last["finite"] else "failed",
+                             "losses and latents are finite" if last["finite"] else
+                             "non-finite values in the last epoch"))
+        e = last["explained"]
+        st = ("failed" if not math.isfinite(e) or e < EXPLAINED_FAILED else
+              "warning" if e < EXPLAINED_WARNING else "healthy")
+        checks.append(_check("explained", e, st,
+                             f"the model explains {e:.1%} of the image signal the consensus explains"
+                             if math.isfinite(e) else "the consensus explains no image signal",
+                             [EXPLAINED_FAILED, EXPLAINED_WARNING]))
+        a = last["amplitude_mean"]
+        checks.append(_check("maps_not_empty", a, "failed" if a < AMPLITUDE_FAILED else "healthy",
+                             f"mean amplitude factor {a:.2f} (1 = the consensus' density)", AMPLITUDE_FAILED))
+        nb = last["near_bound"]
+        st = "failed" if nb > NEAR_BOUND_FAILED else "warning" if nb > NEAR_BOUND_WARNING else "healthy"
+        checks.append(_check("displacement_bound", nb, st,
+                             f"{nb:.1%} of displacement components near the --max-displacement bound",
+                             [NEAR_BOUND_WARNING, NEAR_BOUND_FAILED]))
+    dsp, asp = usage["displacement_spread"], usage["amplitude_spread"]
+    used = dsp >= UNUSED_DISPLACEMENT or asp >= UNUSED_AMPLITUDE
+    checks.append(_check(
+        "latent_used", {"displacement_spread": dsp, "amplitude_spread": asp},
+        "healthy" if used else "failed" if judge_latent else "warning",
+        f"particles' states differ by {dsp:.2f} A RMS in position and {asp:.3f} in amplitude" if used else
+        f"the latent is not used: every particle decodes to the same state (spread {dsp:.3f} A, {asp:.4f}); "
+        "either training collapsed or the data show no heterogeneity this model can see"
+        + ("" if judge_latent else f" (a run of fewer than {MIN_EPOCHS_TO_JUDGE} epochs is not judged on this)"),
+        [UNUSED_DISPLACEMENT, UNUSED_AMPLITUDE]))
+    order = {"healthy": 0, "warning": 1, "failed": 2}
+    status = max((c["status"] for c in checks), key=order.get)
+    bad = [c["message"] for c in checks if c["status"] == status and status != "healthy"]
+    summary = "healthy" if status == "healthy" else f"{status}: " + "; ".join(bad)
+    if recoveries:
+        summary += f" ({len(recoveries)} divergence(s) recovered)"
+    return {"status": status, "summary": summary, "checks": checks, "last_epoch": last, "usage": usage,
+            "recoveries": recoveries, "intensity": intensity, "split_latent": split}
+
+
+def write(outdir: str, report: dict) -> str:
+    path = os.path.join(outdir, HEALTH_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(report, f, indent=2, default=float)
+    os.replace(tmp, path)
+    return path
+
+
+def read(outdir: str) -> dict | None:
+    """``OUTDIR/health.json``, or None for runs written before health was recorded."""
+    path = os.path.join(outdir, HEALTH_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
