@@ -523,11 +523,12 @@ def _train_stage(cfg: TrainConfig, resume: bool, progress: Progress, total_epoch
                         f"{len(recoveries)} restarts with lower learning rates. Details: {out}/health.json. "
                         f"Check the inputs (is the consensus map the one the poses refer to? --invert?), "
                         f"or try --lr {cfg.lr * 0.1:g}.")
+                lrs = [g["lr"] * RECOVERY_LR_FACTOR for g in opt.param_groups]
                 model.load_state_dict(good["model"])
                 opt.load_state_dict(good["optimizer"])
                 scaler.load_state_dict(good["scaler"])
-                for g in opt.param_groups:
-                    g["lr"] *= RECOVERY_LR_FACTOR
+                for g, lr in zip(opt.param_groups, lrs):
+                    g["lr"] = lr
                 rec = {"epoch": epoch + 1, "reason": failure, "lr": opt.param_groups[0]["lr"]}
                 recoveries.append(rec)
                 progress.message(f"epoch {epoch + 1} diverged ({failure}): restored the state after epoch "
