@@ -28,7 +28,7 @@ import os
 import numpy as np
 from chimerax.core.commands import (Annotation, BoolArg, CmdDesc, EnumOf, Float2Arg, Float3Arg,
                                     FloatArg, FloatsArg, IntArg, ListOf, NonNegativeIntArg,
-                                    OpenFileNameArg, OpenFolderNameArg, PositiveIntArg,
+                                    OpenFileNameArg, OpenFolderNameArg, PositiveFloatArg, PositiveIntArg,
                                     SaveFileNameArg, register)
 from chimerax.core.commands import quote_path_if_necessary as quote
 from chimerax.core.errors import UserError
@@ -149,7 +149,7 @@ def _save_structure(session, structure, path: str, relative_to=None) -> str:
 
 def gaussianem_train(session, particles, consensus=None, model=None, outdir=None, epochs=None,
                      zdim=None, zdim_conf=None, zdim_comp=None, batch_size=None, downsample=None,
-                     fine_gaussians=None, device="auto", wait=False, resume=False):
+                     fine_gaussians=None, device="auto", wait=False, resume=False, invert=False, lr=None):
     """Train a model in a separate engine process; opens the result when done.
 
     ``consensus`` and ``model`` may be open models: they are saved into OUTDIR first
@@ -205,11 +205,13 @@ def gaussianem_train(session, particles, consensus=None, model=None, outdir=None
     for flag, value in (("--model", model_path), ("--epochs", epochs), ("--zdim", zdim),
                         ("--zdim-conf", zdim_conf), ("--zdim-comp", zdim_comp),
                         ("--batch-size", batch_size), ("--downsample", downsample),
-                        ("--fine-gaussians", fine_gaussians)):
+                        ("--fine-gaussians", fine_gaussians), ("--lr", lr)):
         if value is not None:
             args += [flag, str(value)]
     if resume:
         args.append("--resume")
+    if invert:
+        args.append("--invert")
     if epochs is None and resume:
         # The engine's default (20) would silently end a longer run: keep the saved one.
         saved = saved_epochs(outdir)
@@ -250,7 +252,8 @@ gaussianem_train_desc = CmdDesc(
              ("zdim_conf", PositiveIntArg), ("zdim_comp", PositiveIntArg),
              ("batch_size", PositiveIntArg), ("downsample", PositiveIntArg),
              ("fine_gaussians", NonNegativeIntArg),
-             ("device", EnumOf(DEVICES)), ("wait", BoolArg), ("resume", BoolArg)],
+             ("device", EnumOf(DEVICES)), ("wait", BoolArg), ("resume", BoolArg),
+             ("invert", BoolArg), ("lr", PositiveFloatArg)],
     required_arguments=["consensus"],
     synopsis="train a deformable Gaussian model on particle images")
 

@@ -90,6 +90,7 @@ class TrainJob:
         self.epoch = self.epochs = self.step = self.steps_per_epoch = None
         self.loss = self.particles_per_s = None
         self.error = None
+        self.health = None            # the finished run's health status (healthy or warning)
         self.returncode = None
         self.started = time.time()
         self.events: list[dict] = []
@@ -207,14 +208,18 @@ class TrainJob:
                          f"loss {self.loss:.4g}, {self.particles_per_s or 0:.0f} particles/s")
         elif kind == "epoch":
             self.epoch, self.epochs, self.loss = ev.get("epoch"), ev.get("epochs"), ev.get("loss")
+            explained = ev.get("explained")
             self._info(f"epoch {self.epoch}/{self.epochs}: loss {self.loss:.4g} "
-                       f"({ev.get('seconds', 0):.1f} s, {ev.get('particles_per_s', 0):.0f} particles/s)")
+                       + (f"(model explains {explained:.1%} of the consensus' signal) " if explained is not None
+                          else "")
+                       + f"({ev.get('seconds', 0):.1f} s, {ev.get('particles_per_s', 0):.0f} particles/s)")
         elif kind == "stopped":
             self.state = "stopped"
             self._info(f"stopped at epoch {ev.get('epoch')}, step {ev.get('step')}; checkpoint "
                        f"{ev.get('checkpoint')} (continue with 'gaussianem train ... resume true')")
         elif kind == "done":
             self.state = "done"
+            self.health = ev.get("health")
         elif kind == "error":
             self.state = "failed"
             self.error = str(ev.get("message", "unknown error"))

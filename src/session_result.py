@@ -513,7 +513,19 @@ def open_result(session, path, model=None, device: str = "cpu") -> GaussianEMRes
     if gres.structure is not None:
         msg += f", atomic model #{gres.structure.id_string}"
     session.logger.info(msg)
+    _log_health(session, result)
     return gres
+
+
+def _log_health(session, result) -> None:
+    """The run's health (health.json): a warning in the log unless it is healthy."""
+    h = result.health
+    if h is None:
+        session.logger.info("GaussianEM: this run has no health report (trained before health checks existed)")
+    elif h["status"] == "healthy":
+        session.logger.info(f"GaussianEM run health: {h['summary']}")
+    else:
+        session.logger.warning(f"GaussianEM run health: {h['summary']} (details in {result.outdir}/health.json)")
 
 
 def _structure_for(session, gres: GaussianEMResult, model):

@@ -383,3 +383,35 @@ def test_conformational_axis_of_a_split_latent(cx, tiny_result):
     from chimerax.core.errors import UserError
     with pytest.raises(UserError, match="component 3 does not exist"):
         run(cx, "gaussianem show pc 3 value 1 part conf")
+
+
+# ---------------------------------------------------------------------------- run health
+
+def test_open_reports_the_run_health(cx, tiny_result, tmp_path):
+    """``gaussianem open`` logs the run's health (health.json); an unhealthy run is a
+    warning naming what failed."""
+    _, text = logged(cx, f"gaussianem open {tiny_result}")
+    assert "GaussianEM run health:" in text
+    run(cx, "close")
+    bad = tmp_path / "unhealthy"
+    shutil.copytree(tiny_result, bad)
+    import json
+    rep = json.loads((bad / "health.json").read_text())
+    rep["status"], rep["summary"] = "failed", "failed: mean amplitude factor 0.01 (1 = the consensus' density)"
+    (bad / "health.json").write_text(json.dumps(rep))
+    from chimerax.core.logger import StringPlainTextLog
+    with StringPlainTextLog(cx.logger) as log:
+        run(cx, f"gaussianem open {bad}")
+    assert "run health: failed: mean amplitude factor 0.01" in log.getvalue()
+
+
+def test_train_that_diverges_fails_with_the_engine_reason(cx, tiny_sim, tmp_path, one_thread_engine):
+    """A run that cannot recover (learning rate far too high) is a failed job with the
+    engine's reason, not 'done'; health.json says failed."""
+    from chimerax.core.errors import UserError
+    with pytest.raises(UserError, match="GaussianEM training failed: .*diverged"):
+        run(cx, f"gaussianem train {tiny_sim / 'particles.star'} consensus {tiny_sim / 'consensus.mrc'} "
+                f"outdir {tmp_path / 'diverges'} epochs 2 lr 300 device cpu wait true")
+    assert run(cx, "gaussianem jobs")[-1]["state"] == "failed"
+    import json
+    assert json.loads((tmp_path / "diverges" / "health.json").read_text())["status"] == "failed"

@@ -326,7 +326,7 @@ def analyze(result: Result, k: int = 8, pcs: int = 3, umap: bool = True, steps: 
     summary = {"epoch": result.epoch, "n_particles": int(n), "zdim": int(zdim),
                "zdim_conf": int(getattr(result.model_config, "zdim_conf", 0) or 0),
                "zdim_comp": int(getattr(result.model_config, "zdim_comp", 0) or 0),
-               "grid": grid.as_dict(), "notes": [], "files": {}}
+               "grid": grid.as_dict(), "notes": [], "files": {}, "health": result.health}
 
     def note(text):
         summary["notes"].append(text)
@@ -442,6 +442,27 @@ def _relative_paths(obj, folder: str):
     return obj
 
 
+def _health_section(h: dict | None) -> list[str]:
+    """The run's health (health.json) as report lines: status first, then each check."""
+    if h is None:
+        return ["## Run health", "", "Not recorded (a run trained before health checks existed).", ""]
+    mark = {"healthy": "ok", "warning": "WARNING", "failed": "FAILED"}
+    lines = ["## Run health", "", f"**{mark.get(h['status'], h['status'])}**: {h['summary']}", "",
+             "| check | status | what was measured |", "|---|---|---|"]
+    for c in h["checks"]:
+        lines.append(f"| {c['name']} | {mark.get(c['status'], c['status'])} | {c['message']} |")
+    sc = h.get("intensity") or {}
+    if sc.get("group_scale"):
+        groups = ", ".join(f"group {g}: {v:.4g}" for g, v in sc["group_scale"].items())
+        lo, hi = sc["particle_scale_p5_p95"]
+        lines += ["", f"Intensity scale of the images on the consensus projections: {groups}; per particle "
+                  f"{lo:.4g} to {hi:.4g} (5th to 95th percentile); image-consensus correlation "
+                  f"{sc['correlation']:.3f}."]
+    for r in h.get("recoveries") or []:
+        lines.append(f"- epoch {r['epoch']} diverged ({r['reason']}); restarted with learning rate {r['lr']:.3g}")
+    return lines + [""]
+
+
 def _report(result: Result, s: dict, rel) -> str:
     f = s["files"]
     split = f" ({s['zdim_conf']} conformational + {s['zdim_comp']} compositional)" if s["zdim_comp"] else ""
@@ -452,6 +473,7 @@ def _report(result: Result, s: dict, rel) -> str:
              "with the consensus map's origin, so they overlay it in ChimeraX.", ""]
     if s["notes"]:
         lines += ["Notes:", ""] + [f"- {t}" for t in s["notes"]] + [""]
+    lines += _health_section(s.get("health"))
     lines += ["## Principal components", "",
               "| PC | explained variance | sd |", "|---|---|---|"]
     for i, (e, sd) in enumerate(zip(s["pca"]["explained_variance_ratio"], s["pca"]["sd"])):

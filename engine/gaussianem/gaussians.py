@@ -244,6 +244,7 @@ class FitReport:
         return dict(self.__dict__)
 
 
+@torch.enable_grad()         # also when called inside a no_grad context (e.g. a user's script)
 def fit_to_map(gset: GaussianSet, vol, apix: float, steps: int = 200, lr: float = 0.05,
                fit_centres: bool = False, prune: float = 0.02, device=None,
                min_width: float | None = None, progress=None) -> tuple[GaussianSet, FitReport]:

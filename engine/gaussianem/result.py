@@ -77,6 +77,13 @@ class Result:
         zpath = os.path.join(self.outdir, "latents.npz")
         self.z = np.load(zpath)["z"] if os.path.exists(zpath) else None
 
+    @property
+    def health(self) -> dict | None:
+        """The run's health report (``health.json``, :mod:`gaussianem.health`), or None for
+        runs trained before health was recorded."""
+        from .health import read
+        return read(self.outdir)
+
     # ------------------------------------------------------------------ latents
     @property
     def zdim(self) -> int:

@@ -314,6 +314,7 @@ def _plan_stages(cfg: TrainConfig):
     return stages.plan(cfg, vol, apix, float(np.max(data.apix)) * data.box / box)
 
 
+@torch.enable_grad()         # also when called inside a no_grad context (e.g. a user's script)
 def _train_stage(cfg: TrainConfig, resume: bool, progress: Progress, total_epochs: int | None = None,
                  final: bool = True) -> str:
     """One training run in ``cfg.outdir`` (``total_epochs``: what progress reports as the

@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from .. import __version__
+from ..errors import GaussianEMError
 
 COMMANDS = ["simulate", "fit", "train", "analyze", "generate", "export", "bench"]
 
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
         print("interrupted; a resumable checkpoint was kept where one was being written",
               file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (GaussianEMError, ValueError, FileNotFoundError, RuntimeError) as e:
         if getattr(args, "debug", False):
             raise
         print(f"gaussianem {args.command}: error: {e}", file=sys.stderr)
