@@ -107,7 +107,9 @@ def diverged(summary: dict) -> str | None:
     if not summary["finite"]:
         return "non-finite values in the loss or the latents"
     e = summary["explained"]
-    if math.isfinite(e) and e < EXPLAINED_FAILED:
+    if not math.isfinite(e):
+        return "the consensus' prediction of the images is no longer finite (a runaway intensity scale)"
+    if e < EXPLAINED_FAILED:
         return (f"the model explains {e:.0%} of the image signal the consensus explains (the maps are losing "
                 "their density)")
     if summary["amplitude_mean"] < AMPLITUDE_FAILED:

@@ -238,4 +238,7 @@ class HeterogeneityModel(nn.Module):
 
     @property
     def scale(self) -> torch.Tensor:
-        return torch.exp(self.log_scale)
+        """The learned global factor on every projection, within [0.1, 10]: the images'
+        scale is measured before training (gaussianem.intensity), this absorbs only what
+        the Gaussians' fit to the map leaves."""
+        return torch.exp(self.log_scale.clamp(-2.3, 2.3))

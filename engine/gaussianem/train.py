@@ -50,9 +50,9 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 64
     lr: float = 2e-3
-    zdim: int = 10
-    zdim_conf: int = 0
-    zdim_comp: int = 0
+    zdim: int | None = None           # an unsplit latent of this size (when conf/comp are not given)
+    zdim_conf: int | None = None      # default: split, DEFAULT_SPLIT (when zdim is not given)
+    zdim_comp: int | None = None
     downsample: int | None = None     # training box; default min(particle box, 128)
     num_gaussians: int | None = None  # default: gaussians.auto_count (~1.2 per residue)
     init: str = "kmeans"              # kmeans | grid | model
@@ -89,10 +89,18 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.weights, dict):
             self.weights = LossWeights(**self.weights)
-        if (self.zdim_conf > 0) != (self.zdim_comp > 0):
+        if (self.zdim_conf is None) != (self.zdim_comp is None) or \
+                (self.zdim_conf is not None and (self.zdim_conf > 0) != (self.zdim_comp > 0)):
             raise TrainingError("--zdim-conf and --zdim-comp go together: give both (> 0) or neither")
+        if self.zdim_conf is None:
+            # the split latent is the default: on realistic sets its conformational PC1
+            # follows the motion where an unsplit latent's PC1 is the composition
+            # (docs/validation.md, robustness matrix); --zdim N alone asks for an unsplit one
+            self.zdim_conf, self.zdim_comp = (0, 0) if self.zdim else DEFAULT_SPLIT
         if self.zdim_conf > 0:
             self.zdim = self.zdim_conf + self.zdim_comp
+        elif not self.zdim or self.zdim < 1:
+            raise TrainingError(f"--zdim must be at least 1, got {self.zdim}")
         if self.lowpass_epochs is None:
             self.lowpass_epochs = min(10.0, (self.epochs - self.first_epoch) / 2)
         if self.encoder_input not in ("residual", "image", "both"):
@@ -121,6 +129,7 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+DEFAULT_SPLIT = (8, 1)      # latent sizes (conformational, compositional) when none is given
 MAX_RECOVERIES = 3          # diverged epochs restarted from the last good state ...
 RECOVERY_LR_FACTOR = 0.3    # ... each time with the learning rate times this
 

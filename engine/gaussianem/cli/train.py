@@ -40,11 +40,13 @@ def add_args(p):
                         "the run's own)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3, help="learning rate (default 2e-3)")
-    p.add_argument("--zdim", type=int, default=10, help="latent size (default 10)")
-    p.add_argument("--zdim-conf", type=int, default=0,
-                   help="split latent: conformational part (moves Gaussians only)")
-    p.add_argument("--zdim-comp", type=int, default=0,
-                   help="split latent: compositional part (changes amplitudes only)")
+    p.add_argument("--zdim", type=int,
+                   help="an unsplit latent of this size (one decoder moves and re-weights Gaussians); "
+                        "default: the split latent below")
+    p.add_argument("--zdim-conf", type=int,
+                   help="split latent, conformational part: moves Gaussians only (default 8)")
+    p.add_argument("--zdim-comp", type=int,
+                   help="split latent, compositional part: changes amplitudes only (default 1)")
     p.add_argument("--downsample", type=int, help="train at this box (Fourier cropping; default min(box,128))")
     p.add_argument("--num-gaussians", type=int, help="number of Gaussians (default: one per residue's worth of the molecule's volume, "
                         "measured on the map smoothed to 2 A sigma: about 1.2 per residue)")
