@@ -5,7 +5,7 @@ PY      := .venv/bin/python
 DEMO    ?= demo_out
 BENCH   ?= bench_out
 
-.PHONY: setup test demo bench ablation bundle validate clean
+.PHONY: setup test demo bench ablation bundle validate clean robustness
 
 setup: .venv/.stamp
 
@@ -13,6 +13,7 @@ setup: .venv/.stamp
 	bash tools/setup_env.sh
 
 test: setup
+	bash benchmarks/setup_robustness.sh
 	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -p no:cacheprovider
 
 # simulated data -> train -> analyze -> results opened in headless ChimeraX, images saved
@@ -45,3 +46,10 @@ bundle: setup
 
 clean:
 	rm -rf $(DEMO) $(BENCH) validate_out dist build .cache
+
+# the default training on realistic simulated sets (real structures from MDAnalysisTests),
+# one axis changed at a time (docs in benchmarks/robustness.py); about an hour on 2 cores.
+# ROBUST="..." adds arguments, e.g. ROBUST="--quick" or ROBUST="--cells base,hinge --reuse"
+robustness: setup
+	bash benchmarks/setup_robustness.sh
+	$(PY) benchmarks/robustness.py --outdir $(BENCH)/robustness $(ROBUST)

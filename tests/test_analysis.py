@@ -161,3 +161,16 @@ def _write(path, text):
 def test_analyze_missing_folder(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "nope")]) == 1
     assert "no such result folder" in capsys.readouterr().err
+
+
+def test_report_opens_with_the_run_health(analyzed, tiny_result):
+    """report.md shows health.json: the status, every check, the intensity scales."""
+    text = (analyzed / "analysis" / "report.md").read_text()
+    h = json.loads((tiny_result / "health.json").read_text())
+    assert "## Run health" in text
+    assert text.index("## Run health") < text.index("## Principal components")
+    for c in h["checks"]:
+        assert f"| {c['name']} |" in text
+    assert "Intensity scale of the images on the consensus projections: group 1:" in text
+    s = json.loads((analyzed / "analysis" / "summary.json").read_text())
+    assert s["health"]["status"] == h["status"]
