@@ -1,0 +1,487 @@
+"""The robustness matrix: the DEFAULT training on realistic data sets, one axis changed at a time.
+
+Each cell is one data set from ``benchmarks/realistic.py`` (real structures from
+MDAnalysisTests; install with ``bash benchmarks/setup_robustness.sh``), trained with the
+default command and nothing else but the epoch count (the same for every cell)::
+
+    .venv/bin/gaussianem train DATA/particles.star --consensus DATA/consensus.mrc -o RUN --epochs E
+
+run as a subprocess (its exit code, output in ``RUN.log``, wall time recorded;
+``OMP_NUM_THREADS`` set from ``--threads``, which is not a training flag), then evaluated
+with ``gaussianem.result.load_result(RUN)`` and ``gaussianem.evaluate``'s metrics, ON THE
+NON-JUNK PARTICLES ONLY:
+
+* motion: |Spearman| of the first principal component of z_conf (all of z when the latent
+  is not split) against the true motion (``motion PC1``), and of the 5-fold cross-validated
+  linear prediction from all of z (``motion probe``); two motions: the same probe for the
+  second (``motion2_probe``);
+* presence (cells with composition): 2-means accuracy and cross-validated logistic probe
+  on z_comp (all of z when not split);
+* per-conformation FSC AUC against the true maps (``Result.volume`` at the median latent of
+  the present particles near each true level);
+* junk cells: how well a linear probe on z tells junk from good particles (``junk_probe``);
+* health: ``RUN/health.json``'s ``status``, or ``missing``;
+* collapse (our own check): the map at the median latent (``Result.volume``) is ``empty``
+  when its standard deviation is below 1e-3 of the consensus map's (or not finite).
+
+Verdict: PASS when training exited 0, the map did not collapse, ``motion probe >= 0.8``
+(the linear probe, not PC1: with an unsplit latent, PC1 may well be the composition; PC1 is
+reported beside it) and, for cells with composition, ``presence 2-means >= 0.95``; else
+FAIL (the cell stays in the table).
+
+Cells (``--cells a,b`` picks some; ``--list`` shows them): ``base`` is 1a28 (2 chains,
+500 residues), its softest ANM normal mode with 4 A RMSD end to end, chain B absent in
+30%, SNR 0.1, box 64 at 2 A/px, images x37.5 + 1200 and consensus x0.05 (arbitrary units);
+every other cell changes one thing. ``box256`` (box 256 at 0.5 A/px, trained at the
+default ``--downsample`` of 128) and ``small_comp`` (4E43 without its 6-residue peptide)
+are off by default (time); ``--all`` runs them too. ``--quick``: cells base and
+junk_noise, 800 particles, 3 epochs (a smoke run of the whole path, not a measurement).
+
+Results: ``benchmarks/results/robustness_<tag>.json`` (rewritten atomically after every
+cell, so a partial run keeps what it did; cells run before under the same tag stay unless
+``--fresh``, those run now replace theirs; ``--reuse`` skips cells already done with the
+same spec and epochs) and ``robustness_<tag>.md`` (the table, also printed). Each cell
+records the engine's commit and a hash of its uncommitted changes, and its latent layout:
+cells trained on different engine states are not comparable.
+
+``--cryodrgn``: also trains cryoDRGN (``benchmarks/cryodrgn_runner.py``, its own
+``.venv-cryodrgn`` from ``benchmarks/setup_cryodrgn.sh``; zdim 4, the same epochs) on the
+SNR 0.1 and 0.03 cells and evaluates it with the same metrics (``cryodrgn_runner``'s
+evaluation: full z, junk-free cells). On 2 CPU cores a 2000-particle cryoDRGN run takes
+about an hour per cell, so it is off by default; this path was not exercised when it was
+written (no .venv-cryodrgn then).
+
+Time at one thread on a 2-core machine shared with another training: a box-64 cell
+(2000 particles, 12 epochs) about 3 min (simulation 5-10 s); box128 and apix0.8 (600
+particles, coarse to fine, about 3 min of initialisation, then ~7 s per coarse and ~55-75 s
+per fine epoch) about 10 and 13 min (estimated from 2-epoch runs); the default matrix (14
+cells) about an hour; leave out box128,apix0.8 with --cells for ~35 min.
+
+  bash benchmarks/setup_robustness.sh
+  .venv/bin/python benchmarks/robustness.py --outdir bench_out/robustness          # about an hour
+  .venv/bin/python benchmarks/robustness.py --outdir bench_out/robustness --quick  # smoke, ~70 s
+  .venv/bin/python benchmarks/robustness.py --cells base,snr0.01,hinge --reuse
+  make robustness ROBUST="--cells base,junk_protein"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+for p in (os.path.join(ROOT, "engine"), HERE):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import numpy as np  # noqa: E402
+
+from realistic import RealisticSpec, simulate  # noqa: E402
+
+THRESHOLDS = {"motion_probe": 0.8, "presence_kmeans": 0.95}
+COLLAPSE_RATIO = 1e-3
+CRYODRGN_CELLS = ("base", "snr0.03")          # the SNR 0.1 and 0.03 cells
+
+BASE = dict(structure="1a28.pdb.gz", n=2000, box=64, apix=2.0, snr=0.1, motion="mode", absent="B",
+            absent_fraction=0.3, rmsd_range=4.0, image_scale=37.5, image_offset=1200.0, consensus_scale=0.05)
+
+# name: (what changed, overrides of BASE, in the default matrix)
+CELLS = {
+    "base": ("1a28, ANM mode 4 A, chain B absent 30%, SNR 0.1, box 64 @ 2 A, arbitrary units", {}, True),
+    "snr1": ("SNR 1", {"snr": 1.0}, True),
+    "snr0.03": ("SNR 0.03", {"snr": 0.03}, True),
+    "snr0.01": ("SNR 0.01", {"snr": 0.01}, True),
+    "apix0.8": ("0.8 A/px (box 128, 600 particles: the model needs 112 px)", {"apix": 0.8, "box": 128, "n": 600}, True),
+    "apix2.5": ("2.5 A/px", {"apix": 2.5}, True),
+    "box128": ("box 128 @ 1 A (600 particles)", {"box": 128, "apix": 1.0, "n": 600}, True),
+    "box256": ("box 256 @ 0.5 A, trained at the default downsample 128 (1000 particles)",
+               {"box": 256, "apix": 0.5, "n": 1000, "states": 24}, False),
+    "hinge": ("hinge: chain A's C-terminal third turns 30 deg", {"motion": "hinge"}, True),
+    "two_motions": ("two ANM modes at once (each 4 A)", {"motion": "two_modes"}, True),
+    "scale20": ("per-particle scale U(0.8, 1.2)", {"scale_jitter": 0.2}, True),
+    "pose_err": ("star poses off by 3 deg RMS and 1 px RMS", {"pose_error_deg": 3.0, "shift_error_px": 1.0}, True),
+    "defocus_err": ("star defocus off by U(-300, 300) A", {"defocus_error": 300.0}, True),
+    "junk_noise": ("10% junk: pure noise images", {"junk_fraction": 0.1, "junk_kind": "noise"}, True),
+    "junk_protein": ("10% junk: another protein (19hc)", {"junk_fraction": 0.1, "junk_kind": "protein",
+                                                          "junk_structure": "19hc.pdb.gz"}, True),
+    "struct_1hvr": ("1hvr (HIV protease, 2 x 99 res), its softest mode, chain B absent",
+                    {"structure": "1hvr.pdb"}, True),
+    "small_comp": ("4E43 (protease + 6-residue peptide), peptide (chain C, 3% of mass) absent",
+                   {"structure": "4E43.pdb", "absent": "C"}, False),
+}
+QUICK = ("base", "junk_noise")
+
+
+def cell_spec(name, n_override=None, seed=0) -> RealisticSpec:
+    kw = {**BASE, **CELLS[name][1], "seed": seed}
+    if n_override:
+        kw["n"] = n_override if kw.get("box", 64) <= 64 else max(n_override * 3 // 10, 200)
+    return RealisticSpec(**kw)
+
+
+# ----------------------------------------------------------------------------- stages
+
+def _spec_json(spec):
+    return json.loads(json.dumps(spec.to_dict()))
+
+
+def _simulator_sha() -> str:
+    import hashlib
+    with open(os.path.join(HERE, "realistic.py"), "rb") as f:
+        return hashlib.sha1(f.read()).hexdigest()[:12]
+
+
+def simulate_cell(spec, simdir) -> dict:
+    """The cell's data set; one already in ``simdir`` is kept when it was made from the same
+    spec by the same realistic.py (the simulation is deterministic given both)."""
+    stamp, sha = os.path.join(simdir, "spec.json"), _simulator_sha()
+    if os.path.exists(stamp) and os.path.exists(os.path.join(simdir, "ground_truth.npz")):
+        with open(stamp) as f:
+            old = json.load(f)
+        if old.get("spec") == _spec_json(spec) and old.get("simulator_sha") == sha:
+            return {**old, "reused": True}
+    if os.path.exists(simdir):
+        shutil.rmtree(simdir)
+    out = simulate(spec, simdir)
+    out["simulator_sha"] = sha
+    with open(stamp + ".tmp", "w") as f:
+        json.dump(out, f, indent=2)
+    os.replace(stamp + ".tmp", stamp)
+    return out
+
+
+def gaussianem_cmd():
+    for d in (os.path.join(ROOT, ".venv", "bin"), os.path.dirname(sys.executable)):
+        exe = os.path.join(d, "gaussianem")
+        if os.path.exists(exe):
+            return [exe]
+    return [sys.executable, "-m", "gaussianem.cli.main"]
+
+
+def train_cell(simdir, run, epochs, threads, timeout) -> dict:
+    if os.path.exists(run):
+        shutil.rmtree(run)
+    cmd = gaussianem_cmd() + ["train", os.path.join(simdir, "particles.star"), "--consensus",
+                              os.path.join(simdir, "consensus.mrc"), "-o", run, "--epochs", str(epochs)]
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    t = time.time()
+    with open(run + ".log", "w") as log:
+        try:
+            p = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout)
+            code = p.returncode
+        except subprocess.TimeoutExpired:
+            code = "timeout"
+    wall = time.time() - t
+    with open(run + ".log", errors="replace") as f:
+        tail = f.read()[-2500:]
+    secs = []
+    for log_path in (os.path.join(run, "coarse", "log.jsonl"), os.path.join(run, "log.jsonl")):
+        if os.path.exists(log_path):
+            with open(log_path) as f:
+                for line in f:
+                    try:
+                        r = json.loads(line)
+                    except ValueError:
+                        continue
+                    if r.get("kind") == "epoch" and "seconds" in r:
+                        secs.append(float(r["seconds"]))
+    return {"command": " ".join(cmd), "exit_code": code, "wall_s": wall, "epoch_seconds": secs,
+            "output_tail": tail if code != 0 else tail[-600:], "omp_threads": threads or None}
+
+
+def engine_state() -> dict:
+    """The engine's git commit and, when engine/ has uncommitted changes, a hash of them
+    (cells trained while the engine changes are not comparable)."""
+    import hashlib
+
+    def git(*args):
+        return subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True, timeout=60).stdout
+    try:
+        diff = git("diff", "HEAD", "--", "engine")
+        untracked = git("ls-files", "--others", "--exclude-standard", "--", "engine").split()
+        h = hashlib.sha1(diff.encode())
+        for f in sorted(untracked):
+            with open(os.path.join(ROOT, f), "rb") as fh:
+                h.update(f.encode() + fh.read())
+        dirty = bool(diff or untracked)
+        return {"commit": git("rev-parse", "HEAD").strip(), "dirty": dirty,
+                "uncommitted_hash": h.hexdigest()[:12] if dirty else None}
+    except (OSError, subprocess.SubprocessError) as e:
+        return {"error": str(e)}
+
+
+def health_status(run) -> dict:
+    path = os.path.join(run, "health.json")
+    if not os.path.exists(path):
+        return {"status": "missing"}
+    try:
+        with open(path) as f:
+            h = json.load(f)
+    except (OSError, ValueError) as e:
+        return {"status": f"unreadable ({e})"}
+    out = {"status": str(h.get("status", "no status field"))}
+    bad = [c for c in h.get("checks", []) if isinstance(c, dict) and c.get("status") not in (None, "healthy")]
+    if bad:
+        out["flagged"] = [{k: c.get(k) for k in ("name", "status", "message")} for c in bad]
+    return out
+
+
+def evaluate_cell(simdir, run) -> dict:
+    from gaussianem import evaluate as ev
+    from gaussianem.mrc import read_map
+    from gaussianem.result import load_result
+    truth = ev.load_truth(simdir)
+    res = load_result(run)
+    z = np.asarray(res.z, np.float64)
+    good = ~truth["junk"].astype(bool)
+    if len(z) != len(good):
+        raise RuntimeError(f"{run} has {len(z)} latents for {len(good)} particles")
+    mc = res.model_config
+    split = bool(getattr(mc, "split", False))
+    zc = z[:, :mc.zdim_conf] if split else z
+    zp = z[:, mc.zdim_conf:] if split else z
+    zg, motion = z[good], truth["motion"][good]
+    m = {"zdim": int(z.shape[1]), "split": split, "epoch": int(getattr(res, "epoch", -1)),
+         "n_good": int(good.sum()), "n_junk": int((~good).sum()),
+         "motion_spearman_pc1": ev.motion_spearman(zc[good], motion),
+         "motion_spearman_pc1_full_z": ev.motion_spearman(zg, motion),
+         "motion_probe": ev.motion_probe(zg, motion)}
+    if "motion2" in truth:
+        m["motion2_probe"] = ev.motion_probe(zg, truth["motion2"][good])
+    if bool(truth["has_composition"]):
+        pres = ev.presence_accuracy(zp[good], truth["present"][good])
+        m["presence_kmeans"], m["presence_probe"] = pres["kmeans"], pres["linear_probe"]
+    if (~good).any():
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import cross_val_score
+        from sklearn.preprocessing import StandardScaler
+        m["junk_probe"] = float(cross_val_score(LogisticRegression(max_iter=1000), StandardScaler().fit_transform(z),
+                                                (~good).astype(int), cv=5).mean())
+    sub = {k: (v[good] if isinstance(v, np.ndarray) and v.shape[:1] == good.shape else v) for k, v in truth.items()}
+    fscs = ev.per_conformation_fsc(zg, sub, lambda zz: res.volume(zz), res.grid.apix)
+    m["per_conformation"] = fscs
+    m["fsc_auc_mean"] = float(np.mean([r["fsc_auc"] for r in fscs])) if fscs else float("nan")
+    m["fsc05_mean"] = float(np.mean([r["fsc05"] for r in fscs])) if fscs else float("nan")
+    # collapse: the map at the median latent against the consensus map
+    vol = np.asarray(res.volume(np.median(zg, axis=0).astype(np.float32)), np.float64)
+    cons, _, _ = read_map(os.path.join(simdir, "consensus.mrc"))
+    ratio = float(vol.std() / max(float(cons.std()), 1e-30))
+    try:
+        base_std = float(np.asarray(res.consensus_volume(), np.float64).std())
+        ratio_base = float(vol.std() / max(base_std, 1e-30))
+    except Exception:  # noqa: BLE001 (informative only)
+        ratio_base = None
+    m["median_map_std_over_consensus_std"] = ratio
+    m["median_map_std_over_base_gaussians_std"] = ratio_base
+    m["median_map_finite"] = bool(np.all(np.isfinite(vol)))
+    m["collapse"] = bool(not m["median_map_finite"] or ratio < COLLAPSE_RATIO)
+    return m
+
+
+def verdict(cell) -> str:
+    t, m = cell.get("train") or {}, cell.get("metrics")
+    if t.get("exit_code") != 0 or not m:
+        return "FAIL"
+    ok = not m.get("collapse") and m.get("motion_probe", 0) >= THRESHOLDS["motion_probe"]
+    if "presence_kmeans" in m:
+        ok = ok and m["presence_kmeans"] >= THRESHOLDS["presence_kmeans"]
+    return "PASS" if ok else "FAIL"
+
+
+# ----------------------------------------------------------------------------- cryoDRGN
+
+def cryodrgn_cell(a, spec, simdir, work) -> dict:
+    """cryoDRGN on the same data (cryodrgn_runner), evaluated with the same metrics."""
+    from cryodrgn_runner import cryodrgn_bin, evaluate_cryodrgn, parse_star_cryodrgn, train_cryodrgn
+    from gaussianem import evaluate as ev
+    ns = argparse.Namespace(cryodrgn_venv=a.cryodrgn_venv, box=spec.box, apix=spec.apix, threads=a.threads,
+                            seed=0, epochs=a.epochs, cdrgn_dim=256, cdrgn_layers=None, device="cpu",
+                            cdrgn_extra=[], n=spec.n, reuse=a.reuse)
+    if not os.path.exists(cryodrgn_bin(ns)):
+        return {"error": f"{cryodrgn_bin(ns)} not found: run bash benchmarks/setup_cryodrgn.sh"}
+    truth = ev.load_truth(simdir)
+    truth["box"] = spec.box
+    parsed = parse_star_cryodrgn(ns, simdir, os.path.join(work, "cryodrgn_work"))
+    tr = train_cryodrgn(ns, simdir, os.path.join(work, "cryodrgn_run"), parsed)
+    m = evaluate_cryodrgn(ns, simdir, os.path.join(work, "cryodrgn_run"), truth, os.path.join(work, "cryodrgn_work"))
+    return {"train": tr, "metrics": m}
+
+
+# ----------------------------------------------------------------------------- report
+
+def _f(v, nd=3):
+    return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{nd}f}"
+
+
+def markdown(res) -> str:
+    rows = ["| cell | what changed | exit | health | motion PC1 | motion probe | presence 2-means | "
+            "presence probe | FSC AUC | collapse | verdict | sim s | train s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, c in res["cells"].items():
+        m = c.get("metrics") or {}
+        t = c.get("train") or {}
+        col = "-" if not m else ("yes" if m.get("collapse") else "no")
+        rows.append(f"| {name} | {c['what']} | {t.get('exit_code', '-')} | {c.get('health', {}).get('status', '-')} | "
+                    f"{_f(m.get('motion_spearman_pc1'))} | {_f(m.get('motion_probe'))} | "
+                    f"{_f(m.get('presence_kmeans'))} | {_f(m.get('presence_probe'))} | {_f(m.get('fsc_auc_mean'))} | "
+                    f"{col} | {c.get('verdict', '-')} | {_f((c.get('simulation') or {}).get('seconds'), 0)} | "
+                    f"{_f(t.get('wall_s'), 0)} |")
+    notes = []
+    for name, c in res["cells"].items():
+        m = c.get("metrics") or {}
+        extra = [f"{k} {_f(m[k])}" for k in ("motion2_probe", "junk_probe") if k in m]
+        if m:
+            extra.insert(0, f"latent {m['zdim']} ({'split' if m['split'] else 'not split'})")
+        eng = c.get("engine") or {}
+        if eng.get("commit"):
+            extra.append(f"engine {eng['commit'][:8]}" + (f"+{eng['uncommitted_hash']}" if eng.get("dirty") else ""))
+        if c.get("errors"):
+            extra.append("errors: " + "; ".join(f"{k}: {v['error']}" for k, v in c["errors"].items()))
+        cd = c.get("cryodrgn")
+        if cd:
+            cm = cd.get("metrics") or {}
+            extra.append("cryoDRGN: " + (cd["error"] if "error" in cd else
+                                         f"motion PC1 {_f(cm.get('motion_spearman_full_z'))}, probe "
+                                         f"{_f(cm.get('motion_linear_probe_full_z'))}, presence 2-means "
+                                         f"{_f(cm.get('presence_kmeans_full_z'))}, FSC AUC {_f(cm.get('fsc_auc_mean'))}"))
+        if extra:
+            notes.append(f"- {name}: " + ", ".join(extra))
+    thr = (f"PASS: exit 0, no collapse, motion probe >= {THRESHOLDS['motion_probe']}, and presence 2-means >= "
+           f"{THRESHOLDS['presence_kmeans']} where the cell has composition. Metrics on non-junk particles.")
+    return "\n".join(rows + ["", thr] + ([""] + notes if notes else []))
+
+
+def save(res, path):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(res, f, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--outdir", default=os.path.join(ROOT, "bench_out", "robustness"),
+                   help="data sets and training runs (default bench_out/robustness)")
+    p.add_argument("--cells", help="comma-separated cell names (default: the default matrix)")
+    p.add_argument("--all", action="store_true", help="every cell, box256 and small_comp included")
+    p.add_argument("--list", action="store_true", help="list the cells and exit")
+    p.add_argument("--quick", action="store_true", help="smoke run: cells base and junk_noise, 800 particles, 3 epochs")
+    p.add_argument("--epochs", type=int, help="training epochs, the same for all cells (default 12; --quick 3)")
+    p.add_argument("-n", type=int, help="particles per box-64 cell (box >= 128 cells get 30%%; default: each cell's, "
+                                        "2000 and 600)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="OMP_NUM_THREADS of the training processes (default 1; 0: leave it unset)")
+    p.add_argument("--timeout", type=float, help="seconds one training may take (default: no limit)")
+    p.add_argument("--reuse", action="store_true", help="skip cells done with the same spec and epochs (data sets "
+                                                      "made from the same spec are always reused)")
+    p.add_argument("--tag", help="results file tag (default cpu_e<epochs>, quick_e<epochs> with --quick)")
+    p.add_argument("--fresh", action="store_true",
+                   help="start the tag's results file anew (default: cells run before under the tag are kept "
+                        "and the cells run now replace theirs)")
+    p.add_argument("--cryodrgn", action="store_true", help="also cryoDRGN on the base (SNR 0.1) and snr0.03 cells")
+    p.add_argument("--cryodrgn-venv", default=os.path.join(ROOT, ".venv-cryodrgn"))
+    a = p.parse_args(argv)
+    if a.list:
+        for name, (what, over, default) in CELLS.items():
+            print(f"{name:13s} {'default' if default else 'extra  '}  {what}")
+        return 0
+    if a.cells:
+        names = [c.strip() for c in a.cells.split(",") if c.strip()]
+        unknown = [c for c in names if c not in CELLS]
+        if unknown:
+            p.error(f"unknown cells {unknown}; known: {', '.join(CELLS)}")
+    elif a.quick:
+        names = list(QUICK)
+    else:
+        names = [c for c, v in CELLS.items() if v[2] or a.all]
+    a.epochs = a.epochs or (3 if a.quick else 12)
+    n_override = a.n or (800 if a.quick else None)
+    tag = a.tag or f"{'quick' if a.quick else 'cpu'}_e{a.epochs}"
+    os.makedirs(a.outdir, exist_ok=True)
+    with open(os.path.join(a.outdir, ".gitignore"), "w") as f:
+        f.write("*\n")
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    out_json = os.path.join(HERE, "results", f"robustness_{tag}.json")
+    out_md = os.path.join(HERE, "results", f"robustness_{tag}.md")
+    res = {"benchmark": "robustness matrix", "tag": tag, "cells": {}}
+    if os.path.exists(out_json) and not a.fresh:          # cells run before under this tag stay
+        with open(out_json) as f:
+            res = json.load(f)
+    res.update(created=time.strftime("%Y-%m-%dT%H:%M:%S"), host=socket.gethostname(), cpus=os.cpu_count(),
+               epochs=a.epochs, threads=a.threads, thresholds=THRESHOLDS, collapse_ratio=COLLAPSE_RATIO,
+               training_command="gaussianem train DATA/particles.star --consensus DATA/consensus.mrc -o RUN "
+                                f"--epochs {a.epochs}")
+    t_all = time.time()
+    for name in names:
+        spec = cell_spec(name, n_override)
+        old = res["cells"].get(name)
+        if (a.reuse and old and old.get("done") and old.get("spec") == _spec_json(spec)
+                and old.get("epochs") == a.epochs and (not a.cryodrgn or name not in CRYODRGN_CELLS
+                                                       or old.get("cryodrgn"))):
+            print(f"== {name}: done before, kept", flush=True)
+            continue
+        cell = {"what": CELLS[name][0], "spec": _spec_json(spec), "epochs": a.epochs, "errors": {},
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "engine": engine_state()}
+        res["cells"][name] = cell
+        work = os.path.join(a.outdir, name)
+        simdir, run = os.path.join(work, "sim"), os.path.join(work, "run")
+        t_cell = time.time()
+        print(f"== {name}: {cell['what']}", flush=True)
+        for stage, fn in (("simulate", lambda: simulate_cell(spec, simdir)),
+                          ("train", lambda: train_cell(simdir, run, a.epochs, a.threads, a.timeout)),
+                          ("evaluate", lambda: evaluate_cell(simdir, run))):
+            if stage == "evaluate" and (cell.get("train") or {}).get("exit_code") != 0:
+                break
+            t = time.time()
+            try:
+                out = fn()
+            except Exception as e:  # noqa: BLE001 (a failure is a result)
+                cell["errors"][stage] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
+                print(f"   {stage}: FAILED: {type(e).__name__}: {e}", flush=True)
+                break
+            cell[{"simulate": "simulation", "train": "train", "evaluate": "metrics"}[stage]] = out
+            extra = f" (exit code {out['exit_code']})" if stage == "train" else ""
+            print(f"   {stage}: {time.time() - t:.0f} s{extra}", flush=True)
+        cell["health"] = health_status(run)
+        if a.cryodrgn and name in CRYODRGN_CELLS and "simulation" in cell:
+            try:
+                cell["cryodrgn"] = cryodrgn_cell(a, spec, simdir, work)
+            except Exception as e:  # noqa: BLE001
+                cell["cryodrgn"] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
+        cell["verdict"] = verdict(cell)
+        cell["wall_s"] = time.time() - t_cell
+        cell["done"] = True
+        m = cell.get("metrics") or {}
+        print(f"   {cell['verdict']}: motion probe {_f(m.get('motion_probe'))}, PC1 {_f(m.get('motion_spearman_pc1'))}, "
+              f"presence 2-means {_f(m.get('presence_kmeans'))}, FSC AUC {_f(m.get('fsc_auc_mean'))}, "
+              f"health {cell['health']['status']}, {cell['wall_s']:.0f} s", flush=True)
+        res["table_markdown"] = markdown(res)
+        save(res, out_json)
+    res["last_run_wall_s"] = time.time() - t_all
+    res["table_markdown"] = markdown(res)
+    save(res, out_json)
+    head = (f"# Robustness matrix ({tag})\n\n{res['training_command']}; {a.epochs} epochs, OMP_NUM_THREADS="
+            f"{a.threads or 'unset'}, {res['host']} ({res['cpus']} CPUs), {res['created']}.\n\n")
+    with open(out_md + ".tmp", "w") as f:
+        f.write(head + res["table_markdown"] + "\n")
+    os.replace(out_md + ".tmp", out_md)
+    print()
+    print(res["table_markdown"])
+    print(f"\nwrote {out_json} and {out_md} ({res['last_run_wall_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
