@@ -415,12 +415,7 @@ def simulate(spec: RealisticSpec, outdir: str, progress=None) -> dict:
         scale = np.ones(n)
     rot = _euler_exact(poses.random_rotations(n, rng))
     shifts = np.round(rng.normal(0, spec.shift_sd, (n, 2)) * spec.apix, 3)
-    dmean = rng.uniform(*spec.defocus, n)
-    dast = rng.uniform(0, spec.astigmatism, n)
-    ctf = CTFParams.constant(n)
-    ctf.defocus_u = np.round(dmean + dast / 2, 2)
-    ctf.defocus_v = np.round(dmean - dast / 2, 2)
-    ctf.defocus_angle = np.round(rng.uniform(-180, 180, n), 2)
+    ctf = CTFParams.random(n, rng, spec.defocus, spec.astigmatism)
     # what the star holds
     err_vec = rng.normal(0, np.deg2rad(spec.pose_error_deg) / np.sqrt(3), (n, 3))
     star_rot = _euler_exact(poses.rotvec_to_matrix(err_vec) @ rot) if spec.pose_error_deg > 0 else rot.copy()

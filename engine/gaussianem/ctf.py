@@ -62,6 +62,20 @@ class CTFParams:
         defaults.update(values)
         return cls(**{k: np.full(n, v, dtype=np.float64) for k, v in defaults.items()})
 
+    @classmethod
+    def random(cls, n: int, rng: np.random.Generator, defocus=(8000.0, 25000.0),
+               astigmatism: float = 500.0) -> "CTFParams":
+        """Simulated micrographs: mean defocus uniform in ``defocus`` (Angstrom), up to
+        ``astigmatism`` between U and V, a random astigmatism angle; values rounded as a
+        star file would hold them (0.01 A, 0.01 degree)."""
+        dmean = rng.uniform(*defocus, n)
+        dast = rng.uniform(0, astigmatism, n)
+        ctf = cls.constant(n)
+        ctf.defocus_u = np.round(dmean + dast / 2, 2)
+        ctf.defocus_v = np.round(dmean - dast / 2, 2)
+        ctf.defocus_angle = np.round(rng.uniform(-180, 180, n), 2)
+        return ctf
+
 
 def fourier_grid(box: int, apix, rfft: bool = True, device=None, dtype=torch.float32) -> torch.Tensor:
     """Spatial frequencies (kx, ky) in 1/Angstrom on a ``box``-pixel image's FFT grid.

@@ -185,12 +185,7 @@ def _simulate(volume, angles, outdir: str, spec: SimulationSpec, progress) -> di
     eul = poses.matrix_to_euler(rot)
     rot = poses.euler_to_matrix(eul[:, 0], eul[:, 1], eul[:, 2])    # exactly what the star holds
     shifts = np.round(rng.normal(0, spec.shift_sd, (n, 2)) * spec.apix, 3)
-    dmean = rng.uniform(*spec.defocus, n)
-    dast = rng.uniform(0, spec.astigmatism, n)
-    ctf = CTFParams.constant(n)
-    ctf.defocus_u = np.round(dmean + dast / 2, 2)
-    ctf.defocus_v = np.round(dmean - dast / 2, 2)
-    ctf.defocus_angle = np.round(rng.uniform(-180, 180, n), 2)
+    ctf = CTFParams.random(n, rng, spec.defocus, spec.astigmatism)
     clean = np.zeros((n, b, b), np.float32)
     consensus = np.zeros((b, b, b), np.float64)
     ctf_t = ctf.as_tensor()
