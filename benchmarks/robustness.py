@@ -33,8 +33,9 @@ Cells (``--cells a,b`` picks some; ``--list`` shows them): ``base`` is 1a28 (2 c
 500 residues), its softest ANM normal mode with 4 A RMSD end to end, chain B absent in
 30%, SNR 0.1, box 64 at 2 A/px, images x37.5 + 1200 and consensus x0.05 (arbitrary units);
 every other cell changes one thing. ``box256`` (box 256 at 0.5 A/px, trained at the
-default ``--downsample`` of 128) and ``small_comp`` (4E43 without its 6-residue peptide)
-are off by default (time); ``--all`` runs them too. ``--quick``: cells base and
+default ``--downsample`` of 128), ``small_comp`` (4E43 without its 6-residue peptide) and
+``rot_err`` / ``shift_err`` (pose_err's two halves apart, for diagnosis) are off by default
+(time); ``--all`` runs them too. ``--quick``: cells base and
 junk_noise, 800 particles, 3 epochs (a smoke run of the whole path, not a measurement).
 
 Results: ``benchmarks/results/robustness_<tag>.json`` (rewritten atomically after every
@@ -108,6 +109,8 @@ CELLS = {
     "two_motions": ("two ANM modes at once (each 4 A)", {"motion": "two_modes"}, True),
     "scale20": ("per-particle scale U(0.8, 1.2)", {"scale_jitter": 0.2}, True),
     "pose_err": ("star poses off by 3 deg RMS and 1 px RMS", {"pose_error_deg": 3.0, "shift_error_px": 1.0}, True),
+    "rot_err": ("star rotations off by 3 deg RMS (shifts exact)", {"pose_error_deg": 3.0}, False),
+    "shift_err": ("star origins off by 1 px RMS (rotations exact)", {"shift_error_px": 1.0}, False),
     "defocus_err": ("star defocus off by U(-300, 300) A", {"defocus_error": 300.0}, True),
     "junk_noise": ("10% junk: pure noise images", {"junk_fraction": 0.1, "junk_kind": "noise"}, True),
     "junk_protein": ("10% junk: another protein (19hc)", {"junk_fraction": 0.1, "junk_kind": "protein",

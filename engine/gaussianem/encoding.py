@@ -1,7 +1,7 @@
 """What the image encoder reads from each particle, besides its pixels.
 
-* :class:`Physics`: every particle's pose, CTF, pixel size and intensity scale
-  (:mod:`gaussianem.intensity`), resident on the device.
+* :class:`Physics`: every particle's pose, CTF, pixel size, intensity scale and shift
+  correction (:mod:`gaussianem.intensity`), resident on the device.
 * :func:`encoder_inputs`: the consensus Gaussians projected with the particle's pose and
   CTF (the encoder subtracts it: ``encoder_input="residual"``), and with
   ``gaussian_features`` the per-Gaussian residual correlations of
@@ -25,15 +25,21 @@ class Physics:
 
     def __init__(self, data, train_box: int, device):
         self.rot = torch.from_numpy(data.rotations.astype(np.float32)).to(device)
-        self.shift = torch.from_numpy(data.shifts.astype(np.float32)).to(device)
+        self.star_shift = torch.from_numpy(data.shifts.astype(np.float32)).to(device)
+        self.shift = self.star_shift.clone()
         self.ctf = data.ctf.as_tensor(device=device)
         self.apix = torch.from_numpy((data.apix * data.box / train_box).astype(np.float32)).to(device)
         self.scale = torch.ones(len(data), device=device)
         self.remove_offset = True
 
     def set_intensity(self, scale: "intensity.IntensityScale") -> None:
+        """Per-particle scales, offset removal and shift corrections (added to the star's
+        origins) measured before training."""
         self.scale = torch.from_numpy(np.asarray(scale.particle, np.float32)).to(self.rot.device)
         self.remove_offset = scale.remove_offset
+        self.shift = self.star_shift.clone()
+        if scale.shift_correction is not None:
+            self.shift += torch.from_numpy(np.asarray(scale.shift_correction, np.float32)).to(self.shift)
 
     def project(self, centres, amplitudes, widths, idx, box: int, band: float | None = None) -> torch.Tensor:
         """Projections of Gaussians for particles ``idx`` as the images see them: pose,

@@ -75,6 +75,7 @@ class IntensityScale:
     correlation: float = 0.0   # overall correlation of images and consensus projections
     band: float | None = None  # Angstrom: the low-pass the estimate used
     remove_offset: bool = True  # False only for runs written before this module
+    shift_correction: np.ndarray | None = None  # (N, 2) Angstrom, added to the star's origins
 
     @classmethod
     def legacy(cls, n: int) -> "IntensityScale":
@@ -86,18 +87,25 @@ class IntensityScale:
         return {"groups": [int(g) for g in self.groups], "group_scale": [float(s) for s in self.group_scale],
                 "group_z": [float(z) for z in self.group_z], "shrink": float(self.shrink),
                 "particle": None if self.particle is None else np.asarray(self.particle, np.float32),
-                "correlation": float(self.correlation), "band": self.band, "remove_offset": self.remove_offset}
+                "correlation": float(self.correlation), "band": self.band, "remove_offset": self.remove_offset,
+                "shift_correction": None if self.shift_correction is None
+                else np.asarray(self.shift_correction, np.float32)}
 
     @classmethod
     def from_dict(cls, d: dict | None, n: int) -> "IntensityScale":
         if d is None:
             return cls.legacy(n)
-        return cls(**{**d, "particle": np.asarray(d["particle"], np.float32)})
+        d = {**d, "particle": np.asarray(d["particle"], np.float32)}
+        if d.get("shift_correction") is not None:
+            d["shift_correction"] = np.asarray(d["shift_correction"], np.float32)
+        return cls(**d)
 
     def summary(self) -> dict:
         """For health.json and the logs: the group scales and the per-particle spread."""
         p = np.asarray(self.particle if self.particle is not None else [1.0])
-        return {"group_scale": dict(zip((str(g) for g in self.groups), map(float, self.group_scale))),
+        sc = self.shift_correction
+        shifts = {} if sc is None else {"shift_correction_rms_A": float(np.sqrt((np.asarray(sc) ** 2).sum(1).mean()))}
+        return {**shifts, "group_scale": dict(zip((str(g) for g in self.groups), map(float, self.group_scale))),
                 "shrink": float(self.shrink), "correlation": float(self.correlation),
                 "particle_scale_p5_p95": [float(np.percentile(p, 5)), float(np.percentile(p, 95))]}
 
@@ -149,10 +157,68 @@ def measure(base, images, phys, box: int, std: float, band: float | None, device
     return num, den, xx
 
 
-def estimate(base, images, phys, box: int, std: float, band: float | None, device) -> IntensityScale:
-    """:class:`IntensityScale` of all particles of ``images`` against the Gaussians ``base``."""
+def estimate(base, images, phys, box: int, std: float, band: float | None, device,
+             refine_shifts: bool = True) -> IntensityScale:
+    """:class:`IntensityScale` of all particles of ``images`` against the Gaussians ``base``;
+    with ``refine_shifts``, also each particle's in-plane shift correction
+    (:func:`shift_posterior`), applied to ``phys`` and measured again with it."""
+    groups = np.asarray(images.data.optics_group)
     num, den, xx = measure(base, images, phys, box, std, band, device)
-    return from_sums(num, den, xx, box * box, np.asarray(images.data.optics_group), band, images.data.source)
+    est = from_sums(num, den, xx, box * box, groups, band, images.data.source)
+    if not refine_shifts:
+        return est
+    corr = shift_posterior(base, images, phys, box, std, band, device, est.particle,
+                           np.maximum(xx - num ** 2 / np.maximum(den, 1e-30), 1e-12) / (box * box))
+    phys.shift = phys.star_shift + torch.from_numpy(corr).to(phys.shift)
+    num, den, xx = measure(base, images, phys, box, std, band, device)
+    est = from_sums(num, den, xx, box * box, groups, band, images.data.source)
+    est.shift_correction = corr
+    return est
+
+
+@torch.no_grad()
+def shift_posterior(base, images, phys, box: int, std: float, band: float | None, device, scale: np.ndarray,
+                    noise_var: np.ndarray, radius_px: int = 3, batch_size: int = 256,
+                    em_steps: int = 20) -> np.ndarray:
+    """Each particle's in-plane shift error (N, 2) in Angstrom, to add to its origin: the
+    posterior mean over whole-pixel offsets ``d`` (within ``radius_px``) of
+    ``exp(s <x, p_d> / sigma^2) * N(d; 0, w^2)``, the exact Gaussian-noise likelihood of
+    the image ``x`` being the consensus projection ``p`` moved by ``d`` (scale ``s``,
+    per-pixel noise ``sigma^2``), under a Gaussian prior whose width ``w`` is fitted to
+    the data by expectation-maximisation (empirical Bayes): star files with shift errors
+    get a wide prior and their errors corrected; exact origins get a narrow one and
+    corrections near 0 (a correction there would only trade motion for an offset). At low
+    SNR the posterior is the prior. A latent left to explain shift errors learns each
+    particle's offset instead of its state."""
+    from .dataset import make_loader
+    n = len(images)
+    r = int(radius_px)
+    c, a, w = (t.to(device) for t in (base.centres, base.amplitudes, base.widths))
+    off = torch.arange(-r, r + 1, dtype=torch.float32)
+    dy, dx = torch.meshgrid(off, off, indexing="ij")
+    d2 = dx ** 2 + dy ** 2
+    rows = (off.long() % box).to(device)
+    loglik = torch.zeros(n, 2 * r + 1, 2 * r + 1)
+    loader = make_loader(images, batch_size, shuffle=False, sampler=list(range(n)), device=device)
+    for batch in loader:
+        i = batch["index"]
+        idx = i.to(device)
+        x = normalise(batch["image"].to(device), std)
+        p = render.project(c, a, w, phys.rot[idx], phys.shift[idx], box, phys.apix[idx],
+                           ctf_params=phys.ctf[idx], lowpass=band)
+        p = p - p.mean((-2, -1), keepdim=True)
+        cc = torch.fft.irfft2(torch.fft.rfft2(x) * torch.fft.rfft2(p).conj(), s=(box, box))   # cc[d] = <x(r+d), p(r)>
+        k = torch.from_numpy(scale[i.numpy()] / noise_var[i.numpy()]).to(cc)
+        loglik[i] = (cc[:, rows][:, :, rows] * k[:, None, None]).float().cpu()
+    width2 = 1.0
+    for _ in range(em_steps):                       # the prior's width from the data
+        post = torch.softmax((loglik - d2 / (2 * width2)).flatten(1), 1).view_as(loglik)
+        width2 = float(np.clip((post * d2).sum((1, 2)).mean() / 2, 0.01, r * r / 4))
+    post = torch.softmax((loglik - d2 / (2 * width2)).flatten(1), 1).view_as(loglik)
+    d_px = torch.stack([(post * dx).sum((1, 2)), (post * dy).sum((1, 2))], 1).numpy()   # content moved by +d
+    # render.project puts a centre at -origin / apix: content moved by +d pixels means the
+    # origin must shrink by d pixels
+    return (-d_px * phys.apix.cpu().numpy()[:, None]).astype(np.float32)
 
 
 def from_sums(num, den, xx, npix: int, groups, band=None, source: str = "the particles") -> IntensityScale:

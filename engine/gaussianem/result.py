@@ -128,8 +128,9 @@ class Result:
                 # particles not trained on: their own scales, as training would shrink them
                 num, den, _ = intensity.measure(self.base, images, phys, box, self.image_std, scales.band,
                                                 self.device)
-                scales = intensity.IntensityScale(**{**scales.__dict__, "particle": scales.scale_new(
-                    num, den, np.asarray(data.optics_group))})
+                scales = intensity.IntensityScale(**{**scales.__dict__, "shift_correction": None,
+                                                      "particle": scales.scale_new(
+                                                          num, den, np.asarray(data.optics_group))})
             elif len(scales.particle) != len(data):
                 scales = intensity.IntensityScale.legacy(len(data))
             phys.set_intensity(scales)

@@ -411,13 +411,14 @@ def _train_stage(cfg: TrainConfig, resume: bool, progress: Progress, total_epoch
     if image_std is None:
         image_std = intensity.image_std(images, seed=cfg.seed)
     if scales is None:
-        progress.message("measuring the intensity scale of the images against the consensus projections")
+        progress.message("measuring the intensity scale and shift of each image against the consensus projections")
         scales = intensity.estimate(base, images, phys, box, image_std, loss_band(cfg, 0.0, coarsest_apix),
                                     device)
         groups = ", ".join(f"{g}: {v:.3g}" for g, v in zip(scales.groups, scales.group_scale))
         p5, p95 = scales.summary()["particle_scale_p5_p95"]
         progress.message(f"intensity scale per optics group {groups}; per particle {p5:.3g} to {p95:.3g} "
-                         f"(5th-95th percentile); image-consensus correlation {scales.correlation:.3f}")
+                         f"(5th-95th percentile); image-consensus correlation {scales.correlation:.3f}; "
+                         f"shift corrections {scales.summary()['shift_correction_rms_A']:.2f} A RMS")
     phys.set_intensity(scales)
     if cfg.lowpass_start and cfg.epochs - cfg.first_epoch < cfg.lowpass_epochs:
         progress.message(f"note: the image loss stays low-pass filtered for all {cfg.epochs} epochs (it reaches "
