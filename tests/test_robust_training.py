@@ -243,3 +243,22 @@ def test_shift_errors_in_the_star_file_are_corrected(tiny_sim):
     rms = lambda x: float(np.sqrt((x ** 2).mean()))  # noqa: E731
     assert rms(corrected(true + err) - true) < 0.5 * rms(err)
     assert rms(corrected(true.copy()) - true) < 0.4 * apix
+
+
+def test_encoding_particles_of_another_file_scales_them_as_training_did(tiny_result, tiny_sim, tmp_path):
+    """Result.encode of a particle file other than the training one measures those
+    particles' scales (with the run's group scales and shrinkage, no shift correction):
+    the training particles given as another file encode close to their own latents."""
+    from gaussianem.result import load_result
+    other = tmp_path / "other.star"
+    shutil.copy(tiny_sim / "particles.star", other)
+    shutil.copy(tiny_sim / "particles.mrcs", tmp_path / "particles.mrcs")
+    res = load_result(str(tiny_result))
+    z = res.encode(np.arange(256), particles=str(other))
+    assert z.shape == res.z.shape and np.all(np.isfinite(z))
+    _, _, phys = res._encode_cache
+    assert torch.allclose(phys.shift, phys.star_shift)              # no shift correction for new files
+    scales = phys.scale.numpy()
+    assert np.corrcoef(scales, res.intensity.particle)[0, 1] > 0.9
+    corr = [np.corrcoef(z[:, k], res.z[:, k])[0, 1] for k in range(z.shape[1])]
+    assert min(corr) > 0.9, corr

@@ -41,11 +41,14 @@ class Physics:
         if scale.shift_correction is not None:
             self.shift += torch.from_numpy(np.asarray(scale.shift_correction, np.float32)).to(self.shift)
 
-    def project(self, centres, amplitudes, widths, idx, box: int, band: float | None = None) -> torch.Tensor:
+    def project(self, centres, amplitudes, widths, idx, box: int, band: float | None = None,
+                scaled: bool = True) -> torch.Tensor:
         """Projections of Gaussians for particles ``idx`` as the images see them: pose,
-        CTF and intensity scale applied, mean-free when offsets are removed."""
+        CTF and (``scaled``) intensity scale applied, mean-free when offsets are removed."""
         p = render.project(centres, amplitudes, widths, self.rot[idx], self.shift[idx], box, self.apix[idx],
-                           ctf_params=self.ctf[idx], lowpass=band) * self.scale[idx, None, None]
+                           ctf_params=self.ctf[idx], lowpass=band)
+        if scaled:
+            p = p * self.scale[idx, None, None]
         return p - p.mean((-2, -1), keepdim=True) if self.remove_offset else p
 
 

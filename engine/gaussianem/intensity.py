@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import render
 from .errors import TrainingError
 
 CLIP = (0.5, 2.0)          # a particle's scale relative to its group's
@@ -124,92 +123,87 @@ class IntensityScale:
         return (sg * rel).astype(np.float32)
 
 
+SHIFT_RADIUS = 3           # whole-pixel offsets searched by the shift correction, each way
+
+
 @torch.no_grad()
 def projections_dot(centres, amplitudes, widths, images: torch.Tensor, idx, phys, box: int,
-                    band: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    band: float | None, window: int = 0):
     """For a batch of normalised images ``x``: ``<p, x>``, ``<p, p>`` and ``<x, x>``, with
     ``p`` the mean-free projection of the Gaussians (pose and CTF applied, low-passed to
-    ``band``)."""
-    p = render.project(centres, amplitudes, widths, phys.rot[idx], phys.shift[idx], box, phys.apix[idx],
-                       ctf_params=phys.ctf[idx], lowpass=band)
-    p = p - p.mean((-2, -1), keepdim=True)
+    ``band``, no intensity scale); with ``window`` r > 0 also the cross-correlations
+    ``<x(r + d), p(r)>`` for whole-pixel offsets ``|d_x|, |d_y| <= r``, (B, 2r+1, 2r+1)
+    (indexed [d_y + r, d_x + r]; the centre is ``<p, x>``), else None."""
+    p = phys.project(centres, amplitudes, widths, idx, box, band, scaled=False)
     x = images.float()
-    return (p * x).sum((-2, -1)), (p * p).sum((-2, -1)), (x * x).sum((-2, -1))
+    cc = None
+    if window:
+        rows = torch.arange(-window, window + 1, device=x.device) % box
+        cc = torch.fft.irfft2(torch.fft.rfft2(x) * torch.fft.rfft2(p).conj(), s=(box, box))[:, rows][:, :, rows]
+    return (p * x).sum((-2, -1)), (p * p).sum((-2, -1)), (x * x).sum((-2, -1)), cc
 
 
 def measure(base, images, phys, box: int, std: float, band: float | None, device,
-            batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-particle ``<p,x>``, ``<p,p>`` and ``<x,x>`` (see :func:`projections_dot`) of all
-    particles of ``images`` (a ParticleImages) against the Gaussians ``base``: one
-    batched pass over the data."""
+            batch_size: int = 256, window: int = 0):
+    """Per-particle ``<p,x>``, ``<p,p>``, ``<x,x>`` and (``window`` > 0) cross-correlation
+    windows (see :func:`projections_dot`) of all particles of ``images`` (a
+    ParticleImages) against the Gaussians ``base``: one batched pass over the data."""
     from .dataset import make_loader
     n = len(images)
     num, den, xx = (np.zeros(n) for _ in range(3))
+    cc = torch.zeros(n, 2 * window + 1, 2 * window + 1) if window else None
     c, a, w = (t.to(device) for t in (base.centres, base.amplitudes, base.widths))
     loader = make_loader(images, batch_size, shuffle=False, sampler=list(range(n)), device=device)
     for batch in loader:
         idx = batch["index"].to(device)
         x = normalise(batch["image"].to(device), std)
-        sums = projections_dot(c, a, w, x, idx, phys, box, band)
+        *sums, ccb = projections_dot(c, a, w, x, idx, phys, box, band, window)
         i = batch["index"].numpy()
         for dst, v in zip((num, den, xx), sums):
             dst[i] = v.double().cpu().numpy()
-    return num, den, xx
+        if window:
+            cc[i] = ccb.float().cpu()
+    return num, den, xx, cc
 
 
 def estimate(base, images, phys, box: int, std: float, band: float | None, device,
              refine_shifts: bool = True) -> IntensityScale:
     """:class:`IntensityScale` of all particles of ``images`` against the Gaussians ``base``;
     with ``refine_shifts``, also each particle's in-plane shift correction
-    (:func:`shift_posterior`), applied to ``phys`` and measured again with it."""
+    (:func:`shift_posterior`, from the same pass), applied to ``phys`` and the scales
+    measured again with it."""
     groups = np.asarray(images.data.optics_group)
-    num, den, xx = measure(base, images, phys, box, std, band, device)
+    num, den, xx, cc = measure(base, images, phys, box, std, band, device,
+                               window=SHIFT_RADIUS if refine_shifts else 0)
     est = from_sums(num, den, xx, box * box, groups, band, images.data.source)
     if not refine_shifts:
         return est
-    corr = shift_posterior(base, images, phys, box, std, band, device, est.particle,
-                           np.maximum(xx - num ** 2 / np.maximum(den, 1e-30), 1e-12) / (box * box))
+    noise_var = np.maximum(xx - num ** 2 / np.maximum(den, 1e-30), 1e-12) / (box * box)
+    corr = shift_posterior(cc, est.particle / noise_var, phys.apix.cpu().numpy())
     phys.shift = phys.star_shift + torch.from_numpy(corr).to(phys.shift)
-    num, den, xx = measure(base, images, phys, box, std, band, device)
+    num, den, xx, _ = measure(base, images, phys, box, std, band, device)
     est = from_sums(num, den, xx, box * box, groups, band, images.data.source)
     est.shift_correction = corr
     return est
 
 
-@torch.no_grad()
-def shift_posterior(base, images, phys, box: int, std: float, band: float | None, device, scale: np.ndarray,
-                    noise_var: np.ndarray, radius_px: int = 3, batch_size: int = 256,
-                    em_steps: int = 20) -> np.ndarray:
-    """Each particle's in-plane shift error (N, 2) in Angstrom, to add to its origin: the
-    posterior mean over whole-pixel offsets ``d`` (within ``radius_px``) of
+def shift_posterior(cc: torch.Tensor, weight: np.ndarray, apix: np.ndarray, em_steps: int = 20) -> np.ndarray:
+    """Each particle's in-plane shift error (N, 2) in Angstrom, to add to its origin, from
+    its cross-correlation window ``cc`` (N, 2r+1, 2r+1) with the consensus projection
+    (:func:`projections_dot`), ``weight`` = scale / per-pixel noise variance and the pixel
+    sizes ``apix``: the posterior mean over whole-pixel offsets ``d`` of
     ``exp(s <x, p_d> / sigma^2) * N(d; 0, w^2)``, the exact Gaussian-noise likelihood of
-    the image ``x`` being the consensus projection ``p`` moved by ``d`` (scale ``s``,
-    per-pixel noise ``sigma^2``), under a Gaussian prior whose width ``w`` is fitted to
-    the data by expectation-maximisation (empirical Bayes): star files with shift errors
-    get a wide prior and their errors corrected; exact origins get a narrow one and
-    corrections near 0 (a correction there would only trade motion for an offset). At low
-    SNR the posterior is the prior. A latent left to explain shift errors learns each
-    particle's offset instead of its state."""
-    from .dataset import make_loader
-    n = len(images)
-    r = int(radius_px)
-    c, a, w = (t.to(device) for t in (base.centres, base.amplitudes, base.widths))
+    the image ``x`` being the consensus projection ``p`` moved by ``d``, under a Gaussian
+    prior whose width ``w`` is fitted to the data by expectation-maximisation (empirical
+    Bayes): star files with shift errors get a wide prior and their errors corrected;
+    exact origins get a narrow one and corrections near 0 (a correction there would only
+    trade motion for an offset). At low SNR the posterior is the prior. A latent left to
+    explain shift errors learns each particle's offset instead of its state."""
+    r = (cc.shape[-1] - 1) // 2
     off = torch.arange(-r, r + 1, dtype=torch.float32)
     dy, dx = torch.meshgrid(off, off, indexing="ij")
     d2 = dx ** 2 + dy ** 2
-    rows = (off.long() % box).to(device)
-    loglik = torch.zeros(n, 2 * r + 1, 2 * r + 1)
-    loader = make_loader(images, batch_size, shuffle=False, sampler=list(range(n)), device=device)
-    for batch in loader:
-        i = batch["index"]
-        idx = i.to(device)
-        x = normalise(batch["image"].to(device), std)
-        p = render.project(c, a, w, phys.rot[idx], phys.shift[idx], box, phys.apix[idx],
-                           ctf_params=phys.ctf[idx], lowpass=band)
-        p = p - p.mean((-2, -1), keepdim=True)
-        cc = torch.fft.irfft2(torch.fft.rfft2(x) * torch.fft.rfft2(p).conj(), s=(box, box))   # cc[d] = <x(r+d), p(r)>
-        k = torch.from_numpy(scale[i.numpy()] / noise_var[i.numpy()]).to(cc)
-        loglik[i] = (cc[:, rows][:, :, rows] * k[:, None, None]).float().cpu()
+    loglik = cc * torch.from_numpy(np.asarray(weight, np.float32))[:, None, None]
     width2 = 1.0
     for _ in range(em_steps):                       # the prior's width from the data
         post = torch.softmax((loglik - d2 / (2 * width2)).flatten(1), 1).view_as(loglik)
@@ -218,7 +212,7 @@ def shift_posterior(base, images, phys, box: int, std: float, band: float | None
     d_px = torch.stack([(post * dx).sum((1, 2)), (post * dy).sum((1, 2))], 1).numpy()   # content moved by +d
     # render.project puts a centre at -origin / apix: content moved by +d pixels means the
     # origin must shrink by d pixels
-    return (-d_px * phys.apix.cpu().numpy()[:, None]).astype(np.float32)
+    return (-d_px * np.asarray(apix)[:, None]).astype(np.float32)
 
 
 def from_sums(num, den, xx, npix: int, groups, band=None, source: str = "the particles") -> IntensityScale:

@@ -126,7 +126,7 @@ class Result:
             scales = self.intensity
             if particles is not None and scales.remove_offset:
                 # particles not trained on: their own scales, as training would shrink them
-                num, den, _ = intensity.measure(self.base, images, phys, box, self.image_std, scales.band,
+                num, den, _, _ = intensity.measure(self.base, images, phys, box, self.image_std, scales.band,
                                                 self.device)
                 scales = intensity.IntensityScale(**{**scales.__dict__, "shift_correction": None,
                                                       "particle": scales.scale_new(
