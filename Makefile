@@ -26,7 +26,7 @@ demo: setup
 # replace the arguments (see docs/benchmarks.md), e.g. COMPARE128="--box128 --device cuda"
 bench: setup
 	mkdir -p $(BENCH) benchmarks/results
-	$(PY) -m gaussianem.bench -o benchmarks/results/engine_$$(hostname)_cpu.json
+	$(PY) -m gaussianem.cli.main bench -o benchmarks/results/engine_$$(hostname)_cpu.json
 	$(PY) benchmarks/profile_train.py --outdir $(BENCH)/profile --threads 1
 	bash benchmarks/setup_cryodrgn.sh
 	$(PY) benchmarks/compare_cryodrgn.py --workdir $(BENCH)/compare \

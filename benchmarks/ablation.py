@@ -24,12 +24,13 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "engine"))
 
-from gaussianem import evaluate as ev  # noqa: E402
+from gaussianem.analysis import evaluate as ev  # noqa: E402
 from gaussianem.progress import Progress  # noqa: E402
-from gaussianem.simulate import SimulationSpec, simulate_from_model  # noqa: E402
-from gaussianem.structure import write_model  # noqa: E402
-from gaussianem.testprotein import build_test_model  # noqa: E402
-from gaussianem.train import TrainConfig, train  # noqa: E402
+from gaussianem.sim.simulate import SimulationSpec, simulate_from_model  # noqa: E402
+from gaussianem.io.models import write_model  # noqa: E402
+from gaussianem.sim.testprotein import build_test_model  # noqa: E402
+from gaussianem.train.config import TrainConfig
+from gaussianem.train.loop import train  # noqa: E402
 
 SETS = {
     "A": SimulationSpec(n=3000, box=64, apix=2.0, snr=0.5, seed=0),

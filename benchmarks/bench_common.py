@@ -26,7 +26,7 @@ if os.path.join(ROOT, "engine") not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from gaussianem import evaluate as ev  # noqa: E402
+from gaussianem.analysis import evaluate as ev  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- running
@@ -82,9 +82,9 @@ def child_env(threads, engine=False):
 # ----------------------------------------------------------------------------- stages
 
 def simulate(a, simdir) -> dict:
-    from gaussianem.simulate import SimulationSpec, simulate_from_model
-    from gaussianem.structure import write_model
-    from gaussianem.testprotein import build_test_model
+    from gaussianem.sim.simulate import SimulationSpec, simulate_from_model
+    from gaussianem.io.models import write_model
+    from gaussianem.sim.testprotein import build_test_model
     spec = SimulationSpec(n=a.n, box=a.box, apix=a.apix, snr=a.snr, seed=a.seed)
     want = {"n": a.n, "box": a.box, "apix": a.apix, "snr": a.snr, "seed": a.seed, "model": "test-model"}
     stamp = os.path.join(simdir, "spec.json")

@@ -3,7 +3,7 @@
 Stages (each one's failure is recorded in the JSON and the rest goes on):
 
 1. simulate: the built-in two-domain test protein (hinge motion + a chain absent in 30%
-   of the particles) with ``gaussianem.simulate.simulate_from_model``; default N=10000,
+   of the particles) with ``gaussianem.sim.simulate.simulate_from_model``; default N=10000,
    box 64, 2.0 A/px, SNR 0.5 (``--box128``: box 128 at 1.0 A/px, the same field of view).
 2. train: ``gaussianem train`` (split latent 2 + 2, L2 loss, as benchmarks/validate.py)
    and ``cryodrgn train_vae`` (zdim 4), the same number of epochs, each in its own
@@ -11,7 +11,7 @@ Stages (each one's failure is recorded in the JSON and the rest goes on):
    particles/s, whole-process wall time and peak resident memory (``os.wait4``'s
    ``ru_maxrss`` of that process). cryoDRGN reads poses and CTF parsed from the SAME
    particles.star by its own ``cryodrgn parse_star`` (-D box, --Apix apix).
-3. evaluate: the same code for both (``gaussianem.evaluate``): |Spearman| of latent PC1
+3. evaluate: the same code for both (``gaussianem.analysis.evaluate``): |Spearman| of latent PC1
    against the true motion, presence accuracy (linear probe, 2-means) and per-conformation
    FSC against the true maps, with volumes from ``Result.volume(z)`` for ours and
    ``cryodrgn eval_vol --zfile`` for cryoDRGN. Before the FSC, every method's maps are
@@ -60,8 +60,8 @@ from bench_common import (StageLog, cuda_available, epoch_summary, reuse_or_clea
 from compare_report import markdown, ratios  # noqa: E402
 from cryodrgn_runner import (cryodrgn_bin, evaluate_cryodrgn, latency_cryodrgn, parse_star_cryodrgn,  # noqa: E402
                              train_cryodrgn)
-from gaussianem import evaluate as ev  # noqa: E402
-from gaussianem.stages import COARSE_DIR, PLAN_FILE  # noqa: E402
+from gaussianem.analysis import evaluate as ev  # noqa: E402
+from gaussianem.train.stages import COARSE_DIR, PLAN_FILE  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- ours
@@ -95,8 +95,8 @@ def train_ours(a, simdir, run, epochs) -> dict:
 
 
 def evaluate_ours(a, simdir, run, truth) -> dict:
-    from gaussianem.mrc import read_map
-    from gaussianem.result import load_result
+    from gaussianem.io.mrc import read_map
+    from gaussianem.analysis.result import load_result
     res = load_result(run)
     mc = res.model_config
     z = res.z
@@ -118,7 +118,7 @@ def evaluate_ours(a, simdir, run, truth) -> dict:
 
 def latency_ours(a, run, n=10) -> dict:
     import torch
-    from gaussianem.result import load_result
+    from gaussianem.analysis.result import load_result
     t = time.perf_counter()
     res = load_result(run, device="cuda" if a.device == "cuda" else "cpu")
     load_s = time.perf_counter() - t

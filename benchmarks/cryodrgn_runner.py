@@ -16,7 +16,7 @@ import numpy as np
 from bench_common import (cuda_available, epoch_summary, reuse_or_clear, stage_json, apply_transform,
                           child_env, conformation_latents, evaluate_latents, orientation_check, replay_fn,
                           run_measured)  # bench_common also puts engine/ on sys.path
-from gaussianem import evaluate as ev
+from gaussianem.analysis import evaluate as ev
 
 
 def cryodrgn_bin(a):
@@ -85,8 +85,8 @@ def load_cryodrgn_z(run) -> np.ndarray:
 
 def eval_vol(a, run, zs, out) -> tuple:
     """``cryodrgn eval_vol`` for latents ``zs`` (one -> -z, several -> --zfile); returns
-    (list of maps as read by gaussianem.mrc.read_map, measured)."""
-    from gaussianem.mrc import read_map
+    (list of maps as read by gaussianem.io.mrc.read_map, measured)."""
+    from gaussianem.io.mrc import read_map
     zs = np.atleast_2d(zs)
     cmd = [cryodrgn_bin(a), "eval_vol", os.path.join(run, "weights.pkl"), "-c", os.path.join(run, "config.yaml"),
            "--Apix", str(a.apix)]
@@ -109,7 +109,7 @@ def eval_vol(a, run, zs, out) -> tuple:
 # ----------------------------------------------------------------------------- evaluation
 
 def evaluate_cryodrgn(a, simdir, run, truth, work) -> dict:
-    from gaussianem.mrc import read_map
+    from gaussianem.io.mrc import read_map
     z = load_cryodrgn_z(run)
     zs = conformation_latents(z, truth)
     vols, meas = eval_vol(a, run, np.stack(zs), os.path.join(work, "eval_conformations"))

@@ -11,9 +11,9 @@ small batches give the per-particle cost and the extrapolation to batch 256
 """
 import resource, sys, time, torch
 sys.path.insert(0, __import__("os").path.join(__import__("os").path.dirname(__file__), "..", "engine"))
-from gaussianem.gaussians import GaussianSet
-from gaussianem.model import HeterogeneityModel, ModelConfig
-from gaussianem import render, poses
+from gaussianem.model.gaussians import GaussianSet
+from gaussianem.model.networks import HeterogeneityModel, ModelConfig
+from gaussianem.physics import render, poses
 import numpy as np
 torch.set_num_threads(1)
 N, box = 20000, 128

@@ -1,6 +1,6 @@
 """Where a training step's time goes: torch.profiler over ~20 steps of the real trainer.
 
-Runs ``gaussianem.train.train`` unchanged on a small simulated dataset (made once and
+Runs ``gaussianem.train.loop.train`` unchanged on a small simulated dataset (made once and
 kept in OUTDIR/sim, or ``--sim DIR``) under ``torch.profiler``. The profiler's schedule
 advances on the trainer's own per-step progress events, so set-up (reading, fitting the
 Gaussians to the consensus map) falls in the skipped first step and the table covers
@@ -60,9 +60,9 @@ class ProfilerSteps(Progress):
 def ensure_sim(simdir: str, n: int, box: int, apix: float) -> None:
     if os.path.exists(os.path.join(simdir, "particles.star")):
         return
-    from gaussianem.simulate import SimulationSpec, simulate_from_model
-    from gaussianem.structure import write_model
-    from gaussianem.testprotein import build_test_model
+    from gaussianem.sim.simulate import SimulationSpec, simulate_from_model
+    from gaussianem.io.models import write_model
+    from gaussianem.sim.testprotein import build_test_model
     os.makedirs(simdir, exist_ok=True)
     write_model(os.path.join(simdir, "input_model.pdb"), build_test_model())
     simulate_from_model(os.path.join(simdir, "input_model.pdb"), simdir,
@@ -71,7 +71,8 @@ def ensure_sim(simdir: str, n: int, box: int, apix: float) -> None:
 
 def profile_once(a, simdir: str, n: int, num_gaussians: int | None) -> str:
     """Profile ``--active`` steps of one training run; the report as text."""
-    from gaussianem.train import TrainConfig, train
+    from gaussianem.train.config import TrainConfig
+    from gaussianem.train.loop import train
     need = 1 + a.warmup + a.active
     epochs = -(-need * a.batch_size // n) + 1
     device = torch.device(a.device)
@@ -87,7 +88,7 @@ def profile_once(a, simdir: str, n: int, num_gaussians: int | None) -> str:
             train(cfg, progress=progress)
         except ProfilerSteps.Done:
             pass
-    from gaussianem.gaussians import GaussianSet
+    from gaussianem.model.gaussians import GaussianSet
     n_gauss = len(GaussianSet.load(os.path.join(run, "gaussians.pt")))
     per_step = (progress.t_last - progress.t_first) / max(progress.steps - 1, 1)
     head = (f"GaussianEM training step profile: {a.active} steps (after {a.warmup} warm-up), batch {a.batch_size}, "
@@ -130,7 +131,7 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     simdir = a.sim or os.path.join(a.outdir, "sim")
     ensure_sim(simdir, a.n, a.box, a.apix)
-    from gaussianem.dataset import load_particles
+    from gaussianem.io.particles import load_particles
     n = len(load_particles(os.path.join(simdir, "particles.star")))
     os.makedirs(a.outdir, exist_ok=True)
     with open(os.path.join(a.outdir, ".gitignore"), "w") as f:

@@ -19,7 +19,7 @@ Motions (``RealisticSpec.motion``):
   ``x0 + (t - 0.5) * rmsd_range * v``: the unmoved model is the middle of the motion and the
   RMSD between the two ends (all atoms, no superposition) is ``rmsd_range`` (4 A default).
 * ``hinge``: a rigid rotation of one part (``hinge``, e.g. ``A:200-250``; default
-  ``gaussianem.structure.default_hinge``: the first chain's C-terminal third) about an axis
+  ``gaussianem.sim.geometry.default_hinge``: the first chain's C-terminal third) about an axis
   at the interface, angle ``(t - 0.5) * hinge_angle`` (``structure.hinge_rotation``).
 * ``two_modes``: modes ``modes[0]`` and ``modes[1]`` at once, each particle with two
   independent coordinates ``t1`` (``motion``) and ``t2`` (``motion2``), each mode spanning
@@ -29,9 +29,9 @@ Composition: the ``absent`` selection (``"auto"``: the last chain, or the N-term
 a one-chain model, as ``structure.default_removal``; ``"C"``; ``"A:10-60"``; ``None``: no
 compositional change) is missing from a fraction ``absent_fraction`` of the particles.
 
-Images: atoms to density with ``gaussianem.structure.model_density`` (electrons/A^3,
+Images: atoms to density with ``gaussianem.sim.geometry.model_density`` (electrons/A^3,
 resolution ``2 * apix`` unless given), projected by Fourier slice
-(``gaussianem.fourier_slice.project_volume``, independent of the training renderer; the
+(``gaussianem.physics.fourier_slice.project_volume``, independent of the training renderer; the
 PyPI torch-fourier-slice is not used) with
 the TRUE pose, origin and CTF, multiplied by the particle's scale; white noise of
 variance ``signal_var / snr`` (signal_var: the mean over good particles of the variance of
@@ -50,9 +50,9 @@ the star's dU and dV are the true ones plus one U(-e, +e) offset per particle); 
 noise and units); an envelope (``envelope_b``, A^2, applied to the images and not written
 to the star, as real data's unmodelled decay).
 
-Written to ``outdir`` (what the engine's evaluation reads, as ``gaussianem.simulate``):
+Written to ``outdir`` (what the engine's evaluation reads, as ``gaussianem.sim.simulate``):
 
-* ``particles.star`` (RELION 3.1, ``gaussianem.relion.write_star``; the NOISY poses and
+* ``particles.star`` (RELION 3.1, ``gaussianem.io.relion.write_star``; the NOISY poses and
   defoci when errors are asked for) + ``particles.mrcs``;
 * ``consensus.mrc``: the particle-weighted average of the good (non-junk) particles' volumes,
   times ``consensus_scale`` (0.05: its own arbitrary units);
@@ -185,7 +185,7 @@ def structure_path(name: str) -> str:
 
 def load_structure(name: str):
     """AtomicModel of a structure (gemmi reads .gz itself; .bz2 is decompressed first)."""
-    from gaussianem.structure import read_model
+    from gaussianem.io.models import read_model
     path = structure_path(name)
     if not path.endswith(".bz2"):
         return read_model(path)
@@ -302,7 +302,7 @@ def hinge_geometry(model, selection: str | None):
     ``selection`` turning about an axis through its interface with the rest (the mean of its
     atoms within 6 A of the rest), perpendicular to the rest -> part direction."""
     from scipy.spatial import cKDTree
-    from gaussianem.structure import default_hinge
+    from gaussianem.sim.geometry import default_hinge
     if not selection:
         return default_hinge(model)
     mask = parse_selection(model, selection)
@@ -341,7 +341,7 @@ class Motion:
         return self.kind == "two_modes"
 
     def coords(self, t1: float, t2: float = 0.5) -> np.ndarray:
-        from gaussianem.structure import hinge_rotation
+        from gaussianem.sim.geometry import hinge_rotation
         x0 = self.model.coords
         if self.kind == "hinge":
             return hinge_rotation(x0, self.mask, self.point, self.axis, (t1 - 0.5) * self.spec.hinge_angle)
@@ -356,14 +356,14 @@ class Motion:
 
 def _euler_exact(rot):
     """Rotation matrices as the star file will hold them (RELION Euler round trip)."""
-    from gaussianem import poses
+    from gaussianem.physics import poses
     e = poses.matrix_to_euler(rot)
     return poses.euler_to_matrix(e[:, 0], e[:, 1], e[:, 2])
 
 
 def _project(vol, rot, shifts, apix, ctf_t):
     import torch
-    from gaussianem import fourier_slice
+    from gaussianem.physics import fourier_slice
     v = torch.from_numpy(np.ascontiguousarray(vol, np.float32))
     spec = fourier_slice.volume_spectrum(v)
     return fourier_slice.project_volume(v, torch.from_numpy(rot).float(), torch.from_numpy(shifts).float(),
@@ -374,12 +374,13 @@ def _project(vol, rot, shifts, apix, ctf_t):
 def simulate(spec: RealisticSpec, outdir: str, progress=None) -> dict:
     """Write a realistic data set to ``outdir`` (see the module docstring); returns a summary."""
     import torch
-    from gaussianem import poses
-    from gaussianem.ctf import CTFParams
-    from gaussianem.dataset import ParticleData
-    from gaussianem.mrc import write_map, write_stack
-    from gaussianem.relion import write_star
-    from gaussianem.structure import default_removal, model_density, write_model
+    from gaussianem.physics import poses
+    from gaussianem.physics.ctf import CTFParams
+    from gaussianem.io.particle_data import ParticleData
+    from gaussianem.io.mrc import write_map, write_stack
+    from gaussianem.io.relion import write_star
+    from gaussianem.sim.geometry import default_removal, model_density
+    from gaussianem.io.models import write_model
 
     spec.check()
     t_start = time.time()

@@ -8,7 +8,7 @@ default command and nothing else but the epoch count (the same for every cell)::
 
 run as a subprocess (its exit code, output in ``RUN.log``, wall time recorded;
 ``OMP_NUM_THREADS`` set from ``--threads``, which is not a training flag), then evaluated
-with ``gaussianem.result.load_result(RUN)`` and ``gaussianem.evaluate``'s metrics, ON THE
+with ``gaussianem.analysis.result.load_result(RUN)`` and ``gaussianem.analysis.evaluate``'s metrics, ON THE
 NON-JUNK PARTICLES ONLY:
 
 * motion: |Spearman| of the first principal component of z_conf (all of z when the latent
@@ -240,9 +240,9 @@ def health_status(run) -> dict:
 
 
 def evaluate_cell(simdir, run) -> dict:
-    from gaussianem import evaluate as ev
-    from gaussianem.mrc import read_map
-    from gaussianem.result import load_result
+    from gaussianem.analysis import evaluate as ev
+    from gaussianem.io.mrc import read_map
+    from gaussianem.analysis.result import load_result
     truth = ev.load_truth(simdir)
     res = load_result(run)
     z = np.asarray(res.z, np.float64)
@@ -306,7 +306,7 @@ def verdict(cell) -> str:
 def cryodrgn_cell(a, spec, simdir, work) -> dict:
     """cryoDRGN on the same data (cryodrgn_runner), evaluated with the same metrics."""
     from cryodrgn_runner import cryodrgn_bin, evaluate_cryodrgn, parse_star_cryodrgn, train_cryodrgn
-    from gaussianem import evaluate as ev
+    from gaussianem.analysis import evaluate as ev
     ns = argparse.Namespace(cryodrgn_venv=a.cryodrgn_venv, box=spec.box, apix=spec.apix, threads=a.threads,
                             seed=0, epochs=a.epochs, cdrgn_dim=256, cdrgn_layers=None, device="cpu",
                             cdrgn_extra=[], n=spec.n, reuse=a.reuse)

@@ -20,8 +20,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "engine"))
 
-from gaussianem.evaluate import evaluate_result  # noqa: E402
-from gaussianem.result import load_result  # noqa: E402
+from gaussianem.analysis.evaluate import evaluate_result  # noqa: E402
+from gaussianem.analysis.result import load_result  # noqa: E402
 
 TARGETS = {"motion_spearman": 0.9, "presence_linear_probe": 0.95}
 
@@ -41,10 +41,11 @@ def main(argv=None):
     a = p.parse_args(argv)
     timing = {}
     if a.result is None:
-        from gaussianem.simulate import SimulationSpec, simulate_from_model
-        from gaussianem.structure import write_model
-        from gaussianem.testprotein import build_test_model
-        from gaussianem.train import TrainConfig, train
+        from gaussianem.sim.simulate import SimulationSpec, simulate_from_model
+        from gaussianem.io.models import write_model
+        from gaussianem.sim.testprotein import build_test_model
+        from gaussianem.train.config import TrainConfig
+        from gaussianem.train.loop import train
         from gaussianem.progress import Progress
         sim = os.path.join(a.outdir, "sim")
         os.makedirs(sim, exist_ok=True)

@@ -172,7 +172,7 @@ def gaussianem_train(session, particles, consensus=None, model=None, outdir=None
             raise UserError("resume true needs the outdir of the run to continue")
         outdir = _default_outdir(particles)
     outdir = os.path.abspath(os.path.expanduser(outdir))
-    from gaussianem.stages import run_exists, saved_epochs
+    from gaussianem.train.stages import run_exists, saved_epochs
     if resume and not run_exists(outdir):
         raise UserError(f"nothing to resume: {outdir} holds no training run (no checkpoint.pt)")
     if not resume and run_exists(outdir):

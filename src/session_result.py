@@ -1,7 +1,7 @@
 """The live GaussianEM result of a ChimeraX session: its map, its atomic model, its state.
 
 ``open_result(session, path)`` loads a training output folder with the engine's one
-loader (``gaussianem.result.load_result``) and shows it: a Volume on the consensus map's
+loader (``gaussianem.analysis.result.load_result``) and shows it: a Volume on the consensus map's
 grid (box, voxel size and origin of the consensus map, so it overlays that map), and the
 fitted atomic model. The returned :class:`GaussianEMResult` is the session's current
 result, which the ``gaussianem`` commands and the Latent Explorer act on, and the
@@ -114,7 +114,7 @@ class GaussianEMResult:
 
     def kmeans(self, k: int | None = None):
         """K-means of the latents (the engine's, reusing ``analysis/kmeansK/``)."""
-        from gaussianem.analysis import kmeans_for_result
+        from gaussianem.analysis.clusters import kmeans_for_result
         k = int(k or self.k)
         if k not in self._kmeans:
             try:
@@ -382,7 +382,7 @@ class GaussianEMResult:
             idx = np.flatnonzero(np.isin(km.labels, clusters))
             what = f"cluster {','.join(map(str, clusters))} of k-means with k={km.k}"
         elif particles is not None:
-            from gaussianem.selection import read_selection
+            from gaussianem.analysis.selection import read_selection
             try:
                 idx = read_selection(particles, n)
             except ValueError as e:
@@ -405,7 +405,7 @@ class GaussianEMResult:
 
     def subset(self, save, cluster=None, k=None, particles=None, pc_range=None) -> dict:
         """Write a particle subset to ``save`` (.star or .cs) with the original rows."""
-        from gaussianem.selection import export_subset
+        from gaussianem.analysis.selection import export_subset
         idx, what = self.subset_indices(cluster=cluster, k=k, particles=particles, pc_range=pc_range)
         if idx.size == 0:
             raise UserError(f"no particles in {what}: nothing saved")
@@ -475,7 +475,7 @@ def open_result(session, path, model=None, device: str = "cpu") -> GaussianEMRes
     the result was trained with, if its file still exists. Returns the
     :class:`GaussianEMResult`.
     """
-    from gaussianem.result import load_result
+    from gaussianem.analysis.result import load_result
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
     if not os.path.exists(path):
         raise UserError(f"no such GaussianEM result folder: {path}")

@@ -6,22 +6,15 @@ every test downstream of them exercises the real file formats.
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "engine"))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 
 @pytest.fixture(scope="session")
 def tiny_sim(tmp_path_factory):
     """256 particles, box 32, 3 A/pixel, from the built-in two-domain test protein."""
-    from gaussianem.simulate import SimulationSpec, simulate_from_model
-    from gaussianem.structure import write_model
-    from gaussianem.testprotein import build_test_model
+    from gaussianem.sim.simulate import SimulationSpec, simulate_from_model
+    from gaussianem.io.models import write_model
+    from gaussianem.sim.testprotein import build_test_model
     d = tmp_path_factory.mktemp("sim")
     write_model(str(d / "input_model.pdb"), build_test_model())
     spec = SimulationSpec(n=256, box=32, apix=3.0, snr=1.0, seed=1, states=10, eval_bins=3)
@@ -32,7 +25,8 @@ def tiny_sim(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_result(tiny_sim, tmp_path_factory):
     """A result trained for 2 epochs on ``tiny_sim`` with a split latent (2 + 1)."""
-    from gaussianem.train import TrainConfig, train
+    from gaussianem.train.config import TrainConfig
+    from gaussianem.train.loop import train
     out = tmp_path_factory.mktemp("run") / "run"
     cfg = TrainConfig(particles=str(tiny_sim / "particles.star"), consensus=str(tiny_sim / "consensus.mrc"),
                       outdir=str(out), model=str(tiny_sim / "model.pdb"), epochs=2, batch_size=32,
@@ -41,6 +35,3 @@ def tiny_result(tiny_sim, tmp_path_factory):
     train(cfg)
     return out
 
-
-# The embedded headless ChimeraX session (skips when ChimeraX is not installed).
-from chimerax_fixture import cx, cx_session  # noqa: E402,F401

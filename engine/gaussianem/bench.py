@@ -13,11 +13,15 @@ import platform
 import tempfile
 import time
 
-import numpy as np
 import torch
 
-from . import render
-from .ctf import CTFParams
+from gaussianem.physics import render
+from gaussianem.physics.ctf import CTFParams
+from gaussianem.io.models import write_model
+from gaussianem.sim.simulate import SimulationSpec, simulate_from_model
+from gaussianem.sim.testprotein import build_test_model
+from gaussianem.train.config import TrainConfig
+from gaussianem.train.loop import train
 
 
 def device_name(device: torch.device) -> str:
@@ -90,10 +94,6 @@ def bench_volume(device, sizes=((128, 2000), (128, 5000), (64, 2000))) -> list[d
 
 def bench_training(device, n: int = 2000, box: int = 64, epochs: int = 1, amp: bool = False) -> dict:
     """Particles/s and peak memory of `train` on a simulated dataset (box ``box``)."""
-    from .simulate import SimulationSpec, simulate_from_model
-    from .structure import write_model
-    from .testprotein import build_test_model
-    from .train import TrainConfig, train
     with tempfile.TemporaryDirectory() as d:
         write_model(os.path.join(d, "m.pdb"), build_test_model())
         simulate_from_model(os.path.join(d, "m.pdb"), d, SimulationSpec(n=n, box=box, apix=128.0 / box, states=10))
@@ -142,17 +142,3 @@ def print_report(res: dict) -> None:
           f"{t['seconds_per_epoch']:.1f} s/epoch, peak GPU memory {t['peak_memory_gb']} GB, "
           f"process peak RSS {t['process_peak_rss_mb']:.0f} MB")
 
-
-if __name__ == "__main__":
-    import argparse
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--device")
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--amp", action="store_true")
-    p.add_argument("-o", "--output", help="write the results as JSON here")
-    a = p.parse_args()
-    res = run_all(a.device, a.quick, a.amp)
-    print_report(res)
-    if a.output:
-        with open(a.output, "w") as f:
-            json.dump(res, f, indent=2)

@@ -39,9 +39,9 @@ def add_args(p):
 
 
 def main(args):
-    from ..analysis import analyze
-    from ..result import load_result
-    from ..train import resolve_device
+    from gaussianem.analysis.report import analyze
+    from gaussianem.analysis.result import load_result
+    from gaussianem.device import resolve_device
     result = load_result(args.outdir, device=resolve_device(args.device))
     s = analyze(result, k=args.kmeans, pcs=args.pcs, umap=args.umap, steps=args.trajectory_steps,
                 range_sd=tuple(args.range), between=args.between, skip_volumes=args.skip_volumes,

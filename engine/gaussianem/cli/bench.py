@@ -16,11 +16,10 @@ def add_args(p):
 
 
 def main(args):
-    import json
-    from ..bench import print_report, run_all
+    from gaussianem.bench import print_report, run_all
+    from gaussianem.io.atomic import write_json
     res = run_all(args.device, args.quick, args.amp)
     print_report(res)
     if args.output:
-        with open(args.output, "w") as f:
-            json.dump(res, f, indent=2)
+        write_json(args.output, res)
     return 0

@@ -35,9 +35,9 @@ def add_args(p):
 
 def main(args):
     import numpy as np
-    from ..analysis import kmeans_for_result, parse_clusters
-    from ..selection import export_subset, read_selection
-    from ..result import load_result
+    from gaussianem.analysis.clusters import kmeans_for_result, parse_clusters
+    from gaussianem.analysis.selection import export_subset, read_selection
+    from gaussianem.analysis.result import load_result
     ext = os.path.splitext(args.output)[1].lower()
     if ext not in (".star", ".cs"):
         raise ValueError(f"{args.output}: the output must be a .star or .cs file")

@@ -30,15 +30,15 @@ def add_args(p):
 
 def main(args):
     import numpy as np
-    from ..gaussians import fit_to_map, init_from_map, init_from_model
-    from ..grid import Grid
-    from ..mrc import read_map, write_map
-    from ..train import resolve_device
+    from gaussianem.model.gaussians import fit_to_map, init_from_map, init_from_model
+    from gaussianem.physics.grid import Grid
+    from gaussianem.io.mrc import read_map, write_map
+    from gaussianem.device import resolve_device
     vol, apix, origin = read_map(args.map)
     grid = Grid(vol.shape[0], apix, origin)
     device = resolve_device(args.device)
     if args.model:
-        from ..structure import read_model
+        from gaussianem.io.models import read_model
         m = read_model(args.model)
         xyz = m.group_centres(args.atoms_per_gaussian) if args.atoms_per_gaussian else m.residue_centres()
         g = init_from_model(grid.to_engine(xyz), apix)

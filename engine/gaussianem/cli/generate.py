@@ -50,8 +50,8 @@ def add_args(p):
 def latents(args, result):
     """(B, zdim) latents and a description of where they came from."""
     import numpy as np
-    from ..analysis import kmeans_for_result
-    from ..selection import parse_latent, read_latents
+    from gaussianem.analysis.clusters import kmeans_for_result
+    from gaussianem.analysis.selection import parse_latent, read_latents
     if args.pc is None and (args.steps is not None or args.range is not None):
         raise ValueError("--steps and --range apply to --pc only")
     if args.z:
@@ -70,9 +70,10 @@ def latents(args, result):
 
 
 def main(args):
-    from ..analysis import output_grid, remove_stale, write_json, write_models, write_volumes
-    from ..result import load_result
-    from ..train import resolve_device
+    from gaussianem.analysis.outputs import output_grid, remove_stale, write_models, write_volumes
+    from gaussianem.io.atomic import write_json
+    from gaussianem.analysis.result import load_result
+    from gaussianem.device import resolve_device
     result = load_result(args.outdir, device=resolve_device(args.device))
     z, source = latents(args, result)
     grid = output_grid(result, args.box, args.apix)

@@ -10,8 +10,8 @@ import argparse
 import importlib
 import sys
 
-from .. import __version__
-from ..errors import GaussianEMError
+from gaussianem import __version__
+from gaussianem.errors import GaussianEMError
 
 COMMANDS = ["simulate", "fit", "train", "analyze", "generate", "export", "bench"]
 

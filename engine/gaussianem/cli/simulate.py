@@ -41,7 +41,7 @@ def add_args(p):
 
 
 def main(args):
-    from ..simulate import SimulationSpec, parse_selection, simulate_from_map, simulate_from_model
+    from gaussianem.sim.simulate import (SimulationSpec, parse_selection, simulate_from_map, simulate_from_model)
     hc, hr = parse_selection(args.hinge)
     rc, rr = parse_selection(args.remove)
     if args.box % 2:
@@ -55,8 +55,8 @@ def main(args):
         if i == n or i % max(1, n // 10) == 0:
             print(f"projected {i}/{n} (motion level, composition) groups", flush=True)
     if args.test_model:
-        from ..structure import write_model
-        from ..testprotein import build_test_model
+        from gaussianem.io.models import write_model
+        from gaussianem.sim.testprotein import build_test_model
         os.makedirs(args.outdir, exist_ok=True)
         path = os.path.join(args.outdir, "input_model.pdb")
         write_model(path, build_test_model())

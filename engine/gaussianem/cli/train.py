@@ -100,10 +100,11 @@ def add_args(p):
 
 
 def main(args):
-    from ..losses import LossWeights
-    from ..progress import Progress
-    from ..stages import saved_epochs
-    from ..train import TrainConfig, train
+    from gaussianem.model.losses import LossWeights
+    from gaussianem.progress import Progress
+    from gaussianem.train.stages import saved_epochs
+    from gaussianem.train.config import TrainConfig
+    from gaussianem.train.loop import train
     epochs = args.epochs
     if epochs is None:
         epochs = (saved_epochs(args.outdir) if args.resume else None) or 20

@@ -1,0 +1,251 @@
+"""Loading a training result, and everything generated from its latent space.
+
+``load_result(outdir)`` is the one loader the CLI, the analysis and the ChimeraX bundle
+use. A :class:`Result` holds the config, the consensus grid, the base Gaussians, the
+trained model (eval mode) and the particles' latents, and generates:
+
+* ``gaussians(z)``: deformed Gaussian sets for latents;
+* ``volume(z)``: maps on the consensus map's grid (same box, voxel size and origin, so
+  they overlay the consensus map exactly in ChimeraX);
+* ``displace_model(model, z)``: the fitted atomic model moved by the decoded
+  displacements;
+* ``trajectory(...)``, ``pca()``: latents along principal components or between points.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gaussianem.model import intensity
+from gaussianem.model.gaussians import GaussianSet
+from gaussianem.errors import ResultError
+from gaussianem.physics.grid import Grid
+from gaussianem.model.networks import HeterogeneityModel, ModelConfig
+from gaussianem.physics.render import render_volume
+from gaussianem.io.images import ParticleImages
+from gaussianem.io.models import AtomicModel, read_model
+from gaussianem.io.particles import load_particles
+from gaussianem.model.displace import AtomInterpolator
+from gaussianem.model.encoding import Physics, encode_particles
+from gaussianem.train.health import read
+
+
+
+
+@dataclass
+class PCA:
+    mean: np.ndarray           # (zdim,)
+    components: np.ndarray     # (k, zdim), unit rows
+    explained: np.ndarray      # (k,) variance ratio
+    scores: np.ndarray         # (N, k) particle coordinates
+    sd: np.ndarray             # (k,) score standard deviations
+
+    def latent(self, pc: int, value: float) -> np.ndarray:
+        """Latent at ``value`` standard deviations along principal component ``pc`` (1-based)."""
+        return (self.mean + value * self.sd[pc - 1] * self.components[pc - 1]).astype(np.float32)
+
+
+class Result:
+    def __init__(self, outdir: str, device="cpu", checkpoint: str | None = None):
+        self.outdir = os.path.abspath(outdir)
+        if not os.path.isdir(self.outdir):
+            raise ResultError(f"no such result folder: {self.outdir}")
+        cpath = os.path.join(self.outdir, "config.json")
+        if not os.path.exists(cpath):
+            raise ResultError(f"{self.outdir} is not a GaussianEM result: config.json is missing")
+        with open(cpath) as f:
+            self.config = json.load(f)
+        self.grid = Grid.from_dict(self.config["grid"])
+        self.device = torch.device(device)
+        ck = checkpoint or os.path.join(self.outdir, "checkpoint.pt")
+        if not os.path.exists(ck):
+            raise ResultError(f"{self.outdir} has no trained model yet ({os.path.basename(ck)} is missing)")
+        state = torch.load(ck, map_location="cpu", weights_only=False)
+        self.epoch = int(state["epoch"])
+        self.image_std = float(state["image_std"])
+        #: intensity scales of the training particles (gaussianem.model.intensity); legacy runs: 1
+        self.intensity = intensity.IntensityScale.from_dict(state.get("intensity"),
+                                                            int(self.config.get("n_particles", 0)))
+        self.base = GaussianSet.load(os.path.join(self.outdir, "gaussians.pt"))
+        self.model_config = ModelConfig(**state["model_config"])
+        self.model = HeterogeneityModel(self.model_config, self.base)
+        self.model.load_state_dict(state["model"])
+        self.model.eval().to(self.device)
+        with torch.no_grad():
+            self._emb = self.model.embed()
+        self._pca_cache: dict = {}
+        zpath = os.path.join(self.outdir, "latents.npz")
+        self.z = np.load(zpath)["z"] if os.path.exists(zpath) else None
+
+    @property
+    def health(self) -> dict | None:
+        """The run's health report (``health.json``, :mod:`gaussianem.train.health`), or None for
+        runs trained before health was recorded."""
+        return read(self.outdir)
+
+    # ------------------------------------------------------------------ latents
+    @property
+    def zdim(self) -> int:
+        return self.model_config.zdim
+
+    @property
+    def n_particles(self) -> int:
+        return 0 if self.z is None else len(self.z)
+
+    def check_z(self, z) -> np.ndarray:
+        z = np.atleast_2d(np.asarray(z, dtype=np.float32))
+        if z.ndim != 2 or z.shape[1] != self.zdim:
+            raise ResultError(f"a latent of this result has {self.zdim} values, got {z.shape[-1]}")
+        if not np.all(np.isfinite(z)):
+            raise ResultError("latent values must be finite numbers")
+        return z
+
+    def particle_z(self, index: int) -> np.ndarray:
+        if self.z is None:
+            raise ResultError(f"{self.outdir} has no latents.npz (training did not finish)")
+        if not 0 <= int(index) < len(self.z):
+            raise ResultError(f"particle index {index} is out of range: this result has "
+                              f"{len(self.z)} particles (0 to {len(self.z) - 1})")
+        return self.z[int(index)]
+
+    @torch.no_grad()
+    def encode(self, indices, particles: str | None = None, datadir: str | None = None) -> np.ndarray:
+        """Posterior-mean latents (len(indices), zdim) of particles, by row, of the training
+        particle file (default) or of another ``.star``/``.cs`` with poses and CTF (e.g.
+        particles held out of training), encoded exactly as training encodes them."""
+        train = self.config["train"]
+        key = (particles or train["particles"], datadir or (None if particles else train.get("datadir")))
+        if getattr(self, "_encode_cache", (None,))[0] != key:
+            data = load_particles(key[0], datadir=key[1])
+            box = self.model_config.box
+            images = ParticleImages(data, box=box, invert=train.get("invert", False))
+            phys = Physics(data, box, self.device)
+            scales = self.intensity
+            if particles is not None and scales.remove_offset:
+                # particles not trained on: their own scales, as training would shrink them
+                num, den, _, _ = intensity.measure(self.base, images, phys, box, self.image_std, scales.band,
+                                                self.device)
+                scales = intensity.IntensityScale(**{**scales.__dict__, "shift_correction": None,
+                                                      "particle": scales.scale_new(
+                                                          num, den, np.asarray(data.optics_group))})
+            elif len(scales.particle) != len(data):
+                scales = intensity.IntensityScale.legacy(len(data))
+            phys.set_intensity(scales)
+            self._encode_cache = (key, images, phys)
+        _, images, phys = self._encode_cache
+        idx = torch.as_tensor(np.atleast_1d(indices), dtype=torch.long)
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(images)):
+            raise ResultError(f"particle indices must lie in 0..{len(images) - 1} for {key[0]}")
+        out = [np.zeros((0, self.model_config.zdim), np.float32)]
+        for start in range(0, len(idx), 256):            # batched reads, bounded memory
+            part = idx[start:start + 256]
+            x = images.__getitems__(part.numpy())["image"].to(self.device)
+            out.append(encode_particles(self.model, x, part.to(self.device), phys, self.image_std)
+                       .float().cpu().numpy())
+        return np.concatenate(out)
+
+    def _part_slice(self, part: str) -> slice:
+        mc = self.model_config
+        if part == "all":
+            return slice(0, mc.zdim)
+        if part not in ("conf", "comp"):
+            raise ResultError(f"unknown latent part {part!r}: expected all, conf or comp")
+        if not mc.split:
+            raise ResultError(f"this result's latent is not split into conformation and composition "
+                              f"(train with --zdim-conf/--zdim-comp); use part 'all'")
+        return slice(0, mc.zdim_conf) if part == "conf" else slice(mc.zdim_conf, mc.zdim)
+
+    def pca(self, part: str = "all") -> PCA:
+        """PCA of the latents (``part``: all of z, or only ``conf`` / ``comp`` of a split
+        latent). Components are returned in the full latent space (zeros outside the part),
+        so ``pca(part).latent(k, v)`` is a full latent with the other part at its mean."""
+        if self.z is None:
+            raise ResultError(f"{self.outdir} has no latents.npz (training did not finish)")
+        if part not in self._pca_cache:
+            sl = self._part_slice(part)
+            mean = self.z.mean(0)
+            x = self.z[:, sl] - mean[sl]
+            u, s, vt = np.linalg.svd(x, full_matrices=False)
+            var = s ** 2 / max(len(x) - 1, 1)
+            comps = np.zeros((len(vt), self.zdim), dtype=np.float64)
+            comps[:, sl] = vt
+            self._pca_cache[part] = PCA(mean, comps, var / max(var.sum(), 1e-30), x @ vt.T, np.sqrt(var) + 1e-12)
+        return self._pca_cache[part]
+
+    def trajectory(self, pc: int = 1, steps: int = 10, range_sd=(-2.0, 2.0), start=None, end=None,
+                   part: str = "all") -> np.ndarray:
+        """Latents (steps, zdim): along principal component ``pc`` (of ``part``) from
+        ``range_sd[0]`` to ``range_sd[1]`` standard deviations, or on the straight line from
+        ``start`` to ``end``."""
+        if steps < 2:
+            raise ResultError("a trajectory needs at least 2 steps")
+        t = np.linspace(0, 1, steps, dtype=np.float32)[:, None]
+        if start is not None or end is not None:
+            a, b = self.check_z(start)[0], self.check_z(end)[0]
+            return a + t * (b - a)
+        p = self.pca(part)
+        if not 1 <= pc <= len(p.components):
+            raise ResultError(f"principal component {pc} does not exist (1 to {len(p.components)})")
+        vals = range_sd[0] + t[:, 0] * (range_sd[1] - range_sd[0])
+        return np.stack([p.latent(pc, v) for v in vals])
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def decode(self, z) -> dict:
+        z = torch.from_numpy(self.check_z(z)).to(self.device)
+        return self.model.decode(z, self._emb)
+
+    def gaussians(self, z) -> list[GaussianSet]:
+        """Deformed Gaussian sets (engine frame), one per latent row."""
+        out = self.decode(z)
+        return [GaussianSet(out["centres"][i].cpu(), out["amplitudes"][i].cpu(), out["widths"][i].cpu())
+                for i in range(out["centres"].shape[0])]
+
+    @torch.no_grad()
+    def volume(self, z, box: int | None = None, apix: float | None = None) -> np.ndarray:
+        """Map(s) (z, y, x) float32 on the consensus grid (or ``box``/``apix`` about the same
+        centre). One latent -> (D, D, D); several -> (B, D, D, D)."""
+        z = self.check_z(z)
+        box = box or self.grid.box
+        apix = apix or self.grid.apix * self.grid.box / box
+        out = self.decode(z)
+        vols = [render_volume(out["centres"][i], out["amplitudes"][i], out["widths"][i], box, apix)
+                .cpu().numpy() for i in range(len(z))]
+        return vols[0] if len(vols) == 1 else np.stack(vols)
+
+    def consensus_volume(self, box: int | None = None) -> np.ndarray:
+        box = box or self.grid.box
+        return self.base.volume(box, self.grid.apix * self.grid.box / box).numpy()
+
+    def output_grid(self, box: int | None = None, apix: float | None = None) -> Grid:
+        """The consensus grid, or ``box`` voxels of ``apix`` about its centre (see Grid.scaled)."""
+        if not box and apix is None:
+            return self.grid
+        return self.grid.scaled(int(box) if box else self.grid.box, apix)
+
+    def interpolator(self, atoms_xyz_physical, name="the atomic model"):
+        return AtomInterpolator(self.grid.to_engine(atoms_xyz_physical), self.base.centres.numpy(), name=name)
+
+    def displace_model(self, model, z, interpolator=None):
+        """The atomic model (path or :class:`~gaussianem.io.models.AtomicModel`, physical
+        frame of the consensus map) moved to latent ``z``; one latent -> one model, several
+        -> a list."""
+        m = model if isinstance(model, AtomicModel) else read_model(model)
+        interp = interpolator or self.interpolator(m.coords, name=m.path or "the atomic model")
+        disp = interp(self.decode(z)["displacement"]).numpy()
+        models = [m.with_coords(m.coords + d) for d in disp]
+        return models[0] if len(models) == 1 else models
+
+    def default_model_path(self) -> str | None:
+        p = self.config.get("train", {}).get("model")
+        return p if p and os.path.exists(p) else None
+
+
+def load_result(path, device="cpu", checkpoint: str | None = None) -> Result:
+    """Load a training output folder (see :class:`Result`)."""
+    return Result(path, device=device, checkpoint=checkpoint)

@@ -1,0 +1,251 @@
+"""cryoSPARC particle .cs files (NumPy record arrays saved with ``np.save``).
+
+Fields read, and their conversion to the engine's (RELION) conventions:
+
+=========================  ================================================================
+``alignments3D/pose``      rotation vector (radians); ``A = poses.cryosparc_pose_to_matrix``
+                           (the transpose of its Rodrigues matrix)
+``alignments3D/shift``     pixels, RELION's origin sign; times ``alignments3D/psize_A`` (or
+                           ``blob/psize_A`` when that is absent) gives the origin in Angstrom
+``ctf/df1_A, df2_A``       defocus U, V (Angstrom)
+``ctf/df_angle_rad``       astigmatism angle, radians -> degrees
+``ctf/accel_kv, cs_mm, amp_contrast``  voltage, Cs, amplitude contrast
+``ctf/phase_shift_rad``    radians -> degrees (0 when absent)
+``ctf/bfactor``            A^2 (0 when absent)
+``blob/path, blob/idx``    stack (bytes; a leading ``>`` is dropped) and 0-based index
+``blob/psize_A``           pixel size (Angstrom)
+``blob/shape``             (ny, nx) image size
+``ctf/exp_group_id``       exposure group, used with the optics values to form groups
+=========================  ================================================================
+
+A cryoSPARC job often splits these between its particle file and a *passthrough* file;
+``read_cs(..., passthrough=...)`` fills the fields missing from the first from the second,
+matching rows on ``uid``. ``blob/sign`` (image contrast) is not applied: use
+``ParticleImages(invert=...)``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from gaussianem.physics import poses
+from gaussianem.physics.ctf import CTFParams
+from gaussianem.io.particle_data import ParticleData, particle_box, group_optics, resolve_stack_paths, stack_name_for
+from gaussianem.errors import ParticleFileError
+from gaussianem.io.atomic import atomic_output
+
+
+def _load(path: str) -> np.ndarray:
+    if not os.path.isfile(path):
+        raise ParticleFileError(f"{path}: cryoSPARC file not found")
+    try:
+        rec = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001
+        raise ParticleFileError(f"{path}: not a readable cryoSPARC .cs file ({e}); expected a "
+                                "NumPy record array as cryoSPARC exports it") from None
+    if not isinstance(rec, np.ndarray) or rec.dtype.names is None or rec.ndim != 1:
+        raise ParticleFileError(f"{path}: not a cryoSPARC .cs file: expected a 1D NumPy "
+                                "record array with named fields")
+    return rec
+
+
+def merge_passthrough(main: np.ndarray, extra: np.ndarray, main_path: str,
+                      extra_path: str) -> np.ndarray:
+    """``main`` with the fields it lacks copied from ``extra`` (rows matched on ``uid``)."""
+    for rec, p in ((main, main_path), (extra, extra_path)):
+        if "uid" not in rec.dtype.names:
+            raise ParticleFileError(f"{p}: missing field 'uid', needed to match particles with "
+                                    "the passthrough file")
+    new = [n for n in extra.dtype.names if n not in main.dtype.names]
+    if not new:
+        return main
+    order = np.argsort(extra["uid"], kind="stable")
+    sorted_uid = extra["uid"][order]
+    pos = np.clip(np.searchsorted(sorted_uid, main["uid"]), 0, len(sorted_uid) - 1)
+    found = sorted_uid[pos] == main["uid"] if len(sorted_uid) else np.zeros(len(main), bool)
+    if not np.all(found):
+        row = int(np.flatnonzero(~found)[0])
+        raise ParticleFileError(f"{main_path}: row {row + 1} (uid {int(main['uid'][row])}) has "
+                                f"no matching uid in passthrough file {extra_path}")
+    rows = order[pos]
+    dtype = np.dtype([(n, main.dtype.fields[n][0]) for n in main.dtype.names]
+                     + [(n, extra.dtype.fields[n][0]) for n in new])
+    out = np.empty(len(main), dtype=dtype)
+    for n in main.dtype.names:
+        out[n] = main[n]
+    for n in new:
+        out[n] = extra[n][rows]
+    return out
+
+
+def _records(path: str, passthrough) -> np.ndarray:
+    rec = _load(path)
+    if passthrough is not None:
+        pt = os.path.abspath(os.fspath(passthrough))
+        rec = merge_passthrough(rec, _load(pt), path, pt)
+    return rec
+
+
+def read_cs(path, datadir=None, passthrough=None, *, check_images: bool = True) -> ParticleData:
+    """Read a cryoSPARC particle .cs file into a :class:`ParticleData`.
+
+    ``datadir``: where relative ``blob/path`` stacks are found (default: the .cs file's
+    folder and its parents, e.g. the cryoSPARC project folder). ``passthrough``: a .cs
+    file supplying missing fields. ``check_images``: read each stack's MRC header to check
+    the images exist and match ``blob/shape``.
+    """
+    path = os.path.abspath(os.fspath(path))
+    rec = _records(path, passthrough)
+    names = rec.dtype.names
+    n = len(rec)
+    if n == 0:
+        raise ParticleFileError(f"{path}: no particles")
+    where = path if passthrough is None else f"{path} (or passthrough {passthrough})"
+
+    def field(name, what, default=None):
+        if name in names:
+            v = np.asarray(rec[name], dtype=np.float64)
+            bad = np.flatnonzero(~np.isfinite(v.reshape(n, -1)).all(axis=1))
+            if bad.size:
+                raise ParticleFileError(f"{path}: field {name!r}, row {bad[0] + 1}: value "
+                                        f"{rec[name][bad[0]]} is not finite")
+            return v
+        if default is not None:
+            return np.full(n, float(default))
+        hint = ""
+        if name.startswith("alignments3D") and any(x.startswith("alignments_class_") for x in names):
+            hint = " (the file has per-class alignments, alignments_class_K/...; use a file " \
+                   "from a refinement with a single alignments3D)"
+        raise ParticleFileError(f"{where}: missing field {name!r}; expected {what}{hint}")
+
+    pose = field("alignments3D/pose", "particle orientations (rotation vectors, radians)")
+    shift_px = field("alignments3D/shift", "particle shifts in pixels")
+    apix = field("blob/psize_A", "the particle pixel size in Angstrom")
+    bad = np.flatnonzero(apix <= 0)
+    if bad.size:
+        raise ParticleFileError(f"{path}: field 'blob/psize_A', row {bad[0] + 1}: pixel size "
+                                f"{apix[bad[0]]}; expected a positive value in Angstrom")
+    shift_apix = apix
+    if "alignments3D/psize_A" in names:
+        a = field("alignments3D/psize_A", "")
+        shift_apix = np.where(a > 0, a, apix)
+    if pose.shape != (n, 3) or shift_px.shape != (n, 2):
+        raise ParticleFileError(f"{path}: fields 'alignments3D/pose' and 'alignments3D/shift' "
+                                f"have shapes {pose.shape[1:]} and {shift_px.shape[1:]}; "
+                                "expected (3,) and (2,)")
+
+    ctf = CTFParams(
+        defocus_u=field("ctf/df1_A", "defocus U in Angstrom"),
+        defocus_v=field("ctf/df2_A", "defocus V in Angstrom"),
+        defocus_angle=np.rad2deg(field("ctf/df_angle_rad", "the astigmatism angle in radians")),
+        voltage=field("ctf/accel_kv", "the acceleration voltage in kV"),
+        cs=field("ctf/cs_mm", "the spherical aberration in mm"),
+        amp_contrast=field("ctf/amp_contrast", "the amplitude contrast fraction"),
+        phase_shift=np.rad2deg(field("ctf/phase_shift_rad", "", default=0.0)),
+        bfactor=field("ctf/bfactor", "", default=0.0),
+    )
+    optics_cols = [apix, ctf.voltage, ctf.cs, ctf.amp_contrast]
+    if "ctf/exp_group_id" in names:
+        optics_cols.insert(0, field("ctf/exp_group_id", ""))
+    group = group_optics(*optics_cols)
+
+    for f in ("blob/path", "blob/idx"):
+        if f not in names:
+            raise ParticleFileError(f"{where}: missing field {f!r}; expected the particle "
+                                    "image stack path and 0-based index")
+    raw_paths, inverse = np.unique(rec["blob/path"], return_inverse=True)
+    decoded = np.array([(p.decode("utf-8") if isinstance(p, bytes) else str(p)).lstrip(">")
+                        for p in raw_paths], dtype=object)
+    stacks = resolve_stack_paths(decoded, path, datadir, what="blob/path stack")[inverse.reshape(-1)]
+    indices = np.asarray(rec["blob/idx"], dtype=np.int64)
+    if np.any(indices < 0):
+        row = int(np.flatnonzero(indices < 0)[0])
+        raise ParticleFileError(f"{path}: field 'blob/idx', row {row + 1}: negative index")
+
+    expected_box = None
+    if "blob/shape" in names:
+        shape = np.asarray(rec["blob/shape"], dtype=np.int64).reshape(n, -1)
+        nonsquare = np.flatnonzero(shape[:, 0] != shape[:, -1])
+        if nonsquare.size:
+            r = nonsquare[0]
+            raise ParticleFileError(f"{path}: field 'blob/shape', row {r + 1}: images are "
+                                    f"{tuple(shape[r])}; expected square images")
+        sizes = np.unique(shape[:, 0])
+        if sizes.size > 1:
+            raise ParticleFileError(f"{path}: field 'blob/shape' has several box sizes "
+                                    f"({', '.join(map(str, sizes))}); all particles must share one")
+        expected_box = int(sizes[0])
+    box = particle_box(stacks, indices, path, expected_box, check_images, "'blob/shape' field")
+
+    uid = np.asarray(rec["uid"], dtype=np.uint64) if "uid" in names else np.arange(n, dtype=np.uint64)
+    table = pd.DataFrame({"uid": uid, "cs_row": np.arange(n, dtype=np.int64)})
+    table.attrs = {"format": "cs",
+                   "passthrough": None if passthrough is None else os.path.abspath(os.fspath(passthrough))}
+    return ParticleData(
+        image_paths=stacks, image_indices=indices,
+        rotations=poses.cryosparc_pose_to_matrix(pose),
+        shifts=shift_px * shift_apix[:, None], ctf=ctf, apix=apix, box=int(box),
+        optics_group=group, source=path, table=table)
+
+
+def _save(path, rec: np.ndarray) -> None:
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a name
+            np.save(f, rec, allow_pickle=False)
+
+
+def write_cs(path, data: ParticleData) -> None:
+    """Write ``data`` as a cryoSPARC-style .cs record array (atomically).
+
+    Stack paths are relative to the .cs file's folder when the stacks are inside it, else
+    absolute. ``uid`` comes from a .cs source's table, else 0..N-1. ``blob/sign`` is not
+    written (the contrast of the images is not known here).
+    """
+    path = os.path.abspath(os.fspath(path))
+    n = len(data)
+    folder = os.path.dirname(path)
+    uniq, inverse = np.unique(data.image_paths.astype(str), return_inverse=True)
+    names = np.array([stack_name_for(p, folder).encode("utf-8") for p in uniq])[inverse.reshape(-1)]
+    width = max(1, max(len(b) for b in names))
+    if data.table is not None and "uid" in data.table.columns:
+        uid = data.table["uid"].to_numpy(dtype=np.uint64)
+    else:
+        uid = np.arange(n, dtype=np.uint64)
+    rec = np.zeros(n, dtype=[
+        ("uid", "<u8"), ("blob/path", f"S{width}"), ("blob/idx", "<u4"), ("blob/shape", "<u4", (2,)),
+        ("blob/psize_A", "<f4"), ("ctf/exp_group_id", "<u4"), ("ctf/accel_kv", "<f4"),
+        ("ctf/cs_mm", "<f4"), ("ctf/amp_contrast", "<f4"), ("ctf/df1_A", "<f4"),
+        ("ctf/df2_A", "<f4"), ("ctf/df_angle_rad", "<f4"), ("ctf/phase_shift_rad", "<f4"),
+        ("ctf/bfactor", "<f4"), ("alignments3D/pose", "<f4", (3,)),
+        ("alignments3D/shift", "<f4", (2,)), ("alignments3D/psize_A", "<f4")])
+    rec["uid"] = uid
+    rec["blob/path"] = names
+    rec["blob/idx"] = data.image_indices
+    rec["blob/shape"] = data.box
+    rec["blob/psize_A"] = data.apix
+    rec["ctf/exp_group_id"] = data.optics_group
+    rec["ctf/accel_kv"] = data.ctf.voltage
+    rec["ctf/cs_mm"] = data.ctf.cs
+    rec["ctf/amp_contrast"] = data.ctf.amp_contrast
+    rec["ctf/df1_A"] = data.ctf.defocus_u
+    rec["ctf/df2_A"] = data.ctf.defocus_v
+    rec["ctf/df_angle_rad"] = np.deg2rad(data.ctf.defocus_angle)
+    rec["ctf/phase_shift_rad"] = np.deg2rad(data.ctf.phase_shift)
+    rec["ctf/bfactor"] = data.ctf.bfactor
+    rec["alignments3D/pose"] = poses.matrix_to_cryosparc_pose(data.rotations)
+    rec["alignments3D/shift"] = data.shifts / data.apix[:, None]
+    rec["alignments3D/psize_A"] = data.apix
+    _save(path, rec)
+
+
+def write_cs_rows(src: ParticleData, idx, path) -> None:
+    """Write the rows ``idx`` of a .cs-sourced ``src`` as they are in the source file (with
+    the passthrough fields merged in, so the result stands alone)."""
+    if src.table is None or src.table.attrs.get("format") != "cs":
+        raise ValueError("write_cs_rows needs ParticleData read from a .cs file")
+    rec = _records(src.source, src.table.attrs.get("passthrough"))
+    rows = src.table["cs_row"].to_numpy()[np.asarray(idx)]
+    _save(path, rec[rows])

@@ -1,0 +1,146 @@
+"""Coarse to fine: one ``train`` call, two stages, when the data resolve more detail than
+the default Gaussian count carries.
+
+The default count (``gaussians.auto_count``, about 1.2 Gaussians per residue) is what
+the decoder learns the motion on quickly, and it carries the map to about 4 A. Trained
+at a finer pixel size, the maps stay at that detail; many more Gaussians from the
+start resolve the consensus but their decoder finds the motion late (on the box-128
+set, 400 Gaussians had found no motion after 20 epochs). So when the training box's
+Nyquist asks for at least ``REFINE_FACTOR`` times the default count
+(``gaussians.count_for_resolution``), training runs
+
+1. the *coarse* stage in ``OUTDIR/coarse`` (a complete run of its own, the default
+   count, the first ``coarse_epochs`` epochs, half by default), then
+2. the *fine* stage in ``OUTDIR``: the fine count, networks started from the coarse
+   stage (``--init-from``), epochs ``coarse_epochs + 1`` to ``epochs`` with their own
+   low-pass and KL warm-up.
+
+``OUTDIR/stages.json`` records the plan, so ``--resume`` continues whichever stage was
+interrupted. ``OUTDIR`` is the result every reader opens (``load_result``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, replace
+from gaussianem.errors import TrainingError
+from gaussianem.model.gaussians import auto_count, count_for_resolution
+
+PLAN_FILE = "stages.json"
+COARSE_DIR = "coarse"
+REFINE_FACTOR = 1.5      # an automatic fine stage only for at least this many more Gaussians
+
+
+@dataclass
+class StagePlan:
+    coarse_gaussians: int
+    fine_gaussians: int
+    coarse_epochs: int
+    epochs: int              # in all, as asked at the start (a resume may extend them)
+    resolution: float        # Angstrom: the training box's Nyquist the fine count is for
+
+    def coarse_config(self, cfg, outdir: str):
+        return replace(cfg, outdir=os.path.join(outdir, COARSE_DIR), epochs=self.coarse_epochs,
+                       num_gaussians=self.coarse_gaussians, fine_gaussians=0, first_epoch=0,
+                       lowpass_epochs=None)
+
+    def fine_config(self, cfg, outdir: str):
+        return replace(cfg, outdir=outdir, num_gaussians=self.fine_gaussians, fine_gaussians=0,
+                       first_epoch=self.coarse_epochs, lowpass_epochs=None,
+                       init_from=os.path.join(outdir, COARSE_DIR))
+
+    def describe(self, epochs: int | None = None) -> str:
+        epochs = epochs or self.epochs
+        return (f"coarse to fine: {self.coarse_gaussians} Gaussians for epochs 1-{self.coarse_epochs}, "
+                f"then {self.fine_gaussians} (for {self.resolution:.2f} A) for epochs "
+                f"{self.coarse_epochs + 1}-{epochs}")
+
+
+def considered(cfg) -> bool:
+    """Whether ``cfg`` may train in two stages at all (before any map is read): asked for
+    with ``fine_gaussians`` N, or automatic for Gaussians from the map at the default
+    count; never with ``fine_gaussians`` 0."""
+    if cfg.fine_gaussians is not None:
+        return cfg.fine_gaussians > 0
+    return cfg.init != "model" and cfg.num_gaussians is None
+
+
+def plan(cfg, vol, map_apix: float, train_apix: float) -> StagePlan | None:
+    """The two-stage plan for ``cfg``, or None for a single stage.
+
+    Automatic (``cfg.fine_gaussians`` None) only for Gaussians initialised from the map
+    with the default count, and only when the fine count is at least ``REFINE_FACTOR``
+    times the coarse one; ``cfg.fine_gaussians`` N asks for it explicitly (N must exceed
+    the coarse count); 0 turns it off."""
+    if not considered(cfg):
+        return None
+    explicit = cfg.fine_gaussians is not None
+    if cfg.init == "model":
+        raise TrainingError("--fine-gaussians does not combine with --init model: the atomic model "
+                            "fixes the Gaussians (use --atoms-per-gaussian for more of them)")
+    resolution = 2.0 * train_apix
+    coarse = cfg.num_gaussians or auto_count(vol, map_apix, cfg.threshold)
+    fine = cfg.fine_gaussians if explicit else count_for_resolution(vol, map_apix, resolution, cfg.threshold)
+    if explicit and fine <= coarse:
+        raise TrainingError(f"--fine-gaussians {fine} must exceed the coarse stage's count ({coarse})")
+    if not explicit and fine < REFINE_FACTOR * coarse:
+        return None
+    epochs = cfg.coarse_epochs if cfg.coarse_epochs is not None else cfg.epochs // 2
+    if not 1 <= epochs < cfg.epochs:
+        if explicit or cfg.coarse_epochs is not None:
+            raise TrainingError(f"coarse to fine needs 1 <= --coarse-epochs < --epochs, got "
+                                f"{epochs} and {cfg.epochs}")
+        return None
+    return StagePlan(int(coarse), int(fine), int(epochs), int(cfg.epochs), float(resolution))
+
+
+def save_plan(outdir: str, p: StagePlan) -> None:
+    os.makedirs(outdir, exist_ok=True)
+    tmp = os.path.join(outdir, f".{PLAN_FILE}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(asdict(p), f, indent=2)
+    os.replace(tmp, os.path.join(outdir, PLAN_FILE))
+
+
+def load_plan(outdir: str) -> StagePlan | None:
+    path = os.path.join(outdir, PLAN_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return StagePlan(**json.load(f))
+    except (ValueError, TypeError) as e:
+        raise TrainingError(f"{path} is not a GaussianEM stage plan ({e}); remove it to start afresh") from None
+
+
+def resumed_config(cfg, outdir: str):
+    """The settings a two-stage run started with (saved by its coarse stage), with this
+    call's ``epochs``, ``device`` and ``num_workers``: a resume changes nothing else."""
+    path = os.path.join(outdir, COARSE_DIR, "config.json")
+    if not os.path.exists(path):
+        return cfg
+    with open(path) as f:
+        saved = type(cfg).from_dict(json.load(f)["train"])
+    return replace(saved, outdir=outdir, epochs=cfg.epochs, device=cfg.device, num_workers=cfg.num_workers)
+
+
+def saved_epochs(outdir: str) -> int | None:
+    """The epochs a run in ``outdir`` was asked for (all stages), or None if it holds none."""
+    path = os.path.join(outdir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f).get("train", {}).get("epochs")
+    p = load_plan(outdir)
+    return p.epochs if p else None
+
+
+def run_exists(outdir: str) -> bool:
+    """Whether ``outdir`` holds a training run (finished, interrupted, or between stages)."""
+    return any(os.path.exists(os.path.join(outdir, p)) for p in
+               ("checkpoint.pt", PLAN_FILE, os.path.join(COARSE_DIR, "checkpoint.pt")))
+
+
+def coarse_finished(outdir: str) -> bool:
+    """The coarse stage ran to its end (its latents are written last)."""
+    return os.path.exists(os.path.join(outdir, COARSE_DIR, "latents.npz"))

@@ -1,0 +1,97 @@
+"""Tests for ``gaussianem export``: particle subsets with the original rows."""
+
+import shutil
+
+import numpy as np
+import pytest
+import starfile
+
+from gaussianem.analysis import clusters, report as analysis
+from gaussianem.cli.main import main
+from gaussianem.io.cryosparc import write_cs
+from gaussianem.io.particles import load_particles
+from gaussianem.analysis.result import load_result
+
+
+@pytest.fixture
+def run(tiny_result, tmp_path):
+    """A private copy of the tiny result (export may save k-means labels into it)."""
+    dst = tmp_path / "run"
+    shutil.copytree(tiny_result, dst, ignore=shutil.ignore_patterns("analysis", "checkpoints"))
+    return dst
+
+
+def _names(path):
+    return starfile.read(path, always_dict=True)["particles"]["rlnImageName"].tolist()
+
+
+def test_export_kmeans_cluster(run, tiny_sim, tmp_path, capsys):
+    out = tmp_path / "c0.star"
+    assert main(["export", str(run), "--kmeans", "2", "--cluster", "0", "-o", str(out)]) == 0
+    labels = clusters.kmeans(load_result(run).z, 2).labels        # as analyze computes them
+    assert np.array_equal(np.loadtxt(run / "analysis" / "kmeans2" / "labels.txt", dtype=int), labels)
+    src = starfile.read(tiny_sim / "particles.star", always_dict=True)
+    sel = np.flatnonzero(labels == 0)
+    assert 0 < len(sel) < len(labels)
+    assert _names(out) == src["particles"]["rlnImageName"].iloc[sel].tolist()
+    got = starfile.read(out, always_dict=True)
+    assert list(got["particles"].columns) == list(src["particles"].columns)
+    assert np.allclose(got["particles"]["rlnDefocusU"], src["particles"]["rlnDefocusU"].iloc[sel])
+    assert got["optics"].equals(src["optics"])                     # optics table kept
+    data = load_particles(out, datadir=tiny_sim)                   # readable, images found
+    assert len(data) == len(sel)
+    assert f"{len(sel)} of 256 particles" in capsys.readouterr().out
+    # --invert exports the complement; two clusters at once give everything.
+    inv = tmp_path / "not0.star"
+    assert main(["export", str(run), "--kmeans", "2", "--cluster", "0", "--invert", "-o", str(inv)]) == 0
+    assert len(_names(inv)) == len(labels) - len(sel)
+    both = tmp_path / "both.star"
+    assert main(["export", str(run), "--kmeans", "2", "--cluster", "0,1", "-o", str(both)]) == 0
+    assert len(_names(both)) == len(labels)
+
+
+def test_export_reuses_saved_labels(run, tmp_path):
+    r = load_result(run)
+    n = r.n_particles
+    fake = clusters.KMeans(np.arange(n) % 3, np.array([0, 1, 2]), r.z[:3])
+    clusters.save_kmeans(fake, clusters.kmeans_dir(r, 3))
+    out = tmp_path / "c1.star"
+    assert main(["export", str(run), "--kmeans", "3", "--cluster", "1", "-o", str(out)]) == 0
+    src = starfile.read(r.config["train"]["particles"], always_dict=True)["particles"]
+    assert _names(out) == src["rlnImageName"].iloc[1::3].tolist()
+
+
+def test_export_select_txt_and_errors(run, tiny_sim, tmp_path, capsys):
+    sel = tmp_path / "picked.txt"
+    sel.write_text("17\n3\n250\n3\n")
+    out = tmp_path / "picked.star"
+    assert main(["export", str(run), "--select", str(sel), "-o", str(out)]) == 0
+    src = starfile.read(tiny_sim / "particles.star", always_dict=True)["particles"]
+    assert _names(out) == src["rlnImageName"].iloc[[3, 17, 250]].tolist()   # original order
+    capsys.readouterr()
+
+    def fails(*argv):
+        assert main(["export", str(run), *argv]) == 1
+        return capsys.readouterr().err
+
+    sel.write_text("3 256\n")
+    assert "particle index 256 is out of range" in fails("--select", str(sel), "-o", str(out))
+    assert "cluster 2 does not exist" in fails("--kmeans", "2", "--cluster", "2", "-o", str(out))
+    assert "--kmeans needs --cluster" in fails("--kmeans", "2", "-o", str(out))
+    assert ".star or .cs" in fails("--kmeans", "2", "--cluster", "0", "-o", str(tmp_path / "x.txt"))
+    assert _names(out) == src["rlnImageName"].iloc[[3, 17, 250]].tolist()   # left untouched
+
+
+def test_export_cs_from_cs_source(run, tiny_sim, tmp_path):
+    """A result trained on a .cs file exports .cs rows as they are in the source."""
+    cs = tmp_path / "particles.cs"
+    write_cs(cs, load_particles(tiny_sim / "particles.star"))
+    np.save(tmp_path / "mask.npy", np.arange(256) % 4 == 1)
+    out = tmp_path / "subset.cs"
+    assert main(["export", str(run), "--particles", str(cs), "--select", str(tmp_path / "mask.npy"),
+                 "-o", str(out)]) == 0
+    src = np.load(cs)
+    got = np.load(out)
+    assert got.dtype == src.dtype
+    assert np.array_equal(got, src[1::4])
+    assert len(load_particles(out, check_images=False)) == 64

@@ -1,0 +1,268 @@
+"""Training that holds on data it was not tuned on: images in any units and offsets, a
+consensus map in its own units, per-particle scale, inverted contrast, degenerate
+solutions, and a run that fails saying so (issue: training that holds)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import mrcfile
+import numpy as np
+import pytest
+import torch
+
+from gaussianem.train import health
+from gaussianem.model import intensity, losses
+from gaussianem.io.images import ParticleImages
+from gaussianem.io.particles import load_particles
+from gaussianem.model.encoding import Physics
+from gaussianem.errors import GaussianEMError, TrainingError
+from gaussianem.model.gaussians import GaussianSet, init_from_map
+from gaussianem.io.mrc import read_map
+
+
+def rescaled_copy(src, dst, image_factor=1.0, image_offset=0.0, map_factor=1.0, per_particle=None,
+                  negate=False):
+    """A copy of a simulated set whose images are ``image_factor * x + image_offset`` (times
+    ``per_particle[i]`` for image i) and whose consensus map is ``map_factor`` times the original."""
+    shutil.copytree(src, dst)
+    with mrcfile.open(os.path.join(dst, "particles.mrcs"), "r+") as m:
+        x = m.data.astype(np.float64)
+        if per_particle is not None:
+            x = x * np.asarray(per_particle)[:, None, None]
+        m.data[:] = (-1 if negate else 1) * image_factor * x + image_offset
+    with mrcfile.open(os.path.join(dst, "consensus.mrc"), "r+") as m:
+        m.data[:] = m.data * map_factor
+    return dst
+
+
+def measured_scale(simdir, gaussians=None):
+    data = load_particles(os.path.join(simdir, "particles.star"))
+    vol, apix, _ = read_map(os.path.join(simdir, "consensus.mrc"))
+    if gaussians is None:
+        gaussians = init_from_map(vol, apix, n=60, seed=0)
+    images = ParticleImages(data, box=data.box)
+    phys = Physics(data, data.box, "cpu")
+    std = intensity.image_std(images)
+    return intensity.estimate(gaussians, images, phys, data.box, std, 15.0, "cpu"), std, images, gaussians
+
+
+def test_scale_follows_the_units_of_images_and_map(tiny_sim, tmp_path):
+    """x0.01 + 3 on the images and x0.05 on the map: the group scale moves by exactly
+    0.01 / 0.05 relative to the original set (the same Gaussians, scaled with the map),
+    offsets disappear from the normalised images, which are then identical."""
+    ref, std0, images0, g = measured_scale(str(tiny_sim))
+    a = rescaled_copy(tiny_sim, tmp_path / "a", image_factor=0.01, image_offset=3.0, map_factor=0.05)
+    g_a = GaussianSet(g.centres, g.amplitudes * 0.05, g.widths)
+    got, std_a, images_a, _ = measured_scale(str(a), g_a)
+    # the image std is measured on mean-free images: the offset does not enter it
+    assert std_a == pytest.approx(0.01 * std0, rel=1e-4)
+    # normalised images are the same numbers
+    x0 = intensity.normalise(images0.__getitems__([0, 5])["image"], std0)
+    xa = intensity.normalise(images_a.__getitems__([0, 5])["image"], std_a)
+    assert torch.allclose(x0, xa, atol=1e-3)
+    assert got.group_scale[0] == pytest.approx(ref.group_scale[0] / 0.05, rel=1e-3)
+    assert np.allclose(got.particle, ref.particle / 0.05, rtol=1e-3)
+    assert got.correlation == pytest.approx(ref.correlation, abs=1e-4)
+    assert ref.group_z[0] > 5 and 0.05 < ref.correlation < 1
+
+
+def test_per_particle_scale_is_recovered(tiny_sim, tmp_path):
+    """Images scaled by +-20% per particle (ice thickness): the estimated per-particle
+    scales follow the true ones (the set's SNR is 1, so little shrinkage; its absent chain
+    and hinge make the particles differ from the consensus too, hence not 1.0)."""
+    rng = np.random.default_rng(0)
+    s = rng.uniform(0.8, 1.2, 256)
+    d = rescaled_copy(tiny_sim, tmp_path / "pp", per_particle=s)
+    est, *_ = measured_scale(str(d))
+    assert est.shrink > 0.5
+    assert np.corrcoef(est.particle, s)[0, 1] > 0.75
+    ref, *_ = measured_scale(str(tiny_sim))
+    assert ref.shrink < est.shrink
+
+
+def test_inverted_contrast_stops_and_suggests_invert(tiny_sim, tmp_path):
+    d = rescaled_copy(tiny_sim, tmp_path / "neg", negate=True, image_factor=5.0)
+    with pytest.raises(TrainingError, match=r"inverted contrast.*--invert"):
+        measured_scale(str(d))
+
+
+def test_images_unrelated_to_the_map_are_refused(tiny_sim, tmp_path):
+    d = rescaled_copy(tiny_sim, tmp_path / "noise")
+    with mrcfile.open(os.path.join(d, "particles.mrcs"), "r+") as m:
+        m.data[:] = np.random.default_rng(1).normal(size=m.data.shape)
+    with pytest.raises(TrainingError, match="do not match the consensus map"):
+        measured_scale(str(d))
+    assert issubclass(TrainingError, GaussianEMError)
+
+
+def test_decoder_makes_no_common_translation(tiny_sim):
+    """With centre_displacements (training's default) the mass-weighted mean displacement
+    of every particle is zero, whatever the decoder outputs."""
+    from gaussianem.model.networks import HeterogeneityModel, ModelConfig
+    torch.manual_seed(0)
+    base = GaussianSet(torch.randn(40, 3) * 10, torch.rand(40) + 0.5, torch.rand(40) + 2)
+    for centred in (False, True):
+        model = HeterogeneityModel(ModelConfig(box=32, zdim=3, centre_displacements=centred), base)
+        last = model.decoder.body[-1]
+        with torch.no_grad():
+            last.bias[:3] = torch.tensor([50.0, -30.0, 20.0])        # a large common translation
+        out = model.decode(torch.randn(5, 3))
+        mean = torch.einsum("bnk,n->bk", out["displacement"], model.mass_weights())
+        if centred:
+            assert mean.abs().max() < 1e-4
+        else:
+            assert mean.abs().max() > 5
+
+
+def test_amplitude_hinge_penalises_a_global_loss_of_density():
+    mass = torch.full((10,), 0.1)
+    assert float(losses.amplitude_loss(torch.ones(4, 10), mass)) == 0
+    partly = torch.ones(4, 10)
+    partly[:2, :3] = 0                                             # a part absent in half the batch
+    assert float(losses.amplitude_loss(partly, mass)) == 0
+    assert float(losses.amplitude_loss(torch.zeros(4, 10), mass)) == pytest.approx(0.36)
+
+
+def test_health_checks_name_what_failed():
+    ok = {"finite": True, "explained": 1.02, "amplitude_mean": 0.98, "near_bound": 0.0,
+          "displacement_rms": 1.0, "kl_per_dim": [3.0], "l2_model": 1, "l2_consensus": 1, "l2_zero": 1.1}
+    used = {"displacement_spread": 0.8, "amplitude_spread": 0.05, "particles": 64}
+    assert health.diverged(ok) is None
+    assert health.final_report(ok, used, [], None, False)["status"] == "healthy"
+    empty = dict(ok, explained=0.02, amplitude_mean=0.0)
+    assert "explains 2%" in health.diverged(empty)
+    r = health.final_report(empty, used, [], None, False)
+    assert r["status"] == "failed" and "amplitude" in r["summary"]
+    assert "bound" in health.diverged(dict(ok, near_bound=0.9))
+    unused = {"displacement_spread": 0.001, "amplitude_spread": 0.0001, "particles": 64}
+    assert health.final_report(ok, unused, [], None, False)["status"] == "failed"
+    assert health.final_report(ok, unused, [], None, False, judge_latent=False)["status"] == "warning"
+
+
+def test_a_run_that_cannot_recover_fails_with_nonzero_exit(tiny_sim, tmp_path):
+    """A learning rate far too high: epochs diverge, are restored with lower learning rates
+    (logged), and when that does not help the CLI exits non-zero, says why, never 'done',
+    and health.json says failed."""
+    out = tmp_path / "bad"
+    r = subprocess.run([sys.executable, "-m", "gaussianem.cli.main", "train", str(tiny_sim / "particles.star"),
+                        "--consensus", str(tiny_sim / "consensus.mrc"), "-o", str(out), "--epochs", "3",
+                        "--lr", "300", "--progress", "json", "--threads", "1"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0, r.stdout[-2000:]
+    events = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert not any(e.get("event") == "done" for e in events)
+    assert "diverged" in r.stderr + r.stdout
+    rep = json.loads((out / "health.json").read_text())
+    assert rep["status"] == "failed"
+    assert len(rep["recoveries"]) == 3
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    lrs = [rec["lr"] for rec in logged if rec["kind"] == "recovery"]
+    assert lrs == pytest.approx([300 * 0.3, 300 * 0.09, 300 * 0.027])
+
+
+@pytest.fixture(scope="module")
+def arbitrary_units_sim(tmp_path_factory):
+    """1,500 particles at SNR 0.1 (box 32, 3 A/pixel, a 60-degree hinge and a chain absent
+    in 30%), images x0.01 + 3, consensus map x0.05: nothing near 1."""
+    from gaussianem.sim.simulate import SimulationSpec, simulate_from_model
+    from gaussianem.io.models import write_model
+    from gaussianem.sim.testprotein import build_test_model
+    d = tmp_path_factory.mktemp("units")
+    write_model(str(d / "input_model.pdb"), build_test_model())
+    simulate_from_model(str(d / "input_model.pdb"), str(d / "sim"),
+                        SimulationSpec(n=1500, box=32, apix=3.0, snr=0.1, seed=3, hinge_angle=60.0))
+    return rescaled_copy(d / "sim", d / "units", image_factor=0.01, image_offset=3.0, map_factor=0.05)
+
+
+def test_default_training_on_arbitrary_units_follows_the_motion(arbitrary_units_sim, tmp_path):
+    """The regression test of the collapse: the default command (no tuning flags) on a
+    low-SNR set in arbitrary units learns a latent that follows the motion, keeps its maps
+    and reports itself healthy."""
+    from gaussianem.analysis.evaluate import load_truth, motion_probe
+    from gaussianem.progress import Progress
+    from gaussianem.analysis.result import load_result
+    from gaussianem.train.config import TrainConfig
+    from gaussianem.train.loop import train
+    d = arbitrary_units_sim
+    out = tmp_path / "run"
+    events = []
+    prog = Progress("none")
+    prog.event = lambda kind, **kw: events.append((kind, kw))
+    train(TrainConfig(particles=str(d / "particles.star"), consensus=str(d / "consensus.mrc"), outdir=str(out),
+                      epochs=12, threads=1), progress=prog)
+    assert events[-1][0] == "done" and events[-1][1]["health"] == "healthy"
+    rep = health.read(str(out))
+    assert rep["status"] == "healthy"
+    assert rep["intensity"]["group_scale"]["1"] > 1        # the map is 20x too weak for the images
+    res = load_result(str(out))
+    truth = load_truth(str(d))
+    assert motion_probe(res.z, truth["motion"]) > 0.8
+    vol = res.volume(np.median(res.z, 0))
+    cons, _, _ = read_map(str(d / "consensus.mrc"))
+    assert vol.std() > 0.3 * cons.std()
+    assert np.corrcoef(vol.ravel(), cons.ravel())[0, 1] > 0.8
+
+
+def test_training_is_the_same_in_any_units(tiny_sim, tmp_path):
+    """The same particles with images x0.01 and x100 (and offsets), the map x0.05 and x20:
+    two short trainings give the same latents (up to float rounding through the fit)."""
+    from gaussianem.analysis.result import load_result
+    from gaussianem.train.config import TrainConfig
+    from gaussianem.train.loop import train
+    zs = []
+    for name, a, b, c in (("small", 0.01, 3.0, 0.05), ("large", 100.0, -500.0, 20.0)):
+        d = rescaled_copy(tiny_sim, tmp_path / name, image_factor=a, image_offset=b, map_factor=c)
+        out = tmp_path / f"run_{name}"
+        train(TrainConfig(particles=str(d / "particles.star"), consensus=str(d / "consensus.mrc"),
+                          outdir=str(out), epochs=2, batch_size=32, fit_steps=60, threads=1, device="cpu"))
+        zs.append(load_result(str(out)).z)
+    corr = [abs(np.corrcoef(zs[0][:, k], zs[1][:, k])[0, 1]) for k in range(zs[0].shape[1])]
+    assert min(corr) > 0.95, corr
+
+
+def test_shift_errors_in_the_star_file_are_corrected(tiny_sim):
+    """Origins off by 1 pixel RMS per axis (a refinement's search step): the posterior
+    shift corrections measured before training bring them at least halfway back, and on
+    the exact origins they stay small."""
+    data = load_particles(str(tiny_sim / "particles.star"))
+    vol, apix, _ = read_map(str(tiny_sim / "consensus.mrc"))
+    g = init_from_map(vol, apix, n=60, seed=0)
+    true = data.shifts.copy()
+
+    def corrected(shifts):
+        data.shifts = shifts
+        images = ParticleImages(data, box=data.box)
+        phys = Physics(data, data.box, "cpu")
+        est = intensity.estimate(g, images, phys, data.box, intensity.image_std(images), 15.0, "cpu")
+        assert torch.allclose(phys.shift, torch.from_numpy((shifts + est.shift_correction).astype(np.float32)),
+                              atol=1e-4)
+        return shifts + est.shift_correction
+
+    err = np.random.default_rng(0).normal(0, apix, true.shape)
+    rms = lambda x: float(np.sqrt((x ** 2).mean()))  # noqa: E731
+    assert rms(corrected(true + err) - true) < 0.5 * rms(err)
+    assert rms(corrected(true.copy()) - true) < 0.4 * apix
+
+
+def test_encoding_particles_of_another_file_scales_them_as_training_did(tiny_result, tiny_sim, tmp_path):
+    """Result.encode of a particle file other than the training one measures those
+    particles' scales (with the run's group scales and shrinkage, no shift correction):
+    the training particles given as another file encode close to their own latents."""
+    from gaussianem.analysis.result import load_result
+    other = tmp_path / "other.star"
+    shutil.copy(tiny_sim / "particles.star", other)
+    shutil.copy(tiny_sim / "particles.mrcs", tmp_path / "particles.mrcs")
+    res = load_result(str(tiny_result))
+    z = res.encode(np.arange(256), particles=str(other))
+    assert z.shape == res.z.shape and np.all(np.isfinite(z))
+    _, _, phys = res._encode_cache
+    assert torch.allclose(phys.shift, phys.star_shift)              # no shift correction for new files
+    scales = phys.scale.numpy()
+    assert np.corrcoef(scales, res.intensity.particle)[0, 1] > 0.9
+    corr = [np.corrcoef(z[:, k], res.z[:, k])[0, 1] for k in range(z.shape[1])]
+    assert min(corr) > 0.9, corr
