@@ -61,7 +61,7 @@ from compare_report import markdown, ratios  # noqa: E402
 from cryodrgn_runner import (cryodrgn_bin, evaluate_cryodrgn, latency_cryodrgn, parse_star_cryodrgn,  # noqa: E402
                              train_cryodrgn)
 from gaussianem.analysis import evaluate as ev  # noqa: E402
-from gaussianem.train.stages import COARSE_DIR, PLAN_FILE  # noqa: E402
+from gaussianem.io.rundir import RunDir  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- ours
@@ -77,13 +77,13 @@ def train_ours(a, simdir, run, epochs) -> dict:
     os.makedirs(os.path.dirname(run), exist_ok=True)
     m = run_measured(cmd, run + ".log", env=child_env(a.threads, engine=True))
     # a coarse-to-fine run logs its first stage in run/coarse: every epoch counts
-    logs = [os.path.join(run, COARSE_DIR, "log.jsonl"), os.path.join(run, "log.jsonl")]
+    logs = [RunDir(run).coarse.log, RunDir(run).log]
     epochs = [json.loads(line) for path in logs if os.path.exists(path) for line in open(path)]
     secs = [e["seconds"] for e in epochs if e.get("kind") == "epoch"]
     m.update(epoch_seconds=secs, **epoch_summary(secs, a.n),
              peak_gpu_memory_gb=max([e.get("peak_memory_gb", 0) for e in epochs if e.get("kind") == "epoch"] or [0]),
              settings={"zdim_conf": 2, "zdim_comp": 2, "loss": "l2", "batch_size": 64, "extra": a.ours_extra})
-    plan = os.path.join(run, PLAN_FILE)
+    plan = RunDir(run).plan
     if os.path.exists(plan):   # two rates (coarse, fine): the mean epoch is the honest summary
         with open(plan) as f:
             m["stages"] = json.load(f)

@@ -147,15 +147,17 @@ def _save_structure(session, structure, path: str, relative_to=None) -> str:
     return path
 
 
-def gaussianem_train(session, particles, consensus=None, model=None, outdir=None, epochs=None,
-                     zdim=None, zdim_conf=None, zdim_comp=None, batch_size=None, downsample=None,
-                     fine_gaussians=None, device="auto", wait=False, resume=False, invert=False, lr=None):
+def gaussianem_train(session, particles, consensus=None, model=None, outdir=None, wait=False, resume=False,
+                     **options):
     """Train a model in a separate engine process; opens the result when done.
 
     ``consensus`` and ``model`` may be open models: they are saved into OUTDIR first
-    (consensus_input.mrc, model_input.pdb, the model relative to the map). Returns the
-    :class:`~.jobs.TrainJob`; with ``wait true`` blocks until training ends and raises
-    UserError with the engine's message if it failed.
+    (consensus_input.mrc, model_input.pdb, the model relative to the map). ``options``
+    are training options by their engine names (:data:`TRAIN_OPTIONS`: ``epochs``,
+    ``zdim_conf``, ...), handed to the engine through
+    :func:`gaussianem.train.config.command_line`; with ``resume`` and no ``epochs`` the
+    engine keeps the run's own. Returns the :class:`~.jobs.TrainJob`; with ``wait true``
+    blocks until training ends and raises UserError with the engine's message if it failed.
     """
     from chimerax.atomic import AtomicStructure
     from chimerax.map import Volume
@@ -164,7 +166,7 @@ def gaussianem_train(session, particles, consensus=None, model=None, outdir=None
     particles = os.path.abspath(os.path.expanduser(particles))
     if not os.path.isfile(particles):
         raise UserError(f"no such particle file: {particles}")
-    if (zdim_conf is None) != (zdim_comp is None):
+    if (options.get("zdim_conf") is None) != (options.get("zdim_comp") is None):
         raise UserError("zdimConf and zdimComp go together: give both for a split latent "
                         "(e.g. zdimConf 8 zdimComp 2), or neither")
     if outdir is None:
@@ -172,10 +174,11 @@ def gaussianem_train(session, particles, consensus=None, model=None, outdir=None
             raise UserError("resume true needs the outdir of the run to continue")
         outdir = _default_outdir(particles)
     outdir = os.path.abspath(os.path.expanduser(outdir))
-    from gaussianem.train.stages import run_exists, saved_epochs
-    if resume and not run_exists(outdir):
-        raise UserError(f"nothing to resume: {outdir} holds no training run (no checkpoint.pt)")
-    if not resume and run_exists(outdir):
+    from gaussianem.io.rundir import RunDir
+    from gaussianem.train.config import command_line
+    if resume and not RunDir(outdir).exists():
+        raise UserError(f"nothing to resume: {outdir} holds no training run (no {RunDir.CHECKPOINT})")
+    if not resume and RunDir(outdir).exists():
         raise UserError(f"{outdir} already holds a training run: add 'resume true' to continue "
                         "it, or choose another outdir")
     reg = registry(session)
@@ -200,23 +203,11 @@ def gaussianem_train(session, particles, consensus=None, model=None, outdir=None
         model_path = None if model is None else os.path.abspath(model)
         open_model = model_path
 
-    args = ["train", particles, "--consensus", consensus_path, "--outdir", outdir,
-            "--device", device, "--progress", "json"]
-    for flag, value in (("--model", model_path), ("--epochs", epochs), ("--zdim", zdim),
-                        ("--zdim-conf", zdim_conf), ("--zdim-comp", zdim_comp),
-                        ("--batch-size", batch_size), ("--downsample", downsample),
-                        ("--fine-gaussians", fine_gaussians), ("--lr", lr)):
-        if value is not None:
-            args += [flag, str(value)]
+    options.setdefault("device", "auto")
+    args = ["train"] + command_line({"particles": particles, "consensus": consensus_path, "outdir": outdir,
+                                     "model": model_path, **options}) + ["--progress", "json"]
     if resume:
         args.append("--resume")
-    if invert:
-        args.append("--invert")
-    if epochs is None and resume:
-        # The engine's default (20) would silently end a longer run: keep the saved one.
-        saved = saved_epochs(outdir)
-        if saved:
-            args += ["--epochs", str(saved)]
 
     def on_done(job):
         from chimerax.core.commands import run
@@ -245,15 +236,15 @@ def gaussianem_train(session, particles, consensus=None, model=None, outdir=None
     return job
 
 
+# the engine's training options offered as keywords (engine field name, ChimeraX type)
+TRAIN_OPTIONS = (("epochs", PositiveIntArg), ("zdim", PositiveIntArg), ("zdim_conf", PositiveIntArg),
+                 ("zdim_comp", PositiveIntArg), ("batch_size", PositiveIntArg), ("downsample", PositiveIntArg),
+                 ("fine_gaussians", NonNegativeIntArg), ("device", EnumOf(DEVICES)), ("invert", BoolArg),
+                 ("lr", PositiveFloatArg))
 gaussianem_train_desc = CmdDesc(
     required=[("particles", OpenFileNameArg)],
-    keyword=[("consensus", MapOrFileArg), ("model", StructureOrFileArg),
-             ("outdir", SaveFileNameArg), ("epochs", PositiveIntArg), ("zdim", PositiveIntArg),
-             ("zdim_conf", PositiveIntArg), ("zdim_comp", PositiveIntArg),
-             ("batch_size", PositiveIntArg), ("downsample", PositiveIntArg),
-             ("fine_gaussians", NonNegativeIntArg),
-             ("device", EnumOf(DEVICES)), ("wait", BoolArg), ("resume", BoolArg),
-             ("invert", BoolArg), ("lr", PositiveFloatArg)],
+    keyword=[("consensus", MapOrFileArg), ("model", StructureOrFileArg), ("outdir", SaveFileNameArg),
+             ("wait", BoolArg), ("resume", BoolArg), *TRAIN_OPTIONS],
     required_arguments=["consensus"],
     synopsis="train a deformable Gaussian model on particle images")
 

@@ -311,7 +311,8 @@ def test_train_coarse_to_fine_is_one_job(cx, tiny_sim, tmp_path, one_thread_engi
         run(cx, cmd)
     job = run(cx, cmd.replace(" epochs 2", "") + " resume true")
     assert job.state == "done", job.stderr_tail()
-    assert job.args[job.args.index("--epochs") + 1] == "2"          # the plan's epochs
+    assert "--epochs" not in job.args                                # the engine keeps the plan's epochs
+    assert [e["epochs"] for e in job.events if e["event"] == "epoch"] == [2]
     assert (out / "latents.npz").exists()
 
 

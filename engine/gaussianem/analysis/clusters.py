@@ -11,10 +11,8 @@ from typing import Callable
 import numpy as np
 
 from gaussianem.analysis.result import Result
-from gaussianem.analysis.selection import latents_of
 from gaussianem.io.atomic import write_array_text
 
-ANALYSIS_DIR = "analysis"
 UMAP_MIN_PARTICLES = 20
 
 
@@ -67,7 +65,7 @@ def kmeans(z: np.ndarray, k: int = 8, seed: int = 0) -> KMeans:
 
 
 def kmeans_dir(result: Result, k: int) -> str:
-    return os.path.join(result.outdir, ANALYSIS_DIR, f"kmeans{int(k)}")
+    return os.path.join(result.run.analysis, f"kmeans{int(k)}")
 
 
 def kmeans_for_result(result: Result, k: int, seed: int = 0, reuse: bool = True,
@@ -75,10 +73,9 @@ def kmeans_for_result(result: Result, k: int, seed: int = 0, reuse: bool = True,
     """K-means of a result's latents: the saved ``analysis/kmeansK/`` when it is newer
     than ``latents.npz`` (and ``reuse``), else computed with :func:`kmeans` (and, with
     ``save``, saved there with :func:`save_kmeans`)."""
-    z = latents_of(result)
+    z = result.require_z()
     if reuse:
-        zpath = os.path.join(result.outdir, "latents.npz")
-        km = load_kmeans(kmeans_dir(result, k), z, newer_than=os.path.getmtime(zpath))
+        km = load_kmeans(kmeans_dir(result, k), z, newer_than=os.path.getmtime(result.run.latents_file))
         if km is not None and km.k == int(k):
             return km
     km = kmeans(z, k, seed=seed)

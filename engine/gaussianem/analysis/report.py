@@ -29,12 +29,10 @@ import numpy as np
 
 from gaussianem.io.atomic import atomic_output
 from gaussianem.analysis.plots import plot_density, plot_explained_variance, plot_losses
-from gaussianem.train.stages import COARSE_DIR
 from gaussianem.analysis.result import Result
 from gaussianem.errors import ResultError
-from gaussianem.analysis.selection import latents_of
 
-from gaussianem.analysis.clusters import ANALYSIS_DIR, kmeans_dir, kmeans_for_result, save_kmeans, umap_embedding
+from gaussianem.analysis.clusters import kmeans_dir, kmeans_for_result, save_kmeans, umap_embedding
 from gaussianem.analysis.outputs import output_grid, remove_stale, write_volumes
 from gaussianem.io.atomic import write_array_text, write_json, write_text
 
@@ -59,7 +57,7 @@ def analyze(result: Result, k: int = 8, pcs: int = 3, umap: bool = True, steps: 
     (``between_I_J/``), k-means (``kmeansK/``: volumes, labels, centres), ``report.md``
     and ``summary.json``. Returns the summary (with absolute paths; summary.json has
     them relative to the analysis folder)."""
-    z = latents_of(result)
+    z = result.require_z()
     n, zdim = z.shape
     if n < 2:
         raise ResultError(f"{result.outdir}: analysis needs at least 2 particles, got {n}")
@@ -68,7 +66,7 @@ def analyze(result: Result, k: int = 8, pcs: int = 3, umap: bool = True, steps: 
     between = [(int(a), int(b)) for a, b in between]
     for a, b in between:       # check before any work
         result.particle_z(a), result.particle_z(b)
-    adir = os.path.join(result.outdir, ANALYSIS_DIR)
+    adir = result.run.analysis
     os.makedirs(adir, exist_ok=True)
     grid = output_grid(result, box)
     rel = lambda p: os.path.relpath(p, adir).replace(os.sep, "/")  # noqa: E731
@@ -128,7 +126,7 @@ def analyze(result: Result, k: int = 8, pcs: int = 3, umap: bool = True, steps: 
 
     # Loss curves
     lpath = os.path.join(adir, "loss.png")
-    stage_logs = [os.path.join(result.outdir, d, "log.jsonl") for d in (COARSE_DIR, "")]
+    stage_logs = [result.run.coarse.log, result.run.log]
     if plot_losses([f for f in stage_logs if os.path.exists(f)], lpath):
         files["loss"] = lpath
     else:

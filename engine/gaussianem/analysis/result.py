@@ -14,7 +14,6 @@ trained model (eval mode) and the particles' latents, and generates:
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
@@ -24,6 +23,7 @@ import torch
 from gaussianem.model import intensity
 from gaussianem.model.gaussians import GaussianSet
 from gaussianem.errors import ResultError
+from gaussianem.io.rundir import RunDir
 from gaussianem.physics.grid import Grid
 from gaussianem.model.networks import HeterogeneityModel, ModelConfig
 from gaussianem.physics.render import render_volume
@@ -55,14 +55,11 @@ class Result:
         self.outdir = os.path.abspath(outdir)
         if not os.path.isdir(self.outdir):
             raise ResultError(f"no such result folder: {self.outdir}")
-        cpath = os.path.join(self.outdir, "config.json")
-        if not os.path.exists(cpath):
-            raise ResultError(f"{self.outdir} is not a GaussianEM result: config.json is missing")
-        with open(cpath) as f:
-            self.config = json.load(f)
+        self.run = RunDir(self.outdir)
+        self.config = self.run.read_config()
         self.grid = Grid.from_dict(self.config["grid"])
         self.device = torch.device(device)
-        ck = checkpoint or os.path.join(self.outdir, "checkpoint.pt")
+        ck = checkpoint or self.run.checkpoint
         if not os.path.exists(ck):
             raise ResultError(f"{self.outdir} has no trained model yet ({os.path.basename(ck)} is missing)")
         state = torch.load(ck, map_location="cpu", weights_only=False)
@@ -71,27 +68,33 @@ class Result:
         #: intensity scales of the training particles (gaussianem.model.intensity); legacy runs: 1
         self.intensity = intensity.IntensityScale.from_dict(state.get("intensity"),
                                                             int(self.config.get("n_particles", 0)))
-        self.base = GaussianSet.load(os.path.join(self.outdir, "gaussians.pt"))
-        self.model_config = ModelConfig(**state["model_config"])
+        self.base = GaussianSet.load(self.run.gaussians)
+        self.model_config = ModelConfig.from_saved(state["model_config"])
         self.model = HeterogeneityModel(self.model_config, self.base)
         self.model.load_state_dict(state["model"])
         self.model.eval().to(self.device)
         with torch.no_grad():
             self._emb = self.model.embed()
         self._pca_cache: dict = {}
-        zpath = os.path.join(self.outdir, "latents.npz")
-        self.z = np.load(zpath)["z"] if os.path.exists(zpath) else None
+        self.z = self.run.latents()["z"] if self.run.finished() else None
 
     @property
     def health(self) -> dict | None:
         """The run's health report (``health.json``, :mod:`gaussianem.train.health`), or None for
         runs trained before health was recorded."""
-        return read(self.outdir)
+        return read(self.run)
 
     # ------------------------------------------------------------------ latents
     @property
     def zdim(self) -> int:
         return self.model_config.zdim
+
+    def require_z(self) -> np.ndarray:
+        """The particles' latents; a :class:`~gaussianem.errors.ResultError` saying that
+        training has not finished when there are none."""
+        if self.z is None:
+            self.run.latents()          # raises the one "training has not finished" error
+        return self.z
 
     @property
     def n_particles(self) -> int:
@@ -106,8 +109,7 @@ class Result:
         return z
 
     def particle_z(self, index: int) -> np.ndarray:
-        if self.z is None:
-            raise ResultError(f"{self.outdir} has no latents.npz (training did not finish)")
+        self.require_z()
         if not 0 <= int(index) < len(self.z):
             raise ResultError(f"particle index {index} is out of range: this result has "
                               f"{len(self.z)} particles (0 to {len(self.z) - 1})")
@@ -164,8 +166,7 @@ class Result:
         """PCA of the latents (``part``: all of z, or only ``conf`` / ``comp`` of a split
         latent). Components are returned in the full latent space (zeros outside the part),
         so ``pca(part).latent(k, v)`` is a full latent with the other part at its mean."""
-        if self.z is None:
-            raise ResultError(f"{self.outdir} has no latents.npz (training did not finish)")
+        self.require_z()
         if part not in self._pca_cache:
             sl = self._part_slice(part)
             mean = self.z.mean(0)

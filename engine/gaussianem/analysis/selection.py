@@ -19,12 +19,6 @@ from gaussianem.io.particles import load_particles
 from gaussianem.io.particles import write_subset
 
 
-def latents_of(result: Result) -> np.ndarray:
-    if result.z is None:
-        raise ResultError(f"{result.outdir} has no latents.npz (training did not finish)")
-    return result.z
-
-
 def parse_latent(text: str) -> np.ndarray:
     """``"0.1 -0.3 2"`` or ``"0.1,-0.3,2"`` -> (1, zdim) float32."""
     parts = str(text).replace(",", " ").split()
@@ -106,7 +100,7 @@ def export_subset(result: Result, idx, out, invert: bool = False, particles: str
     """Write the particles ``idx`` (or all others with ``invert``) of the result's
     particle file (or ``particles``) to ``out`` (.star or .cs) with their original rows.
     Returns ``{"file", "n", "source"}``."""
-    n = len(latents_of(result))
+    n = len(result.require_z())
     src_path = particles or result.config.get("train", {}).get("particles")
     if not src_path:
         raise ResultError(f"{result.outdir}: config.json does not name the particle file; give --particles")

@@ -46,8 +46,7 @@ def main(args):
     if args.cluster and args.kmeans is None:
         raise ValueError("--cluster needs --kmeans K")
     result = load_result(args.outdir)
-    if result.z is None:
-        raise ValueError(f"{result.outdir} has no latents.npz (training did not finish)")
+    result.require_z()
     if args.kmeans is not None:
         km = kmeans_for_result(result, args.kmeans, seed=args.seed, save=True)
         clusters = parse_clusters(args.cluster, km.k)

@@ -39,10 +39,14 @@ from gaussianem.model.gaussians import GaussianSet
 
 @dataclass
 class ModelConfig:
+    """The networks' shape and behaviour, saved in every checkpoint. Defaults are the
+    training defaults; :meth:`from_saved` reads a checkpoint's, filling what older runs
+    did not record with what they did (:data:`BEFORE_RECORDED`)."""
+
     box: int                      # training image size (pixels)
-    zdim: int = 10                # total latent size (= zdim_conf + zdim_comp when split)
-    zdim_conf: int = 0            # > 0 with zdim_comp > 0: split latent
-    zdim_comp: int = 0
+    zdim: int                     # total latent size (= zdim_conf + zdim_comp when split)
+    zdim_conf: int = 0            # > 0 with zdim_comp > 0: split latent (training's default:
+    zdim_comp: int = 0            # DEFAULT_SPLIT); 0 and 0: one unsplit latent
     enc_dim: int = 256
     enc_layers: int = 3
     emb_dim: int = 32
@@ -53,11 +57,11 @@ class ModelConfig:
     window: bool = True
     max_displacement: float = 20.0   # Angstrom, bound of each displacement component
     width_change: bool = False       # the conformational decoder also changes widths
-    encoder_input: str = "image"     # image | residual (image - consensus projection) | both
-    gaussian_features: bool = False  # the encoder also reads the residual's correlation with
+    encoder_input: str = "residual"  # residual (image - consensus projection) | image | both
+    gaussian_features: bool = True   # the encoder also reads the residual's correlation with
                                      # each Gaussian's projection, pooled over the embedding
-    centre_displacements: bool = False  # no common translation: displacements lose their
-                                        # mass-weighted mean (False in runs made before it)
+    centre_displacements: bool = True  # no common translation: displacements lose their
+                                       # mass-weighted mean
 
     @property
     def split(self) -> bool:
@@ -65,6 +69,16 @@ class ModelConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_saved(cls, d: dict) -> "ModelConfig":
+        return cls(**{**BEFORE_RECORDED, **d})
+
+
+DEFAULT_SPLIT = (8, 1)      # training's latent sizes (conformational, compositional) when none is given
+# what runs made before a setting existed did (a checkpoint without the key)
+BEFORE_RECORDED = {"encoder_input": "image", "gaussian_features": False, "centre_displacements": False,
+                   "width_change": False}
 
 
 def _mlp(din: int, dim: int, dout: int, layers: int, norm: bool = False) -> nn.Sequential:

@@ -1,66 +1,110 @@
-"""Every training option in one place: :class:`TrainConfig`."""
+"""Every training option in one place: :class:`TrainConfig`.
+
+Each field carries its default, its help text and (through its name) its command-line
+flag: ``batch_size`` is ``--batch-size``. The CLI's parser is built from the fields
+(:func:`add_arguments`, :func:`from_arguments`), and the ChimeraX bundle turns its keywords
+into the same flags with :func:`command_line`, so an option is added or changed here and
+nowhere else. The loss weights have their own dataclass (:class:`LossWeights`); four of
+them have flags (:data:`WEIGHT_FLAGS`). :func:`resumed` is the one place that decides
+what a resumed run keeps from its saved settings.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import argparse
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
 from gaussianem import __version__
 from gaussianem.errors import TrainingError
+from gaussianem.io.rundir import RunDir
 from gaussianem.model.losses import LossWeights
+from gaussianem.model.networks import DEFAULT_SPLIT
+
+DEFAULT_EPOCHS = 20
 
 
-DEFAULT_SPLIT = (8, 1)      # latent sizes (conformational, compositional) when none is given
+def option(default=None, help: str = "", *, flag: str | None = None, choices=None, metavar=None,
+           cli: bool = True, positional: bool = False, required: bool = False, default_text: str | None = None):
+    """A :class:`TrainConfig` field with its command-line description."""
+    meta = {"help": help, "flag": flag, "choices": choices, "metavar": metavar, "cli": cli,
+            "positional": positional, "required": required, "default_text": default_text}
+    if positional or required:
+        return field(metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class TrainConfig:
-    particles: str
-    consensus: str
-    outdir: str
-    model: str | None = None          # fitted atomic model (.pdb/.cif): Gaussians per residue
-    datadir: str | None = None
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 2e-3
-    zdim: int | None = None           # an unsplit latent of this size (when conf/comp are not given)
-    zdim_conf: int | None = None      # default: split, DEFAULT_SPLIT (when zdim is not given)
-    zdim_comp: int | None = None
-    downsample: int | None = None     # training box; default min(particle box, 128)
-    num_gaussians: int | None = None  # default: gaussians.auto_count (~1.2 per residue)
-    init: str = "kmeans"              # kmeans | grid | model
-    atoms_per_gaussian: int | None = None  # with init "model": one Gaussian per N heavy atoms
-                                           # (default: one per residue)
-    threshold: float | None = None
-    fit_steps: int = 200
-    loss: str = "l2"                  # l2 | l1 (GaussianEM) | corr
-    encoder_input: str = "residual"   # residual (image minus consensus projection) | image | both
-    lowpass_start: float | None = 15.0  # Angstrom: the image loss starts band-limited here ...
-    lowpass_epochs: float | None = None  # ... and reaches Nyquist after this many epochs
-                                         # (default, fixed at the start: min(10, epochs / 2))
-    width_change: bool = False        # conformational decoder may also change widths
-    gaussian_features: bool = True    # encoder also reads per-Gaussian residual correlations
-    init_from: str | None = None      # a finished run whose networks start this one (coarse to fine)
-    fine_gaussians: int | None = None  # coarse to fine (gaussianem.train.stages): None automatic, N, 0 off
-    coarse_epochs: int | None = None  # epochs of the coarse stage (default half of --epochs)
-    first_epoch: int = 0              # a fine stage starts here (its low-pass and KL warm-up too)
-    kl_warmup: float = 5.0            # epochs over which the KL weight rises from 0
-    weights: LossWeights = field(default_factory=LossWeights)
-    radius: float | None = None       # neighbour-graph radius (Angstrom)
-    max_displacement: float = 20.0
-    device: str = "auto"
-    amp: bool = False
-    seed: int = 0
-    invert: bool = False
-    window: bool = True
-    num_workers: int = 0
-    log_every: int = 10
-    threads: int | None = None        # CPU threads for torch (default: torch's choice)
-    keep_checkpoints: bool = True
-    engine_version: str = __version__
+    particles: str = option(help="particles: RELION .star or cryoSPARC .cs", positional=True)
+    consensus: str = option(help="consensus map (.mrc) the poses refer to", required=True)
+    outdir: str = option(help="output folder", flag="-o", required=True)
+    model: str | None = option(None, "fitted atomic model (.pdb/.cif): with --init model, one Gaussian per "
+                                     "residue; maps and models from one latent space")
+    datadir: str | None = option(None, "folder to resolve image paths against (default: the particle file's)")
+    epochs: int = option(DEFAULT_EPOCHS, "epochs in all, both stages of coarse to fine included (with "
+                                         "--resume: default the run's own)")
+    batch_size: int = option(64, "particles per step")
+    lr: float = option(2e-3, "learning rate")
+    zdim: int | None = option(None, "an unsplit latent of this size (one decoder moves and re-weights "
+                                    "Gaussians); default: the split latent below")
+    zdim_conf: int | None = option(None, "split latent, conformational part: moves Gaussians only",
+                                   default_text=str(DEFAULT_SPLIT[0]))
+    zdim_comp: int | None = option(None, "split latent, compositional part: changes amplitudes only",
+                                   default_text=str(DEFAULT_SPLIT[1]))
+    downsample: int | None = option(None, "train at this box (Fourier cropping)", default_text="min(box, 128)")
+    num_gaussians: int | None = option(None, "number of Gaussians", default_text=(
+        "one per residue's worth of the molecule's volume, measured on the map smoothed to 2 A sigma: about "
+        "1.2 per residue"))
+    init: str = option("kmeans", "Gaussian initialisation ('model' needs --model)",
+                       choices=["kmeans", "grid", "model"])
+    atoms_per_gaussian: int | None = option(None, "with --init model: one Gaussian per N heavy atoms",
+                                            default_text="one per residue")
+    threshold: float | None = option(None, "map level for initialisation", default_text="mean + 3 sd")
+    fit_steps: int = option(200, "steps fitting the Gaussians to the consensus map", cli=False)
+    loss: str = option("l2", "image loss: l2, l1 (GaussianEM's) or corr", choices=["l1", "l2", "corr"])
+    encoder_input: str = option("residual", "what the image encoder sees: the image minus the consensus "
+                                            "projection with the particle's pose and CTF (residual), the image "
+                                            "alone (as cryoDRGN), or both", choices=["residual", "image", "both"])
+    lowpass_start: float | None = option(15.0, "the image loss starts low-pass filtered at this resolution in "
+                                               "Angstrom and widens to Nyquist over --lowpass-epochs (0: full "
+                                               "band from the start)")
+    lowpass_epochs: float | None = option(None, "epochs over which the loss band widens to Nyquist",
+                                          default_text="10, or half of --epochs when that is less than 20")
+    width_change: bool = option(False, "let the conformational decoder also change Gaussian widths (off by "
+                                       "default: width changes can stand in for compositional change)")
+    gaussian_features: bool = option(True, "the encoder also reads, per Gaussian, the residual's correlation "
+                                           "with its projection in the particle's pose, pooled over the Gaussian "
+                                           "embedding (a pose-free view of missing or extra density)")
+    init_from: str | None = option(None, "start the networks from a finished run (same data and latent sizes), "
+                                         "e.g. one trained with fewer Gaussians: coarse to fine", metavar="RUN")
+    fine_gaussians: int | None = option(None, "coarse to fine: after --coarse-epochs on the default count, "
+                                              "train on N Gaussians (0: never)", metavar="N",
+                                        default_text="automatic when the training box resolves more detail "
+                                                     "than the default count carries")
+    coarse_epochs: int | None = option(None, "epochs of the coarse stage", default_text="half of --epochs")
+    first_epoch: int = option(0, "a fine stage starts here (its low-pass and KL warm-up too)", cli=False)
+    kl_warmup: float = option(5.0, "epochs over which the KL weight rises from 0")
+    weights: LossWeights = field(default_factory=LossWeights, metadata={"cli": False})
+    radius: float | None = option(None, "neighbour-graph radius in Angstrom",
+                                  default_text="2.5 x the median nearest-neighbour distance")
+    max_displacement: float = option(20.0, "bound of each displacement component (Angstrom)")
+    device: str = option("auto", "auto, cpu or cuda[:N]")
+    amp: bool = option(False, "mixed precision (bf16) on CUDA")
+    seed: int = option(0, "random seed (particle order, initialisation)")
+    invert: bool = option(False, "multiply images by -1 (for images with dark protein)")
+    window: bool = option(True, "soft circular mask on the images", cli=False)
+    num_workers: int = option(0, "data-loading worker processes")
+    log_every: int = option(10, "log a step every N steps", cli=False)
+    threads: int | None = option(None, "CPU threads for torch (1 on busy machines)", default_text="all cores")
+    keep_checkpoints: bool = option(True, "keep checkpoints/epoch_NNN.pt", cli=False)
+    engine_version: str = field(default=__version__, metadata={"cli": False})
 
     def __post_init__(self):
         if isinstance(self.weights, dict):
             self.weights = LossWeights(**self.weights)
+        if self.lowpass_start == 0:
+            self.lowpass_start = None                     # "0: off" on the command line
         if (self.zdim_conf is None) != (self.zdim_comp is None) or \
                 (self.zdim_conf is not None and (self.zdim_conf > 0) != (self.zdim_comp > 0)):
             raise TrainingError("--zdim-conf and --zdim-comp go together: give both (> 0) or neither")
@@ -99,3 +143,94 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# (flag, LossWeights field, help): the loss weights that have command-line flags
+WEIGHT_FLAGS = (("--beta", "kl", "KL weight"),
+                ("--w-distance", "distance", "neighbour distance-preservation weight"),
+                ("--w-alignment", "alignment", "neighbour displacement-alignment weight"),
+                ("--w-contrastive", "contrastive", "latent-neighbourhood term weight"))
+
+
+def _flag(f) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def _type(f):
+    base = str(f.type).split("|")[0].strip()
+    return {"int": int, "float": float, "str": str, "bool": bool}[base]
+
+
+def cli_fields():
+    return [f for f in fields(TrainConfig) if f.metadata.get("cli", True) and "help" in f.metadata]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add every command-line option of :class:`TrainConfig` to ``parser``. Options not
+    given stay unset (``argparse.SUPPRESS``), so the dataclass's defaults are the only ones."""
+    for f in cli_fields():
+        m = f.metadata
+        default = None if f.default is MISSING else f.default
+        text = m["default_text"] or (None if default in (None, False) or m["required"] else str(default))
+        help_text = m["help"] + (f" (default: {text})" if text else "")
+        if m["positional"]:
+            parser.add_argument(f.name, help=help_text)
+            continue
+        names = [_flag(f)] + (["--" + f.name.replace("_", "-")] if m["flag"] else [])
+        kw = {"dest": f.name, "help": help_text}
+        if not m["required"]:
+            kw["default"] = argparse.SUPPRESS
+        if _type(f) is bool:
+            kw["action"] = argparse.BooleanOptionalAction if default else "store_true"
+        else:
+            kw.update(type=_type(f), choices=m["choices"], metavar=m["metavar"], required=m["required"])
+        parser.add_argument(*names, **kw)
+    for flag, name, help_text in WEIGHT_FLAGS:
+        parser.add_argument(flag, dest="weight_" + name, type=float, default=argparse.SUPPRESS,
+                            help=f"{help_text} (default: {getattr(LossWeights(), name):g})")
+
+
+def from_arguments(args: argparse.Namespace, resume: bool = False) -> TrainConfig:
+    """The :class:`TrainConfig` for parsed arguments. With ``resume`` and no ``--epochs``,
+    the epochs are the run's own (:meth:`RunDir.epochs_asked`)."""
+    given = {k: v for k, v in vars(args).items() if k in {f.name for f in fields(TrainConfig)}}
+    weights = {k[len("weight_"):]: v for k, v in vars(args).items() if k.startswith("weight_")}
+    if weights:
+        given["weights"] = LossWeights(**weights)
+    if resume and "epochs" not in given:
+        given["epochs"] = RunDir(given["outdir"]).epochs_asked() or DEFAULT_EPOCHS
+    return TrainConfig(**given)
+
+
+def resumed(cfg: TrainConfig, saved: RunDir) -> TrainConfig:
+    """The settings a resumed run goes on with: everything as saved in ``saved`` (the run
+    itself, or the coarse stage of a coarse-to-fine run), except what may change between
+    sessions: ``epochs`` (to extend a run), ``device``, ``num_workers`` and ``threads``,
+    which are ``cfg``'s; the output folder stays ``cfg.outdir``."""
+    if not os.path.exists(saved.config):
+        raise TrainingError(f"nothing to resume: {saved.path} holds no training run ({RunDir.CONFIG} is missing)")
+    old = TrainConfig.from_dict(saved.read_config()["train"])
+    return replace(old, outdir=cfg.outdir, epochs=cfg.epochs, device=cfg.device, num_workers=cfg.num_workers,
+                   threads=cfg.threads)
+
+
+def command_line(options: dict) -> list[str]:
+    """The ``gaussianem train`` arguments for ``options`` (field name -> value; None and
+    False left out): how the ChimeraX bundle starts the engine with the user's keywords."""
+    by_name = {f.name: f for f in cli_fields()}
+    args: list[str] = []
+    for name, value in options.items():
+        if name not in by_name:
+            raise TrainingError(f"unknown training option {name!r}")
+        if value is None:
+            continue
+        f = by_name[name]
+        if f.metadata["positional"]:
+            args.insert(0, str(value))
+        elif _type(f) is bool:
+            default = f.default
+            if bool(value) != bool(default):
+                args.append(_flag(f) if value else "--no-" + f.name.replace("_", "-"))
+        else:
+            args += [_flag(f), str(value)]
+    return args

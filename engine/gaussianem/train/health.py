@@ -30,7 +30,8 @@ import os
 import numpy as np
 import torch
 
-HEALTH_FILE = "health.json"
+from gaussianem.io.atomic import write_json
+from gaussianem.io.rundir import RunDir
 
 EXPLAINED_FAILED, EXPLAINED_WARNING = 0.5, 0.95
 AMPLITUDE_FAILED = 0.3
@@ -197,19 +198,23 @@ def final_report(last: dict, usage: dict, recoveries: list, intensity: dict | No
             "recoveries": recoveries, "intensity": intensity, "split_latent": split}
 
 
-def write(outdir: str, report: dict) -> str:
-    path = os.path.join(outdir, HEALTH_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=2, default=float)
-    os.replace(tmp, path)
-    return path
+def diverged_report(last: dict, recoveries: list, intensity_summary: dict, split: bool, failure: str) -> dict:
+    """The report of a run that diverged and did not recover."""
+    report = final_report(last, {"displacement_spread": float("nan"), "amplitude_spread": float("nan"),
+                                 "particles": 0}, recoveries, intensity_summary, split)
+    report["status"] = "failed"
+    report["summary"] = f"failed: diverged ({failure}); not recovered after {len(recoveries)} restarts"
+    return report
 
 
-def read(outdir: str) -> dict | None:
-    """``OUTDIR/health.json``, or None for runs written before health was recorded."""
-    path = os.path.join(outdir, HEALTH_FILE)
-    if not os.path.exists(path):
+def write(run: RunDir, report: dict) -> str:
+    write_json(run.health, json.loads(json.dumps(report, default=float)))
+    return run.health
+
+
+def read(run: RunDir) -> dict | None:
+    """``RUN/health.json``, or None for runs written before health was recorded."""
+    if not os.path.exists(run.health):
         return None
-    with open(path) as f:
+    with open(run.health) as f:
         return json.load(f)

@@ -15,7 +15,7 @@ Nyquist asks for at least ``REFINE_FACTOR`` times the default count
    stage (``--init-from``), epochs ``coarse_epochs + 1`` to ``epochs`` with their own
    low-pass and KL warm-up.
 
-``OUTDIR/stages.json`` records the plan, so ``--resume`` continues whichever stage was
+``OUTDIR/stages.json`` (``RunDir.plan``) records the plan, so ``--resume`` continues whichever stage was
 interrupted. ``OUTDIR`` is the result every reader opens (``load_result``).
 """
 
@@ -24,11 +24,12 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, replace
+
 from gaussianem.errors import TrainingError
+from gaussianem.io.atomic import write_json
+from gaussianem.io.rundir import RunDir
 from gaussianem.model.gaussians import auto_count, count_for_resolution
 
-PLAN_FILE = "stages.json"
-COARSE_DIR = "coarse"
 REFINE_FACTOR = 1.5      # an automatic fine stage only for at least this many more Gaussians
 
 
@@ -41,14 +42,14 @@ class StagePlan:
     resolution: float        # Angstrom: the training box's Nyquist the fine count is for
 
     def coarse_config(self, cfg, outdir: str):
-        return replace(cfg, outdir=os.path.join(outdir, COARSE_DIR), epochs=self.coarse_epochs,
+        return replace(cfg, outdir=RunDir(outdir).coarse.path, epochs=self.coarse_epochs,
                        num_gaussians=self.coarse_gaussians, fine_gaussians=0, first_epoch=0,
                        lowpass_epochs=None)
 
     def fine_config(self, cfg, outdir: str):
         return replace(cfg, outdir=outdir, num_gaussians=self.fine_gaussians, fine_gaussians=0,
                        first_epoch=self.coarse_epochs, lowpass_epochs=None,
-                       init_from=os.path.join(outdir, COARSE_DIR))
+                       init_from=RunDir(outdir).coarse.path)
 
     def describe(self, epochs: int | None = None) -> str:
         epochs = epochs or self.epochs
@@ -95,52 +96,21 @@ def plan(cfg, vol, map_apix: float, train_apix: float) -> StagePlan | None:
     return StagePlan(int(coarse), int(fine), int(epochs), int(cfg.epochs), float(resolution))
 
 
-def save_plan(outdir: str, p: StagePlan) -> None:
-    os.makedirs(outdir, exist_ok=True)
-    tmp = os.path.join(outdir, f".{PLAN_FILE}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(asdict(p), f, indent=2)
-    os.replace(tmp, os.path.join(outdir, PLAN_FILE))
+def save_plan(run: RunDir, p: StagePlan) -> None:
+    os.makedirs(run.path, exist_ok=True)
+    write_json(run.plan, asdict(p))
 
 
-def load_plan(outdir: str) -> StagePlan | None:
-    path = os.path.join(outdir, PLAN_FILE)
-    if not os.path.exists(path):
+def load_plan(run: RunDir) -> StagePlan | None:
+    if not os.path.exists(run.plan):
         return None
     try:
-        with open(path) as f:
+        with open(run.plan) as f:
             return StagePlan(**json.load(f))
     except (ValueError, TypeError) as e:
-        raise TrainingError(f"{path} is not a GaussianEM stage plan ({e}); remove it to start afresh") from None
+        raise TrainingError(f"{run.plan} is not a GaussianEM stage plan ({e}); remove it to start afresh") from None
 
 
-def resumed_config(cfg, outdir: str):
-    """The settings a two-stage run started with (saved by its coarse stage), with this
-    call's ``epochs``, ``device`` and ``num_workers``: a resume changes nothing else."""
-    path = os.path.join(outdir, COARSE_DIR, "config.json")
-    if not os.path.exists(path):
-        return cfg
-    with open(path) as f:
-        saved = type(cfg).from_dict(json.load(f)["train"])
-    return replace(saved, outdir=outdir, epochs=cfg.epochs, device=cfg.device, num_workers=cfg.num_workers)
-
-
-def saved_epochs(outdir: str) -> int | None:
-    """The epochs a run in ``outdir`` was asked for (all stages), or None if it holds none."""
-    path = os.path.join(outdir, "config.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f).get("train", {}).get("epochs")
-    p = load_plan(outdir)
-    return p.epochs if p else None
-
-
-def run_exists(outdir: str) -> bool:
-    """Whether ``outdir`` holds a training run (finished, interrupted, or between stages)."""
-    return any(os.path.exists(os.path.join(outdir, p)) for p in
-               ("checkpoint.pt", PLAN_FILE, os.path.join(COARSE_DIR, "checkpoint.pt")))
-
-
-def coarse_finished(outdir: str) -> bool:
+def coarse_finished(run: RunDir) -> bool:
     """The coarse stage ran to its end (its latents are written last)."""
-    return os.path.exists(os.path.join(outdir, COARSE_DIR, "latents.npz"))
+    return run.coarse.finished()

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from gaussianem.io.rundir import RunDir
 from gaussianem.train import health
 from gaussianem.model import intensity, losses
 from gaussianem.io.images import ParticleImages
@@ -196,7 +197,7 @@ def test_default_training_on_arbitrary_units_follows_the_motion(arbitrary_units_
     train(TrainConfig(particles=str(d / "particles.star"), consensus=str(d / "consensus.mrc"), outdir=str(out),
                       epochs=12, threads=1), progress=prog)
     assert events[-1][0] == "done" and events[-1][1]["health"] == "healthy"
-    rep = health.read(str(out))
+    rep = health.read(RunDir(out))
     assert rep["status"] == "healthy"
     assert rep["intensity"]["group_scale"]["1"] > 1        # the map is 20x too weak for the images
     res = load_result(str(out))

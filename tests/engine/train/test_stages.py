@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from gaussianem.io.rundir import RunDir
 from gaussianem.train import stages
 from gaussianem.model.gaussians import COUNT_RESOLUTION, auto_count, count_for_resolution
 from gaussianem.io.mrc import read_map
@@ -94,7 +95,7 @@ def test_two_stages_in_one_call(two_stage, tiny_sim):
     texts = [f.get("text", "") for e, f in events if e == "message"]
     assert any(t.startswith("coarse to fine") for t in texts)
     assert any("networks initialised from" in t for t in texts)
-    assert stages.saved_epochs(str(out)) == 2
+    assert RunDir(out).epochs_asked() == 2
     with pytest.raises(TrainingError, match="--resume"):
         train(cfg_for(tiny_sim, out, epochs=2, **KW))
 
@@ -112,7 +113,7 @@ def test_resume_between_the_stages_and_inside_the_coarse_one(two_stage, tiny_sim
     b = tmp_path / "b"
     shutil.copytree(out, b)
     _drop_fine_stage(b)
-    assert stages.saved_epochs(str(b)) == 2              # from the plan
+    assert RunDir(b).epochs_asked() == 2              # from the plan
     train(cfg_for(tiny_sim, b, epochs=2, **KW), resume=True)
     assert [r["epoch"] for r in read_log(b / "coarse") if r["kind"] == "epoch"] == [1]
     assert np.allclose(np.load(b / "latents.npz")["z"], z_straight, atol=1e-5)
@@ -121,12 +122,12 @@ def test_resume_between_the_stages_and_inside_the_coarse_one(two_stage, tiny_sim
     straight = train(cfg_for(tiny_sim, tmp_path / "s", epochs=3, coarse_epochs=2, fine_gaussians=fine, **KW))
     p = stages.plan(cfg_for(tiny_sim, c, epochs=3, coarse_epochs=2, fine_gaussians=fine, **KW),
                     *read_map(str(tiny_sim / "consensus.mrc"))[:2], train_apix=3.0)
-    stages.save_plan(str(c), p)
+    stages.save_plan(RunDir(c), p)
     first = p.coarse_config(cfg_for(tiny_sim, c, epochs=3, fine_gaussians=fine, **KW), str(c))
     first.epochs = 1                                       # its first epoch only
     train(first)
     os.remove(c / "coarse" / "latents.npz")              # the coarse stage had not finished
-    assert not stages.coarse_finished(str(c)) and stages.run_exists(str(c))
+    assert not stages.coarse_finished(RunDir(c)) and RunDir(c).exists()
     # resume with other settings on the command line: the run's own are kept (all but epochs)
     train(cfg_for(tiny_sim, c, epochs=3, zdim=7, fine_gaussians=None), resume=True)
     assert [r["epoch"] for r in read_log(c / "coarse") if r["kind"] == "epoch"] == [1, 2]

@@ -131,6 +131,61 @@ def test_ddp_two_gloo_processes(tiny_sim, tmp_path):
     assert len(ep) == 1
 
 
+def _workers(parent: int) -> dict:
+    """LOCAL_RANK -> pid of torchrun's worker processes (read from /proc)."""
+    out = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid != parent:
+                continue
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"LOCAL_RANK" in env:
+            out[int(env[b"LOCAL_RANK"])] = int(pid)
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find the worker processes")
+def test_ddp_stop_signal_to_one_rank_stops_every_rank(tiny_sim, tmp_path):
+    """SIGTERM to rank 1 alone (as a cluster may deliver it): both ranks stop at the same
+    step (they agree at each step), rank 0 writes the checkpoint, nothing hangs."""
+    out = tmp_path / "ddp_stop"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           "-m", "gaussianem.cli.main", "train", str(tiny_sim / "particles.star"),
+           "--consensus", str(tiny_sim / "consensus.mrc"), "-o", str(out), "--epochs", "50",
+           "--batch-size", "16", "--zdim", "3", "--progress", "json", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("{") and json.loads(line).get("event") == "step":
+                break
+        workers = _workers(proc.pid)
+        assert set(workers) == {0, 1}, workers
+        os.kill(workers[1], signal.SIGTERM)
+        rest = proc.stdout.read()
+        code = proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code != 0 and '"event": "stopped"' in rest
+    ck = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ck["epoch"] < 50 and not (out / "latents.npz").exists()     # stopped, resumable
+
+
+def test_process_group_backend_takes_cpu_tensors_on_gpu_machines(monkeypatch):
+    from gaussianem.train import distributed
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert distributed.backend_for("cuda") == "cpu:gloo,cuda:nccl"       # latents gathered on the CPU
+    assert distributed.backend_for("cpu") == "gloo"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert distributed.backend_for("auto") == "gloo"
+
+
 def test_pixel_size_mismatch_is_a_clear_error(tiny_sim, tmp_path):
     bad = tmp_path / "bad.mrc"
     with mrcfile.open(tiny_sim / "consensus.mrc") as m:
@@ -191,7 +246,7 @@ def test_gaussians_from_the_atomic_model(tiny_sim, tmp_path):
 
 
 def test_loss_band_widens_from_start_to_nyquist():
-    from gaussianem.train.loop import loss_band
+    from gaussianem.train.step import loss_band
     cfg = TrainConfig(particles="p.star", consensus="c.mrc", outdir="o", epochs=40,
                       lowpass_start=15.0, lowpass_epochs=10)
     apix = 2.0                                            # Nyquist 4 A
@@ -216,8 +271,8 @@ def test_residual_encoder_sees_image_minus_consensus_projection():
     from gaussianem.model.networks import HeterogeneityModel, ModelConfig
     torch.manual_seed(0)
     base = GaussianSet(torch.randn(20, 3) * 5, torch.rand(20) + 0.5, torch.full((20,), 3.0))
-    m_res = HeterogeneityModel(ModelConfig(box=16, zdim=4, encoder_input="residual"), base)
-    m_img = HeterogeneityModel(ModelConfig(box=16, zdim=4, encoder_input="image"), base)
+    m_res = HeterogeneityModel(ModelConfig(box=16, zdim=4, encoder_input="residual", gaussian_features=False), base)
+    m_img = HeterogeneityModel(ModelConfig(box=16, zdim=4, encoder_input="image", gaussian_features=False), base)
     m_img.load_state_dict(m_res.state_dict())
     x, ref = torch.randn(3, 16, 16), torch.randn(3, 16, 16)
     with torch.no_grad():
@@ -225,7 +280,7 @@ def test_residual_encoder_sees_image_minus_consensus_projection():
         assert not torch.allclose(m_res.encode(x, ref)[0], m_img.encode(x)[0], atol=1e-3)
     with pytest.raises(ValueError, match="consensus projection"):
         m_res.encode(x)
-    both = HeterogeneityModel(ModelConfig(box=16, zdim=4, encoder_input="both"), base)
+    both = HeterogeneityModel(ModelConfig(box=16, zdim=4, encoder_input="both", gaussian_features=False), base)
     assert both.image_encoder.net[0].in_features == 2 * 16 * 16
     with pytest.raises(TrainingError, match="encoder input"):
         TrainConfig(particles="p", consensus="c", outdir="o", encoder_input="images")
@@ -234,7 +289,7 @@ def test_residual_encoder_sees_image_minus_consensus_projection():
 def test_init_from_carries_networks_to_another_gaussian_set(tiny_result, tiny_sim, tmp_path):
     from gaussianem.model.gaussians import GaussianSet
     from gaussianem.model.networks import HeterogeneityModel
-    from gaussianem.train.loop import load_networks
+    from gaussianem.train.prepare import load_networks
     parent = load_result(tiny_result)
     finer = GaussianSet(torch.randn(2 * len(parent.base), 3) * 5, torch.rand(2 * len(parent.base)) + 0.1,
                         torch.full((2 * len(parent.base),), 1.5))

@@ -1,0 +1,162 @@
+"""A training run's folder: the only place that knows its file names.
+
+::
+
+    RUN/config.json           every setting, the inputs, the consensus grid, the engine version
+    RUN/gaussians.pt          the base Gaussians fitted to the consensus map (or model)
+    RUN/checkpoint.pt         the latest state (atomic), checkpoints/epoch_NNN.pt per epoch
+    RUN/latents.npz           z (particles x zdim, input order), z_conf / z_comp when split;
+                              written last: its presence means the run finished
+    RUN/log.jsonl             one JSON object per logged step, epoch and recovery
+    RUN/health.json           the run's health report (gaussianem.train.health)
+    RUN/stages.json           coarse to fine: the plan; RUN/coarse/ is the coarse stage's run
+    RUN/analysis/             what ``gaussianem analyze`` writes
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from gaussianem.errors import ResultError
+from gaussianem.io.atomic import atomic_output, write_json
+
+
+class RunDir:
+    CONFIG = "config.json"
+    GAUSSIANS = "gaussians.pt"
+    CHECKPOINT = "checkpoint.pt"
+    CHECKPOINTS = "checkpoints"
+    LATENTS = "latents.npz"
+    LOG = "log.jsonl"
+    HEALTH = "health.json"
+    PLAN = "stages.json"
+    COARSE = "coarse"
+    ANALYSIS = "analysis"
+
+    def __init__(self, path):
+        self.path = os.path.abspath(os.fspath(path))
+
+    def __repr__(self) -> str:
+        return f"RunDir({self.path!r})"
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def file(self, *name: str) -> str:
+        return os.path.join(self.path, *name)
+
+    @property
+    def config(self) -> str:
+        return self.file(self.CONFIG)
+
+    @property
+    def gaussians(self) -> str:
+        return self.file(self.GAUSSIANS)
+
+    @property
+    def checkpoint(self) -> str:
+        return self.file(self.CHECKPOINT)
+
+    @property
+    def latents_file(self) -> str:
+        return self.file(self.LATENTS)
+
+    @property
+    def log(self) -> str:
+        return self.file(self.LOG)
+
+    @property
+    def health(self) -> str:
+        return self.file(self.HEALTH)
+
+    @property
+    def plan(self) -> str:
+        return self.file(self.PLAN)
+
+    @property
+    def analysis(self) -> str:
+        return self.file(self.ANALYSIS)
+
+    @property
+    def coarse(self) -> "RunDir":
+        """The coarse stage of a coarse-to-fine run (a run folder of its own)."""
+        return RunDir(self.file(self.COARSE))
+
+    def epoch_checkpoint(self, epoch: int) -> str:
+        return self.file(self.CHECKPOINTS, f"epoch_{int(epoch):03d}.pt")
+
+    # ------------------------------------------------------------------ state
+    def exists(self) -> bool:
+        """Whether the folder holds a training run (finished, interrupted, or between
+        coarse-to-fine stages)."""
+        return any(os.path.exists(p) for p in (self.checkpoint, self.plan, self.coarse.checkpoint))
+
+    def has_checkpoint(self) -> bool:
+        return os.path.exists(self.checkpoint)
+
+    def finished(self) -> bool:
+        """The run wrote its latents (the last thing training writes)."""
+        return os.path.exists(self.latents_file)
+
+    def read_config(self) -> dict:
+        if not os.path.exists(self.config):
+            raise ResultError(f"{self.path} is not a GaussianEM result: {self.CONFIG} is missing")
+        try:
+            with open(self.config) as f:
+                return json.load(f)
+        except ValueError as e:
+            raise ResultError(f"{self.config} is not valid JSON ({e})") from None
+
+    def write_config(self, d: dict) -> None:
+        write_json(self.config, d)
+
+    def epochs_asked(self) -> int | None:
+        """The epochs the run was asked for (all stages), or None if the folder holds none."""
+        if os.path.exists(self.config):
+            return self.read_config().get("train", {}).get("epochs")
+        if os.path.exists(self.plan):
+            with open(self.plan) as f:
+                return json.load(f).get("epochs")
+        return None
+
+    def epochs_done(self) -> int:
+        """Epochs completed so far (from the log; 0 when none)."""
+        done = 0
+        for rec in self.read_log():
+            if rec.get("kind") == "epoch":
+                done = max(done, int(rec.get("epoch", 0)))
+        return done
+
+    # ------------------------------------------------------------------ latents and log
+    def latents(self) -> dict:
+        """The arrays of ``latents.npz`` (``z``, and ``z_conf``/``z_comp`` when split)."""
+        if not self.finished():
+            raise ResultError(f"{self.path} has no {self.LATENTS}: training has not finished (resume it with "
+                              f"'gaussianem train ... -o {self.path} --resume')")
+        with np.load(self.latents_file) as f:
+            return {k: f[k] for k in f.files}
+
+    def write_latents(self, arrays: dict) -> None:
+        with atomic_output(self.latents_file) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+
+    def append_log(self, rec: dict) -> None:
+        with open(self.log, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    def read_log(self) -> list[dict]:
+        """The log's records (lines that are not JSON, e.g. cut off by a crash, are skipped)."""
+        if not os.path.exists(self.log):
+            return []
+        out = []
+        with open(self.log) as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue
+        return out
