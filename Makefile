@@ -5,7 +5,7 @@ PY      := .venv/bin/python
 DEMO    ?= demo_out
 BENCH   ?= bench_out
 
-.PHONY: setup test demo bench ablation bundle validate clean robustness
+.PHONY: setup test demo bench ablation bundle validate clean robustness gpu-check
 
 setup: .venv/.stamp
 
@@ -53,3 +53,14 @@ clean:
 robustness: setup
 	bash benchmarks/setup_robustness.sh
 	$(PY) benchmarks/robustness.py --outdir $(BENCH)/robustness $(ROBUST)
+
+# everything the engine does on an NVIDIA GPU in one run, under 8 minutes on an H100
+# (tools/gpu_check.py): installs the engine into the node's own Python (whose torch has
+# CUDA) if needed, reports the environment, runs the CUDA tests, a box-128 --amp training
+# with resume and 'gaussianem bench --device cuda --amp'; report in $(GPU_OUT)/report.json.
+# Without a GPU it runs the CPU checks and lists the GPU steps as skipped.
+# GPU_PY: that Python (default python3 when it has torch, else .venv); GPU_CHECK: options.
+GPU_OUT ?= gpu_check_out
+GPU_PY  ?= $(shell if python3 -c "import torch" >/dev/null 2>&1 || [ ! -x $(PY) ]; then echo python3; else echo $(PY); fi)
+gpu-check:
+	$(GPU_PY) tools/gpu_check.py --out $(GPU_OUT) $(GPU_CHECK)

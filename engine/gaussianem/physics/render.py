@@ -19,6 +19,7 @@ render of a Gaussian set and the Fourier-slice projection of its voxelised volum
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -127,13 +128,83 @@ def lowpass(images: torch.Tensor, apix, resolution: float) -> torch.Tensor:
     return torch.fft.irfft2(f, s=(box, box))
 
 
+#: The most window voxels (Gaussians x window depth x window^2) :func:`render_volume` holds
+#: at once: about 12 bytes each (value and flat index), ~200 MB for 2^24, whatever the
+#: widths and the box.
+VOLUME_ELEMENTS = 1 << 24
+
+
+@dataclass(frozen=True)
+class VolumePiece:
+    """One step of :func:`render_volume`: Gaussians ``index`` (all with the same window
+    half-width ``half`` voxels in x and y), rendered over window offsets ``z0..z1`` in z."""
+    index: torch.Tensor
+    half: int
+    z0: int
+    z1: int
+
+    @property
+    def elements(self) -> int:
+        """Window voxels this piece holds at once."""
+        return len(self.index) * (self.z1 - self.z0 + 1) * (2 * self.half + 1) ** 2
+
+
+def window_halves(widths: torch.Tensor, box: int, apix: float, cutoff: float = 4.0) -> torch.Tensor:
+    """(N,) long: each Gaussian's window half-width in voxels, ``ceil(cutoff * width / apix)``
+    within [1, box // 2] (a non-finite width gets the largest window)."""
+    s_vox = widths.detach().to(torch.float32) / apix
+    h = torch.ceil(cutoff * s_vox.double()).nan_to_num(nan=math.inf)
+    return h.clamp(1, max(1, box // 2)).long()
+
+
+def volume_plan(widths: torch.Tensor, box: int, apix: float, cutoff: float = 4.0, chunk: int = 2048,
+                budget: int | None = None) -> list[VolumePiece]:
+    """How :func:`render_volume` splits its work: Gaussians grouped by window size (each
+    keeps its own window), at most ``chunk`` per piece and at most ``budget`` window voxels
+    (default :data:`VOLUME_ELEMENTS`) per piece; a window larger than the budget on its own
+    is cut into slabs along z. Only a single window plane over the budget (a box over
+    ~4,000 voxels at the default) can exceed it."""
+    budget = int(budget or VOLUME_ELEMENTS)
+    if widths.shape[0] == 0:
+        return []
+    halves, order = torch.sort(window_halves(widths, box, apix, cutoff), stable=True)
+    values, counts = torch.unique_consecutive(halves.cpu(), return_counts=True)
+    plan, start = [], 0
+    for h, count in zip(values.tolist(), counts.tolist()):
+        w = 2 * h + 1
+        if w ** 3 <= budget:
+            per = max(1, min(int(chunk), budget // w ** 3))
+            plan += [VolumePiece(order[i:min(start + count, i + per)], h, -h, h)
+                     for i in range(start, start + count, per)]
+        else:
+            slab = max(1, budget // w ** 2)
+            plan += [VolumePiece(order[i:i + 1], h, z, min(h, z + slab - 1))
+                     for i in range(start, start + count) for z in range(-h, h + 1, slab)]
+        start += count
+    return plan
+
+
+def _axis(p: torch.Tensor, s: torch.Tensor, offs: torch.Tensor, box: int):
+    """1D profiles (n, w) about the voxel nearest each position ``p`` (n,) and their
+    voxel indices (clamped; out-of-box entries of the profile are zero)."""
+    idx = torch.round(p).long()[:, None] + offs
+    prof = torch.exp(-0.5 * ((idx.to(p.dtype) - p[:, None]) / s[:, None]) ** 2)
+    prof = prof * ((idx >= 0) & (idx < box))
+    return prof, idx.clamp(0, box - 1)
+
+
 def render_volume(centres: torch.Tensor, amplitudes: torch.Tensor, widths: torch.Tensor,
-                  box: int, apix: float, cutoff: float = 4.0, chunk: int = 2048) -> torch.Tensor:
+                  box: int, apix: float, cutoff: float = 4.0, chunk: int = 2048,
+                  budget: int | None = None) -> torch.Tensor:
     """Sample a Gaussian set on a ``box``^3 grid (z, y, x), voxel ``box//2`` at the origin.
 
-    Each Gaussian is splatted into a local window of +-``cutoff`` widths (separable 1D
-    profiles, outer product, one ``index_add_``), so cost grows with N * window^3 rather
-    than N * box^3. Differentiable with respect to amplitudes, widths and centres.
+    Each Gaussian is splatted into its own local window of +-``cutoff`` widths (separable
+    1D profiles, outer product, ``index_add_``), so cost grows with the sum of the
+    windows' volumes rather than N * box^3. Work goes in the pieces of :func:`volume_plan`:
+    Gaussians grouped by window size, at most ``budget`` window voxels at a time (default
+    :data:`VOLUME_ELEMENTS`), so one wide Gaussian costs its own window and no more memory
+    than the budget. Differentiable with respect to amplitudes, widths and centres (the
+    autograd graph keeps each piece's voxel indices until the backward pass).
     """
     device = centres.device
     dtype = torch.float32
@@ -145,23 +216,15 @@ def render_volume(centres: torch.Tensor, amplitudes: torch.Tensor, widths: torch
         return vol.view(box, box, box)
     pos = centres / apix + box // 2                                   # voxel coordinates (x,y,z)
     s_vox = widths / apix
-    half = int(math.ceil(cutoff * float(s_vox.detach().max()))) if len(s_vox) else 1
-    half = max(1, min(half, box // 2))
-    offs = torch.arange(-half, half + 1, device=device)
-    n = centres.shape[0]
-    for start in range(0, n, chunk):
-        sl = slice(start, min(n, start + chunk))
-        p = pos[sl]
-        base = torch.round(p).long()                                  # (n, 3)
-        idx = base[:, :, None] + offs                                 # (n, 3, w)
-        d = idx.to(dtype) - p[:, :, None]
-        prof = torch.exp(-0.5 * (d / s_vox[sl, None, None]) ** 2)    # (n, 3, w)
-        valid = (idx >= 0) & (idx < box)
-        prof = prof * valid
-        idx = idx.clamp(0, box - 1)
-        gx, gy, gz = prof[:, 0], prof[:, 1], prof[:, 2]
+    for piece in volume_plan(widths, box, apix, cutoff, chunk, budget):
+        sl, h = piece.index, piece.half
+        p, s = pos[sl], s_vox[sl]
+        offs = torch.arange(-h, h + 1, device=device)
+        gx, ix = _axis(p[:, 0], s, offs, box)                         # (n, w)
+        gy, iy = _axis(p[:, 1], s, offs, box)
+        gz, iz = _axis(p[:, 2], s, torch.arange(piece.z0, piece.z1 + 1, device=device), box)
         vals = (amplitudes[sl, None, None, None] * gz[:, :, None, None]
                 * gy[:, None, :, None] * gx[:, None, None, :])        # (n, z, y, x)
-        flat = (idx[:, 2, :, None, None] * box + idx[:, 1, None, :, None]) * box + idx[:, 0, None, None, :]
+        flat = (iz[:, :, None, None] * box + iy[:, None, :, None]) * box + ix[:, None, None, :]
         vol.index_add_(0, flat.reshape(-1), vals.reshape(-1))
     return vol.view(box, box, box)

@@ -128,3 +128,60 @@ def test_lowpass_projection_keeps_exactly_the_band(blobs):
     # ... and the full image's coefficients inside it
     assert np.allclose(f_band[:, inside], f_full[:, inside], atol=1e-4 * np.abs(f_full).max())
     assert np.abs(f_full[:, outside]).max() > 1e-2 * np.abs(f_full).max()    # there was something to remove
+
+
+def test_render_volume_memory_is_bounded_with_one_wide_gaussian(blobs):
+    """One very wide Gaussian among narrow ones: every piece of the plan stays within the
+    element budget (the wide window cut into z slabs), and the volume is the sum of each
+    Gaussian rendered on its own, and a direct evaluation on the grid."""
+    c, a, w = blobs
+    box, apix, budget = 40, 2.0, 4000
+    c = torch.cat([c, torch.zeros(1, 3)])            # the wide one at the origin: its window covers the box
+    a = torch.cat([a, torch.tensor([0.7])])
+    w = torch.cat([w, torch.tensor([30.0])])
+    plan = render.volume_plan(w, box, apix, budget=budget)
+    assert all(p.elements <= budget for p in plan)
+    assert any(p.z1 - p.z0 < 2 * p.half for p in plan)                  # some window was cut in z
+    halves = render.window_halves(w, box, apix)
+    assert int(halves[-1]) == box // 2 and int(halves[:-1].max()) <= 8
+    # every Gaussian's window offsets -half..half covered exactly once
+    cover = {}
+    for p in plan:
+        for i in p.index.tolist():
+            cover.setdefault(i, []).extend(range(p.z0, p.z1 + 1))
+    assert sorted(cover) == list(range(len(w)))
+    assert all(sorted(cover[i]) == list(range(-int(halves[i]), int(halves[i]) + 1)) for i in cover)
+
+    vol = render.render_volume(c, a, w, box, apix, budget=budget)
+    solo = sum(render.render_volume(c[i:i + 1], a[i:i + 1], w[i:i + 1], box, apix) for i in range(len(w)))
+    assert torch.allclose(vol, solo, rtol=0, atol=1e-6 * float(solo.abs().max()))
+    assert torch.allclose(vol, render.render_volume(c, a, w, box, apix), rtol=0, atol=1e-6 * float(solo.abs().max()))
+
+    dense = render.render_volume(c, a, w, box, apix, cutoff=6.0, budget=budget).numpy()
+    zz, yy, xx = np.meshgrid(*(np.arange(box) - box // 2,) * 3, indexing="ij")
+    pts = np.stack([xx, yy, zz], -1) * apix
+    d2 = ((pts[..., None, :] - c.numpy()) ** 2).sum(-1)
+    direct = (a.numpy() * np.exp(-d2 / (2 * w.numpy() ** 2))).sum(-1)
+    assert np.abs(dense - direct).max() < 1e-5 * direct.max()
+
+
+def test_render_volume_gradients_do_not_depend_on_the_pieces(blobs):
+    c, a, w = (t.clone() for t in blobs)
+    w[0] = 25.0
+    weight = torch.rand(32, 32, 32, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for budget in (None, 3000):
+        params = [t.clone().requires_grad_(True) for t in (c, a, w)]
+        (render.render_volume(*params, 32, 2.0, budget=budget) * weight).sum().backward()
+        grads.append([p.grad for p in params])
+    for g_full, g_small in zip(*grads):
+        assert torch.allclose(g_full, g_small, rtol=1e-5, atol=1e-5 * float(g_full.abs().max()))
+
+
+def test_default_volume_budget_holds_for_a_large_box():
+    """Plan only (nothing rendered): box 256 with one Gaussian as wide as the box."""
+    w = torch.full((5000,), 2.0)
+    w[7] = 200.0
+    plan = render.volume_plan(w, 256, 1.0)
+    assert max(p.elements for p in plan) <= render.VOLUME_ELEMENTS
+    assert sum(len(p.index) for p in plan if p.z0 == -p.half) == len(w)
