@@ -25,9 +25,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "engine"))
 
 from gaussianem.analysis import evaluate as ev  # noqa: E402
+from gaussianem.io.models import write_model  # noqa: E402
 from gaussianem.progress import Progress  # noqa: E402
 from gaussianem.sim.simulate import SimulationSpec, simulate_from_model  # noqa: E402
-from gaussianem.io.models import write_model  # noqa: E402
 from gaussianem.sim.testprotein import build_test_model  # noqa: E402
 from gaussianem.train.config import TrainConfig
 from gaussianem.train.loop import train  # noqa: E402

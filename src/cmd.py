@@ -445,4 +445,4 @@ def register_command(command_name, logger):
         logger.warning(f"{command_name!r} is listed in bundle_info.xml "
                        "but not implemented in this version of ChimeraX-GaussianEM")
         return
-    register(command_name, desc, function, logger=logger)
+    register(command_name, desc, _state().user_errors(function), logger=logger)

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 from chimerax.core.errors import UserError
 
+from gaussianem.errors import GaussianEMError
+
 DEFAULT_K = 8            # k-means clusters when none are given (as `gaussianem analyze`)
 _CACHE_SIZE = 8          # generated states kept, so the tool's commands reuse its work
 COLOR_BY = ("displacement", "amplitude")
@@ -62,8 +64,18 @@ def format_latent(z) -> str:
     return ",".join(f"{float(v):.9g}" for v in np.asarray(z, dtype=np.float32).reshape(-1))
 
 
-def _user_error(e: Exception) -> UserError:
-    return UserError(str(e))
+def user_errors(function):
+    """The one place where the engine's errors become ChimeraX UserErrors (a one-line
+    message in the log, no traceback): wraps every command and the tool's entry points."""
+    import functools
+
+    @functools.wraps(function)
+    def wrapper(*args, **kw):
+        try:
+            return function(*args, **kw)
+        except GaussianEMError as e:
+            raise UserError(str(e)) from None
+    return wrapper
 
 
 class GaussianEMResult:
@@ -107,20 +119,14 @@ class GaussianEMResult:
         return (mc.zdim_conf, mc.zdim_comp) if mc.split else None
 
     def pca(self):
-        try:
-            return self.result.pca()
-        except ValueError as e:
-            raise _user_error(e) from None
+        return self.result.pca()
 
     def kmeans(self, k: int | None = None):
         """K-means of the latents (the engine's, reusing ``analysis/kmeansK/``)."""
         from gaussianem.analysis.clusters import kmeans_for_result
         k = int(k or self.k)
         if k not in self._kmeans:
-            try:
-                self._kmeans[k] = kmeans_for_result(self.result, k)
-            except ValueError as e:
-                raise _user_error(e) from None
+            self._kmeans[k] = kmeans_for_result(self.result, k)
         return self._kmeans[k]
 
     def umap(self) -> np.ndarray | None:
@@ -178,10 +184,7 @@ class GaussianEMResult:
             if not t.is_identity(tolerance=1e-6):
                 to_model = t
         base = coords if to_model is None else to_model.inverse().transform_points(coords)
-        try:
-            interp = self.result.interpolator(base, name=f"model #{structure.id_string}")
-        except ValueError as e:
-            raise _user_error(e) from None
+        interp = self.result.interpolator(base, name=f"model #{structure.id_string}")
         self.structure, self._base_coords, self._interpolator = structure, base, interp
         self._to_model = to_model
 
@@ -207,29 +210,24 @@ class GaussianEMResult:
         if len(given) > 1:
             raise UserError(f"give only one of z, particle, pc and cluster (got {' and '.join(given)})")
         r = self.result
-        try:
-            if z is not None:
-                return r.check_z(z)[0]
-            if particle is not None:
-                return np.asarray(r.particle_z(int(particle)), dtype=np.float32)
-            if pc is not None:
-                comp, value = pc
-                p = r.pca(part)          # part: all of z, or conf / comp of a split latent
-                if not 1 <= int(comp) <= len(p.components):
-                    raise UserError(f"principal component {comp} does not exist: this result has "
-                                    f"{len(p.components)} (1 to {len(p.components)})")
-                return p.latent(int(comp), float(value))
-            if cluster is not None:
-                km = self.kmeans(k)
-                if not 0 <= int(cluster) < km.k:
-                    raise UserError(f"cluster {cluster} does not exist: k-means with k={km.k} has "
-                                    f"clusters 0 to {km.k - 1}")
-                return km.centres[int(cluster)].astype(np.float32)
-            return r.pca().mean.astype(np.float32)
-        except UserError:
-            raise
-        except ValueError as e:
-            raise _user_error(e) from None
+        if z is not None:
+            return r.check_z(z)[0]
+        if particle is not None:
+            return np.asarray(r.particle_z(int(particle)), dtype=np.float32)
+        if pc is not None:
+            comp, value = pc
+            p = r.pca(part)          # part: all of z, or conf / comp of a split latent
+            if not 1 <= int(comp) <= len(p.components):
+                raise UserError(f"principal component {comp} does not exist: this result has "
+                                f"{len(p.components)} (1 to {len(p.components)})")
+            return p.latent(int(comp), float(value))
+        if cluster is not None:
+            km = self.kmeans(k)
+            if not 0 <= int(cluster) < km.k:
+                raise UserError(f"cluster {cluster} does not exist: k-means with k={km.k} has "
+                                f"clusters 0 to {km.k - 1}")
+            return km.centres[int(cluster)].astype(np.float32)
+        return r.pca().mean.astype(np.float32)
 
     # ------------------------------------------------------------------ generation
     def generate(self, z) -> Generated:
@@ -272,10 +270,7 @@ class GaussianEMResult:
     def show(self, z=None, particle=None, pc=None, cluster=None, k=None, part="all") -> np.ndarray:
         """Move the map (and model) to a latent (see :meth:`latent`); returns the latent."""
         zz = self.latent(z=z, particle=particle, pc=pc, cluster=cluster, k=k, part=part)
-        try:
-            gen = self.generate(zz)
-        except ValueError as e:
-            raise _user_error(e) from None
+        gen = self.generate(zz)
         self.apply(gen)
         return gen.z
 
@@ -285,10 +280,7 @@ class GaussianEMResult:
         with an atomic model, a copy of it with one coordinate set per step
         (``coordset``). Returns (map series, structure copy or None)."""
         from chimerax.map_series import MapSeries
-        try:
-            zs = self.result.trajectory(pc=int(pc), steps=int(steps), range_sd=tuple(range_sd), part=part)
-        except ValueError as e:
-            raise _user_error(e) from None
+        zs = self.result.trajectory(pc=int(pc), steps=int(steps), range_sd=tuple(range_sd), part=part)
         values = np.linspace(range_sd[0], range_sd[1], int(steps))
         level = None
         if self._volume_alive() and self.volume.surfaces:
@@ -362,46 +354,14 @@ class GaussianEMResult:
         return self.marker_set
 
     # ------------------------------------------------------------------ subsets
-    def subset_indices(self, cluster=None, k=None, particles=None, pc_range=None) -> tuple:
-        """(sorted particle indices, description) for exactly one selection."""
-        given = [n for n, v in (("cluster", cluster), ("particles", particles), ("pcRange", pc_range))
-                 if v is not None]
-        if len(given) != 1:
-            raise UserError("give one of cluster, particles and pcRange to choose the subset"
-                            + (f" (got {' and '.join(given)})" if given else ""))
-        n = self.result.n_particles
-        if n == 0:
-            raise UserError(f"{self.outdir} has no latents.npz (training did not finish)")
-        if cluster is not None:
-            clusters = [int(c) for c in np.atleast_1d(cluster)]
-            km = self.kmeans(k)
-            bad = [c for c in clusters if not 0 <= c < km.k]
-            if bad:
-                raise UserError(f"cluster {bad[0]} does not exist: k-means with k={km.k} has "
-                                f"clusters 0 to {km.k - 1}")
-            idx = np.flatnonzero(np.isin(km.labels, clusters))
-            what = f"cluster {','.join(map(str, clusters))} of k-means with k={km.k}"
-        elif particles is not None:
-            from gaussianem.analysis.selection import read_selection
-            try:
-                idx = read_selection(particles, n)
-            except ValueError as e:
-                raise _user_error(e) from None
-            what = f"the particles listed in {particles}"
-        else:
-            comp, lo, hi = pc_range
-            if comp != int(comp):
-                raise UserError(f"pcRange takes a principal component number first, got {comp}")
-            comp = int(comp)
-            p = self.pca()
-            if not 1 <= comp <= len(p.components):
-                raise UserError(f"principal component {comp} does not exist: this result has "
-                                f"{len(p.components)} (1 to {len(p.components)})")
-            lo, hi = min(lo, hi), max(lo, hi)
-            s = p.scores[:, comp - 1] / p.sd[comp - 1]
-            idx = np.flatnonzero((s >= lo) & (s <= hi))
-            what = f"PC{comp} between {lo:g} and {hi:g} sd"
-        return np.asarray(idx, dtype=np.int64), what
+    def subset_indices(self, cluster=None, k=None, particles=None, pc_range=None, part="all") -> tuple:
+        """(sorted particle indices, description) for exactly one selection
+        (:func:`gaussianem.analysis.selection.select_particles`)."""
+        from gaussianem.analysis.selection import select_particles
+        km = self.kmeans(k) if cluster is not None else None
+        sel = select_particles(self.result, clusters=cluster, kmeans=km, particles=particles, pc_range=pc_range,
+                               part=part)
+        return np.asarray(sel.indices, dtype=np.int64), sel.what
 
     def subset(self, save, cluster=None, k=None, particles=None, pc_range=None) -> dict:
         """Write a particle subset to ``save`` (.star or .cs) with the original rows."""
@@ -409,10 +369,7 @@ class GaussianEMResult:
         idx, what = self.subset_indices(cluster=cluster, k=k, particles=particles, pc_range=pc_range)
         if idx.size == 0:
             raise UserError(f"no particles in {what}: nothing saved")
-        try:
-            out = export_subset(self.result, idx, save)
-        except ValueError as e:
-            raise _user_error(e) from None
+        out = export_subset(self.result, idx, save)
         out["what"] = what
         return out
 
@@ -485,8 +442,6 @@ def open_result(session, path, model=None, device: str = "cpu") -> GaussianEMRes
             raise UserError(f"device {device} was asked for but no CUDA device is available")
     try:
         result = load_result(path, device=device)
-    except ValueError as e:
-        raise _user_error(e) from None
     except (OSError, RuntimeError, KeyError) as e:
         raise UserError(f"cannot read the GaussianEM result in {path}: {e}") from None
     gres = GaussianEMResult(session, result)
@@ -499,7 +454,7 @@ def open_result(session, path, model=None, device: str = "cpu") -> GaussianEMRes
     if structure is not None:
         try:
             gres.attach_structure(structure)
-        except UserError as e:
+        except (UserError, GaussianEMError) as e:
             if not is_default:
                 session.models.close([gres.volume] + ([structure] if opened else []))
                 raise

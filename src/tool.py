@@ -21,6 +21,8 @@ from chimerax.core.errors import UserError
 from chimerax.core.tools import ToolInstance
 from Qt.QtCore import QObject, Signal
 
+from .session_result import user_errors
+
 TOOL_NAME = "GaussianEM Latent Explorer"
 
 
@@ -108,11 +110,10 @@ class LiveUpdater:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+@user_errors
 def make_panel(gres, on_latent, parent=None):
     """A :class:`~.panel.LatentPanel` for a result (PCA, k-means centres, UMAP if any)."""
     from .panel import LatentPanel
-    if gres.result.z is None:
-        raise UserError(f"{gres.outdir} has no latents.npz (training did not finish)")
     pca = gres.pca()
     try:
         centres = gres.kmeans().centre_index

@@ -15,9 +15,9 @@ import time
 
 import torch
 
+from gaussianem.io.models import write_model
 from gaussianem.physics import render
 from gaussianem.physics.ctf import CTFParams
-from gaussianem.io.models import write_model
 from gaussianem.sim.simulate import SimulationSpec, simulate_from_model
 from gaussianem.sim.testprotein import build_test_model
 from gaussianem.train.config import TrainConfig

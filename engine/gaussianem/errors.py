@@ -12,6 +12,11 @@ class GaussianEMError(Exception):
     """Base of every error the engine raises on purpose (bad input, failed training)."""
 
 
+class InputError(GaussianEMError, ValueError):
+    """An input file or value (map, atomic model, latent, selection, option) is not what
+    was expected."""
+
+
 class ParticleFileError(GaussianEMError, ValueError):
     """A particle file (.star, .cs, .mrc/.mrcs) is missing, malformed or inconsistent."""
 

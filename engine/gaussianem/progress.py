@@ -11,11 +11,13 @@ import json
 import sys
 import time
 
+from gaussianem.errors import InputError
+
 
 class Progress:
     def __init__(self, mode: str = "bar", enabled: bool = True):
         if mode not in ("bar", "json", "none"):
-            raise ValueError(f"unknown progress mode {mode!r}: expected bar, json or none")
+            raise InputError(f"unknown progress mode {mode!r}: expected bar, json or none")
         self.mode = mode if enabled else "none"
         self._bar = None
 

@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 
 from gaussianem.analysis.result import Result
+from gaussianem.errors import InputError
 from gaussianem.io.atomic import write_array_text
 
 UMAP_MIN_PARTICLES = 20
@@ -45,9 +46,9 @@ def kmeans(z: np.ndarray, k: int = 8, seed: int = 0) -> KMeans:
     z = np.asarray(z, dtype=np.float32)
     k = int(k)
     if k < 1:
-        raise ValueError(f"k-means needs at least 1 cluster, got {k}")
+        raise InputError(f"k-means needs at least 1 cluster, got {k}")
     if z.ndim != 2 or len(z) < k:
-        raise ValueError(f"k-means with {k} clusters needs at least {k} particles, got {len(z)}")
+        raise InputError(f"k-means with {k} clusters needs at least {k} particles, got {len(z)}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning for duplicate points
         fit = _SKMeans(n_clusters=k, n_init=10, random_state=seed).fit(z.astype(np.float64))
@@ -114,12 +115,12 @@ def parse_clusters(text: str, k: int) -> list[int]:
         try:
             c = int(part)
         except ValueError:
-            raise ValueError(f"cluster {part!r} is not a whole number") from None
+            raise InputError(f"cluster {part!r} is not a whole number") from None
         if not 0 <= c < k:
-            raise ValueError(f"cluster {c} does not exist: k-means with k={k} has clusters 0 to {k - 1}")
+            raise InputError(f"cluster {c} does not exist: k-means with k={k} has clusters 0 to {k - 1}")
         out.append(c)
     if not out:
-        raise ValueError("no cluster given (expected e.g. --cluster 0 or --cluster 0,3)")
+        raise InputError("no cluster given (expected e.g. --cluster 0 or --cluster 0,3)")
     return sorted(set(out))
 
 

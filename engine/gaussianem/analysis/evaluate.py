@@ -17,8 +17,8 @@ import os
 
 import numpy as np
 
-from gaussianem.physics import fsc as fsc_mod
 from gaussianem.io.mrc import read_map
+from gaussianem.physics import fsc as fsc_mod
 
 
 def load_truth(simdir: str) -> dict:

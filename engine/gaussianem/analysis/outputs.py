@@ -7,10 +7,11 @@ import os
 import numpy as np
 
 from gaussianem.analysis.result import Result
+from gaussianem.errors import InputError
 from gaussianem.io.atomic import write_array_text
-from gaussianem.physics.grid import Grid
 from gaussianem.io.models import bond_length_rms_change, bond_pairs, read_model, write_model
 from gaussianem.io.mrc import write_map
+from gaussianem.physics.grid import Grid
 
 VOLUME_CHUNK = 16            # latents decoded at once when writing many volumes
 
@@ -28,9 +29,9 @@ def output_grid(result: Result, box: int | None = None, apix: float | None = Non
     """The grid generated maps are written on: the consensus grid, or ``box`` voxels of
     ``apix`` (default: the same physical extent) about the same centre."""
     if box is not None and int(box) < 2:
-        raise ValueError(f"--box must be at least 2 voxels, got {box}")
+        raise InputError(f"--box must be at least 2 voxels, got {box}")
     if apix is not None and not apix > 0:
-        raise ValueError(f"--apix must be positive, got {apix}")
+        raise InputError(f"--apix must be positive, got {apix}")
     return result.output_grid(box, apix)
 
 

@@ -27,10 +27,10 @@ from typing import Callable
 
 import numpy as np
 
-from gaussianem.io.atomic import atomic_output
 from gaussianem.analysis.plots import plot_density, plot_explained_variance, plot_losses
 from gaussianem.analysis.result import Result
-from gaussianem.errors import ResultError
+from gaussianem.errors import InputError, ResultError
+from gaussianem.io.atomic import atomic_output
 
 from gaussianem.analysis.clusters import kmeans_dir, kmeans_for_result, save_kmeans, umap_embedding
 from gaussianem.analysis.outputs import output_grid, remove_stale, write_volumes
@@ -62,7 +62,7 @@ def analyze(result: Result, k: int = 8, pcs: int = 3, umap: bool = True, steps: 
     if n < 2:
         raise ResultError(f"{result.outdir}: analysis needs at least 2 particles, got {n}")
     if steps < 2:
-        raise ValueError(f"--trajectory-steps must be at least 2, got {steps}")
+        raise InputError(f"--trajectory-steps must be at least 2, got {steps}")
     between = [(int(a), int(b)) for a, b in between]
     for a, b in between:       # check before any work
         result.particle_z(a), result.particle_z(b)

@@ -20,18 +20,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gaussianem.model import intensity
-from gaussianem.model.gaussians import GaussianSet
 from gaussianem.errors import ResultError
-from gaussianem.io.rundir import RunDir
-from gaussianem.physics.grid import Grid
-from gaussianem.model.networks import HeterogeneityModel, ModelConfig
-from gaussianem.physics.render import render_volume
 from gaussianem.io.images import ParticleImages
 from gaussianem.io.models import AtomicModel, read_model
 from gaussianem.io.particles import load_particles
+from gaussianem.io.rundir import RunDir
+from gaussianem.model import intensity
 from gaussianem.model.displace import AtomInterpolator
 from gaussianem.model.encoding import Physics, encode_particles
+from gaussianem.model.gaussians import GaussianSet
+from gaussianem.model.networks import HeterogeneityModel, ModelConfig
+from gaussianem.physics.grid import Grid
+from gaussianem.physics.render import render_volume
 from gaussianem.train.health import read
 
 

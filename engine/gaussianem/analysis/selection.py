@@ -3,6 +3,9 @@
 * :func:`parse_latent` / :func:`read_latents`: latent vectors from a command line or a
   file (.txt/.csv/.npy), checked against the result's latent size by the caller.
 * :func:`read_selection`: particle indices or a boolean mask from a file.
+* :func:`select_particles`: one selection (k-means clusters, a file of indices, or a
+  range of scores along a principal component of the whole latent or of one part), as
+  the CLI's ``export`` and the ChimeraX ``gaussianem subset`` both make it.
 * :func:`export_subset`: the selected particles of a result's particle file written back
   to RELION ``.star`` or cryoSPARC ``.cs`` with their original rows and optics table.
 """
@@ -10,11 +13,13 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
+from gaussianem.analysis.clusters import KMeans, kmeans_for_result
 from gaussianem.analysis.result import Result
-from gaussianem.errors import ResultError
+from gaussianem.errors import InputError, ResultError
 from gaussianem.io.particles import load_particles
 from gaussianem.io.particles import write_subset
 
@@ -25,9 +30,9 @@ def parse_latent(text: str) -> np.ndarray:
     try:
         vals = [float(p) for p in parts]
     except ValueError:
-        raise ValueError(f"--z {text!r}: expected numbers separated by spaces or commas") from None
+        raise InputError(f"--z {text!r}: expected numbers separated by spaces or commas") from None
     if not vals:
-        raise ValueError("--z is empty: expected the latent's values, e.g. --z \"0.1 -0.3 2\"")
+        raise InputError("--z is empty: expected the latent's values, e.g. --z \"0.1 -0.3 2\"")
     return np.array([vals], dtype=np.float32)
 
 
@@ -35,7 +40,7 @@ def read_latents(path) -> np.ndarray:
     """Latent rows (B, zdim) from a .npy array or a text file (one latent per line)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ValueError(f"{path}: no such latent file")
+        raise InputError(f"{path}: no such latent file")
     try:
         if path.lower().endswith(".npy"):
             z = np.load(path, allow_pickle=False)
@@ -44,13 +49,13 @@ def read_latents(path) -> np.ndarray:
                 text = f.read()
             z = np.loadtxt(path, ndmin=2, delimiter="," if "," in text else None)
     except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{path}: not a readable latent file ({e}); expected a .npy array or "
+        raise InputError(f"{path}: not a readable latent file ({e}); expected a .npy array or "
                          "a text file with one latent per line") from None
     z = np.asarray(z, dtype=np.float32)
     if z.ndim == 1:
         z = z[None]
     if z.ndim != 2 or z.size == 0:
-        raise ValueError(f"{path}: expected a (rows, zdim) array of latents, got shape {z.shape}")
+        raise InputError(f"{path}: expected a (rows, zdim) array of latents, got shape {z.shape}")
     return z
 
 
@@ -59,21 +64,21 @@ def read_selection(path, n: int) -> np.ndarray:
     a text file (whole numbers separated by spaces, commas or new lines; '#' comments)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ValueError(f"{path}: no such selection file")
+        raise InputError(f"{path}: no such selection file")
     if path.lower().endswith(".npy"):
         try:
             a = np.load(path, allow_pickle=False)
         except Exception as e:  # noqa: BLE001
-            raise ValueError(f"{path}: not a readable .npy file ({e})") from None
+            raise InputError(f"{path}: not a readable .npy file ({e})") from None
         a = np.asarray(a).reshape(-1)
         if a.dtype == bool:
             if len(a) != n:
-                raise ValueError(f"{path}: a boolean selection must have one entry per particle "
+                raise InputError(f"{path}: a boolean selection must have one entry per particle "
                                  f"({n}), got {len(a)}")
             return np.flatnonzero(a)
         if not np.issubdtype(a.dtype, np.integer):
             if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
-                raise ValueError(f"{path}: particle indices must be whole numbers")
+                raise InputError(f"{path}: particle indices must be whole numbers")
         idx = a.astype(np.int64)
     else:
         words = []
@@ -84,12 +89,55 @@ def read_selection(path, n: int) -> np.ndarray:
             idx = np.array([int(w) for w in words], dtype=np.int64)
         except ValueError:
             bad = next(w for w in words if not w.lstrip("-").isdigit())
-            raise ValueError(f"{path}: {bad!r} is not a particle index (whole number)") from None
+            raise InputError(f"{path}: {bad!r} is not a particle index (whole number)") from None
     bad = idx[(idx < 0) | (idx >= n)]
     if bad.size:
-        raise ValueError(f"{path}: particle index {int(bad[0])} is out of range: this result has "
+        raise InputError(f"{path}: particle index {int(bad[0])} is out of range: this result has "
                          f"{n} particles (0 to {n - 1})")
     return np.unique(idx)
+
+
+@dataclass
+class Selection:
+    indices: np.ndarray          # sorted particle indices (0-based)
+    what: str                    # in words, for messages and logs
+
+
+def select_particles(result: Result, *, clusters=None, k: int | None = None, particles=None, pc_range=None,
+                     part: str = "all", kmeans: KMeans | None = None, seed: int = 0,
+                     save_kmeans: bool = False) -> Selection:
+    """Exactly one of: k-means ``clusters`` (a list of cluster numbers, with ``k``, or a
+    precomputed ``kmeans``), ``particles`` (a selection file, :func:`read_selection`), or
+    ``pc_range`` ``(PC, LO, HI)``: the particles whose score along principal component PC
+    of the latent ``part`` (all, conf or comp) lies between LO and HI standard deviations."""
+    given = [n for n, v in (("clusters", clusters), ("particles", particles), ("pc_range", pc_range))
+             if v is not None]
+    if len(given) != 1:
+        raise ResultError("give one of clusters, a particle file and a PC range to choose particles"
+                          + (f" (got {' and '.join(given)})" if given else ""))
+    n = len(result.require_z())
+    if clusters is not None:
+        km = kmeans or kmeans_for_result(result, k or 8, seed=seed, save=save_kmeans)
+        clusters = sorted({int(c) for c in np.atleast_1d(clusters)})
+        bad = [c for c in clusters if not 0 <= c < km.k]
+        if bad:
+            raise ResultError(f"cluster {bad[0]} does not exist: k-means with k={km.k} has clusters 0 to {km.k - 1}")
+        return Selection(np.flatnonzero(np.isin(km.labels, clusters)),
+                         f"cluster {','.join(map(str, clusters))} of k-means with k={km.k}")
+    if particles is not None:
+        return Selection(read_selection(particles, n), f"the particles listed in {particles}")
+    comp, lo, hi = pc_range
+    if comp != int(comp):
+        raise ResultError(f"a PC range takes a principal component number first, got {comp}")
+    comp = int(comp)
+    p = result.pca(part)
+    if not 1 <= comp <= len(p.components):
+        raise ResultError(f"principal component {comp} does not exist: this result has {len(p.components)} "
+                          f"(1 to {len(p.components)})")
+    lo, hi = min(lo, hi), max(lo, hi)
+    s = p.scores[:, comp - 1] / p.sd[comp - 1]
+    name = f"PC{comp}" + ("" if part == "all" else f" of z_{part}")
+    return Selection(np.flatnonzero((s >= lo) & (s <= hi)), f"{name} between {lo:g} and {hi:g} sd")
 
 
 # ---------------------------------------------------------------------------------------
@@ -114,12 +162,12 @@ def export_subset(result: Result, idx, out, invert: bool = False, particles: str
                           "give the particle file the result was trained on")
     idx = np.unique(np.asarray(idx, dtype=np.int64).reshape(-1))
     if idx.size and (idx.min() < 0 or idx.max() >= n):
-        raise ValueError(f"particle index {int(idx[(idx < 0) | (idx >= n)][0])} is out of range: "
+        raise InputError(f"particle index {int(idx[(idx < 0) | (idx >= n)][0])} is out of range: "
                          f"this result has {n} particles (0 to {n - 1})")
     if invert:
         idx = np.setdiff1d(np.arange(n), idx)
     if idx.size == 0:
-        raise ValueError("the selection is empty: nothing to export")
+        raise InputError("the selection is empty: nothing to export")
     out = os.fspath(out)
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)

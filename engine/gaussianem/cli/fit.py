@@ -11,8 +11,6 @@ examples:
 
 from __future__ import annotations
 
-import json
-
 
 def add_args(p):
     p.add_argument("map", help="consensus map (.mrc)")
@@ -29,28 +27,24 @@ def add_args(p):
 
 
 def main(args):
-    import numpy as np
-    from gaussianem.model.gaussians import fit_to_map, init_from_map, init_from_model
-    from gaussianem.physics.grid import Grid
-    from gaussianem.io.mrc import read_map, write_map
     from gaussianem.device import resolve_device
+    from gaussianem.io.atomic import write_json
+    from gaussianem.io.models import read_model
+    from gaussianem.io.mrc import read_map, write_map
+    from gaussianem.model.gaussians import fit_to_map, init_from_atoms, init_from_map
+    from gaussianem.physics.grid import Grid
     vol, apix, origin = read_map(args.map)
     grid = Grid(vol.shape[0], apix, origin)
     device = resolve_device(args.device)
     if args.model:
-        from gaussianem.io.models import read_model
-        m = read_model(args.model)
-        xyz = m.group_centres(args.atoms_per_gaussian) if args.atoms_per_gaussian else m.residue_centres()
-        g = init_from_model(grid.to_engine(xyz), apix)
-        g.amplitudes = g.amplitudes * float(np.percentile(vol, 99.9))
+        g = init_from_atoms(read_model(args.model), grid, vol, args.atoms_per_gaussian, name=args.model)
     else:
         g = init_from_map(vol, apix, n=args.num_gaussians, method=args.init,
                           threshold=args.threshold, device=device)
     g, rep = fit_to_map(g, vol, apix, steps=args.steps, fit_centres=not args.fixed_centres, device=device)
     g.save(args.output)
     report = {"map": args.map, "grid": grid.as_dict(), **rep.as_dict()}
-    with open(args.output.rsplit(".", 1)[0] + "_fit.json", "w") as f:
-        json.dump(report, f, indent=2)
+    write_json(args.output.rsplit(".", 1)[0] + "_fit.json", report)
     if args.write_map:
         write_map(args.write_map, g.volume(grid.box, apix).numpy(), apix, origin)
     print(f"{rep.n_gaussians} Gaussians ({rep.n_pruned} pruned): correlation {rep.correlation:.4f} "

@@ -52,8 +52,9 @@ def latents(args, result):
     import numpy as np
     from gaussianem.analysis.clusters import kmeans_for_result
     from gaussianem.analysis.selection import parse_latent, read_latents
+    from gaussianem.errors import InputError
     if args.pc is None and (args.steps is not None or args.range is not None):
-        raise ValueError("--steps and --range apply to --pc only")
+        raise InputError("--steps and --range apply to --pc only")
     if args.z:
         return result.check_z(np.concatenate([parse_latent(t) for t in args.z])), "--z"
     if args.z_file:

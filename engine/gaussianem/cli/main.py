@@ -45,7 +45,7 @@ def main(argv=None) -> int:
         print("interrupted; a resumable checkpoint was kept where one was being written",
               file=sys.stderr)
         return 130
-    except (GaussianEMError, ValueError, FileNotFoundError, RuntimeError) as e:
+    except (GaussianEMError, OSError) as e:
         if getattr(args, "debug", False):
             raise
         print(f"gaussianem {args.command}: error: {e}", file=sys.stderr)

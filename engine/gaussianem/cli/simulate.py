@@ -41,11 +41,12 @@ def add_args(p):
 
 
 def main(args):
+    from gaussianem.errors import InputError
     from gaussianem.sim.simulate import (SimulationSpec, parse_selection, simulate_from_map, simulate_from_model)
     hc, hr = parse_selection(args.hinge)
     rc, rr = parse_selection(args.remove)
     if args.box % 2:
-        raise ValueError(f"--box must be even, got {args.box}")
+        raise InputError(f"--box must be even, got {args.box}")
     spec = SimulationSpec(n=args.n, box=args.box, apix=args.apix, snr=args.snr, seed=args.seed,
                           hinge_angle=args.hinge_angle, absent_fraction=args.absent_fraction,
                           states=args.states, resolution=args.resolution, hinge_chain=hc,

@@ -31,11 +31,11 @@ import os
 import numpy as np
 import pandas as pd
 
+from gaussianem.errors import InputError, ParticleFileError
+from gaussianem.io.atomic import atomic_output
+from gaussianem.io.particle_data import ParticleData, particle_box, group_optics, resolve_stack_paths, stack_name_for
 from gaussianem.physics import poses
 from gaussianem.physics.ctf import CTFParams
-from gaussianem.io.particle_data import ParticleData, particle_box, group_optics, resolve_stack_paths, stack_name_for
-from gaussianem.errors import ParticleFileError
-from gaussianem.io.atomic import atomic_output
 
 
 def _load(path: str) -> np.ndarray:
@@ -245,7 +245,7 @@ def write_cs_rows(src: ParticleData, idx, path) -> None:
     """Write the rows ``idx`` of a .cs-sourced ``src`` as they are in the source file (with
     the passthrough fields merged in, so the result stands alone)."""
     if src.table is None or src.table.attrs.get("format") != "cs":
-        raise ValueError("write_cs_rows needs ParticleData read from a .cs file")
+        raise InputError("write_cs_rows needs ParticleData read from a .cs file")
     rec = _records(src.source, src.table.attrs.get("passthrough"))
     rows = src.table["cs_row"].to_numpy()[np.asarray(idx)]
     _save(path, rec[rows])

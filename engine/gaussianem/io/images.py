@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from gaussianem.errors import InputError
 from gaussianem.io.mrc import ImageStack
 from gaussianem.io.particle_data import ParticleData
 
@@ -33,11 +34,11 @@ def fourier_crop(images: torch.Tensor, box: int) -> torch.Tensor:
     """
     d_src = images.shape[-1]
     if images.shape[-2] != d_src:
-        raise ValueError(f"fourier_crop needs square images, got {tuple(images.shape[-2:])}")
+        raise InputError(f"fourier_crop needs square images, got {tuple(images.shape[-2:])}")
     if box % 2 or box <= 0:
-        raise ValueError(f"Fourier-crop target box must be a positive even number, got {box}")
+        raise InputError(f"Fourier-crop target box must be a positive even number, got {box}")
     if box > d_src:
-        raise ValueError(f"Fourier-crop target box {box} is larger than the image box {d_src}")
+        raise InputError(f"Fourier-crop target box {box} is larger than the image box {d_src}")
     if box == d_src:
         return images
     f = torch.fft.rfft2(images.to(torch.float32))
@@ -76,9 +77,9 @@ class ParticleImages(Dataset):
         self.data = data
         self.box = int(data.box if box is None else box)
         if self.box % 2 or self.box <= 0:
-            raise ValueError(f"image box must be a positive even number, got {self.box}")
+            raise InputError(f"image box must be a positive even number, got {self.box}")
         if self.box > data.box:
-            raise ValueError(f"image box {self.box} is larger than the particles' box {data.box} "
+            raise InputError(f"image box {self.box} is larger than the particles' box {data.box} "
                              "(Fourier cropping can only make images smaller)")
         self.invert = bool(invert)
         self.window = soft_window(self.box) if window else None

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 import gemmi
 import numpy as np
 from scipy.spatial import cKDTree
+
+from gaussianem.errors import InputError
+from gaussianem.io.atomic import write_text
 
 MOLMAP_SIGMA_FACTOR = 0.225        # ChimeraX molmap: sigma = 0.225 * resolution (1/(pi*sqrt(2)))
 _HYDROGENS = ("H", "D")
@@ -65,7 +67,7 @@ class AtomicModel:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if isinstance(v, np.ndarray) and len(v) != m:
-                raise ValueError(f"AtomicModel.{f.name} has {len(v)} entries for {m} atoms")
+                raise InputError(f"AtomicModel.{f.name} has {len(v)} entries for {m} atoms")
 
     def __len__(self) -> int:
         return len(self.coords)
@@ -107,7 +109,7 @@ class AtomicModel:
         """(G, 3) centres of consecutive groups of ``atoms_per_group`` heavy atoms, in file
         order within each chain (one Gaussian per N heavy atoms)."""
         if atoms_per_group < 1:
-            raise ValueError(f"atoms per Gaussian must be at least 1, got {atoms_per_group}")
+            raise InputError(f"atoms per Gaussian must be at least 1, got {atoms_per_group}")
         heavy = np.flatnonzero(~np.isin(np.char.upper(self.elements), _HYDROGENS))
         out = []
         for chain in self.chains():
@@ -131,7 +133,7 @@ class AtomicModel:
         """A copy of this model with coordinates ``xyz`` (M, 3)."""
         xyz = np.array(xyz, dtype=np.float64, copy=True)
         if xyz.shape != self.coords.shape:
-            raise ValueError(f"coordinates of shape {xyz.shape} for a model of {len(self)} atoms")
+            raise InputError(f"coordinates of shape {xyz.shape} for a model of {len(self)} atoms")
         return dataclasses.replace(self, coords=xyz)
 
 
@@ -153,15 +155,15 @@ def read_model(path, keep_hetatm: bool = False, keep_hydrogens: bool = False) ->
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ValueError(f"cannot read atomic model {path!r}: no such file")
+        raise InputError(f"cannot read atomic model {path!r}: no such file")
     try:
         st = gemmi.read_structure(path)
     except Exception as e:  # gemmi raises RuntimeError/ValueError/OSError by case
-        raise ValueError(f"cannot read atomic model {path!r}: {e}") from None
+        raise InputError(f"cannot read atomic model {path!r}: {e}") from None
     while len(st) > 1:
         del st[len(st) - 1]
     if len(st) == 0:
-        raise ValueError(f"atomic model {path!r} contains no models/atoms")
+        raise InputError(f"atomic model {path!r} contains no models/atoms")
     st.setup_entities()
     st.remove_alternative_conformations()
     if not keep_hydrogens:
@@ -170,7 +172,7 @@ def read_model(path, keep_hetatm: bool = False, keep_hydrogens: bool = False) ->
         st.remove_ligands_and_waters()
     st.remove_empty_chains()
     if st[0].count_atom_sites() == 0:
-        raise ValueError(f"atomic model {path!r} contains no atoms"
+        raise InputError(f"atomic model {path!r} contains no atoms"
                          + ("" if keep_hetatm else " (after removing waters and ligands)"))
     return _model_from_structure(st, path)
 
@@ -260,7 +262,7 @@ def write_model(path, model: AtomicModel) -> None:
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
     if ext not in _PDB_EXT + _CIF_EXT:
-        raise ValueError(f"cannot write atomic model {path!r}: extension must be one of "
+        raise InputError(f"cannot write atomic model {path!r}: extension must be one of "
                          f"{', '.join(_PDB_EXT + _CIF_EXT)}")
     src = model._structure
     if src is None or src[0].count_atom_sites() != len(model):
@@ -275,16 +277,7 @@ def write_model(path, model: AtomicModel) -> None:
         text = st.make_pdb_string(gemmi.PdbWriteOptions())
     else:
         text = st.make_mmcif_document().as_string()
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ext, dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text(path, text)
 
 
 # ---------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import mrcfile
 import numpy as np
 from mrcfile.utils import data_dtype_from_header, dtype_from_mode
 
-from gaussianem.errors import ParticleFileError
+from gaussianem.errors import InputError, ParticleFileError
 from gaussianem.io.atomic import atomic_output
 
 HEADER_BYTES = 1024
@@ -208,7 +208,7 @@ def write_map(path, array_zyx, apix, origin_xyz=(0.0, 0.0, 0.0)) -> None:
     """Write a (z, y, x) map as float32 MRC with voxel size ``apix`` and the given origin."""
     data = np.ascontiguousarray(array_zyx, dtype=np.float32)
     if data.ndim != 3:
-        raise ValueError(f"write_map needs a 3D (z, y, x) array, got shape {data.shape}")
+        raise InputError(f"write_map needs a 3D (z, y, x) array, got shape {data.shape}")
     _write_mrc(path, data, apix, stack=False, origin_xyz=origin_xyz)
 
 
@@ -218,5 +218,5 @@ def write_stack(path, images, apix) -> None:
     if data.ndim == 2:
         data = data[None]
     if data.ndim != 3:
-        raise ValueError(f"write_stack needs (n, y, x) images, got shape {data.shape}")
+        raise InputError(f"write_stack needs (n, y, x) images, got shape {data.shape}")
     _write_mrc(path, data, apix, stack=True)

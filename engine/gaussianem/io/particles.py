@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from gaussianem.errors import ParticleFileError
+from gaussianem.errors import InputError, ParticleFileError
 from gaussianem.io import cryosparc, relion
 from gaussianem.io.particle_data import ParticleData
 
@@ -51,7 +51,7 @@ def write_subset(src: ParticleData, idx, path) -> None:
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".star", ".cs"):
-        raise ValueError(f"cannot write {path}: expected a .star or .cs file name")
+        raise InputError(f"cannot write {path}: expected a .star or .cs file name")
     idx = np.asarray(idx)
     fmt = None if src.table is None else src.table.attrs.get("format")
     if ext == ".cs":

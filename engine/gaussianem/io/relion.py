@@ -35,11 +35,11 @@ import numpy as np
 import pandas as pd
 import starfile
 
+from gaussianem.errors import InputError, ParticleFileError
+from gaussianem.io.atomic import atomic_output
+from gaussianem.io.particle_data import ParticleData, particle_box, group_optics, resolve_stack_paths, stack_name_for
 from gaussianem.physics import poses
 from gaussianem.physics.ctf import CTFParams
-from gaussianem.io.particle_data import ParticleData, particle_box, group_optics, resolve_stack_paths, stack_name_for
-from gaussianem.errors import ParticleFileError
-from gaussianem.io.atomic import atomic_output
 
 ANGLE_COLUMNS = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
 
@@ -257,7 +257,7 @@ def write_star(path, data: ParticleData, image_names=None) -> None:
         for column, values in per_group.items():
             v = np.asarray(values, dtype=np.float64)[sel]
             if not np.allclose(v, v[0], rtol=1e-6, atol=1e-9):
-                raise ValueError(f"cannot write {path}: {column} varies within optics group "
+                raise InputError(f"cannot write {path}: {column} varies within optics group "
                                  f"{int(g)} ({v.min():g} to {v.max():g}); RELION 3.1 stores it "
                                  "once per optics group")
             optics[column].append(float(v[0]))
@@ -270,7 +270,7 @@ def write_star(path, data: ParticleData, image_names=None) -> None:
         rel = np.array([stack_name_for(p, folder) for p in uniq], dtype=object)[inverse.reshape(-1)]
         image_names = [f"{i + 1:06d}@{r}" for i, r in zip(data.image_indices, rel)]
     elif len(image_names) != n:
-        raise ValueError(f"image_names has {len(image_names)} entries for {n} particles")
+        raise InputError(f"image_names has {len(image_names)} entries for {n} particles")
     eulers = poses.matrix_to_euler(data.rotations)
     particles = pd.DataFrame({
         "rlnImageName": list(image_names),

@@ -20,8 +20,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gaussianem.errors import InputError
 
-class ModelOutsideMapError(ValueError):
+
+class ModelOutsideMapError(InputError):
     pass
 
 

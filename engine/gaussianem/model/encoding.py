@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from gaussianem.model import intensity
-from gaussianem.physics import render
 from gaussianem.model.networks import HeterogeneityModel
+from gaussianem.physics import render
 
 
 class Physics:

@@ -20,14 +20,16 @@ map, prunes near-zero Gaussians and reports correlation and FSC.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from gaussianem.errors import GaussianEMError, InputError
 from gaussianem.io.atomic import atomic_torch_save
+from gaussianem.io.models import AtomicModel
 from gaussianem.physics import fsc as fsc_mod
+from gaussianem.physics.grid import Grid
 from gaussianem.physics.render import render_volume
 
 RESIDUE_VOLUME = 135.0   # Angstrom^3 of protein per residue (0.81 Da/A^3, 110 Da/residue)
@@ -42,7 +44,7 @@ class GaussianSet:
     def __post_init__(self):
         n = self.centres.shape[0]
         if self.centres.shape != (n, 3) or self.amplitudes.shape != (n,) or self.widths.shape != (n,):
-            raise ValueError("GaussianSet needs centres (N,3), amplitudes (N,), widths (N,); got "
+            raise InputError("GaussianSet needs centres (N,3), amplitudes (N,), widths (N,); got "
                              f"{tuple(self.centres.shape)}, {tuple(self.amplitudes.shape)}, "
                              f"{tuple(self.widths.shape)}")
 
@@ -61,10 +63,6 @@ class GaussianSet:
 
     def volume(self, box: int, apix: float) -> torch.Tensor:
         return render_volume(self.centres, self.amplitudes, self.widths, box, apix)
-
-    def features(self) -> torch.Tensor:
-        """(N, 5) per-Gaussian parameters for the Gaussian encoder: xyz, amplitude, width."""
-        return torch.cat([self.centres, self.amplitudes[:, None], self.widths[:, None]], dim=1)
 
     def state_dict(self) -> dict:
         return {"centres": self.centres.detach().cpu(), "amplitudes": self.amplitudes.detach().cpu(),
@@ -142,7 +140,7 @@ def count_for_resolution(vol: np.ndarray, apix: float, resolution: float,
     fine epochs on 250 / 400 / 800 / 1600 gave per-conformation FSC AUC 0.84 / 0.92 /
     0.95 / 0.95; this rule asks for about 8 times the default there (~900)."""
     if not resolution > 0:
-        raise ValueError(f"resolution must be positive (Angstrom), got {resolution}")
+        raise InputError(f"resolution must be positive (Angstrom), got {resolution}")
     n = auto_count(vol, apix, threshold)
     scale = max(1.0, (COUNT_RESOLUTION / resolution) ** COUNT_EXPONENT)
     return int(min(20000, round(n * scale)))
@@ -154,11 +152,11 @@ def init_from_map(vol, apix: float, n: int | None = None, method: str = "kmeans"
     """Initial Gaussians from a consensus map (z, y, x array, origin at voxel box//2)."""
     vol = np.asarray(vol, dtype=np.float32)
     if vol.ndim != 3 or len(set(vol.shape)) != 1:
-        raise ValueError(f"the consensus map must be a cubic 3D array, got shape {vol.shape}")
+        raise InputError(f"the consensus map must be a cubic 3D array, got shape {vol.shape}")
     thr = default_threshold(vol) if threshold is None else float(threshold)
     mask = vol > thr
     if mask.sum() < 4:
-        raise ValueError(f"only {int(mask.sum())} voxels of the map lie above the threshold "
+        raise InputError(f"only {int(mask.sum())} voxels of the map lie above the threshold "
                          f"{thr:.4g}: lower --threshold")
     if n is None:
         n = auto_count(vol, apix, threshold)
@@ -174,7 +172,7 @@ def init_from_map(vol, apix: float, n: int | None = None, method: str = "kmeans"
                                rng, iterations, device)
         cell = (mask.sum() * apix ** 3 / len(pts)) ** (1 / 3)
     else:
-        raise ValueError(f"unknown initialisation method {method!r}: expected 'kmeans' or 'grid'")
+        raise InputError(f"unknown initialisation method {method!r}: expected 'kmeans' or 'grid'")
     centres = torch.from_numpy(pts.astype(np.float32))
     amps = torch.from_numpy(sample_map(vol, apix, pts).astype(np.float32)).clamp_min(1e-3 * float(vol.max()))
     widths = torch.full((len(pts),), float(max(0.5 * cell, apix)))
@@ -210,11 +208,28 @@ def init_from_model(residue_centres, apix: float, electrons=None, width: float |
     """One Gaussian per residue (or atom group) at the given engine-frame centres."""
     c = torch.as_tensor(np.asarray(residue_centres, dtype=np.float32))
     if c.ndim != 2 or c.shape[1] != 3 or len(c) == 0:
-        raise ValueError("an atomic model gave no residue centres to place Gaussians on")
+        raise InputError("an atomic model gave no residue centres to place Gaussians on")
     amps = torch.ones(len(c)) if electrons is None else torch.as_tensor(np.asarray(electrons, np.float32))
     amps = amps / amps.mean()
     w = float(width) if width is not None else max(2.0, apix)
     return GaussianSet(c, amps, torch.full((len(c),), w))
+
+
+def init_from_atoms(model: AtomicModel, grid: Grid, vol: np.ndarray, atoms_per_gaussian: int | None = None,
+                    name: str = "the atomic model") -> GaussianSet:
+    """One Gaussian per residue (or per ``atoms_per_gaussian`` heavy atoms) of an atomic
+    model in the consensus map's frame, amplitudes at the map's 99.9th percentile (the
+    fit to the map sets them). Residues outside the box are left out; a model mostly
+    outside it is an error."""
+    centres = grid.to_engine(model.group_centres(atoms_per_gaussian) if atoms_per_gaussian
+                             else model.residue_centres())
+    inside = np.all(np.abs(centres) < grid.box * grid.apix / 2, axis=1)
+    if inside.mean() < 0.5:
+        raise GaussianEMError(f"{name} does not overlap the consensus map (only {inside.mean():.0%} of "
+                              "residues inside the box): is it in the map's frame?")
+    base = init_from_model(centres[inside], grid.apix)
+    base.amplitudes = base.amplitudes * float(np.percentile(vol, 99.9))
+    return base
 
 
 @dataclass
@@ -279,10 +294,3 @@ def evaluate_fit(gset: GaussianSet, vol, apix: float, n_pruned: int = 0) -> FitR
     mcorr = float(np.corrcoef(pred[m], vol[m])[0, 1]) if m.sum() > 2 else float("nan")
     f, v = fsc_mod.fsc(pred, vol, apix)
     return FitReport(corr, mcorr, fsc_mod.auc(v), fsc_mod.resolution_at(f, v), len(gset), n_pruned)
-
-
-def nearest_neighbour_distance(centres: torch.Tensor) -> torch.Tensor:
-    """(N,) distance from each centre to its nearest other centre."""
-    d = torch.cdist(centres, centres)
-    d.fill_diagonal_(math.inf)
-    return d.min(1).values

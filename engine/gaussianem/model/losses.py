@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from gaussianem.errors import InputError
+
 
 @dataclass
 class LossWeights:
@@ -67,7 +69,7 @@ def image_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> to
         t = target.flatten(1) - target.flatten(1).mean(1, keepdim=True)
         c = (p * t).sum(1) / (p.norm(dim=1) * t.norm(dim=1)).clamp_min(1e-8)
         return (1 - c).mean()
-    raise ValueError(f"unknown image loss {kind!r}: expected l1, l2 or corr")
+    raise InputError(f"unknown image loss {kind!r}: expected l1, l2 or corr")
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from gaussianem.errors import InputError
 from gaussianem.model.gaussians import GaussianSet
 
 
@@ -107,7 +108,7 @@ class ImageEncoder(nn.Module):
                              else torch.ones(cfg.box, cfg.box), persistent=False)
         self.input = cfg.encoder_input
         if self.input not in ("image", "residual", "both"):
-            raise ValueError(f"unknown encoder input {self.input!r}: expected image, residual or both")
+            raise InputError(f"unknown encoder input {self.input!r}: expected image, residual or both")
         channels = 2 if self.input == "both" else 1
         extra = 4 * cfg.emb_dim if cfg.gaussian_features else 0
         self.net = _mlp(channels * cfg.box * cfg.box + extra, cfg.enc_dim, 2 * cfg.zdim, cfg.enc_layers, norm=True)
@@ -116,7 +117,7 @@ class ImageEncoder(nn.Module):
                 features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.input != "image":
             if reference is None:
-                raise ValueError("this encoder needs the consensus projection of each image (reference)")
+                raise InputError("this encoder needs the consensus projection of each image (reference)")
             if self.input == "residual":
                 images = images - reference
             else:
@@ -169,7 +170,7 @@ class HeterogeneityModel(nn.Module):
     def __init__(self, cfg: ModelConfig, base: GaussianSet):
         super().__init__()
         if cfg.split and cfg.zdim != cfg.zdim_conf + cfg.zdim_comp:
-            raise ValueError("zdim must equal zdim_conf + zdim_comp when the latent is split")
+            raise InputError("zdim must equal zdim_conf + zdim_comp when the latent is split")
         self.cfg = cfg
         self.register_buffer("centres", base.centres.float().clone())
         self.register_buffer("amplitudes", base.amplitudes.float().clone())
@@ -190,9 +191,6 @@ class HeterogeneityModel(nn.Module):
                                               5 if cfg.width_change else 4)
         # global intensity scale between Gaussian projections and (normalised) images
         self.log_scale = nn.Parameter(torch.zeros(()))
-
-    def base(self) -> GaussianSet:
-        return GaussianSet(self.centres, self.amplitudes, self.widths)
 
     def embed(self) -> torch.Tensor:
         feats = torch.cat([self.centres, self.amplitudes[:, None], self.widths[:, None]], 1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gaussianem.errors import InputError
+
 
 def fsc(vol1, vol2, apix: float = 1.0):
     """FSC of two cubic maps. Returns (frequencies in 1/Angstrom, fsc values), shells up
@@ -12,7 +14,7 @@ def fsc(vol1, vol2, apix: float = 1.0):
     a = torch.from_numpy(np.array(vol1, dtype=np.float32))
     b = torch.from_numpy(np.array(vol2, dtype=np.float32))
     if a.shape != b.shape or a.ndim != 3 or len(set(a.shape)) != 1:
-        raise ValueError(f"FSC needs two cubic maps of the same size, got {tuple(a.shape)} "
+        raise InputError(f"FSC needs two cubic maps of the same size, got {tuple(a.shape)} "
                          f"and {tuple(b.shape)}")
     D = a.shape[0]
     fa, fb = torch.fft.rfftn(a), torch.fft.rfftn(b)

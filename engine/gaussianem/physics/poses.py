@@ -20,7 +20,6 @@ Conventions (used everywhere in the engine):
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 
 def euler_to_matrix(rot, tilt, psi) -> np.ndarray:
@@ -107,15 +106,3 @@ def random_rotations(n: int, rng: np.random.Generator) -> np.ndarray:
         np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
         np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
     ], axis=1)
-
-
-def shift_phase(freqs: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
-    """Fourier phase factor applying RELION origins to centred projections.
-
-    freqs: (..., H, W, 2) spatial frequencies (kx, ky) in 1/Angstrom;
-    shifts: (B, 2) origins in Angstrom. Returns complex (B, H, W):
-    ``exp(+2 pi i k . origin)``, so that ``image_hat = projection_hat * phase``.
-    """
-    arg = 2 * torch.pi * (freqs[..., 0] * shifts[:, 0, None, None]
-                          + freqs[..., 1] * shifts[:, 1, None, None])
-    return torch.polar(torch.ones_like(arg), arg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gaussianem.errors import InputError
 from gaussianem.io.models import AtomicModel, MOLMAP_SIGMA_FACTOR
 
 
@@ -25,7 +26,7 @@ def default_hinge(model: AtomicModel):
     """
     res = _chain_residues(model, model.chains()[0])
     if len(res) < 2 and len(model.chains()) < 2:
-        raise ValueError("a hinge needs at least two residues")
+        raise InputError("a hinge needs at least two residues")
     n_move = min(max(1, int(round(len(res) / 3))), len(res) - 1) if len(res) > 1 else 1
     moving_res = res[len(res) - n_move:]
     mask = np.isin(model.res_index, moving_res)
@@ -64,7 +65,7 @@ def hinge_rotation(model_or_coords, mask, axis_point, axis_dir, angle_deg) -> np
     xyz = np.array(xyz, dtype=np.float64, copy=True)
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != (len(xyz),):
-        raise ValueError(f"mask of shape {mask.shape} for {len(xyz)} atoms")
+        raise InputError(f"mask of shape {mask.shape} for {len(xyz)} atoms")
     p = np.asarray(axis_point, dtype=np.float64)
     rot = rotation_matrix(axis_dir, angle_deg)
     xyz[mask] = (xyz[mask] - p) @ rot.T + p
@@ -92,11 +93,11 @@ def model_density(model: AtomicModel, box, apix: float, resolution: float | None
     """
     shape = (int(box),) * 3 if np.ndim(box) == 0 else tuple(int(n) for n in box)
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"box must be a positive int or (nz, ny, nx), got {box!r}")
+        raise InputError(f"box must be a positive int or (nz, ny, nx), got {box!r}")
     apix = float(apix)
     resolution = 2.0 * apix if resolution is None else float(resolution)
     if not (apix > 0 and resolution > 0):
-        raise ValueError("apix and resolution must be positive")
+        raise InputError("apix and resolution must be positive")
     sigma = MOLMAP_SIGMA_FACTOR * resolution
     n_xyz = np.array(shape[::-1])                       # (nx, ny, nz)
     origin = -(n_xyz // 2) * apix if origin is None else np.asarray(origin, dtype=np.float64)
@@ -105,7 +106,7 @@ def model_density(model: AtomicModel, box, apix: float, resolution: float | None
     w = weights if weights is not None else model.atomic_numbers() if is_model else 1.0
     w = np.broadcast_to(np.asarray(w, dtype=np.float64), (len(xyz),))
     if not np.all(np.isfinite(xyz)):
-        raise ValueError("model coordinates are not all finite")
+        raise InputError("model coordinates are not all finite")
 
     half = int(np.ceil(cutoff_sigmas * sigma / apix))
     offs = np.arange(-half, half + 1)
@@ -136,7 +137,7 @@ def rotation_matrix(axis_dir, angle_deg) -> np.ndarray:
     u = np.asarray(axis_dir, dtype=np.float64)
     n = np.linalg.norm(u)
     if not n > 0:
-        raise ValueError("rotation axis direction has zero length")
+        raise InputError("rotation axis direction has zero length")
     u = u / n
     t = np.deg2rad(angle_deg)
     k = np.array([[0, -u[2], u[1]], [u[2], 0, -u[0]], [-u[1], u[0], 0]])

@@ -29,13 +29,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from gaussianem.errors import InputError
+from gaussianem.io.atomic import atomic_output
+from gaussianem.io.models import read_model, write_model
+from gaussianem.io.mrc import write_map, write_stack
+from gaussianem.io.mrc import read_map
+from gaussianem.io.particle_data import ParticleData
+from gaussianem.io.relion import write_star
 from gaussianem.physics import fourier_slice, poses
 from gaussianem.physics.ctf import CTFParams
-from gaussianem.io.particle_data import ParticleData
-from gaussianem.io.mrc import write_map, write_stack
-from gaussianem.io.models import read_model, write_model
-from gaussianem.io.mrc import read_map
-from gaussianem.io.relion import write_star
 from gaussianem.sim.geometry import default_hinge, default_removal
 from gaussianem.sim.geometry import hinge_rotation, model_density
 from gaussianem.sim.geometry import rotation_matrix
@@ -72,7 +74,7 @@ def parse_selection(text: str | None):
     try:
         a, b = (int(v) for v in rng.split("-"))
     except ValueError:
-        raise ValueError(f"bad selection {text!r}: expected CHAIN or CHAIN:FIRST-LAST, e.g. A:120-180")
+        raise InputError(f"bad selection {text!r}: expected CHAIN or CHAIN:FIRST-LAST, e.g. A:120-180")
     return chain, (a, b)
 
 
@@ -81,7 +83,7 @@ def _selections(model, spec: SimulationSpec):
     if spec.hinge_chain:
         mask = model.select(chain=spec.hinge_chain, residues=spec.hinge_residues)
         if not mask.any():
-            raise ValueError(f"the hinge selection {spec.hinge_chain}:{spec.hinge_residues} matches no atoms")
+            raise InputError(f"the hinge selection {spec.hinge_chain}:{spec.hinge_residues} matches no atoms")
         rest = model.coords[~mask].mean(0)
         moving = model.coords[mask].mean(0)
         # axis through the moving part's atom nearest the rest, perpendicular to the arm
@@ -94,7 +96,7 @@ def _selections(model, spec: SimulationSpec):
     if spec.remove_chain:
         removal = model.select(chain=spec.remove_chain, residues=spec.remove_residues)
         if not removal.any():
-            raise ValueError(f"the removal selection {spec.remove_chain}:{spec.remove_residues} matches no atoms")
+            raise InputError(f"the removal selection {spec.remove_chain}:{spec.remove_residues} matches no atoms")
     return mask, point, axis, removal
 
 
@@ -104,7 +106,7 @@ def simulate_from_model(model_path: str, outdir: str, spec: SimulationSpec, prog
     model = model.with_coords(model.coords - centre)         # engine frame: centred
     extent = np.abs(model.coords).max() * 2
     if extent > spec.box * spec.apix * 0.95:
-        raise ValueError(f"the model {model_path} spans {extent:.0f} A but the box is only "
+        raise InputError(f"the model {model_path} spans {extent:.0f} A but the box is only "
                          f"{spec.box} x {spec.apix} = {spec.box * spec.apix:.0f} A: raise --box or --apix")
     mask, point, axis, removal = _selections(model, spec)
     angles = (np.linspace(0, 1, spec.states) - 0.5) * spec.hinge_angle
@@ -222,12 +224,11 @@ def _simulate(volume, angles, outdir: str, spec: SimulationSpec, progress) -> di
     eval_levels = np.linspace(0, len(angles) - 1, spec.eval_bins).round().astype(int)
     for k, lv in enumerate(eval_levels):
         write_map(os.path.join(outdir, "truth", f"state_{k:02d}.mrc"), volume(angles[lv], True), spec.apix)
-    tmp = os.path.join(outdir, ".ground_truth.tmp.npz")
-    np.savez(tmp, motion=motion.astype(np.float32), angle=angles[level].astype(np.float32),
-             present=present, rotations=rot.astype(np.float32), shifts=shifts.astype(np.float32),
-             defocus_u=ctf.defocus_u, defocus_v=ctf.defocus_v, defocus_angle=ctf.defocus_angle,
-             eval_motion=(eval_levels / max(len(angles) - 1, 1)).astype(np.float32),
-             snr=spec.snr, noise_sd=noise_sd, hinge_angle=spec.hinge_angle)
-    os.replace(tmp, os.path.join(outdir, "ground_truth.npz"))
+    with atomic_output(os.path.join(outdir, "ground_truth.npz")) as tmp, open(tmp, "wb") as f:
+        np.savez(f, motion=motion.astype(np.float32), angle=angles[level].astype(np.float32),
+                 present=present, rotations=rot.astype(np.float32), shifts=shifts.astype(np.float32),
+                 defocus_u=ctf.defocus_u, defocus_v=ctf.defocus_v, defocus_angle=ctf.defocus_angle,
+                 eval_motion=(eval_levels / max(len(angles) - 1, 1)).astype(np.float32),
+                 snr=spec.snr, noise_sd=noise_sd, hinge_angle=spec.hinge_angle)
     return {"outdir": os.path.abspath(outdir), "n": n, "box": b, "apix": spec.apix,
             "present_fraction": float(present.mean()), "signal_var": signal_var}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gaussianem.errors import InputError
 from gaussianem.io.models import AtomicModel, gemmi_structure
 from gaussianem.sim.geometry import rotation_matrix
 
@@ -116,7 +117,7 @@ def build_test_model(n_helices_per_domain: int = 3, helix_length: int = 18, seed
     n = int(n_helices_per_domain)
     length_a, length_b = int(helix_length), int(np.ceil(helix_length / 2))
     if n < 1 or length_a < 2:
-        raise ValueError("need at least one helix per domain and two residues per helix")
+        raise InputError("need at least one helix per domain and two residues per helix")
     rng = np.random.default_rng(seed)
     templates = {length_a: _ideal_helix(length_a), length_b: _ideal_helix(length_b)}
     radius = _bundle_radius(n)

@@ -17,7 +17,7 @@ from gaussianem.io.models import read_model
 from gaussianem.io.mrc import read_map
 from gaussianem.io.particles import load_particles
 from gaussianem.io.rundir import RunDir
-from gaussianem.model.gaussians import fit_to_map, init_from_map, init_from_model
+from gaussianem.model.gaussians import fit_to_map, init_from_atoms, init_from_map
 from gaussianem.model.networks import HeterogeneityModel
 from gaussianem.physics.grid import Grid
 from gaussianem.progress import Progress
@@ -52,15 +52,8 @@ def build_base_gaussians(cfg: TrainConfig, vol: np.ndarray, grid: Grid, device, 
     if cfg.init == "model":
         if not cfg.model:
             raise TrainingError("--init model needs --model MODEL.pdb|.cif")
-        m = read_model(cfg.model)
-        centres = grid.to_engine(m.group_centres(cfg.atoms_per_gaussian) if cfg.atoms_per_gaussian
-                                 else m.residue_centres())
-        inside = np.all(np.abs(centres) < grid.box * grid.apix / 2, axis=1)
-        if inside.mean() < 0.5:
-            raise TrainingError(f"the atomic model {cfg.model} does not overlap the consensus map "
-                                f"{cfg.consensus} (only {inside.mean():.0%} of residues inside the box)")
-        base = init_from_model(centres[inside], grid.apix)
-        base.amplitudes = base.amplitudes * float(np.percentile(vol, 99.9))
+        base = init_from_atoms(read_model(cfg.model), grid, vol, cfg.atoms_per_gaussian,
+                               name=f"the atomic model {cfg.model}")
     else:
         base = init_from_map(vol, grid.apix, n=cfg.num_gaussians, method=cfg.init,
                              threshold=cfg.threshold, seed=cfg.seed, device=device)

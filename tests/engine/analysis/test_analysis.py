@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from gaussianem.analysis import clusters, plots, report as analysis, selection
+from gaussianem.analysis.result import load_result
 from gaussianem.cli.main import main
 from gaussianem.io.mrc import read_map
-from gaussianem.analysis.result import load_result
 
 
 def copy_result(src, dst):

@@ -7,10 +7,10 @@ import pytest
 import starfile
 
 from gaussianem.analysis import clusters, report as analysis
+from gaussianem.analysis.result import load_result
 from gaussianem.cli.main import main
 from gaussianem.io.cryosparc import write_cs
 from gaussianem.io.particles import load_particles
-from gaussianem.analysis.result import load_result
 
 
 @pytest.fixture
@@ -95,3 +95,23 @@ def test_export_cs_from_cs_source(run, tiny_sim, tmp_path):
     assert got.dtype == src.dtype
     assert np.array_equal(got, src[1::4])
     assert len(load_particles(out, check_images=False)) == 64
+
+
+def test_export_pc_range_of_a_latent_part(run, tmp_path, capsys):
+    """--pc-range PC,LO,HI (with --part) selects by score along a principal component,
+    the same selection as select_particles (which the ChimeraX 'subset' uses)."""
+    from gaussianem.analysis.selection import select_particles
+    res = load_result(str(run))
+    p = res.pca("conf")
+    s = p.scores[:, 0] / p.sd[0]
+    expect = np.flatnonzero((s >= -0.5) & (s <= 10))
+    out = tmp_path / "conf_pc1.star"
+    assert main(["export", str(run), "--pc-range", "1,-0.5,10", "--part", "conf", "-o", str(out)]) == 0
+    assert len(_names(out)) == len(expect) > 0
+    assert "PC1 of z_conf between -0.5 and 10 sd" in capsys.readouterr().out
+    sel = select_particles(res, pc_range=(1, 10, -0.5), part="conf")          # limits in either order
+    assert np.array_equal(sel.indices, expect)
+    assert main(["export", str(run), "--pc-range", "1,2", "-o", str(tmp_path / "x.star")]) == 1
+    assert "expected PC,LO,HI" in capsys.readouterr().err
+    assert main(["export", str(run), "--pc-range", "9,-1,1", "-o", str(tmp_path / "x.star")]) == 1
+    assert "principal component 9 does not exist" in capsys.readouterr().err

@@ -10,11 +10,11 @@ import torch
 from scipy.spatial import cKDTree
 
 from gaussianem.analysis.outputs import write_models
-from gaussianem.cli.main import main
-from gaussianem.model.displace import AtomInterpolator, ModelOutsideMapError
-from gaussianem.io.mrc import read_map
 from gaussianem.analysis.result import load_result
+from gaussianem.cli.main import main
 from gaussianem.io.models import bond_length_rms_change, read_model, write_model
+from gaussianem.io.mrc import read_map
+from gaussianem.model.displace import AtomInterpolator, ModelOutsideMapError
 from gaussianem.sim.geometry import default_hinge, hinge_rotation
 
 

@@ -10,8 +10,8 @@ import shutil
 import numpy as np
 import pytest
 
-from gaussianem.io.models import read_model
 from gaussianem.analysis.result import load_result
+from gaussianem.io.models import read_model
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data", "run_0.1.0")
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from numpy.lib.recfunctions import drop_fields
 
-from gaussianem.physics import poses
-from gaussianem.io.cryosparc import read_cs, write_cs
 from gaussianem.errors import ParticleFileError
+from gaussianem.io.cryosparc import read_cs, write_cs
 from gaussianem.io.particles import load_particles
 from gaussianem.io.particles import write_subset
+from gaussianem.physics import poses
 
 T = 0.7  # radians
 

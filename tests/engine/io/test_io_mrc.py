@@ -6,8 +6,8 @@ import mrcfile
 import numpy as np
 import pytest
 
-from gaussianem.io import mrc
 from gaussianem.errors import ParticleFileError
+from gaussianem.io import mrc
 from gaussianem.io.atomic import atomic_output
 
 

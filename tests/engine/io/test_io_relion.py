@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import starfile
 
-from gaussianem.physics import poses
 from gaussianem.errors import ParticleFileError
 from gaussianem.io.particles import load_particles
-from gaussianem.io.relion import read_star, write_star
 from gaussianem.io.particles import write_subset
+from gaussianem.io.relion import read_star, write_star
+from gaussianem.physics import poses
 
 
 def _stack(path, n, box=16, ny=None, value=0.0):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from gaussianem.model.displace import AtomInterpolator, ModelOutsideMapError
 from gaussianem.io.models import bond_length_rms_change
+from gaussianem.model.displace import AtomInterpolator, ModelOutsideMapError
 from gaussianem.sim.geometry import default_hinge, hinge_rotation, rotation_matrix
 from gaussianem.sim.testprotein import build_test_model
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from gaussianem.io.mrc import read_map
 from gaussianem.model import gaussians
 from gaussianem.model.gaussians import GaussianSet
-from gaussianem.io.mrc import read_map
 
 
 def test_fit_to_simulated_consensus_map(tiny_sim):

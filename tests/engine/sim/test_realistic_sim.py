@@ -22,11 +22,11 @@ if importlib.util.find_spec("MDAnalysisTests") is None:
 import realistic as rs  # noqa: E402
 import torch  # noqa: E402
 
-from gaussianem.physics import ctf as ctf_mod  # noqa: E402
+from gaussianem.io.models import read_model  # noqa: E402
 from gaussianem.io.mrc import read_map  # noqa: E402
 from gaussianem.io.relion import read_star  # noqa: E402
+from gaussianem.physics import ctf as ctf_mod  # noqa: E402
 from gaussianem.sim.geometry import model_density
-from gaussianem.io.models import read_model  # noqa: E402
 
 BOX, APIX = 48, 2.5
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from gaussianem.physics import fourier_slice
 from gaussianem.io.images import ParticleImages
-from gaussianem.io.particles import load_particles
 from gaussianem.io.mrc import read_map
+from gaussianem.io.particles import load_particles
+from gaussianem.physics import fourier_slice
 
 
 def test_outputs_are_readable_and_consistent(tiny_sim):

@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from gaussianem.io.rundir import RunDir
-from gaussianem.train import health
-from gaussianem.model import intensity, losses
-from gaussianem.io.images import ParticleImages
-from gaussianem.io.particles import load_particles
-from gaussianem.model.encoding import Physics
 from gaussianem.errors import GaussianEMError, TrainingError
-from gaussianem.model.gaussians import GaussianSet, init_from_map
+from gaussianem.io.images import ParticleImages
 from gaussianem.io.mrc import read_map
+from gaussianem.io.particles import load_particles
+from gaussianem.io.rundir import RunDir
+from gaussianem.model import intensity, losses
+from gaussianem.model.encoding import Physics
+from gaussianem.model.gaussians import GaussianSet, init_from_map
+from gaussianem.train import health
 
 
 def rescaled_copy(src, dst, image_factor=1.0, image_offset=0.0, map_factor=1.0, per_particle=None,

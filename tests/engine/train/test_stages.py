@@ -8,13 +8,13 @@ import shutil
 import numpy as np
 import pytest
 
-from gaussianem.io.rundir import RunDir
-from gaussianem.train import stages
-from gaussianem.model.gaussians import COUNT_RESOLUTION, auto_count, count_for_resolution
-from gaussianem.io.mrc import read_map
-from gaussianem.progress import Progress
 from gaussianem.analysis.result import load_result
 from gaussianem.errors import TrainingError
+from gaussianem.io.mrc import read_map
+from gaussianem.io.rundir import RunDir
+from gaussianem.model.gaussians import COUNT_RESOLUTION, auto_count, count_for_resolution
+from gaussianem.progress import Progress
+from gaussianem.train import stages
 from gaussianem.train.loop import train
 from test_train import cfg_for, read_log
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from gaussianem.analysis.result import load_result
+from gaussianem.errors import TrainingError
 from gaussianem.io.images import ParticleImages
 from gaussianem.io.particles import load_particles
-from gaussianem.analysis.result import load_result
 from gaussianem.train.config import TrainConfig
-from gaussianem.errors import TrainingError
 from gaussianem.train.loop import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
