@@ -15,6 +15,7 @@ centre ``D//2`` maps to ``d//2`` (RELION's centre).
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import numpy as np
@@ -138,6 +139,16 @@ def collate(batch):
         return batch
     return {"index": torch.tensor([b["index"] for b in batch], dtype=torch.int64),
             "image": torch.stack([b["image"] for b in batch])}
+
+
+def loader_workers(device, processes: int = 1) -> int:
+    """Default data-loading workers: none on a CPU (the training threads use the cores);
+    on a GPU, the CPU cores per process less one (at most 8), so that reading and Fourier
+    cropping keep the GPU busy."""
+    if torch.device(device).type != "cuda":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cores // max(1, processes) - 1))
 
 
 def make_loader(images: ParticleImages, batch_size: int, shuffle: bool, num_workers: int = 0,

@@ -94,7 +94,9 @@ class TrainConfig:
     seed: int = option(0, "random seed (particle order, initialisation)")
     invert: bool = option(False, "multiply images by -1 (for images with dark protein)")
     window: bool = option(True, "soft circular mask on the images", cli=False)
-    num_workers: int = option(0, "data-loading worker processes")
+    num_workers: int | None = option(None, "data-loading worker processes (Fourier cropping off the training "
+                                           "thread)", default_text="0 on a CPU; on a GPU the CPU cores per "
+                                                                   "process less one, at most 8")
     log_every: int = option(10, "log a step every N steps", cli=False)
     threads: int | None = option(None, "CPU threads for torch (1 on busy machines)", default_text="all cores")
     keep_checkpoints: bool = option(True, "keep checkpoints/epoch_NNN.pt", cli=False)

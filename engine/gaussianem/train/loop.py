@@ -30,7 +30,7 @@ from gaussianem import __version__
 from gaussianem.device import resolve_device
 from gaussianem.errors import TrainingError
 from gaussianem.io.atomic import atomic_torch_save
-from gaussianem.io.images import ParticleImages, make_loader
+from gaussianem.io.images import ParticleImages, loader_workers, make_loader
 from gaussianem.io.mrc import read_map
 from gaussianem.io.particles import load_particles
 from gaussianem.io.rundir import RunDir
@@ -113,6 +113,8 @@ class Trainer:
         if device.type == "cuda" and self.dd.world > 1:
             device = torch.device("cuda", self.dd.local_rank)
             torch.cuda.set_device(device)
+        if device.type == "cuda":             # TF32 matmuls: float32 at tensor-core speed
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         return device
 
     def _set_up(self) -> None:
@@ -149,6 +151,10 @@ class Trainer:
         self.use_amp = cfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and not torch.cuda.is_bf16_supported())
         self.sampler = EpochSampler(len(data), cfg.batch_size, dd.rank, dd.world, cfg.seed)
+        self.workers = loader_workers(self.device, dd.world) if cfg.num_workers is None else cfg.num_workers
+        # one loader for the whole stage (its workers persist); each epoch sets the sampler
+        self.loader = make_loader(self.images, cfg.batch_size, shuffle=False, num_workers=self.workers,
+                                  sampler=self.sampler, device=self.device, seed=cfg.seed)
         self.start_epoch, self.start_step = cfg.first_epoch, 0
         self.image_std, self.scales, self.history, self.recoveries = None, None, [], []
         if cfg.init_from and not self.resume:
@@ -262,12 +268,10 @@ class Trainer:
         cfg, dd, device = self.cfg, self.dd, self.device
         steps = self.sampler.steps_per_epoch()
         self.sampler.epoch, self.sampler.skip = epoch, skip_steps * cfg.batch_size
-        loader = make_loader(self.images, cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
-                             sampler=self.sampler, device=device, seed=cfg.seed)
         self.model.train()
         t0, seen, sums, nb, step = time.time(), 0, {}, 0, skip_steps
         epoch_health, failure = health.EpochHealth(), None
-        for raw in loader:
+        for raw in self.loader:
             if dd.agree(self.stop_requested):
                 self.save(epoch, step)
                 self.progress.event("stopped", epoch=epoch + 1, step=step, checkpoint=self.run_dir.checkpoint)
@@ -356,7 +360,7 @@ class Trainer:
         """Posterior means of all particles, in input order (gathered across processes)."""
         self.model.eval()
         mine = share(len(self.images), self.dd)
-        loader = make_loader(self.images, self.cfg.batch_size * 2, shuffle=False, num_workers=self.cfg.num_workers,
+        loader = make_loader(self.images, self.cfg.batch_size * 2, shuffle=False, num_workers=self.workers,
                              sampler=mine.tolist(), device=self.device)
         zs, ids = [], []
         for b in loader:

@@ -108,3 +108,15 @@ def test_model_config_defaults_agree_with_training_and_old_runs_load():
     assert {k: getattr(o, k) for k in BEFORE_RECORDED} == BEFORE_RECORDED
     assert ModelConfig.from_saved({**old, "centre_displacements": True}).centre_displacements
     assert {f.name for f in fields(ModelConfig)} >= set(BEFORE_RECORDED)
+
+
+def test_loader_workers_default(monkeypatch):
+    """No workers on a CPU; on a GPU the cores per process less one, at most 8."""
+    import gaussianem.io.images as images
+    assert images.loader_workers("cpu") == 0
+    monkeypatch.setattr(images.os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
+    assert images.loader_workers("cuda") == 8
+    assert images.loader_workers("cuda", processes=8) == 3
+    monkeypatch.setattr(images.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert images.loader_workers("cuda") == 0
+    assert TrainConfig(particles="p", consensus="c", outdir="o").num_workers is None      # automatic
