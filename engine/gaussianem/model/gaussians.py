@@ -103,12 +103,9 @@ def auto_count(vol: np.ndarray, apix: float, threshold: float | None = None) -> 
     within [64, 20000].
 
     The volume is measured on the map smoothed by a Gaussian of sigma ``COUNT_BLUR`` (2 A)
-    at its default contour, so it is the molecule's envelope
-    at any pixel size: thresholding the raw map instead shrinks with resolution (a
-    99-residue protein measured 58 residues' worth at 2 A/pixel but 21 at 1 A/pixel,
-    leaving a box-128 map 64 Gaussians). Smoothed, the same protein measures 115-121 at
-    1.0, 2.0 and 2.5 A/pixel: about 1.2 Gaussians per residue, the count that gave
-    per-conformation FSC AUC 0.93-0.94 instead of 0.82-0.89 (docs/validation.md).
+    at its default contour, so it is the molecule's envelope at any pixel size
+    (thresholding the raw map instead shrinks with resolution); that gives about 1.2
+    Gaussians per residue (calibration in docs/validation.md).
     A ``threshold`` (in the raw map's units, as ``--threshold``) keeps only the envelope
     near density above it (within about ``COUNT_BLUR``): a higher contour that leaves out
     detergent or noise leaves it out of the count too.
@@ -125,8 +122,8 @@ def auto_count(vol: np.ndarray, apix: float, threshold: float | None = None) -> 
 
 
 # Coarse to fine (gaussianem.train.stages): the count that carries detail to a given resolution.
-COUNT_RESOLUTION = 4.0    # Angstrom: the resolution auto_count's ~1.2 per residue carries (FSC=0.5
-                          # at the 4 A Nyquist of the 2 A/pixel sets, docs/validation.md)
+COUNT_RESOLUTION = 4.0    # Angstrom: the resolution auto_count's ~1.2 per residue carries
+                          # (docs/validation.md)
 COUNT_EXPONENT = 3.0      # the count grows as (COUNT_RESOLUTION / resolution) ** this
 
 
@@ -135,10 +132,7 @@ def count_for_resolution(vol: np.ndarray, apix: float, resolution: float,
     """Gaussians to carry the map's detail to ``resolution`` (Angstrom): ``auto_count``
     scaled by ``(COUNT_RESOLUTION / resolution) ** COUNT_EXPONENT``, never fewer than
     ``auto_count`` and at most 20000: as many Gaussians as resolution elements, so the
-    cube of the resolution ratio. Calibrated on the box-128 set (1 A/pixel, 2 A Nyquist;
-    docs/validation.md, "Coarse to fine"): after 10 coarse epochs on 114 Gaussians, 10
-    fine epochs on 250 / 400 / 800 / 1600 gave per-conformation FSC AUC 0.84 / 0.92 /
-    0.95 / 0.95; this rule asks for about 8 times the default there (~900)."""
+    cube of the resolution ratio (calibration: docs/validation.md, "Coarse to fine")."""
     if not resolution > 0:
         raise InputError(f"resolution must be positive (Angstrom), got {resolution}")
     n = auto_count(vol, apix, threshold)

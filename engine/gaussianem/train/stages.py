@@ -4,9 +4,8 @@ the default Gaussian count carries.
 The default count (``gaussians.auto_count``, about 1.2 Gaussians per residue) is what
 the decoder learns the motion on quickly, and it carries the map to about 4 A. Trained
 at a finer pixel size, the maps stay at that detail; many more Gaussians from the
-start resolve the consensus but their decoder finds the motion late (on the box-128
-set, 400 Gaussians had found no motion after 20 epochs). So when the training box's
-Nyquist asks for at least ``REFINE_FACTOR`` times the default count
+start resolve the consensus but their decoder finds the motion late (docs/validation.md).
+So when the training box's Nyquist asks for at least ``REFINE_FACTOR`` times the default count
 (``gaussians.count_for_resolution``), training runs
 
 1. the *coarse* stage in ``OUTDIR/coarse`` (a complete run of its own, the default
