@@ -133,7 +133,8 @@ class Trainer:
         if not self.resume:
             if dd.main:
                 self.progress.event("start", outdir=run.path, particles=len(data), box=data.box, train_box=box)
-                base, fit_report = build_base_gaussians(cfg, vol, grid, self.device, self.progress)
+                train_apix = float(np.max(data.apix)) * data.box / box
+                base, fit_report = build_base_gaussians(cfg, vol, grid, self.device, self.progress, train_apix)
                 base.save(run.gaussians)
                 write_run_config(run, cfg, grid, data, box, fit_report)
             dd.barrier()

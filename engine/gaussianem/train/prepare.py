@@ -20,6 +20,7 @@ from gaussianem.io.rundir import RunDir
 from gaussianem.model.gaussians import fit_to_map, init_from_atoms, init_from_map
 from gaussianem.model.networks import HeterogeneityModel
 from gaussianem.physics.grid import Grid
+from gaussianem.physics.resample import even_box, fourier_crop_volume
 from gaussianem.progress import Progress
 from gaussianem.train import stages
 from gaussianem.train.config import TrainConfig
@@ -47,8 +48,21 @@ def check_consensus(cfg: TrainConfig, data, grid: Grid) -> None:
             f"than the particle images ({data.box} pixels at {np.max(data.apix):.3f} A)")
 
 
-def build_base_gaussians(cfg: TrainConfig, vol: np.ndarray, grid: Grid, device, progress: Progress):
-    """Base Gaussians from the consensus map (k-means or grid) or an atomic model, then fit."""
+def build_base_gaussians(cfg: TrainConfig, vol: np.ndarray, grid: Grid, device, progress: Progress,
+                         train_apix: float | None = None):
+    """Base Gaussians from the consensus map (k-means or grid) or an atomic model, then fit.
+
+    A map finer than the training pixel size ``train_apix`` is first Fourier-cropped to it:
+    the Gaussians only need the detail training sees, and a box-256 map's voxels would cost
+    8 times the memory and time (a 256^3 map took 24 GB and was killed)."""
+    if train_apix and train_apix > 1.01 * grid.apix:
+        box = even_box(grid.box * grid.apix, train_apix)
+        if box < grid.box:
+            progress.message(f"consensus map {grid.box}^3 at {grid.apix:.3f} A Fourier-cropped to {box}^3 "
+                             f"({grid.apix * grid.box / box:.3f} A, the training pixel size) for the Gaussians")
+            vol = fourier_crop_volume(vol, box)
+            apix = grid.apix * grid.box / box
+            grid = Grid(box, apix, grid.centre - (box // 2) * apix)      # the same frame origin
     if cfg.init == "model":
         if not cfg.model:
             raise TrainingError("--init model needs --model MODEL.pdb|.cif")

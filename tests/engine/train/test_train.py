@@ -361,3 +361,22 @@ def test_training_with_gaussian_features_encodes_as_it_trained(tiny_sim, tmp_pat
     r = load_result(out)
     assert r.model_config.gaussian_features
     assert np.allclose(r.encode([0, 100, 255]), r.z[[0, 100, 255]], atol=1e-5)
+
+
+def test_fine_consensus_map_is_fitted_at_the_training_pixel_size(tiny_sim, tmp_path):
+    """With --downsample the Gaussians are fitted to the consensus map Fourier-cropped to
+    the training pixel size (a box-256 map at full size took 24 GB); they stay in the
+    consensus map's frame, and maps are still generated on its full grid."""
+    from gaussianem.progress import Progress
+    out = tmp_path / "ds"
+    msgs = []
+    progress = Progress("none")
+    progress.message = msgs.append
+    train(cfg_for(tiny_sim, out, epochs=1, downsample=16), progress=progress)
+    assert any("Fourier-cropped to 16^3" in m for m in msgs), msgs
+    res = load_result(out)
+    assert res.grid.box == 32                                       # the consensus grid
+    assert res.base.centres.abs().max() < 16 * 3.0                  # inside the box, in Angstrom
+    with open(out / "config.json") as f:
+        assert json.load(f)["fit"]["correlation"] > 0.8
+    assert res.volume(res.z[:1]).shape[-3:] == (32, 32, 32)
