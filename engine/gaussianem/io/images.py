@@ -152,11 +152,12 @@ def loader_workers(device, processes: int = 1) -> int:
 
 
 def make_loader(images: ParticleImages, batch_size: int, shuffle: bool, num_workers: int = 0,
-                sampler=None, device=None, seed: int = 0) -> DataLoader:
+                sampler=None, device=None, seed: int = 0, batch_sampler=None) -> DataLoader:
     """A DataLoader of ``{"index": (B,) int64, "image": (B, box, box) float32}`` batches.
 
     Shuffling is reproducible from ``seed``; ``sampler`` (yielding particle indices)
-    replaces shuffling. Memory is pinned for a CUDA ``device``; with workers, they persist
+    replaces shuffling; ``batch_sampler`` (yielding lists of indices) replaces both and
+    ``batch_size``. Memory is pinned for a CUDA ``device``; with workers, they persist
     across epochs and prefetch ahead.
     """
     gen = torch.Generator()
@@ -164,7 +165,9 @@ def make_loader(images: ParticleImages, batch_size: int, shuffle: bool, num_work
     cuda = device is not None and torch.device(device).type == "cuda"
     kwargs = dict(batch_size=batch_size, collate_fn=collate, num_workers=num_workers,
                   pin_memory=cuda, generator=gen, drop_last=False)
-    if sampler is not None:
+    if batch_sampler is not None:              # it yields each batch's indices
+        kwargs = dict(batch_sampler=batch_sampler, collate_fn=collate, num_workers=num_workers, pin_memory=cuda)
+    elif sampler is not None:
         kwargs["sampler"] = sampler
     else:
         kwargs["shuffle"] = shuffle

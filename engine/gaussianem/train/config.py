@@ -44,7 +44,7 @@ class TrainConfig:
     datadir: str | None = option(None, "folder to resolve image paths against (default: the particle file's)")
     epochs: int = option(DEFAULT_EPOCHS, "epochs in all, both stages of coarse to fine included (with "
                                          "--resume: default the run's own)")
-    batch_size: int = option(64, "particles per step")
+    batch_size: int = option(64, "particles per step, all processes together (torchrun: shared between them)")
     lr: float = option(2e-3, "learning rate")
     zdim: int | None = option(None, "an unsplit latent of this size (one decoder moves and re-weights "
                                     "Gaussians); default: the split latent below")

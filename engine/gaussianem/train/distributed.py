@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from gaussianem.errors import TrainingError
+
 
 @dataclass
 class Dist:
@@ -56,28 +58,55 @@ def init_distributed(device_name: str) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-class EpochSampler(torch.utils.data.Sampler):
-    """This rank's share of epoch ``epoch``'s permutation (seeded by seed + epoch),
-    starting after ``skip`` of its samples (for resuming inside an epoch)."""
+class EpochBatches(torch.utils.data.Sampler):
+    """The batches of this rank, step by step: step ``s`` of epoch ``e`` uses the global
+    batch ``perm_e[s*B:(s+1)*B]`` (``perm_e`` seeded by seed + e, ``B`` the batch size in
+    all processes together) and rank ``r`` of ``world`` takes its elements ``r::world``.
+    The global batches do not depend on the number of processes, so a checkpoint resumes
+    on another number of them (``skip`` steps of the epoch already done) and continues as
+    the run would have; :meth:`loss_weight` makes the averaged gradient the global batch's."""
 
     def __init__(self, n: int, batch_size: int, rank: int, world: int, seed: int):
+        if batch_size < world:
+            raise TrainingError(f"--batch-size {batch_size} is smaller than the number of processes ({world}): "
+                                "the batch size is the global batch, shared between the processes")
         self.n, self.batch_size, self.rank, self.world, self.seed = n, batch_size, rank, world, seed
         self.epoch, self.skip = 0, 0
+        self._perm = (None, None)
 
     def order(self, epoch: int) -> np.ndarray:
-        g = torch.Generator().manual_seed(self.seed + epoch)
-        perm = torch.randperm(self.n, generator=g).numpy()
-        per = self.n // self.world                       # equal shares keep DDP in step
-        return perm[self.rank * per:(self.rank + 1) * per]
+        if self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed + epoch)
+            self._perm = (epoch, torch.randperm(self.n, generator=g).numpy())
+        return self._perm[1]
 
     def steps_per_epoch(self) -> int:
-        return int(np.ceil((self.n // self.world) / self.batch_size))
+        """Global steps; a last batch with fewer particles than processes is left out."""
+        full, rest = divmod(self.n, self.batch_size)
+        return full + (1 if rest >= self.world else 0)
+
+    def global_batch(self, epoch: int, step: int) -> np.ndarray:
+        return self.order(epoch)[step * self.batch_size:(step + 1) * self.batch_size]
+
+    def loss_weight(self, epoch: int, step: int) -> float:
+        """This rank's share of the global batch times the world size: DDP averages the
+        ranks' gradients, so weighting each rank's mean loss by it gives the global mean."""
+        g = len(self.global_batch(epoch, step))
+        return len(range(self.rank, g, self.world)) * self.world / g
+
+    def noise(self, epoch: int, step: int, dim: int) -> torch.Tensor:
+        """This rank's rows of the global batch's reparameterisation noise (seeded by seed,
+        epoch and step), the same numbers whatever the number of processes."""
+        g = torch.Generator().manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_003 + step) % 2 ** 63)
+        return torch.randn(len(self.global_batch(epoch, step)), dim, generator=g)[self.rank::self.world]
 
     def __iter__(self):
-        return iter(self.order(self.epoch)[self.skip:].tolist())
+        perm = self.order(self.epoch)
+        for s in range(self.skip, self.steps_per_epoch()):
+            yield perm[s * self.batch_size:(s + 1) * self.batch_size][self.rank::self.world].tolist()
 
     def __len__(self):
-        return self.n // self.world - self.skip
+        return self.steps_per_epoch() - self.skip
 
 
 def share(n: int, dd: Dist) -> np.ndarray:

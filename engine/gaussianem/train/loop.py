@@ -42,7 +42,7 @@ from gaussianem.physics.grid import Grid
 from gaussianem.progress import Progress
 from gaussianem.train import health, stages
 from gaussianem.train.config import TrainConfig, resumed
-from gaussianem.train.distributed import EpochSampler, gather_rows, init_distributed, share
+from gaussianem.train.distributed import EpochBatches, gather_rows, init_distributed, share
 from gaussianem.train.prepare import (build_base_gaussians, check_consensus, load_networks, plan_stages,
                                       training_box, write_run_config)
 from gaussianem.train.step import Batch, NeighbourGraph, Schedule, compute_losses, loss_band
@@ -151,11 +151,11 @@ class Trainer:
             self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
         self.use_amp = cfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and not torch.cuda.is_bf16_supported())
-        self.sampler = EpochSampler(len(data), cfg.batch_size, dd.rank, dd.world, cfg.seed)
+        self.sampler = EpochBatches(len(data), cfg.batch_size, dd.rank, dd.world, cfg.seed)
         self.workers = loader_workers(self.device, dd.world) if cfg.num_workers is None else cfg.num_workers
         # one loader for the whole stage (its workers persist); each epoch sets the sampler
         self.loader = make_loader(self.images, cfg.batch_size, shuffle=False, num_workers=self.workers,
-                                  sampler=self.sampler, device=self.device, seed=cfg.seed)
+                                  batch_sampler=self.sampler, device=self.device)
         self.start_epoch, self.start_step = cfg.first_epoch, 0
         self.image_std, self.scales, self.history, self.recoveries = None, None, [], []
         if cfg.init_from and not self.resume:
@@ -268,7 +268,7 @@ class Trainer:
     def _epoch(self, epoch: int, skip_steps: int):
         cfg, dd, device = self.cfg, self.dd, self.device
         steps = self.sampler.steps_per_epoch()
-        self.sampler.epoch, self.sampler.skip = epoch, skip_steps * cfg.batch_size
+        self.sampler.epoch, self.sampler.skip = epoch, skip_steps
         self.model.train()
         t0, seen, sums, nb, step = time.time(), 0, {}, 0, skip_steps
         epoch_health, failure = health.EpochHealth(), None
@@ -278,14 +278,16 @@ class Trainer:
                 self.progress.event("stopped", epoch=epoch + 1, step=step, checkpoint=self.run_dir.checkpoint)
                 raise KeyboardInterrupt
             batch = Batch(intensity.normalise(raw["image"].to(device, non_blocking=True), self.image_std),
-                          raw["index"].to(device, non_blocking=True), self.phys, self.box)
+                          raw["index"].to(device, non_blocking=True), self.phys, self.box,
+                          self.sampler.noise(epoch, step, self.mcfg.zdim))
             # KL warm-up: the decoder starts from "no deformation" and needs latents that
             # still carry information when it begins to use them (no posterior collapse)
             schedule = Schedule.at(cfg, epoch - cfg.first_epoch + step / steps, self.coarsest_apix)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.use_amp):
                 total, terms, stats = compute_losses(self.ddp_model, batch, self.graph, schedule)
             self.opt.zero_grad(set_to_none=True)
-            self.scaler.scale(total).backward()
+            weight = self.sampler.loss_weight(epoch, step) if dd.world > 1 else 1.0
+            self.scaler.scale(total * weight).backward()
             self.scaler.unscale_(self.opt)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
             self.scaler.step(self.opt)

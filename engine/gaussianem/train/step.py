@@ -40,6 +40,7 @@ class Batch:
     index: torch.Tensor          # (B,) rows of the particle set
     phys: Physics                # poses, CTF, scales of every particle (on the device)
     box: int
+    noise: torch.Tensor | None = None   # (B, zdim) reparameterisation noise (default: drawn here)
 
 
 @dataclass
@@ -80,7 +81,8 @@ def compute_losses(model, batch: Batch, graph: NeighbourGraph, schedule: Schedul
     emb = core.embed()                           # once per step: the features and the decoder read it
     ref, feats = encoder_inputs(core, images, idx, phys, box, emb)
     mu, logvar = model(images, ref, feats)       # forward = image encoder (DDP-wrapped or not)
-    z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if core.training else mu
+    eps = torch.randn_like(mu) if batch.noise is None else batch.noise.to(mu)
+    z = mu + eps * torch.exp(0.5 * logvar) if core.training else mu
     out = core.decode(z, emb)
     pred = phys.project(out["centres"], out["amplitudes"], out["widths"], idx, box, band) * core.scale
     target = render.lowpass(images, phys.apix[idx], band) if band else images.float()

@@ -380,3 +380,35 @@ def test_fine_consensus_map_is_fitted_at_the_training_pixel_size(tiny_sim, tmp_p
     with open(out / "config.json") as f:
         assert json.load(f)["fit"]["correlation"] > 0.8
     assert res.volume(res.z[:1]).shape[-3:] == (32, 32, 32)
+
+
+def _torchrun(args, timeout=400):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           "-m", "gaussianem.cli.main", "train"] + args
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_resume_on_another_number_of_processes(tiny_sim, tmp_path):
+    """The global batches do not depend on the number of processes: 1 epoch on 2
+    processes then 1 on one, or 1 on one then 1 on 2, ends where 2 epochs on one do
+    (up to floating-point rounding in the gradient average)."""
+    args = lambda out, epochs: [str(tiny_sim / "particles.star"), "--consensus", str(tiny_sim / "consensus.mrc"),
+                                "-o", str(out), "--epochs", str(epochs), "--batch-size", "32", "--zdim", "3",
+                                "--seed", "3", "--lowpass-start", "0", "--device", "cpu", "--progress", "none"]
+    from gaussianem.cli.main import main
+    a, b, c = tmp_path / "one", tmp_path / "two_then_one", tmp_path / "one_then_two"
+    assert main(["train"] + args(a, 2)) == 0
+    _torchrun(args(b, 1))
+    assert main(["train"] + args(b, 2) + ["--resume"]) == 0
+    assert main(["train"] + args(c, 1)) == 0
+    _torchrun(args(c, 2) + ["--resume"])
+    za = np.load(a / "latents.npz")["z"]
+    wa = torch.load(a / "checkpoint.pt", weights_only=False)["model"]
+    for run in (b, c):
+        z = np.load(run / "latents.npz")["z"]
+        w = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+        assert np.abs(z - za).max() < 1e-3 * np.abs(za).max() + 1e-5, np.abs(z - za).max()
+        worst = max(float((w[k].float() - wa[k].float()).abs().max()) for k in wa)
+        assert worst < 1e-3, worst
