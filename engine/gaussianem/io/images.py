@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from gaussianem.errors import InputError
+from gaussianem.errors import InputError, ParticleFileError
 from gaussianem.io.mrc import ImageStack
 from gaussianem.io.particle_data import ParticleData
 
@@ -87,6 +87,7 @@ class ParticleImages(Dataset):
         paths, self._stack_of = np.unique(data.image_paths.astype(str), return_inverse=True)
         self._stack_of = self._stack_of.reshape(-1)
         self._stacks = [ImageStack(p) for p in paths]
+        self._checked = np.zeros(len(paths), dtype=bool)
         self._indices = np.asarray(data.image_indices, dtype=np.int64)
 
     @property
@@ -104,9 +105,29 @@ class ParticleImages(Dataset):
         for s in np.unique(stack_ids):
             pos = np.flatnonzero(stack_ids == s)
             within = self._indices[idx[pos]]
+            self._check_stack(s, within, idx[pos])
             order = np.argsort(within, kind="stable")  # sequential reads within the stack
             out[pos[order]] = self._stacks[s][within[order]]
         return out
+
+    def _check_stack(self, s: int, within: np.ndarray, particles: np.ndarray) -> None:
+        """The stack holds the metadata's box and the images asked for (checked here as well,
+        since the metadata may have been read with ``check_images=False``)."""
+        stack = self._stacks[s]
+        if not self._checked[s]:
+            nz, ny, nx = stack.shape
+            if (ny, nx) != (self.data.box, self.data.box):
+                raise ParticleFileError(
+                    f"{stack.path}: images are {nx} x {ny} pixels but the particle metadata "
+                    f"({self.data.source}) give a box of {self.data.box} x {self.data.box}; "
+                    "the stack does not belong to this metadata, or the metadata's image size is wrong")
+            self._checked[s] = True
+        bad = np.flatnonzero(within >= len(stack))
+        if bad.size:
+            raise ParticleFileError(
+                f"{self.data.source}: particle {int(particles[bad[0]]) + 1} asks for image "
+                f"{int(within[bad[0]]) + 1} (1-based) of {stack.path}, which holds only "
+                f"{len(stack)} image(s)")
 
     def _process(self, raw: np.ndarray) -> torch.Tensor:
         images = torch.from_numpy(raw)
@@ -166,7 +187,8 @@ def make_loader(images: ParticleImages, batch_size: int, shuffle: bool, num_work
     kwargs = dict(batch_size=batch_size, collate_fn=collate, num_workers=num_workers,
                   pin_memory=cuda, generator=gen, drop_last=False)
     if batch_sampler is not None:              # it yields each batch's indices
-        kwargs = dict(batch_sampler=batch_sampler, collate_fn=collate, num_workers=num_workers, pin_memory=cuda)
+        kwargs = dict(batch_sampler=batch_sampler, collate_fn=collate, num_workers=num_workers, pin_memory=cuda,
+                      generator=gen)
     elif sampler is not None:
         kwargs["sampler"] = sampler
     else:

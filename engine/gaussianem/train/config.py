@@ -94,6 +94,9 @@ class TrainConfig:
     seed: int = option(0, "random seed (particle order, initialisation)")
     invert: bool = option(False, "multiply images by -1 (for images with dark protein)")
     window: bool = option(True, "soft circular mask on the images", cli=False)
+    cache: str | None = option(None, "keep the particles Fourier-cropped to the training box in this folder "
+                                     "and reuse them in later runs of the same particles ('auto': "
+                                     ".gaussianem_cache beside the particle file)", metavar="DIR")
     num_workers: int | None = option(None, "data-loading worker processes (Fourier cropping off the training "
                                            "thread)", default_text="0 on a CPU; on a GPU the CPU cores per "
                                                                    "process less one, at most 8")

@@ -8,6 +8,7 @@ latents on their way to disk) travel by gloo while gradients use NCCL; on CPU it
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,3 +134,21 @@ def gather_rows(z: torch.Tensor, idx: torch.Tensor, n: int, dd: Dist) -> np.ndar
     full = np.zeros((n, z.shape[1]), dtype=np.float32)
     full[idx.numpy()] = z.numpy()
     return full
+
+
+def install_stop_handlers(handler) -> dict:
+    """SIGINT and SIGTERM call ``handler`` in every process (a cluster's scancel signals
+    them all; the ranks then agree at each step, :meth:`Dist.agree`, so all stop at the
+    same step). Returns the previous handlers for :func:`restore_handlers`."""
+    old = {}
+    for s in (signal.SIGINT, signal.SIGTERM):
+        try:
+            old[s] = signal.signal(s, handler)
+        except ValueError:          # not the main thread (e.g. inside ChimeraX)
+            pass
+    return old
+
+
+def restore_handlers(old: dict) -> None:
+    for s, h in old.items():
+        signal.signal(s, h)

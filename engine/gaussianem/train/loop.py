@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import os
-import signal
 import time
 
 import numpy as np
@@ -30,6 +29,7 @@ from gaussianem import __version__
 from gaussianem.device import resolve_device
 from gaussianem.errors import TrainingError
 from gaussianem.io.atomic import atomic_torch_save
+from gaussianem.io.cache import cache_dir_for, cached_images
 from gaussianem.io.images import ParticleImages, loader_workers, make_loader
 from gaussianem.io.mrc import read_map
 from gaussianem.io.particles import load_particles
@@ -42,7 +42,8 @@ from gaussianem.physics.grid import Grid
 from gaussianem.progress import Progress
 from gaussianem.train import health, stages
 from gaussianem.train.config import TrainConfig, resumed
-from gaussianem.train.distributed import EpochBatches, gather_rows, init_distributed, share
+from gaussianem.train.distributed import (EpochBatches, gather_rows, init_distributed, install_stop_handlers,
+                                          restore_handlers, share)
 from gaussianem.train.prepare import (build_base_gaussians, check_consensus, load_networks, plan_stages,
                                       training_box, write_run_config)
 from gaussianem.train.step import Batch, NeighbourGraph, Schedule, compute_losses, loss_band
@@ -139,7 +140,7 @@ class Trainer:
                 write_run_config(run, cfg, grid, data, box, fit_report)
             dd.barrier()
         self.base = base = GaussianSet.load(run.gaussians)
-        self.images = ParticleImages(data, box=box, invert=cfg.invert)
+        self.images = self._images(data, box)
         self.mcfg = ModelConfig(box=box, zdim=cfg.zdim, zdim_conf=cfg.zdim_conf, zdim_comp=cfg.zdim_comp,
                                 window=cfg.window, max_displacement=cfg.max_displacement,
                                 encoder_input=cfg.encoder_input, width_change=cfg.width_change,
@@ -180,6 +181,16 @@ class Trainer:
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.good = self._snapshot()       # the last healthy state, restored when an epoch diverges
+
+    def _images(self, data, box: int) -> ParticleImages:
+        folder = cache_dir_for(self.cfg.cache, self.cfg.particles)
+        if not folder or box == data.box:
+            return ParticleImages(data, box=box, invert=self.cfg.invert)
+        if self.dd.main:                   # rank 0 builds the cache, the others then open it
+            cached_images(data, box, folder, self.cfg.particles, num_workers=loader_workers("cuda"),
+                          progress=self.progress)
+        self.dd.barrier()
+        return cached_images(data, box, folder, self.cfg.particles, invert=self.cfg.invert)
 
     def _load_checkpoint(self) -> None:
         # on the CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest
@@ -231,9 +242,12 @@ class Trainer:
             atomic_torch_save(st, self.run_dir.epoch_checkpoint(epoch))
 
     # ------------------------------------------------------------------ the loop
+    def _request_stop(self, signum, frame) -> None:
+        self.stop_requested = True
+
     @torch.enable_grad()     # also when called inside a no_grad context (e.g. a user's script)
     def run(self) -> str:
-        handlers = self._install_stop_handlers()
+        handlers = install_stop_handlers(self._request_stop)
         try:
             epoch = self.start_epoch
             while epoch < self.cfg.epochs:
@@ -247,23 +261,9 @@ class Trainer:
                 epoch += 1
             self._finish()
         finally:
-            for s, h in handlers.items():
-                signal.signal(s, h)
+            restore_handlers(handlers)
             self.dd.barrier()
         return self.run_dir.path
-
-    def _install_stop_handlers(self) -> dict:
-        """Every process listens (a cluster's scancel signals them all); they agree at
-        each step (:meth:`Dist.agree`), so every rank stops at the same step."""
-        def handler(signum, frame):
-            self.stop_requested = True
-        old = {}
-        for s in (signal.SIGINT, signal.SIGTERM):
-            try:
-                old[s] = signal.signal(s, handler)
-            except ValueError:          # not the main thread (e.g. inside ChimeraX)
-                pass
-        return old
 
     def _epoch(self, epoch: int, skip_steps: int):
         cfg, dd, device = self.cfg, self.dd, self.device

@@ -1,0 +1,125 @@
+"""A particle cache at the training box: the images Fourier-cropped once and kept as one
+memory-mapped stack, so that training reads ``box``^2 pixels per particle instead of
+``D``^2 and crops nothing (as cryoDRGN's ``downsample`` + lazy loading, but automatic).
+
+``--cache DIR`` (``TrainConfig.cache``; ``auto``: ``.gaussianem_cache`` beside the particle
+file) keeps ``DIR/<key>.mrcs`` (float32 MRC stack, particle order of the particle file)
+and ``DIR/<key>.json`` (what it was made from). The key is a hash of the training box,
+the particles' stack files (path, size, modification time) and image indices, so a
+later run on the same particles at the same box reuses it, and any change to the stacks
+makes a new one. The cache is built in order, chunk by chunk (sequential reads, workers
+cropping in parallel: memory stays flat in the number of particles), into a temporary
+file that replaces nothing until it is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+import mrcfile
+import numpy as np
+import torch
+
+from gaussianem.errors import InputError
+from gaussianem.io.atomic import atomic_output, write_json
+from gaussianem.io.images import ParticleImages, collate
+from gaussianem.io.mrc import ImageStack
+from gaussianem.io.particle_data import ParticleData
+from gaussianem.progress import Progress
+
+CACHE_VERSION = 1
+CHUNK = 512                  # particles cropped and written at a time while building
+
+
+def cache_dir_for(option: str | None, particle_file: str) -> str | None:
+    """The cache folder for the ``--cache`` option (None: no cache)."""
+    if not option:
+        return None
+    if option == "auto":
+        return os.path.join(os.path.dirname(os.path.abspath(particle_file)), ".gaussianem_cache")
+    return os.path.abspath(os.path.expanduser(option))
+
+
+def cache_key(data: ParticleData, box: int) -> str:
+    h = hashlib.sha1(f"v{CACHE_VERSION} box {int(box)} of {int(data.box)} n {len(data)}".encode())
+    for p in np.unique(data.image_paths.astype(str)):
+        st = os.stat(p)
+        h.update(f"{os.path.abspath(p)} {st.st_size} {st.st_mtime_ns}".encode())
+    h.update(np.asarray(data.image_paths.astype(str)).astype("U").tobytes())
+    h.update(np.ascontiguousarray(data.image_indices, dtype=np.int64).tobytes())
+    return h.hexdigest()[:20]
+
+
+class CachedImages(ParticleImages):
+    """:class:`ParticleImages` read from the cache stack (already at ``box``): same items,
+    no cropping; ``invert`` and ``window`` are applied on reading, as there."""
+
+    def __init__(self, data: ParticleData, box: int, stack_path: str, invert: bool = False, window: bool = False):
+        super().__init__(data, box=box, invert=invert, window=window)
+        self.cache = ImageStack(stack_path)
+        if self.cache.shape != (len(data), self.box, self.box):
+            raise InputError(f"particle cache {stack_path} holds images of shape {self.cache.shape}, expected "
+                             f"{(len(data), self.box, self.box)}: remove it to rebuild it")
+
+    def _read(self, idx: np.ndarray) -> np.ndarray:
+        order = np.argsort(idx, kind="stable")             # sequential reads
+        out = np.empty((len(idx), self.box, self.box), dtype=np.float32)
+        out[order] = self.cache[idx[order]]
+        return out
+
+    def _process(self, raw: np.ndarray) -> torch.Tensor:
+        images = torch.from_numpy(raw)
+        if self.invert:
+            images = -images
+        if self.window is not None:
+            images = images * self.window
+        return images.contiguous()
+
+
+def build_cache(data: ParticleData, box: int, path: str, num_workers: int = 0,
+                progress: Progress | None = None) -> dict:
+    """Write the Fourier-cropped images of ``data`` at ``box`` to the stack ``path``, in
+    particle order (atomically). Returns what was done (seconds, MB read and written)."""
+    progress = progress or Progress("none")
+    source = ParticleImages(data, box=box)
+    n, t0 = len(data), time.time()
+    chunks = [list(range(i, min(n, i + CHUNK))) for i in range(0, n, CHUNK)]
+    loader = torch.utils.data.DataLoader(source, batch_sampler=chunks, collate_fn=collate, num_workers=num_workers,
+                                         generator=torch.Generator())     # leaves the global RNG alone
+    apix = float(np.median(data.apix)) * data.box / box
+    with atomic_output(path) as tmp:
+        with mrcfile.new_mmap(tmp, shape=(n, box, box), mrc_mode=2, overwrite=True) as m:
+            m.set_image_stack()
+            m.voxel_size = apix
+            for k, batch in enumerate(loader):
+                start = k * CHUNK
+                m.data[start:start + len(batch["index"])] = batch["image"].numpy()
+                if k % 20 == 0:
+                    progress.message(f"particle cache: {start + len(batch['index'])} of {n} images")
+    dt = time.time() - t0
+    return {"particles": n, "box": int(box), "source_box": int(data.box), "seconds": dt,
+            "read_mb": n * data.box ** 2 * 4 / 2 ** 20, "written_mb": n * box ** 2 * 4 / 2 ** 20}
+
+
+def cached_images(data: ParticleData, box: int, folder: str, source_file: str, invert: bool = False,
+                  window: bool = False, num_workers: int = 0, progress: Progress | None = None) -> CachedImages:
+    """The particles at ``box`` from the cache in ``folder``, built first if it is not there."""
+    progress = progress or Progress("none")
+    key = cache_key(data, box)
+    stack, meta = os.path.join(folder, key + ".mrcs"), os.path.join(folder, key + ".json")
+    if not (os.path.exists(stack) and os.path.exists(meta)):
+        os.makedirs(folder, exist_ok=True)
+        progress.message(f"building the particle cache at box {box}: {stack}")
+        info = build_cache(data, box, stack, num_workers=num_workers, progress=progress)
+        write_json(meta, {"version": CACHE_VERSION, "source": os.path.abspath(source_file), **info,
+                          "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        progress.message(f"particle cache built: {info['particles']} images in {info['seconds']:.0f} s "
+                         f"({info['read_mb'] / max(info['seconds'], 1e-9):.0f} MB/s read)")
+    else:
+        with open(meta) as f:
+            json.load(f)                   # a readable record: the cache was completed
+        progress.message(f"particle cache reused: {stack}")
+    return CachedImages(data, box, stack, invert=invert, window=window)
