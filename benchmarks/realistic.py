@@ -52,7 +52,7 @@ to the star, as real data's unmodelled decay).
 
 Written to ``outdir`` (what the engine's evaluation reads, as ``gaussianem.sim.simulate``):
 
-* ``particles.star`` (RELION 3.1, ``gaussianem.io.relion.write_star``; the NOISY poses and
+* ``particles.star`` (RELION 3.1, ``gaussianem.io.relion_write.write_star``; the NOISY poses and
   defoci when errors are asked for) + ``particles.mrcs``;
 * ``consensus.mrc``: the particle-weighted average of the good (non-junk) particles' volumes,
   times ``consensus_scale`` (0.05: its own arbitrary units);
@@ -378,7 +378,7 @@ def simulate(spec: RealisticSpec, outdir: str, progress=None) -> dict:
     from gaussianem.physics.ctf import CTFParams
     from gaussianem.io.particle_data import ParticleData
     from gaussianem.io.mrc import write_map, write_stack
-    from gaussianem.io.relion import write_star
+    from gaussianem.io.relion_write import write_star
     from gaussianem.sim.geometry import default_removal, model_density
     from gaussianem.io.models import write_model
 

@@ -23,10 +23,10 @@ import mrcfile
 import numpy as np
 import torch
 
-from gaussianem.errors import InputError
+from gaussianem.errors import InputError, ParticleFileError
 from gaussianem.io.atomic import atomic_output, write_json
-from gaussianem.io.images import ParticleImages, collate
-from gaussianem.io.mrc import ImageStack
+from gaussianem.io.images import ParticleImages, fourier_crop
+from gaussianem.io.mrc import ImageStack, read_header
 from gaussianem.io.particle_data import ParticleData
 from gaussianem.progress import Progress
 
@@ -79,29 +79,74 @@ class CachedImages(ParticleImages):
         return images.contiguous()
 
 
+class _SourceChunks(torch.utils.data.Dataset):
+    """Chunk ``k`` of the particles, read with plain file reads (no memory maps, so that a
+    process's resident memory does not grow with the data read) and Fourier-cropped."""
+
+    def __init__(self, data: ParticleData, box: int):
+        self.data, self.box = data, box
+        self.paths, self.stack_of = np.unique(data.image_paths.astype(str), return_inverse=True)
+        self.stack_of = self.stack_of.reshape(-1)
+        self.indices = np.asarray(data.image_indices, dtype=np.int64)
+        self.headers = [read_header(p) for p in self.paths]
+        self.n_chunks = (len(data) + CHUNK - 1) // CHUNK
+
+    def __len__(self) -> int:
+        return self.n_chunks
+
+    def __getitem__(self, k: int):
+        idx = np.arange(k * CHUNK, min(len(self.data), (k + 1) * CHUNK))
+        d = self.data.box
+        out = np.empty((len(idx), d, d), dtype=np.float32)
+        for s in np.unique(self.stack_of[idx]):
+            pos = np.flatnonzero(self.stack_of[idx] == s)
+            within = self.indices[idx[pos]]
+            h = self.headers[s]
+            if (h.ny, h.nx) != (d, d):
+                raise ParticleFileError(f"{self.paths[s]}: images are {h.nx} x {h.ny} pixels but the particle "
+                                        f"metadata ({self.data.source}) give a box of {d} x {d}")
+            if within.size and (within.min() < 0 or within.max() >= h.nz):
+                raise InputError(f"{self.paths[s]}: image {int(within.max()) + 1} asked for, the stack holds {h.nz}")
+            dtype = np.dtype(h.dtype)
+            with open(self.paths[s], "rb") as f:
+                # runs of consecutive images: one read each
+                breaks = np.flatnonzero(np.diff(within) != 1) + 1
+                for run_pos, run in zip(np.split(pos, breaks), np.split(within, breaks)):
+                    f.seek(h.data_offset + int(run[0]) * d * d * dtype.itemsize)
+                    a = np.fromfile(f, dtype=dtype, count=len(run) * d * d).reshape(len(run), d, d)
+                    out[run_pos] = a
+        return k, fourier_crop(torch.from_numpy(out), self.box).numpy()
+
+
 def build_cache(data: ParticleData, box: int, path: str, num_workers: int = 0,
                 progress: Progress | None = None) -> dict:
     """Write the Fourier-cropped images of ``data`` at ``box`` to the stack ``path``, in
-    particle order (atomically). Returns what was done (seconds, MB read and written)."""
+    particle order (atomically), chunk by chunk with plain reads and writes: resident
+    memory stays flat in the number of particles. Returns seconds and MB read and written."""
     progress = progress or Progress("none")
-    source = ParticleImages(data, box=box)
     n, t0 = len(data), time.time()
-    chunks = [list(range(i, min(n, i + CHUNK))) for i in range(0, n, CHUNK)]
-    loader = torch.utils.data.DataLoader(source, batch_sampler=chunks, collate_fn=collate, num_workers=num_workers,
+    chunks = _SourceChunks(data, box)
+    loader = torch.utils.data.DataLoader(chunks, batch_size=None, num_workers=num_workers,
                                          generator=torch.Generator())     # leaves the global RNG alone
     apix = float(np.median(data.apix)) * data.box / box
     with atomic_output(path) as tmp:
-        with mrcfile.new_mmap(tmp, shape=(n, box, box), mrc_mode=2, overwrite=True) as m:
+        with mrcfile.new(tmp, overwrite=True) as m:        # the header, for (n, box, box) float32
+            m.set_data(np.zeros((1, box, box), dtype=np.float32))
             m.set_image_stack()
+            m.header.nz = m.header.mz = n
             m.voxel_size = apix
-            for k, batch in enumerate(loader):
-                start = k * CHUNK
-                m.data[start:start + len(batch["index"])] = batch["image"].numpy()
+        offset = os.path.getsize(tmp) - box * box * 4
+        with open(tmp, "r+b") as f:
+            f.truncate(offset)
+            for k, images in loader:
+                f.seek(offset + k * CHUNK * box * box * 4)
+                f.write(np.ascontiguousarray(images, dtype="<f4").tobytes())
                 if k % 20 == 0:
-                    progress.message(f"particle cache: {start + len(batch['index'])} of {n} images")
+                    progress.message(f"particle cache: {min(n, (k + 1) * CHUNK)} of {n} images")
     dt = time.time() - t0
     return {"particles": n, "box": int(box), "source_box": int(data.box), "seconds": dt,
-            "read_mb": n * data.box ** 2 * 4 / 2 ** 20, "written_mb": n * box ** 2 * 4 / 2 ** 20}
+            "read_mb": n * data.box ** 2 * np.dtype(chunks.headers[0].dtype).itemsize / 2 ** 20,
+            "written_mb": n * box ** 2 * 4 / 2 ** 20}
 
 
 def cached_images(data: ParticleData, box: int, folder: str, source_file: str, invert: bool = False,

@@ -6,12 +6,17 @@ Fields read, and their conversion to the engine's (RELION) conventions:
 ``alignments3D/pose``      rotation vector (radians); ``A = poses.cryosparc_pose_to_matrix``
                            (the transpose of its Rodrigues matrix)
 ``alignments3D/shift``     pixels, RELION's origin sign; times ``alignments3D/psize_A`` (or
-                           ``blob/psize_A`` when that is absent) gives the origin in Angstrom
+                           ``blob/psize_A`` when that is absent, with a warning) gives the
+                           origin in Angstrom. ``alignments3D/psize_A`` is the pixel size the
+                           job aligned at: for a refinement run at a smaller box ``d`` (as
+                           heterogeneous refinement's "Refinement box size") it is
+                           ``blob/psize_A * D / d``; cryoDRGN's ``parse_pose_csparc
+                           --hetrefine`` instead doubles the shifts, right only when D = 2 d
 ``ctf/df1_A, df2_A``       defocus U, V (Angstrom)
 ``ctf/df_angle_rad``       astigmatism angle, radians -> degrees
 ``ctf/accel_kv, cs_mm, amp_contrast``  voltage, Cs, amplitude contrast
 ``ctf/phase_shift_rad``    radians -> degrees (0 when absent)
-``ctf/bfactor``            A^2 (0 when absent)
+``ctf/bfactor``            A^2 (0 when absent; negative values: 0, with a warning)
 ``blob/path, blob/idx``    stack (bytes; a leading ``>`` is dropped) and 0-based index
 ``blob/psize_A``           pixel size (Angstrom)
 ``blob/shape``             (ny, nx) image size
@@ -33,7 +38,8 @@ import pandas as pd
 
 from gaussianem.errors import InputError, ParticleFileError
 from gaussianem.io.atomic import atomic_output
-from gaussianem.io.particle_data import ParticleData, particle_box, group_optics, resolve_stack_paths, stack_name_for
+from gaussianem.io.particle_data import (ParticleData, ctf_envelope, group_optics, particle_box,
+                                         resolve_stack_paths, stack_name_for, warn)
 from gaussianem.physics import poses
 from gaussianem.physics.ctf import CTFParams
 
@@ -89,6 +95,53 @@ def _records(path: str, passthrough) -> np.ndarray:
     return rec
 
 
+def _images(rec: np.ndarray, path: str, where: str, datadir, check_images: bool, apix=None) -> tuple:
+    """(absolute stack paths, 0-based indices, box) from ``blob/path``, ``blob/idx`` and
+    ``blob/shape``."""
+    names, n = rec.dtype.names, len(rec)
+    for f in ("blob/path", "blob/idx"):
+        if f not in names:
+            raise ParticleFileError(f"{where}: missing field {f!r}; expected the particle "
+                                    "image stack path and 0-based index")
+    raw_paths, inverse = np.unique(rec["blob/path"], return_inverse=True)
+    decoded = np.array([(p.decode("utf-8") if isinstance(p, bytes) else str(p)).lstrip(">")
+                        for p in raw_paths], dtype=object)
+    stacks = resolve_stack_paths(decoded, path, datadir, what="blob/path stack")[inverse.reshape(-1)]
+    indices = np.asarray(rec["blob/idx"], dtype=np.int64)
+    if np.any(indices < 0):
+        row = int(np.flatnonzero(indices < 0)[0])
+        raise ParticleFileError(f"{path}: field 'blob/idx', row {row + 1}: negative index")
+
+    expected_box = None
+    if "blob/shape" in names:
+        shape = np.asarray(rec["blob/shape"], dtype=np.int64).reshape(n, -1)
+        nonsquare = np.flatnonzero(shape[:, 0] != shape[:, -1])
+        if nonsquare.size:
+            r = nonsquare[0]
+            raise ParticleFileError(f"{path}: field 'blob/shape', row {r + 1}: images are "
+                                    f"{tuple(shape[r])}; expected square images")
+        sizes = np.unique(shape[:, 0])
+        if sizes.size > 1:
+            raise ParticleFileError(f"{path}: field 'blob/shape' has several box sizes "
+                                    f"({', '.join(map(str, sizes))}); all particles must share one")
+        expected_box = int(sizes[0])
+    box = particle_box(stacks, indices, path, expected_box, check_images, "'blob/shape' field", apix)
+    return stacks, indices, box
+
+
+def read_cs_images(path, datadir=None, passthrough=None, *, check_images: bool = True) -> tuple:
+    """Only the images of a particle .cs file: ``(stack paths, 0-based indices, box, pixel
+    sizes or None)``, for metadata kept elsewhere (cryoDRGN's pose.pkl / ctf.pkl)."""
+    path = os.path.abspath(os.fspath(path))
+    rec = _records(path, passthrough)
+    if len(rec) == 0:
+        raise ParticleFileError(f"{path}: no particles")
+    where = path if passthrough is None else f"{path} (or passthrough {passthrough})"
+    apix = np.asarray(rec["blob/psize_A"], np.float64) if "blob/psize_A" in rec.dtype.names else None
+    stacks, indices, box = _images(rec, path, where, datadir, check_images, apix)
+    return stacks, indices, box, apix
+
+
 def read_cs(path, datadir=None, passthrough=None, *, check_images: bool = True) -> ParticleData:
     """Read a cryoSPARC particle .cs file into a :class:`ParticleData`.
 
@@ -119,6 +172,11 @@ def read_cs(path, datadir=None, passthrough=None, *, check_images: bool = True) 
         if name.startswith("alignments3D") and any(x.startswith("alignments_class_") for x in names):
             hint = " (the file has per-class alignments, alignments_class_K/...; use a file " \
                    "from a refinement with a single alignments3D)"
+        elif name.startswith("alignments3D") and any(x.startswith("alignments2D/") for x in names):
+            hint = " (the file has only alignments2D: it comes from 2D classification, whose " \
+                   "poses are in-plane only; the particles of a 3D job, i.e. homogeneous, " \
+                   "non-uniform or heterogeneous refinement or 3D classification, carry 3D poses " \
+                   "in alignments3D)"
         raise ParticleFileError(f"{where}: missing field {name!r}; expected {what}{hint}")
 
     pose = field("alignments3D/pose", "particle orientations (rotation vectors, radians)")
@@ -132,6 +190,11 @@ def read_cs(path, datadir=None, passthrough=None, *, check_images: bool = True) 
     if "alignments3D/psize_A" in names:
         a = field("alignments3D/psize_A", "")
         shift_apix = np.where(a > 0, a, apix)
+    else:
+        warn(f"{path}: no field 'alignments3D/psize_A'; the shifts in 'alignments3D/shift' are "
+             f"taken to be in pixels of 'blob/psize_A' ({apix[0]:g} A). A refinement run at a "
+             "smaller box (e.g. a heterogeneous refinement's 'Refinement box size') writes them in "
+             "its own larger pixels: they are then too small by the box ratio.")
     if pose.shape != (n, 3) or shift_px.shape != (n, 2):
         raise ParticleFileError(f"{path}: fields 'alignments3D/pose' and 'alignments3D/shift' "
                                 f"have shapes {pose.shape[1:]} and {shift_px.shape[1:]}; "
@@ -145,40 +208,15 @@ def read_cs(path, datadir=None, passthrough=None, *, check_images: bool = True) 
         cs=field("ctf/cs_mm", "the spherical aberration in mm"),
         amp_contrast=field("ctf/amp_contrast", "the amplitude contrast fraction"),
         phase_shift=np.rad2deg(field("ctf/phase_shift_rad", "", default=0.0)),
-        bfactor=field("ctf/bfactor", "", default=0.0),
+        bfactor=ctf_envelope(field("ctf/bfactor", "", default=0.0), np.ones(n), path,
+                             "field 'ctf/bfactor'", "")[0],
     )
     optics_cols = [apix, ctf.voltage, ctf.cs, ctf.amp_contrast]
     if "ctf/exp_group_id" in names:
         optics_cols.insert(0, field("ctf/exp_group_id", ""))
     group = group_optics(*optics_cols)
 
-    for f in ("blob/path", "blob/idx"):
-        if f not in names:
-            raise ParticleFileError(f"{where}: missing field {f!r}; expected the particle "
-                                    "image stack path and 0-based index")
-    raw_paths, inverse = np.unique(rec["blob/path"], return_inverse=True)
-    decoded = np.array([(p.decode("utf-8") if isinstance(p, bytes) else str(p)).lstrip(">")
-                        for p in raw_paths], dtype=object)
-    stacks = resolve_stack_paths(decoded, path, datadir, what="blob/path stack")[inverse.reshape(-1)]
-    indices = np.asarray(rec["blob/idx"], dtype=np.int64)
-    if np.any(indices < 0):
-        row = int(np.flatnonzero(indices < 0)[0])
-        raise ParticleFileError(f"{path}: field 'blob/idx', row {row + 1}: negative index")
-
-    expected_box = None
-    if "blob/shape" in names:
-        shape = np.asarray(rec["blob/shape"], dtype=np.int64).reshape(n, -1)
-        nonsquare = np.flatnonzero(shape[:, 0] != shape[:, -1])
-        if nonsquare.size:
-            r = nonsquare[0]
-            raise ParticleFileError(f"{path}: field 'blob/shape', row {r + 1}: images are "
-                                    f"{tuple(shape[r])}; expected square images")
-        sizes = np.unique(shape[:, 0])
-        if sizes.size > 1:
-            raise ParticleFileError(f"{path}: field 'blob/shape' has several box sizes "
-                                    f"({', '.join(map(str, sizes))}); all particles must share one")
-        expected_box = int(sizes[0])
-    box = particle_box(stacks, indices, path, expected_box, check_images, "'blob/shape' field")
+    stacks, indices, box = _images(rec, path, where, datadir, check_images, apix)
 
     uid = np.asarray(rec["uid"], dtype=np.uint64) if "uid" in names else np.arange(n, dtype=np.uint64)
     table = pd.DataFrame({"uid": uid, "cs_row": np.arange(n, dtype=np.int64)})

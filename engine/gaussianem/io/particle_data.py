@@ -11,6 +11,7 @@ Angstrom and per-particle CTF parameters in RELION units. Images stay on disk
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -19,6 +20,18 @@ import numpy as np
 from gaussianem.errors import ParticleFileError
 from gaussianem.io.mrc import read_header
 from gaussianem.physics.ctf import CTFParams
+
+PLACEHOLDER_APIX = 1.0   # what many programs write in an MRC header that has no pixel size
+APIX_RTOL = 0.005        # header and metadata pixel sizes closer than this agree
+
+
+class ParticleFileWarning(UserWarning):
+    """Something in a particle file that the reader handled in a stated way (the message
+    says what it found and what it did) but that may not be what its writer meant."""
+
+
+def warn(message: str) -> None:
+    warnings.warn(message, ParticleFileWarning, stacklevel=3)
 
 
 @dataclass
@@ -134,12 +147,40 @@ def group_optics(*columns) -> np.ndarray:
     return (order[inverse.reshape(-1)] + 1).astype(np.int64)
 
 
+def ctf_envelope(bfactor, scale, source: str, bfactor_field: str, scale_field: str) -> tuple:
+    """The CTF's B-factor and scale factor as the engine applies them (RELION's
+    ``scale * exp(-B k^2 / 4)``), checked.
+
+    A negative B would make the envelope grow with frequency: RELION applies it as it is,
+    but a negative ``rlnCtfBfactor`` is how Warp (1.x) writes dose weighting (``-4`` times the
+    cumulative dose, meaning attenuation in Warp's own ``exp(+B k^2 / 4)``), so negative
+    values are set to 0 (no envelope, never an amplification) with one warning naming the
+    file and the range. A scale factor must be positive.
+    """
+    b = np.asarray(bfactor, dtype=np.float64).copy()
+    negative = b < 0
+    if negative.any():
+        warn(f"{source}: {bfactor_field} is negative for {int(negative.sum())} of {b.size} "
+             f"particles ({b[negative].min():g} to {b[negative].max():g} A^2); RELION's CTF "
+             "envelope exp(-B k^2/4) would then amplify high frequencies (Warp writes dose "
+             "weighting so: B = -4 x cumulative dose). Using B = 0 (no envelope) for them.")
+        b[negative] = 0.0
+    s = np.asarray(scale, dtype=np.float64)
+    bad = np.flatnonzero(~(s > 0))
+    if bad.size:
+        raise ParticleFileError(f"{source}: {scale_field}, row {bad[0] + 1}: {s[bad[0]]:g}; "
+                                "expected a positive factor multiplying the CTF (1 = none)")
+    return b, s
+
+
 def particle_box(paths: np.ndarray, indices: np.ndarray, source: str, expected_box,
-                 check_images: bool, size_field: str) -> int:
+                 check_images: bool, size_field: str, apix=None) -> int:
     """The particles' box: from the stacks' headers (checked) when ``check_images``, else
-    from the metadata's ``expected_box``; ``size_field`` names where the metadata keeps it."""
+    from the metadata's ``expected_box``; ``size_field`` names where the metadata keeps it.
+    With ``apix`` (per particle) the headers' pixel sizes are compared with it
+    (:func:`check_images_and_box`)."""
     if check_images:
-        return check_images_and_box(paths, indices, source, expected_box)
+        return check_images_and_box(paths, indices, source, expected_box, apix)
     if expected_box is not None:
         return int(expected_box)
     raise ParticleFileError(f"{source}: image size unknown: no {size_field}, and the "
@@ -147,16 +188,25 @@ def particle_box(paths: np.ndarray, indices: np.ndarray, source: str, expected_b
 
 
 def check_images_and_box(paths: np.ndarray, indices: np.ndarray, source: str,
-                         expected_box=None) -> int:
+                         expected_box=None, apix=None) -> int:
     """Check every stack's header (exists, readable, square, holds its indices) and return
-    the common box size; ``expected_box`` (from the metadata) must agree when given."""
-    uniq, inverse = np.unique(paths, return_inverse=True)
+    the common box size; ``expected_box`` (from the metadata) must agree when given.
+
+    With ``apix`` (the metadata's pixel size per particle), each header's pixel size is
+    compared with it: the metadata's is used (as RELION and cryoSPARC do), with a warning
+    when a header gives a different one (e.g. a stack binned after the metadata was
+    written) or the placeholder 1.0 A.
+    """
+    uniq, first, inverse = np.unique(paths, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     max_index = np.full(len(uniq), -1, dtype=np.int64)
     np.maximum.at(max_index, inverse, indices)
     box, box_stack = None, None
+    pixel_sizes = []
     for k, p in enumerate(uniq):
         h = read_header(p)
+        if apix is not None:
+            pixel_sizes.append((p, h.apix, float(np.asarray(apix)[first[k]])))
         if h.nx != h.ny:
             raise ParticleFileError(f"{p}: images are {h.nx} x {h.ny} pixels; expected square "
                                     f"images (stack used by {source})")
@@ -172,13 +222,44 @@ def check_images_and_box(paths: np.ndarray, indices: np.ndarray, source: str,
                                     f"{box} px, {p} is {h.nx} px; all particles must share one box")
     if box is None:
         raise ParticleFileError(f"{source}: no particles")
+    differ, placeholder = _compare_pixel_sizes(pixel_sizes)
     if expected_box is not None and int(expected_box) != box:
+        why = ""
+        if differ:
+            why = (f"; their header gives {differ[0][1]:.4g} A pixels where the metadata say "
+                   f"{differ[0][2]:.4g} A: were the stacks binned after the metadata was written?")
         raise ParticleFileError(f"{source}: the metadata give an image size of {int(expected_box)} px "
-                                f"but the stacks (e.g. {box_stack}) hold {box} px images")
+                                f"but the stacks (e.g. {box_stack}) hold {box} px images{why}")
+    report_pixel_sizes(source, pixel_sizes)
     return int(box)
 
 
-# ---------------------------------------------------------------------------------------
-# Images
-# ---------------------------------------------------------------------------------------
+def _compare_pixel_sizes(entries) -> tuple:
+    differ, placeholder = [], []
+    for p, header, meta in entries:
+        if header > 0 and not np.isclose(header, meta, rtol=APIX_RTOL):
+            (placeholder if np.isclose(header, PLACEHOLDER_APIX, rtol=1e-6) else differ).append(
+                (p, header, meta))
+    return differ, placeholder
+
+
+def report_pixel_sizes(source: str, entries) -> None:
+    """Warn about stacks whose MRC header pixel size is not the metadata's. ``entries``:
+    ``(stack, header pixel size (0: none), metadata pixel size)`` per stack. The metadata's
+    pixel size is the one used; a header of 1.0 A is taken as a placeholder."""
+    entries = list(entries)
+    n_stacks = len(entries)
+    differ, placeholder = _compare_pixel_sizes(entries)
+    if differ:
+        p, header, meta = differ[0]
+        warn(f"{source}: {len(differ)} of {n_stacks} stacks have a pixel size in their MRC header "
+             f"that differs from the metadata's, e.g. {p}: header {header:.4g} A, metadata "
+             f"{meta:.4g} A (ratio {header / meta:.4g}). Using the metadata's {meta:.4g} A; if the "
+             "stacks were binned or Fourier-cropped after the metadata was written, the "
+             "metadata's pixel size (and box) must be updated to match them.")
+    if placeholder:
+        p, _, meta = placeholder[0]
+        warn(f"{source}: {len(placeholder)} of {n_stacks} stacks have a pixel size of 1.0 A in "
+             f"their MRC header (e.g. {p}), which programs write when they do not know it; "
+             f"the metadata's pixel size is trusted ({meta:.4g} A).")
 

@@ -1,6 +1,7 @@
 """Particle files by extension: :func:`load_particles` reads a RELION ``.star`` or a
-cryoSPARC ``.cs`` file into a :class:`~gaussianem.io.particle_data.ParticleData`;
-:func:`write_subset` writes a selection of its particles back (.star or .cs).
+cryoSPARC ``.cs`` file, or cryoDRGN's inputs (images with ``pose.pkl`` and ``ctf.pkl``),
+into a :class:`~gaussianem.io.particle_data.ParticleData`; :func:`write_subset` writes a
+selection of its particles back (.star or .cs).
 
 Every problem with an input file raises :class:`~gaussianem.errors.ParticleFileError`,
 whose message names the file, the field or column (and row where it applies) and what
@@ -14,39 +15,56 @@ import os
 import numpy as np
 
 from gaussianem.errors import InputError, ParticleFileError
-from gaussianem.io import cryosparc, relion
+from gaussianem.io import cryodrgn, cryosparc, relion, relion_write
 from gaussianem.io.particle_data import ParticleData
 
 
-def load_particles(path, datadir=None, *, passthrough=None,
+def load_particles(path, datadir=None, *, passthrough=None, poses=None, ctf=None, ind=None,
                    check_images: bool = True) -> ParticleData:
-    """Read a RELION ``.star`` or cryoSPARC ``.cs`` particle file.
+    """Read a RELION ``.star`` or cryoSPARC ``.cs`` particle file, or cryoDRGN's inputs.
 
     ``datadir`` is where relative image paths are found (default: searched from the
     file's directory upwards). ``passthrough`` (``.cs`` only) is a cryoSPARC passthrough
     file that supplies fields missing from ``path``. With ``check_images`` (default) every
     stack's MRC header is read to check that it exists, holds the indexed images and has
     the expected square box.
+
+    cryoDRGN: ``poses`` (``pose.pkl``, or a pair ``(rot.pkl, trans.pkl)``) and ``ctf``
+    (``ctf.pkl``), with ``path`` the images (``.mrcs``, a ``.txt`` list of stacks, or a
+    ``.star`` / ``.cs`` file of which only the image names are used) and ``ind`` (an
+    ``ind.pkl`` or an index array) optionally selecting particles; see
+    :func:`gaussianem.io.cryodrgn.read_cryodrgn`.
     """
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
+    if poses is not None or ctf is not None or ind is not None:
+        if passthrough is not None:
+            raise ParticleFileError(f"{path}: a passthrough file applies only to cryoSPARC .cs "
+                                    "files, not to cryoDRGN inputs (poses/ctf)")
+        return cryodrgn.read_cryodrgn(path, poses, ctf, datadir=datadir, ind=ind,
+                                      check_images=check_images)
     if ext == ".star":
         if passthrough is not None:
             raise ParticleFileError(f"{path}: a passthrough file applies only to cryoSPARC .cs files")
         return relion.read_star(path, datadir=datadir, check_images=check_images)
     if ext == ".cs":
         return cryosparc.read_cs(path, datadir=datadir, passthrough=passthrough, check_images=check_images)
+    if ext in (".mrcs", ".mrc", ".txt"):
+        raise ParticleFileError(f"{path}: images without metadata; give the poses and the CTF "
+                                "(cryoDRGN's pose.pkl and ctf.pkl), or use a RELION .star or "
+                                "cryoSPARC .cs particle file")
     raise ParticleFileError(f"{path}: unknown particle file type {ext!r}; expected a RELION "
-                            ".star or a cryoSPARC .cs file")
+                            ".star or a cryoSPARC .cs file (or images with cryoDRGN's pose.pkl "
+                            "and ctf.pkl)")
 
 
 def write_subset(src: ParticleData, idx, path) -> None:
     """Write the particles ``idx`` of ``src`` to ``path`` (.star or .cs), for export.
 
     When the output has the source's format, the selected rows of the original file are
-    written with every original column unchanged (:func:`relion.write_star_rows`,
+    written with every original column unchanged (:func:`relion_write.write_star_rows`,
     :func:`cryosparc.write_cs_rows`); otherwise (or when ``src`` has no source table) the
-    subset is written from its metadata (:func:`relion.write_star`, :func:`cryosparc.write_cs`).
+    subset is written from its metadata (:func:`relion_write.write_star`, :func:`cryosparc.write_cs`).
     """
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
@@ -60,6 +78,6 @@ def write_subset(src: ParticleData, idx, path) -> None:
         else:
             cryosparc.write_cs(path, src.subset(idx))
     elif fmt == "star":
-        relion.write_star_rows(src, idx, path)
+        relion_write.write_star_rows(src, idx, path)
     else:
-        relion.write_star(path, src.subset(idx))
+        relion_write.write_star(path, src.subset(idx))

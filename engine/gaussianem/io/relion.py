@@ -13,18 +13,24 @@ Reading (:func:`read_star`):
 * An optics value missing from ``data_optics`` is taken from the particle table when it
   is there. Origins in pixels (``rlnOriginX/Y``) are accepted in any version and
   converted with the particle's pixel size. Missing origins mean zero (RELION's own
-  default for these labels); missing ``rlnPhaseShift`` and ``rlnCtfBfactor`` mean zero.
+  default for these labels); missing ``rlnPhaseShift`` and ``rlnCtfBfactor`` mean zero,
+  a missing ``rlnCtfScalefactor`` one. A negative ``rlnCtfBfactor`` (Warp's dose
+  weighting) is used as 0, with a warning (:func:`~gaussianem.io.particle_data.ctf_envelope`).
   Everything else the engine needs (angles, defoci, voltage, Cs, amplitude contrast,
   pixel size, image names) must be present: a missing column raises
   :class:`~gaussianem.errors.ParticleFileError` naming the file and the column.
-* ``rlnImageName`` is ``N@stack.mrcs`` with a 1-based ``N`` (or a bare file name meaning
-  its only image); relative stack paths are found as described in
-  :func:`gaussianem.io.particle_data.resolve_stack_paths`.
+* ``rlnImageName`` is ``N@stack.mrcs`` with a 1-based ``N``; relative stack paths are
+  found as described in :func:`gaussianem.io.particle_data.resolve_stack_paths`. A bare
+  file name (no ``N@``) follows RELION's rule: it names a single-image file, and naming
+  a file that holds several images so is an error, except when the file holds exactly
+  as many images as there are rows naming it (all bare): those rows are then its images
+  in row order, with a warning.
 * Rotations are ``poses.euler_to_matrix(rlnAngleRot, rlnAngleTilt, rlnAnglePsi)``.
+* With ``check_images`` the stacks' MRC headers are read: box, image count, and pixel
+  size (the metadata's is used; a header that disagrees is reported in a warning).
 
-Writing: :func:`write_star` writes RELION 3.1 format (optics groups renumbered 1..G in
-the order of the data's group numbers); :func:`write_subset` copies selected rows of the
-original file with all their columns (and its optics table) unchanged.
+Writing (:mod:`gaussianem.io.relion_write`): :func:`write_star` writes
+RELION 3.1 format; :func:`write_star_rows` copies selected rows of the original file.
 """
 
 from __future__ import annotations
@@ -35,9 +41,10 @@ import numpy as np
 import pandas as pd
 import starfile
 
-from gaussianem.errors import InputError, ParticleFileError
-from gaussianem.io.atomic import atomic_output
-from gaussianem.io.particle_data import ParticleData, particle_box, group_optics, resolve_stack_paths, stack_name_for
+from gaussianem.errors import ParticleFileError
+from gaussianem.io.mrc import read_header
+from gaussianem.io.particle_data import (ParticleData, ctf_envelope, group_optics, particle_box,
+                                         resolve_stack_paths, warn)
 from gaussianem.physics import poses
 from gaussianem.physics.ctf import CTFParams
 
@@ -146,7 +153,99 @@ def _parse_image_names(path: str, particles: pd.DataFrame, pname: str) -> tuple:
     if empty.size:
         raise ParticleFileError(f"{path}: data_{pname} column rlnImageName, row {empty[0] + 1}: "
                                 "no stack file named")
-    return files, numbers.astype(np.int64) - 1
+    return files, numbers.astype(np.int64) - 1, ~has_at.to_numpy(dtype=bool)
+
+
+def _bare_names(path: str, pname: str, stacks: np.ndarray, indices: np.ndarray, bare: np.ndarray,
+                check_images: bool) -> np.ndarray:
+    """Image indices for rows whose rlnImageName has no ``N@`` (RELION: a single-image file).
+
+    A file named so must hold one image; if it holds exactly as many images as there are
+    rows naming it (all bare), those rows are its images in row order (with a warning).
+    Without ``check_images`` only files named by several bare rows are looked at.
+    """
+    if not bare.any():
+        return indices
+    indices = indices.copy()
+    bare_rows = np.flatnonzero(bare)
+    uniq, inverse, counts = np.unique(stacks[bare].astype(str), return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    in_order = []
+    for k, (stack, count) in enumerate(zip(uniq, counts)):
+        if count == 1 and not check_images:
+            continue
+        nz = read_header(stack).nz
+        if nz == 1:
+            continue
+        rows = bare_rows[inverse == k]
+        named_with_at = np.flatnonzero(~bare & (stacks == stack))
+        if count == nz and not named_with_at.size:
+            indices[rows] = np.arange(nz)
+            in_order.append((stack, nz))
+            continue
+        also = (f", and row {named_with_at[0] + 1} names it with an image number"
+                if named_with_at.size else f"; {count} row(s) name it so")
+        raise ParticleFileError(
+            f"{path}: data_{pname} column rlnImageName, row {rows[0] + 1}: {stack} is named "
+            f"without an image number, which RELION reads as a file holding one image, but it "
+            f"holds {nz} images{also}; expected N@{os.path.basename(stack)} names (1-based N)")
+    if in_order:
+        stack, nz = in_order[0]
+        warn(f"{path}: {len(in_order)} file(s) named in rlnImageName without image numbers hold "
+             f"several images, one per row naming them (e.g. {stack}: {nz} images, {nz} rows); "
+             "read as their images in row order. RELION reads a name without N@ as a "
+             "single-image file: write N@stack names to be explicit.")
+    return indices
+
+
+def _images(path: str, particles: pd.DataFrame, pname: str, cols: "_Columns", datadir,
+            check_images: bool, apix=None) -> tuple:
+    """(absolute stack paths, 0-based indices, box) of the particle table's images."""
+    expected_box = None
+    if cols.has("rlnImageSize"):
+        sizes = cols.get("rlnImageSize")
+        if np.unique(sizes).size > 1:
+            values = ", ".join(str(int(v)) for v in np.unique(sizes))
+            raise ParticleFileError(
+                f"{path}: column rlnImageSize has different values ({values}) for different "
+                "optics groups; all particles must share one box size")
+        expected_box = int(sizes[0])
+    files, indices, bare = _parse_image_names(path, particles, pname)
+    stacks = resolve_stack_paths(files, path, datadir, what="rlnImageName stack")
+    indices = _bare_names(path, pname, stacks, indices, bare, check_images)
+    box = particle_box(stacks, indices, path, expected_box, check_images, "rlnImageSize column", apix)
+    return stacks, indices, box
+
+
+def _pixel_size(path: str, cols: "_Columns", optics, pname: str, required: bool = True):
+    if cols.has("rlnImagePixelSize"):
+        apix = cols.get("rlnImagePixelSize")
+    elif cols.has("rlnDetectorPixelSize") and cols.has("rlnMagnification"):
+        apix = cols.get("rlnDetectorPixelSize") * 1e4 / cols.get("rlnMagnification")
+    elif not required:
+        return None
+    else:
+        where = "data_optics" if optics is not None else f"data_{pname}"
+        raise ParticleFileError(f"{path}: pixel size missing: expected column rlnImagePixelSize "
+                                f"(or rlnDetectorPixelSize and rlnMagnification) in {where}")
+    bad = np.flatnonzero(apix <= 0)
+    if bad.size:
+        raise ParticleFileError(f"{path}: pixel size of particle row {bad[0] + 1} is {apix[bad[0]]}; "
+                                "expected a positive value in Angstrom")
+    return apix
+
+
+def read_star_images(path, datadir=None, *, check_images: bool = True) -> tuple:
+    """Only the images of a particle .star file: ``(stack paths, 0-based indices, box,
+    pixel sizes or None)``, for metadata kept elsewhere (cryoDRGN's pose.pkl / ctf.pkl)."""
+    path = os.path.abspath(os.fspath(path))
+    optics, particles, pname = _read_blocks(path)
+    if len(particles) == 0:
+        raise ParticleFileError(f"{path}: data_{pname} has no particles")
+    cols = _Columns(path, particles, pname, optics)
+    apix = _pixel_size(path, cols, optics, pname, required=False)
+    stacks, indices, box = _images(path, particles, pname, cols, datadir, check_images, apix)
+    return stacks, indices, box, apix
 
 
 def read_star(path, datadir=None, *, check_images: bool = True) -> ParticleData:
@@ -169,18 +268,7 @@ def read_star(path, datadir=None, *, check_images: bool = True) -> ParticleData:
                                 "e.g. from a 3D refinement's _data.star")
     rot, tilt, psi = (_numbers(particles[c], path, pname, c) for c in ANGLE_COLUMNS)
 
-    if cols.has("rlnImagePixelSize"):
-        apix = cols.get("rlnImagePixelSize")
-    elif cols.has("rlnDetectorPixelSize") and cols.has("rlnMagnification"):
-        apix = cols.get("rlnDetectorPixelSize") * 1e4 / cols.get("rlnMagnification")
-    else:
-        where = "data_optics" if optics is not None else f"data_{pname}"
-        raise ParticleFileError(f"{path}: pixel size missing: expected column rlnImagePixelSize "
-                                f"(or rlnDetectorPixelSize and rlnMagnification) in {where}")
-    bad = np.flatnonzero(apix <= 0)
-    if bad.size:
-        raise ParticleFileError(f"{path}: pixel size of particle row {bad[0] + 1} is {apix[bad[0]]}; "
-                                "expected a positive value in Angstrom")
+    apix = _pixel_size(path, cols, optics, pname)
 
     shifts = np.zeros((len(particles), 2))
     for k, axis in enumerate("XY"):
@@ -194,6 +282,9 @@ def read_star(path, datadir=None, *, check_images: bool = True) -> ParticleData:
         raise ParticleFileError(f"{path}: data_{pname} has an rlnOrigin{present} column but no "
                                 f"rlnOrigin{absent}Angst (or rlnOrigin{absent}); expected both")
 
+    bfactor, scale = ctf_envelope(cols.get("rlnCtfBfactor", default=0.0),
+                                  cols.get("rlnCtfScalefactor", default=1.0), path,
+                                  "rlnCtfBfactor", "rlnCtfScalefactor")
     ctf = CTFParams(
         defocus_u=cols.get("rlnDefocusU", "defocus in Angstrom"),
         defocus_v=cols.get("rlnDefocusV", "defocus in Angstrom"),
@@ -202,7 +293,7 @@ def read_star(path, datadir=None, *, check_images: bool = True) -> ParticleData:
         cs=cols.get("rlnSphericalAberration", "the spherical aberration in mm"),
         amp_contrast=cols.get("rlnAmplitudeContrast", "the amplitude contrast fraction"),
         phase_shift=cols.get("rlnPhaseShift", default=0.0),
-        bfactor=cols.get("rlnCtfBfactor", default=0.0),
+        bfactor=bfactor, scale=scale,
     )
 
     if optics is not None:
@@ -210,19 +301,7 @@ def read_star(path, datadir=None, *, check_images: bool = True) -> ParticleData:
     else:
         group = group_optics(apix, ctf.voltage, ctf.cs, ctf.amp_contrast)
 
-    expected_box = None
-    if cols.has("rlnImageSize"):
-        sizes = cols.get("rlnImageSize")
-        if np.unique(sizes).size > 1:
-            values = ", ".join(str(int(v)) for v in np.unique(sizes))
-            raise ParticleFileError(
-                f"{path}: column rlnImageSize has different values ({values}) for different "
-                "optics groups; all particles must share one box size")
-        expected_box = int(sizes[0])
-
-    files, indices = _parse_image_names(path, particles, pname)
-    stacks = resolve_stack_paths(files, path, datadir, what="rlnImageName stack")
-    box = particle_box(stacks, indices, path, expected_box, check_images, "rlnImageSize column")
+    stacks, indices, box = _images(path, particles, pname, cols, datadir, check_images, apix)
 
     table = particles
     table.attrs = {"format": "star", "block": pname,
@@ -232,71 +311,3 @@ def read_star(path, datadir=None, *, check_images: bool = True) -> ParticleData:
         rotations=poses.euler_to_matrix(rot, tilt, psi), shifts=shifts, ctf=ctf,
         apix=apix.astype(np.float64), box=int(box), optics_group=group.astype(np.int64),
         source=path, table=table)
-
-
-def write_star(path, data: ParticleData, image_names=None) -> None:
-    """Write ``data`` as a RELION 3.1 particle .star file (atomically).
-
-    ``image_names`` (N strings like ``000001@stack.mrcs``) replaces the names made from
-    ``data.image_paths`` / ``image_indices`` (relative to the .star file's folder when the
-    stacks are inside it, else absolute). Voltage, Cs, amplitude contrast and pixel size
-    must be constant within each optics group.
-    """
-    path = os.path.abspath(os.fspath(path))
-    n = len(data)
-    groups = np.unique(data.optics_group)
-    number = np.searchsorted(groups, data.optics_group) + 1  # 1..G
-    per_group = {"rlnVoltage": data.ctf.voltage, "rlnSphericalAberration": data.ctf.cs,
-                 "rlnAmplitudeContrast": data.ctf.amp_contrast, "rlnImagePixelSize": data.apix}
-    optics = {"rlnOpticsGroupName": [], "rlnOpticsGroup": []}
-    optics.update({k: [] for k in per_group})
-    for g_index, g in enumerate(groups):
-        sel = data.optics_group == g
-        optics["rlnOpticsGroupName"].append(f"opticsGroup{g_index + 1}")
-        optics["rlnOpticsGroup"].append(g_index + 1)
-        for column, values in per_group.items():
-            v = np.asarray(values, dtype=np.float64)[sel]
-            if not np.allclose(v, v[0], rtol=1e-6, atol=1e-9):
-                raise InputError(f"cannot write {path}: {column} varies within optics group "
-                                 f"{int(g)} ({v.min():g} to {v.max():g}); RELION 3.1 stores it "
-                                 "once per optics group")
-            optics[column].append(float(v[0]))
-    optics["rlnImageSize"] = [int(data.box)] * len(groups)
-    optics["rlnImageDimensionality"] = [2] * len(groups)
-
-    if image_names is None:
-        folder = os.path.dirname(path)
-        uniq, inverse = np.unique(data.image_paths.astype(str), return_inverse=True)
-        rel = np.array([stack_name_for(p, folder) for p in uniq], dtype=object)[inverse.reshape(-1)]
-        image_names = [f"{i + 1:06d}@{r}" for i, r in zip(data.image_indices, rel)]
-    elif len(image_names) != n:
-        raise InputError(f"image_names has {len(image_names)} entries for {n} particles")
-    eulers = poses.matrix_to_euler(data.rotations)
-    particles = pd.DataFrame({
-        "rlnImageName": list(image_names),
-        "rlnAngleRot": eulers[:, 0], "rlnAngleTilt": eulers[:, 1], "rlnAnglePsi": eulers[:, 2],
-        "rlnOriginXAngst": data.shifts[:, 0], "rlnOriginYAngst": data.shifts[:, 1],
-        "rlnDefocusU": data.ctf.defocus_u, "rlnDefocusV": data.ctf.defocus_v,
-        "rlnDefocusAngle": data.ctf.defocus_angle, "rlnPhaseShift": data.ctf.phase_shift,
-        "rlnCtfBfactor": data.ctf.bfactor, "rlnOpticsGroup": number.astype(np.int64),
-    })
-    with atomic_output(path) as tmp:
-        starfile.write({"optics": pd.DataFrame(optics), "particles": particles}, tmp)
-
-
-def write_star_rows(src: ParticleData, idx, path) -> None:
-    """Write the rows ``idx`` of the .star file ``src`` was read from to ``path``, with
-    every original column (and the original optics table) unchanged, image names
-    included: RELION resolves them from the project directory, so write the subset inside
-    the same project."""
-    path = os.fspath(path)
-    idx = np.asarray(idx)
-    rows = src.table.iloc[idx].copy()
-    rows.attrs = {}
-    optics = src.table.attrs.get("optics")
-    block = src.table.attrs.get("block", "particles")
-    with atomic_output(path) as tmp:
-        if optics is None:
-            starfile.write({block: rows}, tmp)
-        else:
-            starfile.write({"optics": pd.DataFrame(optics), block: rows}, tmp)

@@ -5,6 +5,8 @@
     RUN/config.json           every setting, the inputs, the consensus grid, the engine version
     RUN/gaussians.pt          the base Gaussians fitted to the consensus map (or model)
     RUN/checkpoint.pt         the latest state (atomic), checkpoints/epoch_NNN.pt per epoch
+    RUN/z.pkl                 z as cryoDRGN writes it (a pickled float32 particles x zdim
+                              array, as its z.pkl / z.{epoch}.pkl), for cryoDRGN's analysis tools
     RUN/latents.npz           z (particles x zdim, input order), z_conf / z_comp when split;
                               written last: its presence means the run finished
     RUN/log.jsonl             one JSON object per logged step, epoch and recovery
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 
 import numpy as np
 
@@ -30,6 +33,7 @@ class RunDir:
     CHECKPOINT = "checkpoint.pt"
     CHECKPOINTS = "checkpoints"
     LATENTS = "latents.npz"
+    Z_PKL = "z.pkl"
     LOG = "log.jsonl"
     HEALTH = "health.json"
     PLAN = "stages.json"
@@ -63,6 +67,10 @@ class RunDir:
     @property
     def latents_file(self) -> str:
         return self.file(self.LATENTS)
+
+    @property
+    def z_pkl(self) -> str:
+        return self.file(self.Z_PKL)
 
     @property
     def log(self) -> str:
@@ -140,6 +148,14 @@ class RunDir:
             return {k: f[k] for k in f.files}
 
     def write_latents(self, arrays: dict) -> None:
+        """Write ``latents.npz`` (last, atomically) and, when ``arrays`` has ``z``, cryoDRGN's
+        ``z.pkl`` first: the float32 (N, zdim) array pickled as cryoDRGN's ``z.{epoch}.pkl``
+        holds its z means (cryoDRGN pickles z_logvar after them; its tools read the first)."""
+        if "z" in arrays:
+            z = np.ascontiguousarray(np.asarray(arrays["z"], dtype=np.float32))
+            with atomic_output(self.z_pkl) as tmp:
+                with open(tmp, "wb") as f:
+                    pickle.dump(z, f, protocol=4)
         with atomic_output(self.latents_file) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)

@@ -5,18 +5,19 @@ For a spatial frequency ``k`` (1/Angstrom, ``u = |k|``, ``theta = atan2(ky, kx)`
     deltaf(theta) = -(dU + dV)/2 - (dU - dV)/2 * cos(2 (theta - azimuth))
     chi = pi * lambda * deltaf * u^2 + pi/2 * Cs * lambda^3 * u^4
           - atan(Q / sqrt(1 - Q^2)) - phase_shift
-    ctf = -sin(chi) * exp(-B u^2 / 4)
+    ctf = scale * -sin(chi) * exp(-B u^2 / 4)
 
 with defoci ``dU, dV`` in Angstrom (positive = underfocus), the astigmatism azimuth
 ``rlnDefocusAngle`` in degrees measured from the x axis, ``Cs`` in mm, voltage in kV,
-amplitude contrast ``Q`` and ``rlnPhaseShift`` in degrees, ``rlnCtfBfactor`` B in A^2.
+amplitude contrast ``Q`` and ``rlnPhaseShift`` in degrees, ``rlnCtfBfactor`` B in A^2 and
+``rlnCtfScalefactor`` ``scale`` (1 when absent), as RELION's ``CTF::getCTF`` applies them.
 At ``u = 0`` the CTF equals ``Q`` (positive), so a projection of positive density keeps
 its sign at low frequency (RELION's convention: protein is white after inversion).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -40,6 +41,11 @@ class CTFParams:
     amp_contrast: np.ndarray    # fraction
     phase_shift: np.ndarray     # degrees
     bfactor: np.ndarray         # A^2
+    scale: np.ndarray = field(default=None)  # multiplies the CTF (rlnCtfScalefactor); None: 1
+
+    def __post_init__(self):
+        if self.scale is None:
+            self.scale = np.ones(np.shape(self.defocus_u))
 
     def __len__(self) -> int:
         return len(self.defocus_u)
@@ -48,7 +54,7 @@ class CTFParams:
         return CTFParams(**{f.name: np.asarray(getattr(self, f.name))[idx] for f in fields(self)})
 
     def as_tensor(self, idx=None, device=None) -> torch.Tensor:
-        """(B, 8) float32 tensor in the field order, for batched evaluation."""
+        """(B, 9) float32 tensor in the field order, for batched evaluation."""
         cols = [np.asarray(getattr(self, f.name), dtype=np.float32) for f in fields(self)]
         arr = np.stack(cols, axis=1)
         if idx is not None:
@@ -95,8 +101,9 @@ def fourier_grid(box: int, apix, rfft: bool = True, device=None, dtype=torch.flo
 def evaluate(freqs: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """CTF values on a frequency grid.
 
-    freqs: (H, W, 2) or (B, H, W, 2) in 1/Angstrom; params: (B, 8) from
-    :meth:`CTFParams.as_tensor`. Returns (B, H, W) float32.
+    freqs: (H, W, 2) or (B, H, W, 2) in 1/Angstrom; params: (B, 9) from
+    :meth:`CTFParams.as_tensor` (or (B, 8), without the scale factor: 1). Returns (B, H, W)
+    float32.
     """
     p = params[:, :, None, None]
     dfu, dfv, ang, kv, cs, q, phase, bfac = (p[:, i] for i in range(8))
@@ -107,8 +114,10 @@ def evaluate(freqs: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     deltaf = -0.5 * (dfu + dfv) - 0.5 * (dfu - dfv) * torch.cos(2 * (theta - torch.deg2rad(ang)))
     chi = (torch.pi * lam * deltaf * u2 + 0.5 * torch.pi * (cs * 1e7) * lam ** 3 * u2 * u2
            - torch.atan(q / torch.sqrt(1 - q * q)) - torch.deg2rad(phase))
-    ctf = -torch.sin(chi)
-    return ctf * torch.exp(-bfac * u2 / 4)
+    ctf = -torch.sin(chi) * torch.exp(-bfac * u2 / 4)
+    if params.shape[1] > 8:
+        ctf = ctf * p[:, 8]
+    return ctf
 
 
 def compute_ctf(params: CTFParams, box: int, apix, idx=None, rfft: bool = True,

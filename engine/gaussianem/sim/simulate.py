@@ -35,7 +35,7 @@ from gaussianem.io.models import read_model, write_model
 from gaussianem.io.mrc import write_map, write_stack
 from gaussianem.io.mrc import read_map
 from gaussianem.io.particle_data import ParticleData
-from gaussianem.io.relion import write_star
+from gaussianem.io.relion_write import write_star
 from gaussianem.physics import fourier_slice, poses
 from gaussianem.physics.ctf import CTFParams
 from gaussianem.sim.geometry import default_hinge, default_removal

@@ -220,4 +220,6 @@ def test_cs_errors(tmp_path):
     with pytest.raises(ParticleFileError, match="junk.cs.*not a readable"):
         read_cs(str(junk))
     with pytest.raises(ParticleFileError, match="unknown particle file type"):
+        load_particles(str(folder / "particles.dat"))
+    with pytest.raises(ParticleFileError, match="particles.txt: images without metadata"):
         load_particles(str(folder / "particles.txt"))

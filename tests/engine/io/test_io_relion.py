@@ -11,7 +11,8 @@ import starfile
 from gaussianem.errors import ParticleFileError
 from gaussianem.io.particles import load_particles
 from gaussianem.io.particles import write_subset
-from gaussianem.io.relion import read_star, write_star
+from gaussianem.io.relion import read_star
+from gaussianem.io.relion_write import write_star
 from gaussianem.physics import poses
 
 

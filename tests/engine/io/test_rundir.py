@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -45,3 +46,17 @@ def test_plan_gives_the_epochs_before_any_config(tmp_path):
     with open(run.plan, "w") as f:
         json.dump({"epochs": 9}, f)
     assert run.exists() and run.epochs_asked() == 9
+
+
+def test_latents_also_written_as_cryodrgn_z_pkl(tmp_path):
+    # cryoDRGN's z.pkl / z.{epoch}.pkl: a pickled float32 (N, zdim) array of z means,
+    # which its analysis tools read with a single pickle.load
+    run = RunDir(tmp_path)
+    z = np.arange(12, dtype=np.float64).reshape(4, 3) / 7
+    run.write_latents({"z": z, "z_conf": z[:, :2]})
+    with open(tmp_path / "z.pkl", "rb") as f:
+        back = pickle.load(f)
+    assert isinstance(back, np.ndarray) and back.dtype == np.float32 and back.shape == (4, 3)
+    np.testing.assert_array_equal(back, z.astype(np.float32))
+    assert run.z_pkl == str(tmp_path / "z.pkl")
+    np.testing.assert_array_equal(run.latents()["z"], z)
