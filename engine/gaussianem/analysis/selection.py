@@ -154,9 +154,11 @@ def export_subset(result: Result, idx, out, invert: bool = False, particles: str
         raise ResultError(f"{result.outdir}: config.json does not name the particle file; give --particles")
     if not os.path.exists(src_path):
         raise ResultError(f"the particle file of this result, {src_path}, is missing; give --particles")
+    train = result.config.get("train", {})
+    extra = {} if particles else {k: train.get(k) for k in ("poses", "ctf", "ind")}
     if datadir is None and not particles:
-        datadir = result.config.get("train", {}).get("datadir")
-    data = load_particles(src_path, datadir=datadir, check_images=False)
+        datadir = train.get("datadir")
+    data = load_particles(src_path, datadir=datadir, check_images=False, **extra)
     if len(data) != n:
         raise ResultError(f"{src_path} holds {len(data)} particles but this result has latents for {n}; "
                           "give the particle file the result was trained on")

@@ -42,6 +42,10 @@ class TrainConfig:
     model: str | None = option(None, "fitted atomic model (.pdb/.cif): with --init model, one Gaussian per "
                                      "residue; maps and models from one latent space")
     datadir: str | None = option(None, "folder to resolve image paths against (default: the particle file's)")
+    poses: str | None = option(None, "cryoDRGN inputs: pose.pkl (with --ctf; PARTICLES is then the images: "
+                                     ".mrcs, a .txt list of stacks, or a .star/.cs)", metavar="PKL")
+    ctf: str | None = option(None, "cryoDRGN inputs: ctf.pkl (with --poses)", metavar="PKL")
+    ind: str | None = option(None, "cryoDRGN inputs: ind.pkl, the particles to use", metavar="PKL")
     epochs: int = option(DEFAULT_EPOCHS, "epochs in all, both stages of coarse to fine included (with "
                                          "--resume: default the run's own)")
     batch_size: int = option(64, "particles per step, all processes together (torchrun: shared between them)")
@@ -138,6 +142,11 @@ class TrainConfig:
             raise TrainingError(f"--coarse-epochs must be at least 1, got {self.coarse_epochs}")
         if self.downsample is not None and (self.downsample % 2 or self.downsample < 8):
             raise TrainingError(f"--downsample must be an even box of at least 8 pixels, got {self.downsample}")
+
+    def particle_files(self) -> dict:
+        """The keyword arguments of :func:`gaussianem.io.particles.load_particles` for the
+        training particles (also read back from a saved config by the analysis)."""
+        return {"datadir": self.datadir, "poses": self.poses, "ctf": self.ctf, "ind": self.ind}
 
     def as_dict(self) -> dict:
         d = asdict(self)

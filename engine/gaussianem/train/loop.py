@@ -126,7 +126,7 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed + dd.rank)
         np.random.seed(cfg.seed + dd.rank)
-        self.data = data = load_particles(cfg.particles, datadir=cfg.datadir)
+        self.data = data = load_particles(cfg.particles, **cfg.particle_files())
         vol, apix, origin = read_map(cfg.consensus)
         grid = Grid(vol.shape[0], apix, origin)
         check_consensus(cfg, data, grid)

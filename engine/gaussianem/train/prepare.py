@@ -80,7 +80,7 @@ def plan_stages(cfg: TrainConfig):
     """stages.plan from the consensus map and the training box's pixel size."""
     if not stages.considered(cfg):
         return None                       # no need to read the particles and the map
-    data = load_particles(cfg.particles, datadir=cfg.datadir)
+    data = load_particles(cfg.particles, **cfg.particle_files())
     vol, apix, _ = read_map(cfg.consensus)
     box = training_box(cfg, data.box)
     return stages.plan(cfg, vol, apix, float(np.max(data.apix)) * data.box / box)
@@ -113,7 +113,7 @@ def write_run_config(run: RunDir, cfg: TrainConfig, grid: Grid, data, box: int, 
          "n_particles": len(data), "particle_box": data.box, "particle_apix": float(np.median(data.apix)),
          "fit": fit_report.as_dict() if fit_report else None,
          "engine_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    for key in ("particles", "consensus", "model"):
+    for key in ("particles", "consensus", "model", "poses", "ctf", "ind"):
         if d["train"].get(key):
             d["train"][key] = os.path.abspath(d["train"][key])
     run.write_config(d)

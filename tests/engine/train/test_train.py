@@ -412,3 +412,30 @@ def test_resume_on_another_number_of_processes(tiny_sim, tmp_path):
         assert np.abs(z - za).max() < 1e-3 * np.abs(za).max() + 1e-5, np.abs(z - za).max()
         worst = max(float((w[k].float() - wa[k].float()).abs().max()) for k in wa)
         assert worst < 1e-3, worst
+
+
+def test_training_from_cryodrgn_inputs_matches_the_star(tiny_sim, tmp_path):
+    """gaussianem train IMAGES.mrcs --poses pose.pkl --ctf ctf.pkl (cryoDRGN's parsed
+    inputs, written here the way cryoDRGN's parse_pose_star/parse_ctf_star do) trains the
+    run the .star gives."""
+    import pickle
+
+    from gaussianem.cli.main import main
+    from gaussianem.io.particles import load_particles
+    d = load_particles(tiny_sim / "particles.star")
+    with open(tmp_path / "pose.pkl", "wb") as f:
+        pickle.dump((d.rotations, d.shifts / d.apix[:, None] / d.box), f)       # RELION A; origin px / D
+    c = d.ctf
+    ctf = np.stack([np.full(len(d), d.box), d.apix, c.defocus_u, c.defocus_v, c.defocus_angle, c.voltage, c.cs,
+                    c.amp_contrast, c.phase_shift], axis=1)
+    with open(tmp_path / "ctf.pkl", "wb") as f:
+        pickle.dump(ctf.astype(np.float32), f)
+    common = ["--consensus", str(tiny_sim / "consensus.mrc"), "--epochs", "1", "--batch-size", "32", "--zdim", "2",
+              "--device", "cpu", "--progress", "none", "--lowpass-start", "0"]
+    assert main(["train", str(tiny_sim / "particles.star"), "-o", str(tmp_path / "star")] + common) == 0
+    assert main(["train", str(tiny_sim / "particles.mrcs"), "--poses", str(tmp_path / "pose.pkl"), "--ctf",
+                 str(tmp_path / "ctf.pkl"), "-o", str(tmp_path / "pkl")] + common) == 0
+    za = np.load(tmp_path / "star" / "latents.npz")["z"]
+    zb = np.load(tmp_path / "pkl" / "latents.npz")["z"]
+    assert np.abs(za - zb).max() < 1e-2 * np.abs(za).max(), np.abs(za - zb).max()
+    assert (tmp_path / "pkl" / "z.pkl").exists()
