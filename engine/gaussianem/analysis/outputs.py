@@ -73,20 +73,42 @@ def write_models(result: Result, model_path: str, z: np.ndarray, folder: str,
     return out
 
 
+GENERATED = ("vol", "model")       # prefixes of numbered files generate writes
+GENERATED_FILES = ("z.txt", "generate.json")
+
+
+def generated_files(folder: str) -> list[str]:
+    """Names of files in ``folder`` that an earlier ``generate`` wrote (numbered volumes
+    and models, z.txt, generate.json), sorted; [] for a missing or foreign folder."""
+    if not os.path.isdir(folder):
+        return []
+    out = []
+    for name in os.listdir(folder):
+        stem, ext = os.path.splitext(name)
+        head, _, num = stem.rpartition("_")
+        if name in GENERATED_FILES or (head in GENERATED and ext in (".mrc", ".pdb", ".cif")
+                                       and num.isdigit() and num == f"{int(num):03d}"):
+            out.append(name)
+    return sorted(out)
+
+
 def write_volumes(result: Result, z: np.ndarray, folder: str, grid: Grid | None = None,
-                  prefix: str = "vol", chunk: int = VOLUME_CHUNK) -> list[str]:
+                  prefix: str = "vol", chunk: int = VOLUME_CHUNK, kind: str = "gaussians") -> list[str]:
     """Write one map per latent row, ``folder/vol_000.mrc`` ..., on ``grid`` (default
-    the consensus grid); also ``folder/z.txt`` with the latents. Higher-numbered
-    ``vol_NNN.mrc`` left from an earlier run are removed. Returns the paths."""
+    the consensus grid); also ``folder/z.txt`` with the latents. ``kind``: maps rendered
+    from the Gaussians (default) or the deformed consensus map (``Result.volume``).
+    Higher-numbered ``vol_NNN.mrc`` left from an earlier run are removed. Returns the paths."""
     z = result.check_z(z)
     grid = grid or result.grid
+    if kind == "deformed":
+        result.consensus_map()              # its clear error before anything is written
     os.makedirs(folder, exist_ok=True)
     remove_stale(folder, prefix, (".mrc",), len(z))
     write_array_text(os.path.join(folder, "z.txt"), z, fmt="%.7g",
                      header="latent of each volume, one per row, vol_000 first")
     paths = []
     for s in range(0, len(z), chunk):
-        vols = result.volume(z[s:s + chunk], box=grid.box, apix=grid.apix)
+        vols = result.volume(z[s:s + chunk], box=grid.box, apix=grid.apix, kind=kind)
         vols = vols[None] if vols.ndim == 3 else vols
         for i, v in enumerate(vols):
             p = os.path.join(folder, f"{prefix}_{s + i:03d}.mrc")

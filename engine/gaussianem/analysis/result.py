@@ -6,7 +6,10 @@ trained model (eval mode) and the particles' latents, and generates:
 
 * ``gaussians(z)``: deformed Gaussian sets for latents;
 * ``volume(z)``: maps on the consensus map's grid (same box, voxel size and origin, so
-  they overlay the consensus map exactly in ChimeraX);
+  they overlay the consensus map exactly in ChimeraX): rendered from the Gaussians
+  (``kind="gaussians"``, the default) or ``deformed_volume(z)`` (``kind="deformed"``), the
+  consensus map's own density carried by the Gaussians' decoded motions and amplitude
+  changes (:mod:`gaussianem.model.warp`);
 * ``displace_model(model, z)``: the fitted atomic model moved by the decoded
   displacements;
 * ``trajectory(...)``, ``pca()``: latents along principal components or between points.
@@ -23,6 +26,7 @@ import torch
 from gaussianem.errors import ResultError
 from gaussianem.io.images import ParticleImages
 from gaussianem.io.models import AtomicModel, read_model
+from gaussianem.io.mrc import read_map
 from gaussianem.io.particles import load_particles
 from gaussianem.io.rundir import RunDir
 from gaussianem.model import intensity
@@ -30,11 +34,13 @@ from gaussianem.model.displace import AtomInterpolator
 from gaussianem.model.encoding import Physics, encode_particles
 from gaussianem.model.gaussians import GaussianSet
 from gaussianem.model.networks import HeterogeneityModel, ModelConfig
+from gaussianem.model.warp import ConsensusWarp
 from gaussianem.physics.grid import Grid
 from gaussianem.physics.render import render_volume
+from gaussianem.physics.resample import even_box, fourier_crop_volume
 from gaussianem.train.health import read
 
-
+MAP_KINDS = ("gaussians", "deformed")
 
 
 @dataclass
@@ -76,6 +82,8 @@ class Result:
         with torch.no_grad():
             self._emb = self.model.embed()
         self._pca_cache: dict = {}
+        self._consensus = None            # (map, apix, origin), read on first use
+        self._warps: dict = {}
         self.z = self.run.latents()["z"] if self.run.finished() else None
 
     @property
@@ -123,7 +131,8 @@ class Result:
         train = self.config["train"]
         key = (particles or train["particles"], datadir or (None if particles else train.get("datadir")))
         if getattr(self, "_encode_cache", (None,))[0] != key:
-            data = load_particles(key[0], datadir=key[1])
+            extra = {} if particles else {k: train.get(k) for k in ("poses", "ctf", "ind")}
+            data = load_particles(key[0], datadir=key[1], **extra)
             box = self.model_config.box
             images = ParticleImages(data, box=box, invert=train.get("invert", False))
             phys = Physics(data, box, self.device)
@@ -208,9 +217,14 @@ class Result:
                 for i in range(out["centres"].shape[0])]
 
     @torch.no_grad()
-    def volume(self, z, box: int | None = None, apix: float | None = None) -> np.ndarray:
+    def volume(self, z, box: int | None = None, apix: float | None = None, kind: str = "gaussians") -> np.ndarray:
         """Map(s) (z, y, x) float32 on the consensus grid (or ``box``/``apix`` about the same
-        centre). One latent -> (D, D, D); several -> (B, D, D, D)."""
+        centre). One latent -> (D, D, D); several -> (B, D, D, D). ``kind``: rendered from
+        the Gaussians (default) or the deformed consensus map (:meth:`deformed_volume`)."""
+        if kind not in MAP_KINDS:
+            raise ResultError(f"unknown map kind {kind!r}: expected one of {', '.join(MAP_KINDS)}")
+        if kind == "deformed":
+            return self.deformed_volume(z, box, apix)
         z = self.check_z(z)
         box = box or self.grid.box
         apix = apix or self.grid.apix * self.grid.box / box
@@ -218,6 +232,60 @@ class Result:
         vols = [render_volume(out["centres"][i], out["amplitudes"][i], out["widths"][i], box, apix)
                 .cpu().numpy() for i in range(len(z))]
         return vols[0] if len(vols) == 1 else np.stack(vols)
+
+    # ------------------------------------------------------------------ deformed consensus
+    @property
+    def consensus_path(self) -> str | None:
+        """The consensus map the run was trained on (config ``train.consensus``)."""
+        return self.config.get("train", {}).get("consensus")
+
+    def has_consensus_map(self) -> bool:
+        p = self.consensus_path
+        return bool(p) and os.path.isfile(p)
+
+    def consensus_map(self) -> tuple:
+        """The run's consensus map file, read once: ``(map (z, y, x), apix, origin_xyz)``; a
+        :class:`~gaussianem.errors.ResultError` when it is gone or is not the trained one."""
+        if self._consensus is None:
+            p = self.consensus_path
+            if not self.has_consensus_map():
+                raise ResultError(f"a deformed map needs the run's consensus map, {p or '(not recorded)'}, "
+                                  "which no longer exists: put it back there, or use maps rendered from "
+                                  "the Gaussians (--map gaussians)")
+            vol, apix, origin = read_map(p)
+            g = self.grid
+            if vol.shape != (g.box,) * 3 or abs(apix - g.apix) > 1e-3 * g.apix:
+                raise ResultError(f"{p} ({'x'.join(map(str, vol.shape))} voxels of {apix:.4g} A) is not the "
+                                  f"consensus map this run was trained on ({g.box}^3 of {g.apix:.4g} A)")
+            self._consensus = (vol, apix, origin)
+        return self._consensus
+
+    def _warp(self, out_apix: float) -> ConsensusWarp:
+        """The consensus map's warp, the map Fourier-cropped first when maps are asked for
+        at a coarser pixel size (no aliasing from trilinear sampling)."""
+        vol, apix, _ = self.consensus_map()
+        box = self.grid.box
+        if out_apix > 1.01 * apix:
+            box = min(box, even_box(box * apix, out_apix))
+        if box not in self._warps:
+            cropped = fourier_crop_volume(vol, box) if box < self.grid.box else vol
+            b = self.base
+            self._warps[box] = ConsensusWarp(cropped, apix * self.grid.box / box, b.centres, b.amplitudes,
+                                             b.widths, device=self.device)
+        return self._warps[box]
+
+    @torch.no_grad()
+    def deformed_volume(self, z, box: int | None = None, apix: float | None = None) -> np.ndarray:
+        """The consensus map deformed to latent(s) ``z`` (:mod:`gaussianem.model.warp`: its
+        density carried by the Gaussians' decoded motions, scaled by their amplitude
+        changes), on the consensus grid or ``box``/``apix`` about the same centre, in the
+        consensus map's units. One latent -> (D, D, D); several -> (B, D, D, D)."""
+        z = self.check_z(z)
+        grid = self.output_grid(box, apix)
+        warp = self._warp(grid.apix)
+        out = self.decode(z)
+        vols = warp(out["displacement"], out["amp_factor"], grid.box, grid.apix).cpu().numpy()
+        return vols[0] if len(vols) == 1 else vols
 
     def consensus_volume(self, box: int | None = None) -> np.ndarray:
         box = box or self.grid.box

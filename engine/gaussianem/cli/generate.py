@@ -6,6 +6,14 @@ an atomic model (--model, by default the one given at training) DIR/model_000.pd
 (or .cif, as the input): the model moved by the decoded Gaussian displacements. The
 bond-length RMS change of each model is printed and saved in DIR/generate.json.
 
+Maps (--map): "deformed" (the default while the consensus map the run was trained on
+still exists) is the consensus map's own density carried by the decoded Gaussians, each
+moving the share of the map it explains rigidly with its neighbourhood and scaling it by
+its amplitude change: the consensus map's detail in each state. "gaussians" renders the
+few hundred deformed Gaussians (a blurred picture of the state; the maps of earlier
+versions). A folder that already holds generated files is refused unless --force (which
+replaces them).
+
 examples:
   gaussianem generate run1 --z "0.5 -1.2 0.3" -o gen
   gaussianem generate run1 --z "0 0 0" --z "1 0 0" -o gen --no-model
@@ -14,6 +22,7 @@ examples:
   gaussianem generate run1 --pc 1 --steps 20 --range -3 3 -o pc1
   gaussianem generate run1 --pc 1 --part conf -o motion     # split latent: z_conf only
   gaussianem generate run1 --kmeans 8 -o kmeans8
+  gaussianem generate run1 --kmeans 8 -o kmeans8 --force --map gaussians
 """
 
 from __future__ import annotations
@@ -37,6 +46,12 @@ def add_args(p):
                    help="with --pc: components of all of z, or of the conformational / compositional "
                         "part of a split latent (default all)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--map", choices=["deformed", "gaussians"], default=None,
+                   help="deformed: the consensus map carried by the decoded Gaussian motions and amplitude "
+                        "changes (default while the run's consensus map file exists); gaussians: maps "
+                        "rendered from the deformed Gaussians (the fallback)")
+    p.add_argument("--force", action="store_true",
+                   help="write into a folder that already holds generated files, replacing them")
     p.add_argument("--box", type=int, help="map box in voxels (default: the consensus box; same extent)")
     p.add_argument("--apix", type=float, help="voxel size in A (default: the consensus one, or extent / box)")
     p.add_argument("--model", help="atomic model (.pdb/.cif) fitted in the consensus map "
@@ -70,21 +85,42 @@ def latents(args, result):
     return km.centres, f"k-means k={args.kmeans} centres (particles {km.centre_index.tolist()})"
 
 
+def map_kind(args, result) -> str:
+    """--map, or its default: deformed while the consensus map file exists."""
+    if args.map:
+        return args.map
+    if result.has_consensus_map():
+        return "deformed"
+    print(f"note: the run's consensus map ({result.consensus_path or 'not recorded'}) is not there; "
+          "writing maps rendered from the Gaussians (--map gaussians)")
+    return "gaussians"
+
+
 def main(args):
-    from gaussianem.analysis.outputs import output_grid, remove_stale, write_models, write_volumes
+    from gaussianem.analysis.outputs import generated_files, output_grid, remove_stale, write_models, write_volumes
     from gaussianem.io.atomic import write_json
     from gaussianem.analysis.result import load_result
     from gaussianem.device import resolve_device
+    from gaussianem.errors import InputError
+    out = args.output
+    old = generated_files(out)
+    if old and not args.force:
+        shown = ", ".join(old[:3]) + (", ..." if len(old) > 3 else "")
+        raise InputError(f"{out} already holds generated files ({shown}): use --force to replace them, "
+                         "or another -o folder")
     result = load_result(args.outdir, device=resolve_device(args.device))
     z, source = latents(args, result)
     grid = output_grid(result, args.box, args.apix)
+    kind = map_kind(args, result)
+    if kind == "deformed":
+        result.consensus_map()                                        # its error before any writing
     model = None if args.no_model else (args.model or result.default_model_path())
-    out = args.output
     models = write_models(result, model, z, out) if model else []   # fails early if off the map
-    vols = write_volumes(result, z, out, grid)
+    vols = write_volumes(result, z, out, grid, kind=kind)
     if not model:
         remove_stale(out, "model", (".pdb", ".cif"), 0)               # from an earlier run
-    report = {"result": result.outdir, "source": source, "grid": grid.as_dict(),
+    report = {"result": result.outdir, "source": source, "grid": grid.as_dict(), "map": kind,
+              "consensus": result.consensus_path if kind == "deformed" else None,
               "z": z.tolist(), "volumes": [os.path.basename(v) for v in vols],
               "model": os.path.abspath(model) if model else None,
               "models": [{"file": os.path.basename(m["file"]),
@@ -96,5 +132,6 @@ def main(args):
             m = models[i]
             line += f"  {m['file']}  bond-length RMS change {m['bond_length_rms_change']:.3f} A"
         print(line)
-    print(f"{len(vols)} volume(s) on a {grid.box}^3 grid of {grid.apix:.4g} A voxels in {out}")
+    what = "deformed consensus map(s)" if kind == "deformed" else "map(s) rendered from the Gaussians"
+    print(f"{len(vols)} {what} on a {grid.box}^3 grid of {grid.apix:.4g} A voxels in {out}")
     return 0

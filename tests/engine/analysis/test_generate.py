@@ -25,7 +25,7 @@ def _corr(a, b):
 def test_generate_z_rows_on_consensus_grid(tiny_result, tiny_sim, tmp_path):
     out = tmp_path / "gen"
     rows = [[0.0, 0.0, 0.0], [0.8, -0.5, 0.3], [-0.6, 0.4, -0.2]]
-    argv = ["generate", str(tiny_result), "-o", str(out), "--no-model"]
+    argv = ["generate", str(tiny_result), "-o", str(out), "--no-model", "--map", "gaussians"]
     for z in rows:
         argv += ["--z", " ".join(map(str, z))]
     assert main(argv) == 0
@@ -40,9 +40,9 @@ def test_generate_z_rows_on_consensus_grid(tiny_result, tiny_sim, tmp_path):
     assert np.allclose(np.loadtxt(out / "z.txt", ndmin=2), rows)
     rep = json.loads((out / "generate.json").read_text())
     assert rep["volumes"] == ["vol_000.mrc", "vol_001.mrc", "vol_002.mrc"] and rep["models"] == []
-    # A second run into the same folder leaves no volumes of the first behind.
+    # A second run into the same folder (--force) leaves no volumes of the first behind.
     (out / "vol_0007.mrc").write_text("not ours")           # not our numbering: kept
-    assert main(["generate", str(tiny_result), "-o", str(out), "--no-model", "--particle", "1"]) == 0
+    assert main(["generate", str(tiny_result), "-o", str(out), "--no-model", "--particle", "1", "--force"]) == 0
     assert sorted(p.name for p in out.glob("vol_*")) == ["vol_000.mrc", "vol_0007.mrc"]
 
 
