@@ -26,6 +26,9 @@ from gaussianem.train import stages
 from gaussianem.train.config import TrainConfig
 
 
+FIT_BOX = 128            # larger consensus maps are fitted at the training pixel size
+
+
 def training_box(cfg: TrainConfig, particle_box: int) -> int:
     box = cfg.downsample or min(particle_box, 128)
     if box > particle_box:
@@ -52,11 +55,13 @@ def build_base_gaussians(cfg: TrainConfig, vol: np.ndarray, grid: Grid, device, 
                          train_apix: float | None = None):
     """Base Gaussians from the consensus map (k-means or grid) or an atomic model, then fit.
 
-    A map finer than the training pixel size ``train_apix`` is first Fourier-cropped to it:
-    the Gaussians only need the detail training sees, and a box-256 map's voxels would cost
-    8 times the memory and time (a 256^3 map took 24 GB and was killed)."""
-    if train_apix and train_apix > 1.01 * grid.apix:
-        box = even_box(grid.box * grid.apix, train_apix)
+    A map of more than ``FIT_BOX`` voxels that is finer than the training pixel size
+    ``train_apix`` is first Fourier-cropped to it: the Gaussians only need the detail
+    training sees, and a 256^3 map's voxels cost 8 times the memory and time (one took
+    24 GB and was killed). Smaller maps are fitted as they are (their voxels also bound
+    how many Gaussians k-means can place)."""
+    if train_apix and train_apix > 1.01 * grid.apix and grid.box > FIT_BOX:
+        box = max(even_box(grid.box * grid.apix, train_apix), FIT_BOX)
         if box < grid.box:
             progress.message(f"consensus map {grid.box}^3 at {grid.apix:.3f} A Fourier-cropped to {box}^3 "
                              f"({grid.apix * grid.box / box:.3f} A, the training pixel size) for the Gaussians")

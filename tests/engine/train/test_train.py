@@ -363,11 +363,14 @@ def test_training_with_gaussian_features_encodes_as_it_trained(tiny_sim, tmp_pat
     assert np.allclose(r.encode([0, 100, 255]), r.z[[0, 100, 255]], atol=1e-5)
 
 
-def test_fine_consensus_map_is_fitted_at_the_training_pixel_size(tiny_sim, tmp_path):
-    """With --downsample the Gaussians are fitted to the consensus map Fourier-cropped to
-    the training pixel size (a box-256 map at full size took 24 GB); they stay in the
-    consensus map's frame, and maps are still generated on its full grid."""
+def test_fine_consensus_map_is_fitted_at_the_training_pixel_size(tiny_sim, tmp_path, monkeypatch):
+    """A consensus map over FIT_BOX voxels is Fourier-cropped to the training pixel size
+    before the Gaussians are fitted (a box-256 map at full size took 24 GB); they stay in
+    the consensus map's frame, and maps are still generated on its full grid. (FIT_BOX is
+    128; lowered here to 8.)"""
     from gaussianem.progress import Progress
+    from gaussianem.train import prepare
+    monkeypatch.setattr(prepare, "FIT_BOX", 8)
     out = tmp_path / "ds"
     msgs = []
     progress = Progress("none")
