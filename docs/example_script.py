@@ -53,7 +53,7 @@ session.logger.info(f"{markers.num_atoms} Gaussians shown as markers #{markers.i
 
 # Particles of the first k-means cluster back to the particle file's format.
 ext = os.path.splitext(r.result.config["train"]["particles"])[1]
-info = r.subset(os.path.join(out, "cluster0" + ext), cluster=0, k=min(4, n))
+info = r.subset(os.path.join(out, "cluster0" + ext), cluster=0, k=min(4, n), replace=True)
 session.logger.info(f"saved {info['n']} particles to {info['file']}")
 
 # The same, as commands (what the Latent Explorer issues).

@@ -16,6 +16,13 @@ _TOOLS = {
     "GaussianEM Latent Explorer": ("tool", "LatentExplorer"),
 }
 
+# Classes a ChimeraX session file names, found by get_class when it is restored:
+# class name -> module. The session's GaussianEM state (the current result) is one.
+_SESSION_CLASSES = {
+    "GaussianEMState": "session_result",
+    **{name: module for module, name in _TOOLS.values()},
+}
+
 
 class _API(BundleAPI):
 
@@ -42,10 +49,10 @@ class _API(BundleAPI):
     def get_class(class_name):
         """The class with this name, for restoring sessions."""
         import importlib
-        for module_name, name in _TOOLS.values():
-            if name == class_name:
-                return getattr(importlib.import_module(f".{module_name}", __name__), name)
-        return None
+        module_name = _SESSION_CLASSES.get(class_name)
+        if module_name is None:
+            return None
+        return getattr(importlib.import_module(f".{module_name}", __name__), class_name)
 
 
 bundle_api = _API()

@@ -8,10 +8,11 @@ Users see keywords in camelCase (``zdimConf``); Python uses snake_case (``zdim_c
         [epochs N] [zdim N] [zdimConf N] [zdimComp N] [batchSize N] [downsample N]
         [fineGaussians N] [device auto|cpu|cuda] [wait true|false] [resume true|false]
     gaussianem open OUTDIR [model FILE|#MODEL] [device cpu|cuda]
-    gaussianem show [z V1,V2,...] [particle I] [pc K value V] [cluster C [k K]]
-    gaussianem trajectory [pc K] [steps N] [range A,B]
+    gaussianem show [z V1,V2,...] [particle I] [pc K value V [latentPart all|conf|comp]] [cluster C [k K]]
+    gaussianem trajectory [pc K] [steps N] [range A,B] [latentPart all|conf|comp]
     gaussianem markers [colorBy displacement|amplitude] [z V1,...|particle I]
-    gaussianem subset (cluster C[,C...] [k K] | particles FILE | pcRange K,A,B) save FILE.star|.cs
+    gaussianem subset (cluster C[,C...] [k K] | particles FILE | pcRange K,A,B [latentPart all|conf|comp])
+        save FILE.star|.cs [replace true|false]
     gaussianem jobs
     gaussianem stop [ID]
     gaussianem version
@@ -147,6 +148,39 @@ def _save_structure(session, structure, path: str, relative_to=None) -> str:
     return path
 
 
+CONSENSUS_INPUT = "consensus_input.mrc"   # an open consensus map, saved into OUTDIR
+MODEL_INPUT = "model_input.pdb"           # an open atomic model, saved into OUTDIR in the map's frame
+
+
+def _write_inputs(session, outdir, consensus, consensus_path, model, model_path) -> None:
+    """Save an open consensus map and atomic model for a new run, at ``consensus_path``
+    and ``model_path`` in OUTDIR, after checking that the model lies in the map's frame
+    (:func:`.jobs.check_model_in_map`). They are saved to a staging folder first and moved
+    into OUTDIR (made here) only once checked, so a refused run leaves nothing behind."""
+    import shutil
+    import tempfile
+
+    from chimerax.atomic import AtomicStructure
+    from chimerax.map import Volume
+
+    from .jobs import check_model_in_map
+    with tempfile.TemporaryDirectory(prefix="gaussianem-inputs-") as stage:
+        staged = {}
+        if isinstance(consensus, Volume):
+            staged[consensus_path] = save_volume_mrc(consensus, os.path.join(stage, CONSENSUS_INPUT))
+        if isinstance(model, AtomicStructure):
+            staged[model_path] = _save_structure(session, model, os.path.join(stage, MODEL_INPUT),
+                                                 consensus if isinstance(consensus, Volume) else None)
+        if model_path is not None:
+            name = (f"the atomic model #{model.id_string} ({model.name})" if isinstance(model, AtomicStructure)
+                    else f"the atomic model {model_path}")
+            check_model_in_map(staged.get(model_path, model_path), staged.get(consensus_path, consensus_path),
+                               name=name)
+        os.makedirs(outdir, exist_ok=True)
+        for dest, source in staged.items():
+            shutil.move(source, dest)
+
+
 def gaussianem_train(session, particles, consensus=None, model=None, outdir=None, wait=False, resume=False,
                      **options):
     """Train a model in a separate engine process; opens the result when done.
@@ -158,11 +192,18 @@ def gaussianem_train(session, particles, consensus=None, model=None, outdir=None
     :func:`gaussianem.train.config.command_line`; with ``resume`` and no ``epochs`` the
     engine keeps the run's own. Returns the :class:`~.jobs.TrainJob`; with ``wait true``
     blocks until training ends and raises UserError with the engine's message if it failed.
+
+    Checked before anything is written or started: the inputs exist, a new run's atomic
+    model lies in the consensus map's frame (:func:`.jobs.check_model_in_map`), and a
+    resumed run has epochs left to train (:func:`.jobs.check_resume`).
     """
     from chimerax.atomic import AtomicStructure
     from chimerax.map import Volume
 
-    from .jobs import TrainJob, registry
+    from gaussianem.io.rundir import RunDir
+    from gaussianem.train.config import command_line
+
+    from .jobs import TrainJob, check_resume, registry
     particles = os.path.abspath(os.path.expanduser(particles))
     if not os.path.isfile(particles):
         raise UserError(f"no such particle file: {particles}")
@@ -174,34 +215,32 @@ def gaussianem_train(session, particles, consensus=None, model=None, outdir=None
             raise UserError("resume true needs the outdir of the run to continue")
         outdir = _default_outdir(particles)
     outdir = os.path.abspath(os.path.expanduser(outdir))
-    from gaussianem.io.rundir import RunDir
-    from gaussianem.train.config import command_line
-    if resume and not RunDir(outdir).exists():
+    run_dir = RunDir(outdir)
+    if resume and not run_dir.exists():
         raise UserError(f"nothing to resume: {outdir} holds no training run (no {RunDir.CHECKPOINT})")
-    if not resume and RunDir(outdir).exists():
+    if not resume and run_dir.exists():
         raise UserError(f"{outdir} already holds a training run: add 'resume true' to continue "
                         "it, or choose another outdir")
+    note = check_resume(run_dir, options.get("epochs")) if resume else None
     reg = registry(session)
     for job in reg.active():
         if job.outdir == outdir:
             raise UserError(f"GaussianEM job {job.id} is already training into {outdir}")
-    os.makedirs(outdir, exist_ok=True)
 
-    if isinstance(consensus, Volume):
-        consensus_path = os.path.join(outdir, "consensus_input.mrc")
-        if not resume:
-            save_volume_mrc(consensus, consensus_path)
-    else:
-        consensus_path = os.path.abspath(consensus)
+    consensus_path = (os.path.join(outdir, CONSENSUS_INPUT) if isinstance(consensus, Volume)
+                      else os.path.abspath(os.path.expanduser(consensus)))
     open_model = model
     if isinstance(model, AtomicStructure):
-        model_path = os.path.join(outdir, "model_input.pdb")
-        if not resume:
-            _save_structure(session, model, model_path,
-                            consensus if isinstance(consensus, Volume) else None)
+        model_path = os.path.join(outdir, MODEL_INPUT)
     else:
-        model_path = None if model is None else os.path.abspath(model)
+        model_path = None if model is None else os.path.abspath(os.path.expanduser(model))
         open_model = model_path
+    if resume:
+        os.makedirs(outdir, exist_ok=True)
+    else:
+        _write_inputs(session, outdir, consensus, consensus_path, model, model_path)
+    if note:
+        session.logger.info(f"GaussianEM: {note}")
 
     options.setdefault("device", "auto")
     args = ["train"] + command_line({"particles": particles, "consensus": consensus_path, "outdir": outdir,
@@ -311,11 +350,11 @@ def gaussianem_open(session, outdir, model=None, device="cpu"):
     """Open a training result: its map, latents and atomic model; start the Latent
     Explorer in the GUI."""
     res = _state().open_result(session, outdir, model=model, device=device)
-    if session.ui.is_gui:
+    if session.ui.is_gui and res.finished:      # an unfinished run has no latents to explore
         from .tool import show_explorer
         try:
             show_explorer(session, res)
-        except UserError as e:          # e.g. no latents yet: the maps still work
+        except UserError as e:          # the maps and commands still work
             session.logger.warning(f"GaussianEM Latent Explorer not shown: {e}")
     return res
 
@@ -326,17 +365,28 @@ gaussianem_open_desc = CmdDesc(
     synopsis="open a trained GaussianEM model")
 
 
-# which principal components: of all of z, or of the conformational / compositional part
+# which principal components: of all of z, or of the conformational / compositional part.
+# The keyword is latentPart (``part``, its first name, is still taken by show and
+# trajectory, but abbreviates ``particle``/``particles``, so it is not offered elsewhere).
 LATENT_PARTS = ["all", "conf", "comp"]
+
+
+def _latent_part(part, latent_part) -> str:
+    """The latent part asked for with ``latentPart`` (or its older name ``part``)."""
+    if part is not None and latent_part is not None and part != latent_part:
+        raise UserError(f"latentPart {latent_part} and part {part} disagree: give latentPart only")
+    return latent_part or part or "all"
 
 
 def _describe(z) -> str:
     return ", ".join(f"{v:.3g}" for v in np.asarray(z).reshape(-1))
 
 
-def gaussianem_show(session, z=None, particle=None, pc=None, value=None, cluster=None, k=None, part="all"):
+def gaussianem_show(session, z=None, particle=None, pc=None, value=None, cluster=None, k=None, part=None,
+                    latent_part=None):
     """Move the current result's map and model to a latent; returns the latent."""
     res = _state().require_result(session)
+    part = _latent_part(part, latent_part)
     if (pc is None) != (value is None):
         raise UserError("pc and value go together: e.g. 'gaussianem show pc 1 value 2' "
                         "(2 standard deviations along principal component 1)")
@@ -360,14 +410,17 @@ def gaussianem_show(session, z=None, particle=None, pc=None, value=None, cluster
 
 gaussianem_show_desc = CmdDesc(
     keyword=[("z", FloatsArg), ("particle", NonNegativeIntArg), ("pc", PositiveIntArg), ("value", FloatArg),
-             ("cluster", IntArg), ("k", PositiveIntArg), ("part", EnumOf(LATENT_PARTS))],
+             ("cluster", IntArg), ("k", PositiveIntArg), ("latent_part", EnumOf(LATENT_PARTS)),
+             ("part", EnumOf(LATENT_PARTS))],
     synopsis="show the map of a point in latent space")
 
 
-def gaussianem_trajectory(session, pc=1, steps=10, range=(-2.0, 2.0), part="all"):  # noqa: A002
+def gaussianem_trajectory(session, pc=1, steps=10, range=(-2.0, 2.0), part=None,  # noqa: A002
+                          latent_part=None):
     """Maps (a map series) and an atomic model (one coordinate set per step) along a
     principal component, from range[0] to range[1] standard deviations."""
     res = _state().require_result(session)
+    part = _latent_part(part, latent_part)
     if steps < 2:
         raise UserError(f"a trajectory needs at least 2 steps, got {steps}")
     series, copy = res.trajectory(pc=pc, steps=steps, range_sd=range, part=part)
@@ -381,7 +434,7 @@ def gaussianem_trajectory(session, pc=1, steps=10, range=(-2.0, 2.0), part="all"
 
 gaussianem_trajectory_desc = CmdDesc(
     keyword=[("pc", PositiveIntArg), ("steps", PositiveIntArg), ("range", Float2Arg),
-             ("part", EnumOf(LATENT_PARTS))],
+             ("latent_part", EnumOf(LATENT_PARTS)), ("part", EnumOf(LATENT_PARTS))],
     synopsis="play maps along a path through latent space")
 
 
@@ -402,23 +455,31 @@ gaussianem_markers_desc = CmdDesc(
     synopsis="show the Gaussians of a model as markers")
 
 
-def gaussianem_subset(session, save=None, cluster=None, k=None, particles=None, pc_range=None):
+def gaussianem_subset(session, save=None, cluster=None, k=None, particles=None, pc_range=None, latent_part=None,
+                      replace=False):
     """Save the particles of k-means clusters, of a selection file or of a range along a
-    principal component to a RELION .star or cryoSPARC .cs file (original rows)."""
+    principal component (of all of z, or of its conformational or compositional part) to
+    a RELION .star or cryoSPARC .cs file (original rows). An existing file is replaced
+    only with ``replace true``; the run's own files and inputs never are."""
     res = _state().require_result(session)
     if k is not None and cluster is None:
         raise UserError("k (the number of k-means clusters) goes with cluster")
+    if latent_part is not None and pc_range is None:
+        raise UserError("latentPart (whose principal components) goes with pcRange, "
+                        "e.g. 'pcRange 1,-1,1 latentPart conf'")
     save = os.path.abspath(os.path.expanduser(save))
     if os.path.splitext(save)[1].lower() not in (".star", ".cs"):
         raise UserError(f"cannot save {save}: the subset is saved as a .star or .cs file")
-    out = res.subset(save, cluster=cluster, k=k, particles=particles, pc_range=pc_range)
+    out = res.subset(save, cluster=cluster, k=k, particles=particles, pc_range=pc_range,
+                     part=latent_part or "all", replace=replace)
     session.logger.info(f"GaussianEM: saved {out['n']} particles ({out['what']}) to {out['file']}")
     return out
 
 
 gaussianem_subset_desc = CmdDesc(
     keyword=[("save", SaveFileNameArg), ("cluster", IntsArg), ("k", PositiveIntArg),
-             ("particles", OpenFileNameArg), ("pc_range", Float3Arg)],
+             ("particles", OpenFileNameArg), ("pc_range", Float3Arg), ("latent_part", EnumOf(LATENT_PARTS)),
+             ("replace", BoolArg)],
     required_arguments=["save"],
     synopsis="save a subset of particles picked in latent space")
 

@@ -318,6 +318,46 @@ class JobRegistry:
         return [j for j in self.jobs.values() if j.active]
 
 
+# ---------------------------------------------------------------------------- checks before a job
+
+def check_model_in_map(model_file: str, consensus_file: str, name: str) -> None:
+    """Refuse an atomic model that does not lie in the consensus map's frame, before a
+    job starts: most of its residues must lie inside the map's box, the rule training
+    itself applies when it places Gaussians on the model
+    (:func:`gaussianem.model.gaussians.init_from_atoms`, which raises the engine's error
+    naming the model and the share of residues inside)."""
+    from gaussianem.io.models import read_model
+    from gaussianem.io.mrc import read_map
+    from gaussianem.model.gaussians import init_from_atoms
+    from gaussianem.physics.grid import Grid
+    vol, apix, origin = read_map(consensus_file)
+    init_from_atoms(read_model(model_file), Grid(vol.shape[0], apix, origin), vol, name=name)
+
+
+def check_resume(run, epochs: int | None = None) -> str | None:
+    """Before resuming ``run`` (a :class:`~gaussianem.io.rundir.RunDir`) to ``epochs`` in
+    all (None: the epochs it was asked for): refuse (UserError) when it has finished and
+    already trained that many, since resuming would train nothing. Returns a note to log
+    when the run has trained them but not finished (resuming then only writes its
+    latents), else None."""
+    from chimerax.core.commands import quote_path_if_necessary as quote
+    from chimerax.core.errors import UserError
+    done, asked = run.epochs_done(), run.epochs_asked()
+    target = epochs or asked
+    if not target or done < target:
+        return None
+    if epochs is None:
+        already = f"all {target} epochs it was asked for"
+    else:
+        already = f"{done} epochs, {'as many as' if done == target else 'more than'} the {epochs} asked for"
+    if run.finished():
+        raise UserError(f"the GaussianEM run in {run.path} has already trained {already}: resuming it would "
+                        f"train nothing. To train longer, give more epochs in all (e.g. 'epochs {done + 10}'); "
+                        f"to look at it, 'gaussianem open {quote(run.path)}'")
+    return (f"the run in {run.path} has already trained {already}: resuming trains no more epochs, it only "
+            "writes the particles' latents")
+
+
 def registry(session) -> JobRegistry:
     """The session's job registry (made on first use)."""
     reg = getattr(session, "_gaussianem_jobs", None)

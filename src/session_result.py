@@ -20,6 +20,12 @@ surface levels, colours and style stay as the user set them) and the atomic mode
 coordinates are set to its coordinates at opening plus the displacements interpolated
 from the Gaussians (the interpolation weights are computed once per model).
 
+The session's GaussianEM state (:class:`GaussianEMState`, a ChimeraX state manager)
+holds the current result: ``close session`` clears it, and a ChimeraX session file
+(.cxs) saves and restores it (the result folder, the current latent, and which map,
+atomic model and marker set are the live ones), so that after ``open x.cxs`` the
+commands move the restored map instead of making another.
+
 Numerics all come from the engine; this module only turns its arrays into ChimeraX
 models. Errors the user can fix raise ``chimerax.core.errors.UserError``.
 """
@@ -32,9 +38,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
+from chimerax.core.commands import quote_path_if_necessary as _quote
 from chimerax.core.errors import UserError
+from chimerax.core.state import StateManager
 
 from gaussianem.errors import GaussianEMError
+from gaussianem.io.rundir import RunDir
 
 DEFAULT_K = 8            # k-means clusters when none are given (as `gaussianem analyze`)
 _CACHE_SIZE = 8          # generated states kept, so the tool's commands reuse its work
@@ -118,12 +127,25 @@ class GaussianEMResult:
         mc = self.result.model_config
         return (mc.zdim_conf, mc.zdim_comp) if mc.split else None
 
-    def pca(self):
-        return self.result.pca()
+    @property
+    def finished(self) -> bool:
+        """Whether the run finished (wrote its particles' latents)."""
+        return self.result.z is not None
+
+    def require_latents(self) -> None:
+        """A UserError saying that the run is unfinished, at which epoch, and how to
+        resume it, when it has no particle latents yet (:func:`unfinished_message`)."""
+        if not self.finished:
+            raise UserError(unfinished_message(self.result.run))
+
+    def pca(self, part: str = "all"):
+        self.require_latents()
+        return self.result.pca(part)
 
     def kmeans(self, k: int | None = None):
         """K-means of the latents (the engine's, reusing ``analysis/kmeansK/``)."""
         from gaussianem.analysis.clusters import kmeans_for_result
+        self.require_latents()
         k = int(k or self.k)
         if k not in self._kmeans:
             self._kmeans[k] = kmeans_for_result(self.result, k)
@@ -173,17 +195,22 @@ class GaussianEMResult:
         else:
             self.volume = self._new_volume(array_zyx, self.name)
 
-    def attach_structure(self, structure) -> None:
+    def attach_structure(self, structure, base=None, to_model=None) -> None:
         """Move ``structure`` (an AtomicStructure fitted into the consensus map) with the
         latent from now on; its present coordinates are the consensus state. A model
-        placed by moving it (e.g. ``fitmap``) is used where it is shown, relative to the map."""
-        coords = np.array(structure.atoms.coords, dtype=np.float64)
-        to_model = None                                  # map frame -> model coordinates
-        if self._volume_alive():
-            t = structure.scene_position.inverse() * self.volume.scene_position
-            if not t.is_identity(tolerance=1e-6):
-                to_model = t
-        base = coords if to_model is None else to_model.inverse().transform_points(coords)
+        placed by moving it (e.g. ``fitmap``) is used where it is shown, relative to the map.
+        ``base`` (its atoms' consensus coordinates in the map's frame) and ``to_model``
+        (map frame -> its coordinates) are given when restoring a session, where the
+        model may show another latent."""
+        if base is None:
+            coords = np.array(structure.atoms.coords, dtype=np.float64)
+            to_model = None                              # map frame -> model coordinates
+            if self._volume_alive():
+                t = structure.scene_position.inverse() * self.volume.scene_position
+                if not t.is_identity(tolerance=1e-6):
+                    to_model = t
+            base = coords if to_model is None else to_model.inverse().transform_points(coords)
+        base = np.asarray(base, dtype=np.float64)
         interp = self.result.interpolator(base, name=f"model #{structure.id_string}")
         self.structure, self._base_coords, self._interpolator = structure, base, interp
         self._to_model = to_model
@@ -212,6 +239,7 @@ class GaussianEMResult:
         r = self.result
         if z is not None:
             return r.check_z(z)[0]
+        self.require_latents()          # every other choice is made from the particles' latents
         if particle is not None:
             return np.asarray(r.particle_z(int(particle)), dtype=np.float32)
         if pc is not None:
@@ -280,6 +308,7 @@ class GaussianEMResult:
         with an atomic model, a copy of it with one coordinate set per step
         (``coordset``). Returns (map series, structure copy or None)."""
         from chimerax.map_series import MapSeries
+        self.require_latents()
         zs = self.result.trajectory(pc=int(pc), steps=int(steps), range_sd=tuple(range_sd), part=part)
         values = np.linspace(range_sd[0], range_sd[1], int(steps))
         level = None
@@ -356,22 +385,79 @@ class GaussianEMResult:
     # ------------------------------------------------------------------ subsets
     def subset_indices(self, cluster=None, k=None, particles=None, pc_range=None, part="all") -> tuple:
         """(sorted particle indices, description) for exactly one selection
-        (:func:`gaussianem.analysis.selection.select_particles`)."""
+        (:func:`gaussianem.analysis.selection.select_particles`); ``part``: the principal
+        components of a ``pc_range`` are of all of z, or of its ``conf`` / ``comp`` part."""
         from gaussianem.analysis.selection import select_particles
+        self.require_latents()
         km = self.kmeans(k) if cluster is not None else None
         sel = select_particles(self.result, clusters=cluster, kmeans=km, particles=particles, pc_range=pc_range,
                                part=part)
         return np.asarray(sel.indices, dtype=np.int64), sel.what
 
-    def subset(self, save, cluster=None, k=None, particles=None, pc_range=None) -> dict:
-        """Write a particle subset to ``save`` (.star or .cs) with the original rows."""
+    def subset(self, save, cluster=None, k=None, particles=None, pc_range=None, part="all",
+               replace: bool = False) -> dict:
+        """Write a particle subset to ``save`` (.star or .cs) with the original rows.
+
+        An existing file is replaced only with ``replace``; a file the run reads (its
+        particle file, consensus map, atomic model, or any file of the run folder) never
+        is (:func:`check_save_path`)."""
         from gaussianem.analysis.selection import export_subset
-        idx, what = self.subset_indices(cluster=cluster, k=k, particles=particles, pc_range=pc_range)
+        save = os.path.abspath(os.path.expanduser(os.fspath(save)))
+        check_save_path(self.result, save, replace=replace, also=[particles])
+        idx, what = self.subset_indices(cluster=cluster, k=k, particles=particles, pc_range=pc_range, part=part)
         if idx.size == 0:
             raise UserError(f"no particles in {what}: nothing saved")
         out = export_subset(self.result, idx, save)
         out["what"] = what
         return out
+
+    # ------------------------------------------------------------------ sessions
+    def snapshot(self) -> dict:
+        """What a ChimeraX session file keeps of this result (models by reference)."""
+        structure = self.structure if self._structure_alive() else None
+        return {
+            "version": 1,
+            "outdir": self.outdir,
+            "device": str(self.result.device),
+            "name": self.name,
+            "k": int(self.k),
+            "z": None if self.z is None else [float(v) for v in np.asarray(self.z).reshape(-1)],
+            "volume": self.volume if self._volume_alive() else None,
+            "structure": structure,
+            "base_coords": None if structure is None else np.asarray(self._base_coords, dtype=np.float64),
+            "to_model": None if structure is None else self._to_model,
+            "marker_set": self.marker_set if self.marker_set is not None and not self.marker_set.deleted
+            else None,
+            "marker_color_by": self.marker_color_by,
+        }
+
+    @classmethod
+    def from_snapshot(cls, session, data) -> "GaussianEMResult":
+        """The result of :meth:`snapshot`, reopened from its folder, with the restored
+        models as its live map, atomic model and markers."""
+        from gaussianem.analysis.result import load_result
+        device = data.get("device") or "cpu"
+        if device.startswith("cuda"):
+            import torch
+            if not torch.cuda.is_available():
+                device = "cpu"
+        gres = cls(session, load_result(data["outdir"], device=device), name=data.get("name"))
+        gres.k = int(data.get("k") or gres.k)
+        volume = data.get("volume")
+        if volume is not None and not volume.deleted:
+            gres.volume = volume
+            _watch_closed_volumes(session)
+        structure, base = data.get("structure"), data.get("base_coords")
+        if structure is not None and not structure.deleted and base is not None \
+                and len(base) == structure.num_atoms:
+            gres.attach_structure(structure, base=base, to_model=data.get("to_model"))
+        markers = data.get("marker_set")
+        if markers is not None and not markers.deleted:
+            gres.marker_set = markers
+        gres.marker_color_by = data.get("marker_color_by") or gres.marker_color_by
+        z = data.get("z")
+        gres.z = None if z is None else gres.result.check_z(z)[0]
+        return gres
 
 
 def _displace(interpolator, displacement) -> np.ndarray:
@@ -390,13 +476,41 @@ def blue_white_red(t) -> np.ndarray:
     return np.round(rgba).astype(np.uint8)
 
 
+class _UpdateQueue(set):
+    """A set whose ``remove`` of a missing member does nothing (see :func:`_watch_closed_volumes`)."""
+
+    def remove(self, item) -> None:
+        self.discard(item)
+
+
+def _guard_volume_updates(session) -> None:
+    """Make the session's volume update manager safe against re-entry.
+
+    ChimeraX 1.7's manager keeps two sets of maps waiting for new surfaces and, each
+    "graphics update", takes every displayed one out of both with ``set.remove`` and
+    computes its surfaces. Computing a map's first surface adds a surface model; when the
+    session had no models that makes ChimeraX fit the camera, which fires "graphics
+    update" again from inside the loop: the inner pass takes the other waiting maps out,
+    and the outer pass then fails with KeyError on them (as after playing a map series,
+    closing everything and opening a result), and keeps failing on every later frame, so
+    no map surface is computed again. Here the two sets become sets whose ``remove`` of
+    a missing map does nothing; they hold the same maps, and ChimeraX's code is unchanged."""
+    from chimerax.map.volume import VolumeUpdateManager
+    vm = getattr(session, "_volume_update_manager", None)
+    if vm is None:                       # made as ChimeraX makes it for the first map
+        session._volume_update_manager = vm = VolumeUpdateManager(session)
+    for name in ("_volumes_to_update", "_displayed_volumes_to_update"):
+        queue = getattr(vm, name, None)
+        if isinstance(queue, set) and not isinstance(queue, _UpdateQueue):
+            setattr(vm, name, _UpdateQueue(queue))
+
+
 def _watch_closed_volumes(session) -> None:
-    """Work around a ChimeraX 1.7 bug: closed maps that were hidden (as in a map series)
-    stay queued in the session's volume update manager, and a later map whose first
-    surface is computed inside that update's loop makes it fail (KeyError) on every
-    frame from then on, so no map surface is computed again. Closed models are removed
-    from the queue as they are closed. (The manager is ChimeraX's own; its two sets are
-    touched only with ``discard``.)"""
+    """Work around two ChimeraX 1.7 volume-update bugs. Closed maps that were hidden (as
+    in a map series) stay queued in the session's volume update manager; closed models
+    are removed from its queues as they are closed (touched only with ``discard``). And
+    the manager's update loop fails when it is re-entered (:func:`_guard_volume_updates`)."""
+    _guard_volume_updates(session)
     if getattr(session, "_gaussianem_close_handler", None) is not None:
         return
 
@@ -411,11 +525,138 @@ def _watch_closed_volumes(session) -> None:
     session._gaussianem_close_handler = session.triggers.add_handler("remove models", forget)
 
 
+# ---------------------------------------------------------------------------- run folders
+
+def unfinished_message(run: RunDir) -> str:
+    """What to tell the user about a run that has no particle latents yet: that it is
+    unfinished, after which epoch, and the command that resumes it."""
+    path = run.path
+    if os.path.exists(run.config):
+        config, done = run.read_config(), run.epochs_done()
+    elif os.path.exists(run.coarse.config):           # coarse to fine, still in the coarse stage
+        config, done = run.coarse.read_config(), run.coarse.epochs_done()
+    else:
+        config, done = {}, 0
+    asked = run.epochs_asked()
+    train = config.get("train", {})
+    where = (f"after epoch {done}" if done else "before its first epoch ended") + \
+        (f" of {asked}" if asked else "")
+    resume = (f"gaussianem train {_quote(train.get('particles') or 'PARTICLES')} consensus "
+              f"{_quote(train.get('consensus') or 'MAP')} outdir {_quote(path)} resume true")
+    return (f"the GaussianEM run in {path} is unfinished: training stopped {where}, so there are no "
+            f"particle latents yet ({RunDir.LATENTS} is written when training ends). "
+            f"Resume it with: {resume}")
+
+
+def run_files(result) -> list[tuple[str, str]]:
+    """(path, what it is) of every file a result's run reads or is made of: its particle
+    file, consensus map and atomic model (config.json's ``train``), and the run folder's
+    own files and folders (config.json, checkpoint.pt, latents.npz, checkpoints/, ...)."""
+    train = result.config.get("train", {})
+    out = [(train[key], what) for key, what in (("particles", "the particle file"),
+                                                ("consensus", "the consensus map"),
+                                                ("model", "the atomic model"),
+                                                ("init_from", "the run it was initialised from"))
+           if isinstance(train.get(key), str) and train.get(key)]
+    run = result.run
+    names = sorted({v for k, v in vars(RunDir).items() if k.isupper() and isinstance(v, str)})
+    out += [(run.file(name), f"the run folder's {name}") for name in names]
+    return out
+
+
+def _overwrites(path: str, other: str) -> bool:
+    """Writing ``path`` would write over ``other``: the same file (also through a link),
+    or an existing file inside the folder ``other``."""
+    a, b = os.path.realpath(path), os.path.realpath(os.path.abspath(os.path.expanduser(other)))
+    if a == b or (os.path.exists(a) and a.startswith(b.rstrip(os.sep) + os.sep)):
+        return True
+    try:
+        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_save_path(result, path: str, replace: bool = False, also=()) -> None:
+    """Refuse to write ``path`` when it is a file the run reads or is made of
+    (:func:`run_files`, and the files in ``also``), or when it exists and not ``replace``."""
+    files = run_files(result) + [(f, "the selection file") for f in also if f]
+    for f, what in files:
+        if _overwrites(path, os.fspath(f)):
+            raise UserError(f"cannot save to {path}: it is {what} of the GaussianEM run in {result.outdir}, "
+                            "which is never overwritten; choose another file name")
+    if os.path.isdir(path):
+        raise UserError(f"cannot save to {path}: it is a folder; give a file name (.star or .cs)")
+    if os.path.exists(path) and not replace:
+        raise UserError(f"{path} already exists: add 'replace true' to overwrite it, or choose another "
+                        "file name")
+
+
 # ---------------------------------------------------------------------------- the session's
 
+STATE_TAG = "gaussianem"        # the session's state manager (session.get_state_manager)
+
+
+class GaussianEMState(StateManager):
+    """The GaussianEM state of a ChimeraX session: its current result.
+
+    Registered with ``session.add_state_manager`` when a result is first opened, so that
+    ``close session`` clears it (:meth:`reset_state`) and a session file saves it
+    (:meth:`take_snapshot`: the result folder, the current latent and the live map,
+    atomic model and markers, by reference) and restores it (:meth:`restore_snapshot`:
+    the result is reopened from its folder, and ``gaussianem show`` moves the restored
+    map and model)."""
+
+    def __init__(self, session, result: GaussianEMResult | None = None):
+        self.session = session
+        self.result = result
+
+    def reset_state(self, session) -> None:
+        self.result = None
+
+    def include_state(self) -> bool:
+        return self.result is not None
+
+    def take_snapshot(self, session, flags) -> dict:
+        return {"version": 1, "result": None if self.result is None else self.result.snapshot()}
+
+    @classmethod
+    def restore_snapshot(cls, session, data) -> "GaussianEMState":
+        state = cls(session)
+        snap = (data or {}).get("result")
+        if snap is None:
+            return state
+        try:
+            state.result = GaussianEMResult.from_snapshot(session, snap)
+        except (GaussianEMError, OSError, RuntimeError, KeyError, ValueError) as e:
+            # the rest of the session still opens; only the link to the result is lost
+            session.logger.warning(
+                f"GaussianEM: the result {snap.get('outdir')} of this session cannot be reopened ({e}); "
+                "its maps and models are restored as they were saved, and 'gaussianem open' makes "
+                "it current again")
+        else:
+            r = state.result
+            session.logger.info(f"GaussianEM: restored result {r.outdir}"
+                                + ("" if r.volume is None else f", map #{r.volume.id_string}")
+                                + ("" if r.structure is None else f", atomic model #{r.structure.id_string}"))
+        return state
+
+
+def session_state(session, create: bool = False) -> GaussianEMState | None:
+    """The session's :class:`GaussianEMState` (made and registered with ``create``)."""
+    try:
+        return session.get_state_manager(STATE_TAG)
+    except KeyError:
+        if not create:
+            return None
+    state = GaussianEMState(session)
+    session.add_state_manager(STATE_TAG, state)
+    return state
+
+
 def current_result(session) -> GaussianEMResult | None:
-    """The session's current result (the last one opened), or None."""
-    return getattr(session, "_gaussianem_result", None)
+    """The session's current result (the last one opened, or restored), or None."""
+    state = session_state(session)
+    return None if state is None else state.result
 
 
 def require_result(session) -> GaussianEMResult:
@@ -436,6 +677,9 @@ def open_result(session, path, model=None, device: str = "cpu") -> GaussianEMRes
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
     if not os.path.exists(path):
         raise UserError(f"no such GaussianEM result folder: {path}")
+    run = RunDir(path)
+    if run.exists() and not os.path.exists(run.config):      # coarse to fine, in its coarse stage
+        raise UserError(unfinished_message(run))
     if device.startswith("cuda"):
         import torch
         if not torch.cuda.is_available():
@@ -459,16 +703,22 @@ def open_result(session, path, model=None, device: str = "cpu") -> GaussianEMRes
                 session.models.close([gres.volume] + ([structure] if opened else []))
                 raise
             session.logger.warning(f"the training model is not moved with the map: {e}")
-    session._gaussianem_result = gres
+    session_state(session, create=True).result = gres
     mc = result.model_config
     latent = (f"{mc.zdim} ({mc.zdim_conf} conformational + {mc.zdim_comp} compositional)"
               if mc.split else f"{mc.zdim}")
-    msg = (f"Opened GaussianEM result {path}: epoch {result.epoch}, {result.n_particles} particles, "
-           f"latent size {latent}, {len(result.base)} Gaussians; map #{gres.volume.id_string}")
+    particles = (f"epoch {result.epoch}, {result.n_particles} particles" if gres.finished
+                 else f"unfinished run ({result.run.epochs_done()} epochs trained)")
+    msg = (f"Opened GaussianEM result {path}: {particles}, latent size {latent}, {len(result.base)} "
+           f"Gaussians; map #{gres.volume.id_string}")
     if gres.structure is not None:
         msg += f", atomic model #{gres.structure.id_string}"
     session.logger.info(msg)
-    _log_health(session, result)
+    if gres.finished:
+        _log_health(session, result)
+    else:
+        session.logger.warning(f"{unfinished_message(result.run)}. Until then only 'gaussianem show z ...' "
+                               "and 'gaussianem markers' work.")
     return gres
 
 

@@ -127,7 +127,7 @@ class LatentExplorer(ToolInstance):
     """The tool window: panel + live updater for the session's current result."""
 
     SESSION_ENDURING = False
-    SESSION_SAVE = False          # reopen with 'gaussianem open' (the result lives on disk)
+    SESSION_SAVE = False          # the result is restored with a session; the window is not
     help = "help:user/commands/gaussianem.html#explorer"
 
     def __init__(self, session, tool_name=TOOL_NAME, result=None):

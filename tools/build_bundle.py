@@ -8,7 +8,8 @@ ChimeraX's own bundle builder ("devel build ." in the ChimeraX app) is not on Py
 script does the same job for the headless core used in tests: it reads bundle_info.xml,
 writes the "ChimeraX :: Bundle" classifier and the ChimeraXClassifier lines as the wheel's
 classifiers (that is how the toolshed finds the bundle and its commands and tools), and
-packages src/ (with src/docs/**, if present) as ``chimerax.gaussianem``. The engine package
+packages src/ (with src/docs/**, if present) as ``chimerax.gaussianem``, with the
+repository's LICENSE in the wheel's ``.dist-info/licenses/``. The engine package
 ``gaussianem`` is not bundled; the wheel declares it as a dependency.
 
 ``--install`` pip-installs the wheel with --no-deps --force-reinstall and deletes the
@@ -31,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 BUNDLE_INFO = REPO / "bundle_info.xml"
 SRC = REPO / "src"
 DIST = REPO / "dist"
+LICENSE = REPO / "LICENSE"
 
 
 def _text(root: ET.Element, tag: str, default: str = "") -> str:
@@ -99,6 +101,7 @@ def _pyproject(info: dict, packages: list[str]) -> str:
         f"packages = {q(packages)}",
         f"package-dir = {{{q(info['package'])} = \"src\"}}",
         "include-package-data = false",
+        'license-files = ["LICENSE"]',
         "",
         "[tool.setuptools.package-data]",
         f"{q(info['package'])} = {q(info['package_data'])}",
@@ -112,6 +115,8 @@ def build_wheel(dist: Path = DIST, quiet: bool = True) -> Path:
     info = read_bundle_info()
     if not (SRC / "__init__.py").is_file():
         raise SystemExit(f"build_bundle: {SRC}/__init__.py is missing")
+    if not LICENSE.is_file():
+        raise SystemExit(f"build_bundle: {LICENSE} is missing")
     # chimerax.gaussianem from src/, and its subpackages. No chimerax/__init__.py goes
     # into the wheel: that file belongs to the ChimeraX core.
     packages = [info["package"]] + sorted(
@@ -125,6 +130,7 @@ def build_wheel(dist: Path = DIST, quiet: bool = True) -> Path:
         shutil.copytree(SRC, stage / "src",
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         (stage / "README.txt").write_text(info["description"] + "\n")
+        shutil.copyfile(LICENSE, stage / "LICENSE")
         (stage / "pyproject.toml").write_text(_pyproject(info, packages))
         out = stage / "out"
         code = ("import sys, setuptools.build_meta as b; "
