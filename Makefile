@@ -65,3 +65,10 @@ GPU_OUT ?= gpu_check_out
 GPU_PY  ?= $(shell if python3 -c "import torch" >/dev/null 2>&1 || [ ! -x $(PY) ]; then echo python3; else echo $(PY); fi)
 gpu-check:
 	$(GPU_PY) tools/gpu_check.py --out $(GPU_OUT) $(GPU_CHECK)
+
+# a one-node SLURM cluster on this machine (Debian/Ubuntu, root): installs slurmctld, slurmd,
+# slurm-client and munge, writes /etc/slurm/slurm.conf, starts the daemons (docs/cluster.md).
+# tests/engine/cluster runs it itself; 'bash tools/setup_slurm.sh --stop' stops the daemons.
+.PHONY: slurm
+slurm:
+	bash tools/setup_slurm.sh

@@ -16,7 +16,7 @@ import gaussianem
 
 PKG = os.path.dirname(os.path.abspath(gaussianem.__file__))
 LAYERS = {"errors": 0, "progress": 0, "device": 0, "physics": 1, "io": 2, "model": 3, "train": 4,
-          "analysis": 5, "sim": 6, "bench": 7, "cli": 8}
+          "analysis": 5, "sim": 6, "bench": 7, "cluster": 7, "cli": 8}
 MAX_LINES = 400
 
 

@@ -22,6 +22,10 @@ examples:
       --init-from run1 --epochs 10
   torchrun --nproc_per_node 4 -m gaussianem.cli.main train particles.star \\
       --consensus map.mrc -o run3 --device cuda --amp
+  # as a SLURM job (4 GPUs, torchrun), then follow and stop it (docs/cluster.md)
+  gaussianem train particles.star --consensus map.mrc -o run5 --device cuda --amp \\
+      --submit slurm --partition gpu --gpus 4 --time 12:00:00
+  gaussianem status run5;  gaussianem stop run5
 """
 
 from __future__ import annotations
@@ -34,9 +38,16 @@ def add_args(p):
     p.add_argument("--progress", choices=["bar", "json", "none"], default="bar",
                    help="terminal bar, JSON lines on stdout (for ChimeraX), or nothing")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    from gaussianem.cluster.submit import add_arguments as add_submit_arguments
+    add_submit_arguments(p)              # --submit slurm and the job's resources (docs/cluster.md)
 
 
 def main(args):
+    from gaussianem.cluster.submit import check_local, submit
+    if args.submit:
+        submit(args)
+        return 0
+    check_local(args)
     from gaussianem.progress import Progress
     from gaussianem.train.config import from_arguments
     from gaussianem.train.loop import train
