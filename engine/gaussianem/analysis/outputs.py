@@ -49,10 +49,11 @@ def remove_stale(folder: str, prefix: str, extensions, keep: int) -> None:
 
 
 def write_models(result: Result, model_path: str, z: np.ndarray, folder: str,
-                 prefix: str = "model", chunk: int = 64) -> list[dict]:
+                 prefix: str = "model", chunk: int = 64, reference=None) -> list[dict]:
     """Write the atomic model displaced to each latent row, ``folder/model_000.pdb``
     (or .cif, as the input) ... Returns per model ``{"file", "bond_length_rms_change"}``
-    (Angstrom, over the input's covalent bonds). Raises
+    (Angstrom, over the input's covalent bonds). ``reference``: the latent the model
+    stands for (displacements relative to it; None: relative to the consensus). Raises
     :class:`~gaussianem.model.displace.ModelOutsideMapError` if the model does not overlap the
     map."""
     z = result.check_z(z)
@@ -64,7 +65,7 @@ def write_models(result: Result, model_path: str, z: np.ndarray, folder: str,
     remove_stale(folder, prefix, (".pdb", ".cif"), len(z))
     out = []
     for s in range(0, len(z), chunk):
-        moved = result.displace_model(model, z[s:s + chunk], interpolator=interp)
+        moved = result.displace_model(model, z[s:s + chunk], interpolator=interp, reference=reference)
         moved = moved if isinstance(moved, list) else [moved]
         for i, m in enumerate(moved):
             p = os.path.join(folder, f"{prefix}_{s + i:03d}{ext}")

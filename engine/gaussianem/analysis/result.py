@@ -187,11 +187,31 @@ class Result:
             self._pca_cache[part] = PCA(mean, comps, var / max(var.sum(), 1e-30), x @ vt.T, np.sqrt(var) + 1e-12)
         return self._pca_cache[part]
 
-    def trajectory(self, pc: int = 1, steps: int = 10, range_sd=(-2.0, 2.0), start=None, end=None,
+    def pc_percentiles(self, pc: int = 1, part: str = "all", q=(5.0, 95.0)) -> tuple[float, float]:
+        """The particles' ``q`` percentiles (default 5th and 95th, cryoDRGN's trajectory
+        range) of their scores along principal component ``pc`` (of ``part``), in sd."""
+        p = self.pca(part)
+        if not 1 <= int(pc) <= len(p.components):
+            raise ResultError(f"principal component {pc} does not exist (1 to {len(p.components)})")
+        lo, hi = np.percentile(p.scores[:, int(pc) - 1] / p.sd[int(pc) - 1], q)
+        return float(lo), float(hi)
+
+    def medoid_index(self, sample: int = 2000) -> int:
+        """The medoid particle: least summed latent distance to the others (a state the
+        particles have, unlike the mean); over a fixed random ``sample`` of candidates and
+        of others when there are more particles."""
+        z = self.require_z().astype(np.float64)
+        rng = np.random.default_rng(0)
+        idx = np.arange(len(z)) if len(z) <= sample else np.sort(rng.choice(len(z), sample, replace=False))
+        cost = np.sqrt(((z[idx, None, :] - z[None, idx, :]) ** 2).sum(-1)).sum(1)
+        return int(idx[np.argmin(cost)])
+
+    def trajectory(self, pc: int = 1, steps: int = 10, range_sd=None, start=None, end=None,
                    part: str = "all") -> np.ndarray:
         """Latents (steps, zdim): along principal component ``pc`` (of ``part``) from
-        ``range_sd[0]`` to ``range_sd[1]`` standard deviations, or on the straight line from
-        ``start`` to ``end``."""
+        ``range_sd[0]`` to ``range_sd[1]`` standard deviations (default: the particles' 5th
+        to 95th percentiles, :meth:`pc_percentiles`), or on the straight line from ``start``
+        to ``end``."""
         if steps < 2:
             raise ResultError("a trajectory needs at least 2 steps")
         t = np.linspace(0, 1, steps, dtype=np.float32)[:, None]
@@ -201,6 +221,8 @@ class Result:
         p = self.pca(part)
         if not 1 <= pc <= len(p.components):
             raise ResultError(f"principal component {pc} does not exist (1 to {len(p.components)})")
+        if range_sd is None:
+            range_sd = self.pc_percentiles(pc, part)
         vals = range_sd[0] + t[:, 0] * (range_sd[1] - range_sd[0])
         return np.stack([p.latent(pc, v) for v in vals])
 
@@ -300,13 +322,17 @@ class Result:
     def interpolator(self, atoms_xyz_physical, name="the atomic model"):
         return AtomInterpolator(self.grid.to_engine(atoms_xyz_physical), self.base.centres.numpy(), name=name)
 
-    def displace_model(self, model, z, interpolator=None):
+    def displace_model(self, model, z, interpolator=None, reference=None):
         """The atomic model (path or :class:`~gaussianem.io.models.AtomicModel`, physical
         frame of the consensus map) moved to latent ``z``; one latent -> one model, several
-        -> a list."""
+        -> a list. ``reference``: the latent the model stands for
+        (:func:`gaussianem.analysis.reference.model_latent`); displacements are then taken
+        relative to it. None: relative to the consensus Gaussians."""
         m = model if isinstance(model, AtomicModel) else read_model(model)
         interp = interpolator or self.interpolator(m.coords, name=m.path or "the atomic model")
         disp = interp(self.decode(z)["displacement"]).numpy()
+        if reference is not None:
+            disp = disp - interp(self.decode(reference)["displacement"]).numpy()
         models = [m.with_coords(m.coords + d) for d in disp]
         return models[0] if len(models) == 1 else models
 

@@ -57,6 +57,10 @@ def add_args(p):
     p.add_argument("--model", help="atomic model (.pdb/.cif) fitted in the consensus map "
                                    "(default: the model given at training)")
     p.add_argument("--no-model", action="store_true", help="write volumes only")
+    p.add_argument("--reference", default="auto", metavar='auto|consensus|"V1 V2 ..."',
+                   help="the state the model stands for: auto (default) finds the latent whose deformed "
+                        "Gaussians best match the model and moves it relative to that; consensus moves it "
+                        "relative to the consensus Gaussians; or that state's latent values")
     p.add_argument("--seed", type=int, default=0, help="with --kmeans: k-means seed (default 0)")
     p.add_argument("--device", default="cpu", help="cpu (default), auto or cuda[:N]")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -115,14 +119,28 @@ def main(args):
     if kind == "deformed":
         result.consensus_map()                                        # its error before any writing
     model = None if args.no_model else (args.model or result.default_model_path())
-    models = write_models(result, model, z, out) if model else []   # fails early if off the map
+    reference, ref_info = None, None
+    if model and args.reference == "auto":
+        from gaussianem.analysis.reference import model_latent
+        from gaussianem.io.models import read_model
+        ml = model_latent(result, read_model(model))
+        reference = ml.z
+        ref_info = {"z": ml.z.tolist(), "distance_A": ml.distance, "consensus_distance_A": ml.consensus_distance}
+        print(f"the model matches latent [{' '.join(f'{v:.3g}' for v in ml.z)}] (residues {ml.distance:.2f} A "
+              f"from the deformed Gaussians, {ml.consensus_distance:.2f} A from the consensus ones); "
+              "models are moved relative to it")
+    elif model and args.reference != "consensus":
+        from gaussianem.analysis.selection import parse_latent
+        reference = result.check_z(parse_latent(args.reference))[0]
+        ref_info = {"z": reference.tolist()}
+    models = write_models(result, model, z, out, reference=reference) if model else []   # fails early if off the map
     vols = write_volumes(result, z, out, grid, kind=kind)
     if not model:
         remove_stale(out, "model", (".pdb", ".cif"), 0)               # from an earlier run
     report = {"result": result.outdir, "source": source, "grid": grid.as_dict(), "map": kind,
               "consensus": result.consensus_path if kind == "deformed" else None,
               "z": z.tolist(), "volumes": [os.path.basename(v) for v in vols],
-              "model": os.path.abspath(model) if model else None,
+              "model": os.path.abspath(model) if model else None, "model_reference": ref_info,
               "models": [{"file": os.path.basename(m["file"]),
                           "bond_length_rms_change": m["bond_length_rms_change"]} for m in models]}
     write_json(os.path.join(out, "generate.json"), report)

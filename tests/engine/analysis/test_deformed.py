@@ -242,3 +242,30 @@ def test_generate_map_choice_and_force(tiny_result, tmp_path, capsys):
                  "--map", "deformed"]) == 1
     assert "no longer exists" in capsys.readouterr().err
     assert not (tmp_path / "g3").exists() or not list((tmp_path / "g3").iterdir())
+
+
+def test_a_model_at_an_end_state_finds_its_latent_and_lands_on_the_other_end(trained, tiny_sim):
+    """An atomic model fitted at one end of the hinge (the simulator's model turned to the
+    first true state) stands for that state: model_latent finds latents whose particles
+    are at that end, and moving the model relative to it to the other end's latent lands
+    closer to the true other end than moving it relative to the consensus does."""
+    from gaussianem.analysis.reference import model_latent
+    r = load_result(trained)
+    truth = ev.load_truth(str(tiny_sim))
+    model = read_model(tiny_sim / "model.pdb")
+    mask, point, axis = default_hinge(model)
+    levels, motion = truth["eval_motion"], truth["motion"]
+    angle = lambda t: (t - 0.5) * float(truth["hinge_angle"])
+    ends = (0, len(levels) - 1)
+    models = {k: model.with_coords(hinge_rotation(model, mask, point, axis, angle(levels[k]))) for k in ends}
+    z_end = {k: np.median(r.z[np.abs(motion - levels[k]) < 0.15], axis=0) for k in ends}
+    for k, other in (ends, ends[::-1]):
+        ml = model_latent(r, models[k])
+        assert ml.distance < ml.consensus_distance
+        near = np.argsort(((r.z - ml.z) ** 2).sum(1))[:20]
+        assert abs(motion[near].mean() - levels[k]) < 0.3, (k, motion[near].mean())
+        rel = r.displace_model(models[k], z_end[other], reference=ml.z).coords
+        plain = r.displace_model(models[k], z_end[other]).coords
+        target = models[other].coords
+        rmsd = lambda x: float(np.sqrt(((x - target) ** 2).sum(1).mean()))
+        assert rmsd(rel) < rmsd(plain), (k, rmsd(rel), rmsd(plain))

@@ -118,9 +118,11 @@ def test_generate_particle_model(tiny_result, tiny_sim, tmp_path, capsys):
         assert np.array_equal(getattr(a, field), getattr(b, field)), field
     assert np.allclose(a.b_factors, b.b_factors)
     r = load_result(tiny_result)
-    expect = r.displace_model(a, r.particle_z(3))
-    assert np.allclose(b.coords, expect.coords, atol=2e-3)   # PDB keeps 3 decimals
     rep = json.loads((out / "generate.json").read_text())
+    ref = np.asarray(rep["model_reference"]["z"], dtype=np.float32)     # the state the model stands for
+    expect = r.displace_model(a, r.particle_z(3), reference=ref)
+    assert np.allclose(b.coords, expect.coords, atol=2e-3)   # PDB keeps 3 decimals
+    assert "the model matches latent" in printed
     assert rep["models"][0]["file"] == "model_000.pdb"
     rms = rep["models"][0]["bond_length_rms_change"]
     assert f"{rms:.3f}" in printed
