@@ -29,7 +29,8 @@ if not path:
 out = os.environ.get("GAUSSIANEM_OUT") or os.path.join(path, "chimerax_example")
 os.makedirs(out, exist_ok=True)
 
-# Open the result: consensus Gaussians' map, latents, and the atomic model it was trained with.
+# Open the result: latents, the medoid particle's map (the deformed consensus while the run's
+# consensus map file is there) and the atomic model it was trained with.
 r = open_result(session, path)
 n, zdim = r.result.z.shape
 pca = r.pca()
@@ -41,8 +42,9 @@ session.logger.info(f"particle 0 has latent {z}")
 r.show(pc=(1, 2.0))                       # 2 sd along the first principal component
 r.show(z=pca.mean)                        # any latent of the right size
 
-# A trajectory along PC1: a map series and a model with one coordinate set per step.
-series, model = r.trajectory(pc=1, steps=10, range_sd=(-2, 2))
+# A trajectory along PC1 (the particles' 5th to 95th percentiles): a map series and a model
+# with one coordinate set per step.
+series, model = r.trajectory(pc=1, steps=10)
 run(session, f"vseries play #{series.id_string} loop true")
 if model is not None:
     run(session, f"coordset #{model.id_string} loop 2")

@@ -7,9 +7,10 @@ Users see keywords in camelCase (``zdimConf``); Python uses snake_case (``zdim_c
     gaussianem train PARTICLES consensus MAP|#MAP [model FILE|#MODEL] [outdir PATH]
         [epochs N] [zdim N] [zdimConf N] [zdimComp N] [batchSize N] [downsample N]
         [fineGaussians N] [device auto|cpu|cuda] [wait true|false] [resume true|false]
-    gaussianem open OUTDIR [model FILE|#MODEL] [device cpu|cuda]
+    gaussianem open OUTDIR [model FILE|#MODEL] [device cpu|cuda] [map gaussians|deformed]
     gaussianem show [z V1,V2,...] [particle I] [pc K value V [latentPart all|conf|comp]] [cluster C [k K]]
-    gaussianem trajectory [pc K] [steps N] [range A,B] [latentPart all|conf|comp]
+        [map gaussians|deformed]
+    gaussianem trajectory [pc K] [steps N] [range A,B] [latentPart all|conf|comp] [map gaussians|deformed]
     gaussianem markers [colorBy displacement|amplitude] [z V1,...|particle I]
     gaussianem subset (cluster C[,C...] [k K] | particles FILE | pcRange K,A,B [latentPart all|conf|comp])
         save FILE.star|.cs [replace true|false]
@@ -37,6 +38,7 @@ from chimerax.core.errors import UserError
 BUNDLE_DIST = "ChimeraX-GaussianEM"
 ENGINE_DIST = "gaussianem"
 DEVICES = ["auto", "cpu", "cuda"]
+MAP_KINDS = ["gaussians", "deformed"]     # session_result.MAP_KINDS
 
 
 def _dist_version(dist):
@@ -346,10 +348,10 @@ gaussianem_stop_desc = CmdDesc(optional=[("job_id", PositiveIntArg)],
 
 # ---------------------------------------------------------------------------- open, show
 
-def gaussianem_open(session, outdir, model=None, device="cpu"):
-    """Open a training result: its map, latents and atomic model; start the Latent
-    Explorer in the GUI."""
-    res = _state().open_result(session, outdir, model=model, device=device)
+def gaussianem_open(session, outdir, model=None, device="cpu", map=None):  # noqa: A002
+    """Open a training result: its map (deformed consensus or rendered from the
+    Gaussians, ``map``), latents and atomic model; start the Latent Explorer in the GUI."""
+    res = _state().open_result(session, outdir, model=model, device=device, map_kind=map)
     if session.ui.is_gui and res.finished:      # an unfinished run has no latents to explore
         from .tool import show_explorer
         try:
@@ -361,7 +363,7 @@ def gaussianem_open(session, outdir, model=None, device="cpu"):
 
 gaussianem_open_desc = CmdDesc(
     required=[("outdir", OpenFolderNameArg)],
-    keyword=[("model", StructureOrFileArg), ("device", EnumOf(["cpu", "cuda"]))],
+    keyword=[("model", StructureOrFileArg), ("device", EnumOf(["cpu", "cuda"])), ("map", EnumOf(MAP_KINDS))],
     synopsis="open a trained GaussianEM model")
 
 
@@ -383,8 +385,9 @@ def _describe(z) -> str:
 
 
 def gaussianem_show(session, z=None, particle=None, pc=None, value=None, cluster=None, k=None, part=None,
-                    latent_part=None):
-    """Move the current result's map and model to a latent; returns the latent."""
+                    latent_part=None, map=None):  # noqa: A002
+    """Move the current result's map and model to a latent (the map's kind: ``map``, this
+    call only); returns the latent."""
     res = _state().require_result(session)
     part = _latent_part(part, latent_part)
     if (pc is None) != (value is None):
@@ -393,7 +396,7 @@ def gaussianem_show(session, z=None, particle=None, pc=None, value=None, cluster
     if k is not None and cluster is None:
         raise UserError("k (the number of k-means clusters) goes with cluster")
     latent = res.show(z=z, particle=particle, pc=None if pc is None else (pc, value),
-                      cluster=cluster, k=k, part=part)
+                      cluster=cluster, k=k, part=part, kind=map)
     if z is not None:
         what = "latent"
     elif particle is not None:
@@ -403,29 +406,37 @@ def gaussianem_show(session, z=None, particle=None, pc=None, value=None, cluster
     elif cluster is not None:
         what = f"k-means cluster {cluster} (k={k or res.k}) centre"
     else:
-        what = "mean latent"
-    session.logger.info(f"GaussianEM: showing {what}, z = ({_describe(latent)})")
+        what = f"the medoid particle {res.medoid}"
+    kind = "" if map is None or map == res.map_kind else f" ({map} map)"
+    session.logger.info(f"GaussianEM: showing {what}{kind}, z = ({_describe(latent)})")
+    if pc is not None:
+        warning = res.pc_value_warning(pc, value, part)
+        if warning:
+            session.logger.warning(warning)
     return latent
 
 
 gaussianem_show_desc = CmdDesc(
     keyword=[("z", FloatsArg), ("particle", NonNegativeIntArg), ("pc", PositiveIntArg), ("value", FloatArg),
              ("cluster", IntArg), ("k", PositiveIntArg), ("latent_part", EnumOf(LATENT_PARTS)),
-             ("part", EnumOf(LATENT_PARTS))],
+             ("part", EnumOf(LATENT_PARTS)), ("map", EnumOf(MAP_KINDS))],
     synopsis="show the map of a point in latent space")
 
 
-def gaussianem_trajectory(session, pc=1, steps=10, range=(-2.0, 2.0), part=None,  # noqa: A002
-                          latent_part=None):
+def gaussianem_trajectory(session, pc=1, steps=10, range=None, part=None,  # noqa: A002
+                          latent_part=None, map=None):  # noqa: A002
     """Maps (a map series) and an atomic model (one coordinate set per step) along a
-    principal component, from range[0] to range[1] standard deviations."""
+    principal component, from range[0] to range[1] standard deviations (default: the
+    particles' 5th to 95th percentiles along it)."""
     res = _state().require_result(session)
     part = _latent_part(part, latent_part)
     if steps < 2:
         raise UserError(f"a trajectory needs at least 2 steps, got {steps}")
-    series, copy = res.trajectory(pc=pc, steps=steps, range_sd=range, part=part)
-    msg = (f"GaussianEM PC{pc} trajectory, {steps} steps from {range[0]:g} to {range[1]:g} sd: "
-           f"maps #{series.id_string} (vseries play #{series.id_string})")
+    rng = range if range is not None else res.pc_range(pc, part)
+    series, copy = res.trajectory(pc=pc, steps=steps, range_sd=rng, part=part, kind=map)
+    where = "" if range is not None else " (the particles' 5th to 95th percentiles)"
+    msg = (f"GaussianEM PC{pc} trajectory, {steps} steps from {rng[0]:.3g} to {rng[1]:.3g} sd{where}, "
+           f"{res.kind_for(map)} maps #{series.id_string} (vseries play #{series.id_string})")
     if copy is not None:
         msg += f", model #{copy.id_string} (coordset #{copy.id_string})"
     session.logger.info(msg)
@@ -434,7 +445,7 @@ def gaussianem_trajectory(session, pc=1, steps=10, range=(-2.0, 2.0), part=None,
 
 gaussianem_trajectory_desc = CmdDesc(
     keyword=[("pc", PositiveIntArg), ("steps", PositiveIntArg), ("range", Float2Arg),
-             ("latent_part", EnumOf(LATENT_PARTS)), ("part", EnumOf(LATENT_PARTS))],
+             ("latent_part", EnumOf(LATENT_PARTS)), ("part", EnumOf(LATENT_PARTS)), ("map", EnumOf(MAP_KINDS))],
     synopsis="play maps along a path through latent space")
 
 

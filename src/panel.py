@@ -2,8 +2,9 @@
 
 :class:`LatentPanel` shows the particles' latents (PCA, or the UMAP written by
 ``gaussianem analyze``) as a density-coloured scatter plot with the k-means centres
-marked, sliders along the first principal components (in standard deviations), play and
-loop along a component, and, for a split latent, a composition switch. Every action ends
+marked, sliders along the first principal components (in standard deviations, over the
+particles' range along each when ``pc_ranges`` gives it), play and loop along a component,
+and, for a split latent, a composition switch. Every action ends
 in one call, ``on_latent(z)``, with the latent to show; the tool
 (:mod:`.tool`) turns that into a ``gaussianem show`` command. Because it takes data
 and a callback only, it is built and tested without ChimeraX (offscreen Qt).
@@ -11,6 +12,8 @@ and a callback only, it is built and tested without ChimeraX (offscreen Qt).
 Slider semantics: moving PC k's slider to v moves the current latent along PC k only,
 to score v standard deviations, keeping its other components; from the mean latent
 that is exactly ``pca.latent(k, v)``. Clicking a point picks that particle's latent.
+With ``home_particle`` (the tool gives the medoid particle) the panel starts at that
+particle's latent, and its Medoid button returns there; without, at the mean (Mean).
 With the composition switch off, the compositional part of every latent sent is held at
 the particles' mean, so only conformational change is shown.
 """
@@ -43,10 +46,13 @@ class LatentPanel(QWidget):
     ``scores`` (N, k), ``explained`` and ``latent(pc, value)`` (the engine's PCA);
     ``centre_index``: particles at the k-means centres; ``umap``: (N, 2) or None;
     ``split``: (zdim_conf, zdim_comp) or None; ``on_latent(z)``: called with each latent
-    to show.
+    to show; ``home_particle``: the particle to start from and return to (else the mean);
+    ``pc_ranges``: (low, high) sd per PC for its slider and player (the tool gives the
+    particles' 5th-95th percentiles), else +-``slider_range_sd`` and +-``play_range_sd``.
     """
 
     def __init__(self, z, pca, *, centre_index=None, umap=None, split=None, on_latent=None,
+                 home_particle=None, pc_ranges=None,
                  n_sliders: int = 3, slider_range_sd: float = 3.0, play_range_sd: float = 2.0,
                  play_step_sd: float = 0.2, play_interval_ms: int = 100, parent=None):
         super().__init__(parent)
@@ -58,9 +64,11 @@ class LatentPanel(QWidget):
         self.on_latent = on_latent
         self.play_range_sd = float(play_range_sd)
         self.play_step_sd = float(play_step_sd)
-        self.current = np.asarray(pca.mean, dtype=np.float32).copy()
-        self.current_particle = None
+        self.home_particle = None if home_particle is None else int(home_particle)
+        self._pc_ranges = pc_ranges
         self._mean = np.asarray(pca.mean, dtype=np.float32)
+        self.current = self._home()
+        self.current_particle = self.home_particle
         self._n_pcs = len(pca.components)
         self._view = "pca"
         self._play_direction = 1
@@ -85,13 +93,24 @@ class LatentPanel(QWidget):
         grid = QGridLayout()
         self.sliders: list[QSlider] = []
         self._slider_labels: list[QLabel] = []
+        #: (low, high) ticks of each slider; the player steps between them
+        self.slider_ticks: list[tuple[int, int]] = []
         ticks = int(round(slider_range_sd * SLIDER_TICKS_PER_SD))
         for k in range(min(n_sliders, self._n_pcs)):
             pct = 100 * float(pca.explained[k]) if len(pca.explained) > k else 0.0
             grid.addWidget(QLabel(f"PC{k + 1} ({pct:.0f}%)"), k, 0)
             s = QSlider(Qt.Orientation.Horizontal)
-            s.setRange(-ticks, ticks)
+            if pc_ranges is not None:           # outward to whole ticks, always through 0 (the mean)
+                lo, hi = pc_ranges[k]
+                rng = (min(0, int(np.floor(lo * SLIDER_TICKS_PER_SD + 1e-6))),
+                       max(0, int(np.ceil(hi * SLIDER_TICKS_PER_SD - 1e-6))))
+                s.setToolTip(f"PC{k + 1} from {lo:+.2f} to {hi:+.2f} sd: the particles' 5th to 95th "
+                             "percentiles")
+            else:
+                rng = (-ticks, ticks)
+            s.setRange(*rng)
             s.setValue(0)
+            self.slider_ticks.append(rng)
             s.valueChanged.connect(lambda v, pc=k + 1: self._slider_moved(pc, v))
             grid.addWidget(s, k, 1)
             label = QLabel("+0.0 sd")
@@ -110,7 +129,10 @@ class LatentPanel(QWidget):
         self.play_button.toggled.connect(lambda on: self.play() if on else self.stop())
         self.loop = QCheckBox("Loop")
         self.loop.setChecked(True)
-        self.mean_button = QPushButton("Mean")
+        self.mean_button = QPushButton("Mean" if self.home_particle is None else "Medoid")
+        if self.home_particle is not None:
+            self.mean_button.setToolTip(f"Back to particle {self.home_particle}, the medoid: the particle "
+                                        "nearest all the others in latent space")
         self.mean_button.clicked.connect(self.reset)
         player.addWidget(QLabel("Trajectory"))
         player.addWidget(self.play_pc)
@@ -134,6 +156,7 @@ class LatentPanel(QWidget):
         self.timer = QTimer(self)
         self.timer.setInterval(int(play_interval_ms))
         self.timer.timeout.connect(self._play_tick)
+        self._sync_sliders()
         self._draw()
 
     # ------------------------------------------------------------------ plot
@@ -254,10 +277,15 @@ class LatentPanel(QWidget):
     def pc_value(self, pc: int) -> float:
         return self.sliders[pc - 1].value() / SLIDER_TICKS_PER_SD
 
+    def _home(self) -> np.ndarray:
+        if self.home_particle is None:
+            return self._mean.copy()
+        return self.z[self.home_particle].copy()
+
     def reset(self) -> None:
-        """Back to the mean latent."""
-        self.current = self._mean.copy()
-        self.current_particle = None
+        """Back to the home particle's latent (the medoid in the tool), else the mean."""
+        self.current = self._home()
+        self.current_particle = self.home_particle
         self._sync_sliders()
         self._move_current_marker()
         self._emit()
@@ -305,15 +333,24 @@ class LatentPanel(QWidget):
     def playing(self) -> bool:
         return self.timer.isActive()
 
+    def play_range(self, pc: int) -> tuple[float, float]:
+        """(low, high) sd the player steps between along PC ``pc``: its slider's range
+        with ``pc_ranges``, else +-``play_range_sd``."""
+        if self._pc_ranges is None:
+            return -self.play_range_sd, self.play_range_sd
+        lo, hi = self.slider_ticks[pc - 1]
+        return lo / SLIDER_TICKS_PER_SD, hi / SLIDER_TICKS_PER_SD
+
     def play(self, pc: int | None = None) -> None:
-        """Step along a PC's slider from -range to +range sd (back and forth with Loop)."""
+        """Step along a PC from the low to the high end of :meth:`play_range` (back and
+        forth with Loop)."""
         if not self.sliders:
             return
         if pc is not None:
             self.play_pc.setCurrentIndex(pc - 1)
         self._play_direction = 1
         pc = self.play_pc.currentIndex() + 1
-        self.set_pc_value(pc, -self.play_range_sd)
+        self.set_pc_value(pc, self.play_range(pc)[0])
         if not self.play_button.isChecked():
             self.play_button.blockSignals(True)
             self.play_button.setChecked(True)
@@ -329,11 +366,14 @@ class LatentPanel(QWidget):
 
     def _play_tick(self) -> None:
         pc = self.play_pc.currentIndex() + 1
-        v = self.pc_value(pc) + self._play_direction * self.play_step_sd
-        if v > self.play_range_sd + 1e-9 or v < -self.play_range_sd - 1e-9:
+        lo, hi = self.play_range(pc)
+        now = self.pc_value(pc)
+        end = hi if self._play_direction > 0 else lo
+        if abs(now - end) < 1e-9:                  # at an end: back (Loop) or stop
             if not self.loop.isChecked():
                 self.stop()
                 return
             self._play_direction *= -1
-            v = self.pc_value(pc) + self._play_direction * self.play_step_sd
-        self.set_pc_value(pc, v)
+            end = hi if self._play_direction > 0 else lo
+        v = now + self._play_direction * self.play_step_sd
+        self.set_pc_value(pc, min(v, end) if self._play_direction > 0 else max(v, end))

@@ -8,12 +8,18 @@ result, which the ``gaussianem`` commands and the Latent Explorer act on, and th
 scripting interface::
 
     from chimerax.gaussianem import open_result
-    r = open_result(session, "/data/run1")
+    r = open_result(session, "/data/run1")   # shows the medoid particle's state
     r.show(particle=12)              # the map and model of particle 12's latent
     r.show(pc=(1, 2.0))              # 2 sd along the first principal component
-    r.trajectory(pc=1, steps=10)     # a map series and a multi-frame model
+    r.show(particle=12, kind="gaussians")   # this once, the map rendered from the Gaussians
+    r.trajectory(pc=1, steps=10)     # a map series and a multi-frame model (5th-95th percentiles)
     r.markers(color_by="displacement")
     r.subset(cluster=0, k=4, save="/data/run1/cluster0.star")
+
+Maps are the deformed consensus (``map_kind`` "deformed": the consensus map's own density
+carried by the decoded Gaussian motions, ``Result.volume(z, kind="deformed")``) when the
+run's consensus map file is there, else rendered from the Gaussians ("gaussians"), as
+:func:`resolve_map_kind` decides at opening.
 
 Moving to a latent changes the models in place: the Volume's data is replaced (its
 surface levels, colours and style stay as the user set them) and the atomic model's
@@ -35,7 +41,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from chimerax.core.commands import quote_path_if_necessary as _quote
@@ -48,6 +54,9 @@ from gaussianem.io.rundir import RunDir
 DEFAULT_K = 8            # k-means clusters when none are given (as `gaussianem analyze`)
 _CACHE_SIZE = 8          # generated states kept, so the tool's commands reuse its work
 COLOR_BY = ("displacement", "amplitude")
+MAP_KINDS = ("gaussians", "deformed")      # as gaussianem.analysis.result.MAP_KINDS (no torch here)
+TRAJECTORY_PERCENTILES = (5.0, 95.0)       # default trajectory and slider range (cryoDRGN's)
+PARTICLE_PERCENTILES = (0.5, 99.5)         # beyond these, 'show pc K value V' warns
 
 
 @dataclass
@@ -62,6 +71,7 @@ class Generated:
     widths: np.ndarray          # (N,) Angstrom
     atom_displacement: np.ndarray | None = None   # (M, 3) for the interpolator below
     interpolator: object = None
+    kind: str = "gaussians"     # how the map was made (MAP_KINDS)
 
 
 def latent_key(z) -> bytes:
@@ -92,12 +102,16 @@ class GaussianEMResult:
 
     Attributes: ``result`` (the engine's Result), ``volume`` (the Volume that shows the
     current state), ``structure`` (the atomic model moved with it, or None), ``z`` (the
-    current latent, or None while the consensus Gaussians are shown), ``marker_set``.
+    current latent, or None while the consensus is shown), ``marker_set``, ``map_kind``
+    (how maps are made unless a call says otherwise: "deformed" or "gaussians").
     """
 
-    def __init__(self, session, result, name: str | None = None):
+    def __init__(self, session, result, name: str | None = None, map_kind: str = "gaussians"):
+        if map_kind not in MAP_KINDS:
+            raise UserError(f"map must be one of {', '.join(MAP_KINDS)}, not {map_kind!r}")
         self.session = session
         self.result = result
+        self.map_kind = map_kind
         self.name = name or f"GaussianEM {os.path.basename(result.outdir.rstrip(os.sep))}"
         self.volume = None
         self.structure = None
@@ -108,9 +122,10 @@ class GaussianEMResult:
         self._base_coords = None          # atoms in the map's frame at the consensus
         self._interpolator = None
         self._to_model = None
-        self._cache: OrderedDict[bytes, Generated] = OrderedDict()
+        self._cache: OrderedDict[tuple, Generated] = OrderedDict()   # (latent, map kind)
         self._lock = threading.Lock()     # generation may run on the tool's worker thread
         self._kmeans = {}
+        self._medoid = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -141,6 +156,37 @@ class GaussianEMResult:
     def pca(self, part: str = "all"):
         self.require_latents()
         return self.result.pca(part)
+
+    @property
+    def medoid(self) -> int:
+        """The medoid particle's index (``Result.medoid_index``): the state shown first."""
+        self.require_latents()
+        if self._medoid is None:
+            self._medoid = self.result.medoid_index()
+        return self._medoid
+
+    def pc_range(self, pc: int, part: str = "all", q=TRAJECTORY_PERCENTILES) -> tuple[float, float]:
+        """The particles' ``q`` percentiles along principal component ``pc``, in sd
+        (``Result.pc_percentiles``): default trajectories and the explorer's sliders."""
+        self.require_latents()
+        return self.result.pc_percentiles(int(pc), part, q=q)
+
+    def pc_value_warning(self, pc: int, value: float, part: str = "all") -> str | None:
+        """A warning when ``value`` sd along PC ``pc`` lies beyond the particles'
+        0.5th-99.5th percentiles there (a state no particle has), naming that range."""
+        lo, hi = self.pc_range(pc, part, q=PARTICLE_PERCENTILES)
+        if lo <= value <= hi:
+            return None
+        name = f"{'' if part == 'all' else part + ' '}PC{pc}"
+        return (f"GaussianEM: {value:g} sd along {name} is outside the particles' range there, {lo:.2f} to "
+                f"{hi:.2f} sd (their {PARTICLE_PERCENTILES[0]:g}th to {PARTICLE_PERCENTILES[1]:g}th "
+                f"percentiles): the map is an extrapolation no particle supports")
+
+    def kind_for(self, kind: str | None = None) -> str:
+        """The map kind of one call: ``kind``, or the session's choice (:attr:`map_kind`)."""
+        if kind is None or kind == self.map_kind:
+            return self.map_kind
+        return resolve_map_kind(self.result, kind)[0]
 
     def kmeans(self, k: int | None = None):
         """K-means of the latents (the engine's, reusing ``analysis/kmeansK/``)."""
@@ -183,8 +229,10 @@ class GaussianEMResult:
         return self.volume is not None and not self.volume.deleted
 
     def show_consensus(self):
-        """Show the consensus (base) Gaussians' map; creates the Volume if needed."""
-        vol = self.result.consensus_volume()
+        """Show the consensus: the consensus map itself with deformed maps (the deformed
+        consensus with no motion), else the consensus (base) Gaussians' map; creates the
+        Volume if needed."""
+        vol = self.result.consensus_map()[0] if self.map_kind == "deformed" else self.result.consensus_volume()
         self._set_volume_data(vol)
         self.z = None
         return self.volume
@@ -231,7 +279,7 @@ class GaussianEMResult:
     def latent(self, z=None, particle=None, pc=None, cluster=None, k=None, part="all") -> np.ndarray:
         """The latent named by exactly one of: ``z`` (values), ``particle`` (index),
         ``pc`` ((component, value in sd)), ``cluster`` (k-means centre, k clusters); with
-        none of them, the mean latent of the particles."""
+        none of them, the medoid particle's latent (:attr:`medoid`)."""
         given = [n for n, v in (("z", z), ("particle", particle), ("pc", pc), ("cluster", cluster))
                  if v is not None]
         if len(given) > 1:
@@ -255,29 +303,35 @@ class GaussianEMResult:
                 raise UserError(f"cluster {cluster} does not exist: k-means with k={km.k} has "
                                 f"clusters 0 to {km.k - 1}")
             return km.centres[int(cluster)].astype(np.float32)
-        return r.pca().mean.astype(np.float32)
+        return np.asarray(r.particle_z(self.medoid), dtype=np.float32)
 
     # ------------------------------------------------------------------ generation
-    def generate(self, z) -> Generated:
-        """The map, Gaussians and atom displacements of latent ``z`` (thread-safe, so the
-        tool runs it on its worker thread; the last few are cached)."""
+    def generate(self, z, kind: str | None = None) -> Generated:
+        """The map (``kind``, default :attr:`map_kind`), Gaussians and atom displacements of
+        latent ``z`` (thread-safe, so the tool runs it on its worker thread; the last few
+        are cached)."""
         z = self.result.check_z(z)[0]
-        key = latent_key(z)
+        kind = kind or self.map_kind
+        key = (latent_key(z), kind)
         interp = self._interpolator
         with self._lock:
             hit = self._cache.get(key)
-            if hit is not None and hit.interpolator is interp:
+            if hit is not None:
+                if hit.interpolator is not interp:          # another atomic model: its atoms only
+                    hit = replace(hit, interpolator=interp, atom_displacement=None if interp is None
+                                  else _displace(interp, hit.displacement))
+                    self._cache[key] = hit
                 self._cache.move_to_end(key)
                 return hit
             out = self.result.decode(z)
-            vol = self.result.volume(z)
+            vol = self.result.volume(z, kind=kind)
             disp = out["displacement"][0].cpu().numpy()
             gen = Generated(z=z, volume=vol, displacement=disp,
                             amp_factor=out["amp_factor"][0].cpu().numpy(),
                             centres=out["centres"][0].cpu().numpy(),
                             widths=out["widths"][0].cpu().numpy(),
                             atom_displacement=None if interp is None else _displace(interp, disp),
-                            interpolator=interp)
+                            interpolator=interp, kind=kind)
             self._cache[key] = gen
             while len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
@@ -295,26 +349,34 @@ class GaussianEMResult:
             self._update_markers(gen, self.marker_color_by)
         self.z = gen.z
 
-    def show(self, z=None, particle=None, pc=None, cluster=None, k=None, part="all") -> np.ndarray:
-        """Move the map (and model) to a latent (see :meth:`latent`); returns the latent."""
+    def show(self, z=None, particle=None, pc=None, cluster=None, k=None, part="all",
+             kind: str | None = None) -> np.ndarray:
+        """Move the map (and model) to a latent (see :meth:`latent`); returns the latent.
+        ``kind``: the map's kind for this call only (default :attr:`map_kind`)."""
+        kind = self.kind_for(kind)
         zz = self.latent(z=z, particle=particle, pc=pc, cluster=cluster, k=k, part=part)
-        gen = self.generate(zz)
+        gen = self.generate(zz, kind)
         self.apply(gen)
         return gen.z
 
     # ------------------------------------------------------------------ trajectory
-    def trajectory(self, pc: int = 1, steps: int = 10, range_sd=(-2.0, 2.0), part: str = "all"):
-        """Maps along principal component ``pc`` as a map series (``vseries play``) and,
-        with an atomic model, a copy of it with one coordinate set per step
-        (``coordset``). Returns (map series, structure copy or None)."""
+    def trajectory(self, pc: int = 1, steps: int = 10, range_sd=None, part: str = "all",
+                   kind: str | None = None):
+        """Maps along principal component ``pc`` from ``range_sd[0]`` to ``range_sd[1]`` sd
+        (default :meth:`pc_range`, the particles' 5th to 95th percentiles) as a map series
+        (``vseries play``) and, with an atomic model, a copy of it with one coordinate set
+        per step (``coordset``); ``kind``: the maps' kind (default :attr:`map_kind`).
+        Returns (map series, structure copy or None)."""
         from chimerax.map_series import MapSeries
         self.require_latents()
-        zs = self.result.trajectory(pc=int(pc), steps=int(steps), range_sd=tuple(range_sd), part=part)
+        kind = self.kind_for(kind)
+        range_sd = tuple(range_sd) if range_sd is not None else self.pc_range(pc, part)
+        zs = self.result.trajectory(pc=int(pc), steps=int(steps), range_sd=range_sd, part=part)
         values = np.linspace(range_sd[0], range_sd[1], int(steps))
         level = None
         if self._volume_alive() and self.volume.surfaces:
             level = self.volume.surfaces[0].level
-        gens = [self.generate(zi) for zi in zs]
+        gens = [self.generate(zi, kind) for zi in zs]
         maps = []
         for gen, v in zip(gens, values):
             m = self._new_volume(gen.volume, f"PC{pc} {v:+.2f} sd", add=False)
@@ -429,6 +491,7 @@ class GaussianEMResult:
             "marker_set": self.marker_set if self.marker_set is not None and not self.marker_set.deleted
             else None,
             "marker_color_by": self.marker_color_by,
+            "map": self.map_kind,
         }
 
     @classmethod
@@ -441,7 +504,12 @@ class GaussianEMResult:
             import torch
             if not torch.cuda.is_available():
                 device = "cpu"
-        gres = cls(session, load_result(data["outdir"], device=device), name=data.get("name"))
+        result = load_result(data["outdir"], device=device)
+        kind, note = (resolve_map_kind(result) if data.get("map") == "deformed"   # sessions saved before
+                      else ("gaussians", None))                               # deformed maps: gaussians
+        if note:
+            session.logger.info(note)
+        gres = cls(session, result, name=data.get("name"), map_kind=kind)
         gres.k = int(data.get("k") or gres.k)
         volume = data.get("volume")
         if volume is not None and not volume.deleted:
@@ -666,11 +734,39 @@ def require_result(session) -> GaussianEMResult:
     return r
 
 
-def open_result(session, path, model=None, device: str = "cpu") -> GaussianEMResult:
+def resolve_map_kind(result, asked: str | None = None) -> tuple[str, str | None]:
+    """(map kind, note for the log) for a result: ``asked`` ("gaussians" or "deformed"),
+    or by default the deformed consensus when the run's consensus map file is there and
+    is the map it was trained on, else maps rendered from the Gaussians, with a note
+    saying why. Deformed maps asked for without the file are a UserError."""
+    if asked is not None and asked not in MAP_KINDS:
+        raise UserError(f"map must be one of {', '.join(MAP_KINDS)}, not {asked!r}")
+    if asked == "gaussians":
+        return asked, None
+    if not result.has_consensus_map():
+        missing = f"the run's consensus map ({result.consensus_path or 'not recorded'}) is not there"
+        if asked == "deformed":
+            raise UserError(f"deformed maps carry the consensus map's density, but {missing}: put it back "
+                            "there, or use 'map gaussians' (maps rendered from the Gaussians)")
+        return "gaussians", (f"GaussianEM: {missing}, so maps are rendered from the Gaussians (blurrier than "
+                             "the deformed consensus, which needs that file)")
+    if asked is None:
+        try:
+            result.consensus_map()                       # read now, and checked against the run's grid
+        except GaussianEMError as e:                     # not the trained map: fall back, saying why
+            return "gaussians", f"GaussianEM: {e}; maps are rendered from the Gaussians"
+    else:
+        result.consensus_map()                           # its error, as a UserError, if it is not the map
+    return "deformed", None
+
+
+def open_result(session, path, model=None, device: str = "cpu", map_kind: str | None = None) -> GaussianEMResult:
     """Open a GaussianEM training result and make it the session's current result.
 
     ``model``: an AtomicStructure already open, or a .pdb/.cif path; by default the model
-    the result was trained with, if its file still exists. Returns the
+    the result was trained with, if its file still exists. ``map_kind``: "deformed" or
+    "gaussians" (:func:`resolve_map_kind`; default deformed when the consensus map file is
+    there). A finished run shows its medoid particle's state. Returns the
     :class:`GaussianEMResult`.
     """
     from gaussianem.analysis.result import load_result
@@ -688,8 +784,12 @@ def open_result(session, path, model=None, device: str = "cpu") -> GaussianEMRes
         result = load_result(path, device=device)
     except (OSError, RuntimeError, KeyError) as e:
         raise UserError(f"cannot read the GaussianEM result in {path}: {e}") from None
-    gres = GaussianEMResult(session, result)
-    gres.show_consensus()
+    kind, note = resolve_map_kind(result, map_kind)
+    gres = GaussianEMResult(session, result, map_kind=kind)
+    if gres.finished:            # the medoid's map first, so the map opens at a state particles have
+        gres._set_volume_data(gres.generate(result.particle_z(gres.medoid)).volume)
+    else:
+        gres.show_consensus()
     try:
         structure, opened, is_default = _structure_for(session, gres, model)
     except UserError:
@@ -703,17 +803,24 @@ def open_result(session, path, model=None, device: str = "cpu") -> GaussianEMRes
                 session.models.close([gres.volume] + ([structure] if opened else []))
                 raise
             session.logger.warning(f"the training model is not moved with the map: {e}")
+    if gres.finished:
+        gres.show(particle=gres.medoid)                  # and the atomic model moved with it
     session_state(session, create=True).result = gres
     mc = result.model_config
     latent = (f"{mc.zdim} ({mc.zdim_conf} conformational + {mc.zdim_comp} compositional)"
               if mc.split else f"{mc.zdim}")
     particles = (f"epoch {result.epoch}, {result.n_particles} particles" if gres.finished
                  else f"unfinished run ({result.run.epochs_done()} epochs trained)")
+    what = "deformed consensus" if kind == "deformed" else "rendered from the Gaussians"
     msg = (f"Opened GaussianEM result {path}: {particles}, latent size {latent}, {len(result.base)} "
-           f"Gaussians; map #{gres.volume.id_string}")
+           f"Gaussians; map #{gres.volume.id_string} ({what})")
     if gres.structure is not None:
         msg += f", atomic model #{gres.structure.id_string}"
+    if gres.finished:
+        msg += f"; showing the medoid particle {gres.medoid}"
     session.logger.info(msg)
+    if note:
+        session.logger.info(note)
     if gres.finished:
         _log_health(session, result)
     else:

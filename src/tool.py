@@ -112,15 +112,19 @@ class LiveUpdater:
 
 @user_errors
 def make_panel(gres, on_latent, parent=None):
-    """A :class:`~.panel.LatentPanel` for a result (PCA, k-means centres, UMAP if any)."""
+    """A :class:`~.panel.LatentPanel` for a result (PCA, k-means centres, UMAP if any),
+    starting at the medoid particle (the state ``gaussianem open`` shows), its sliders
+    over the particles' 5th to 95th percentiles along each PC."""
     from .panel import LatentPanel
     pca = gres.pca()
     try:
         centres = gres.kmeans().centre_index
     except UserError:
         centres = None
+    ranges = [gres.pc_range(k + 1) for k in range(len(pca.components))]
     return LatentPanel(gres.result.z, pca, centre_index=centres, umap=gres.umap(),
-                       split=gres.split, on_latent=on_latent, parent=parent)
+                       split=gres.split, on_latent=on_latent, home_particle=gres.medoid,
+                       pc_ranges=ranges, parent=parent)
 
 
 class LatentExplorer(ToolInstance):

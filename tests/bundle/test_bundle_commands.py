@@ -66,8 +66,12 @@ def test_open_puts_map_on_consensus_grid(opened, tiny_sim, tiny_result):
     assert v.data.size == tuple(reversed(data.shape))          # x, y, z
     assert v.data.step == pytest.approx((voxel,) * 3)
     assert v.data.origin == pytest.approx(tuple(origin))
-    # the consensus Gaussians' map, as the engine renders it
-    np.testing.assert_allclose(v.full_matrix(), opened.result.consensus_volume(), rtol=1e-5, atol=1e-6)
+    # the medoid particle's state, the deformed consensus (the run's consensus map is there)
+    medoid = opened.result.medoid_index()
+    assert opened.map_kind == "deformed" and opened.medoid == medoid
+    np.testing.assert_array_equal(opened.z, opened.result.z[medoid])
+    np.testing.assert_allclose(v.full_matrix(), opened.result.volume(opened.z, kind="deformed"), rtol=1e-5,
+                               atol=1e-6)
     assert opened.result.z.shape == (256, 3)                   # latents loaded
     assert isinstance(opened.structure, AtomicStructure)       # the training model, opened
     assert opened.structure.name == "model.pdb"
@@ -96,7 +100,7 @@ def test_bad_result_path_is_user_error_naming_it(cx, tmp_path):
 
 # ---------------------------------------------------------------------------- show
 
-def test_show_particle_moves_map_in_place_and_atoms(cx, opened):
+def test_show_particle_moves_map_in_place_and_atoms(cx, opened, tiny_sim):
     v = opened.volume
     run(cx, f"volume #{v.id_string} level 0.05 color gold")
     rgba = tuple(v.surfaces[0].color)
@@ -111,14 +115,17 @@ def test_show_particle_moves_map_in_place_and_atoms(cx, opened):
     assert opened.volume is v and not v.deleted                 # updated in place
     after = v.full_matrix()
     assert np.abs(after - before).max() > 1e-4
-    np.testing.assert_allclose(after, opened.result.volume(opened.result.z[3]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(after, opened.result.volume(opened.result.z[3], kind="deformed"), rtol=1e-5,
+                               atol=1e-6)
     assert [s.level for s in v.surfaces] == [pytest.approx(0.05)]   # the user's level and colour
     assert tuple(v.surfaces[0].color) == rgba
     assert len(cx.models.list()) == n_models
     moved = opened.structure.atoms.coords
     assert np.abs(moved - coords0).max() > 1e-3
+    from gaussianem.io.models import read_model
+    base = read_model(tiny_sim / "model.pdb").coords             # the model's own file: the consensus
     disp = opened.result.decode(z)["displacement"][0]
-    expected = coords0 + opened.result.interpolator(coords0)(disp).numpy()
+    expected = base + opened.result.interpolator(base)(disp).numpy()
     np.testing.assert_allclose(moved, expected, atol=1e-3)
 
 
@@ -140,16 +147,18 @@ def test_moved_model_follows_the_map_where_it_is_shown(cx, tiny_sim, tiny_result
     np.testing.assert_allclose(copy.scene_position.matrix, s.scene_position.matrix)
 
 
-def test_show_by_z_pc_cluster_and_mean(cx, opened):
+def test_show_by_z_pc_cluster_and_medoid(cx, opened):
     r = opened.result
     z = run(cx, "gaussianem show z 0.5,-0.25,1")
     np.testing.assert_allclose(z, [0.5, -0.25, 1.0])
-    np.testing.assert_allclose(opened.volume.full_matrix(), r.volume(z), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(opened.volume.full_matrix(), r.volume(z, kind="deformed"), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(run(cx, "gaussianem show pc 2 value -1.5"), r.pca().latent(2, -1.5))
     from gaussianem.analysis.clusters import kmeans_for_result
     np.testing.assert_allclose(run(cx, "gaussianem show cluster 1 k 3"),
                                kmeans_for_result(r, 3).centres[1])
-    np.testing.assert_allclose(run(cx, "gaussianem show"), r.z.mean(0), rtol=1e-4, atol=1e-5)
+    z, text = logged(cx, "gaussianem show")                      # a state particles have: the medoid
+    np.testing.assert_array_equal(z, r.z[r.medoid_index()])
+    assert f"showing the medoid particle {r.medoid_index()}" in text
 
 
 def test_show_bad_latents_are_user_errors(cx, opened):
@@ -170,8 +179,8 @@ def test_show_recreates_a_closed_map(cx, opened):
     run(cx, f"close #{opened.volume.id_string}")
     run(cx, "gaussianem show particle 0")
     assert not opened.volume.deleted
-    np.testing.assert_allclose(opened.volume.full_matrix(), opened.result.volume(opened.result.z[0]),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(opened.volume.full_matrix(),
+                               opened.result.volume(opened.result.z[0], kind="deformed"), rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------- trajectory, markers
@@ -181,8 +190,8 @@ def test_trajectory_gives_map_series_and_coordsets(cx, opened):
     assert len(series.maps) == 5 and series.name.endswith("PC 1 trajectory")
     assert [m.parent for m in series.maps] == [series] * 5
     first, last = series.maps[0].full_matrix(), series.maps[-1].full_matrix()
-    zs = opened.result.trajectory(pc=1, steps=5)
-    np.testing.assert_allclose(first, opened.result.volume(zs[0]), rtol=1e-5, atol=1e-6)
+    zs = opened.result.trajectory(pc=1, steps=5)              # the particles' 5th to 95th percentiles
+    np.testing.assert_allclose(first, opened.result.volume(zs[0], kind="deformed"), rtol=1e-5, atol=1e-6)
     assert np.abs(last - first).max() > 1e-4
     assert list(copy.coordset_ids) == [1, 2, 3, 4, 5]
     assert copy.num_atoms == opened.structure.num_atoms
@@ -196,7 +205,8 @@ def test_markers_one_per_gaussian_follow_show(cx, opened):
     r = opened.result
     ms, text = logged(cx, "gaussianem markers")
     assert ms.num_atoms == len(r.base)
-    np.testing.assert_allclose(ms.atoms.coords, r.grid.to_physical(r.base.centres.numpy()), atol=1e-4)
+    shown = r.decode(opened.z)["centres"][0].numpy()             # the state shown: the medoid's
+    np.testing.assert_allclose(ms.atoms.coords, r.grid.to_physical(shown), atol=1e-4)
     assert "coloured by displacement" in text
     run(cx, "gaussianem show particle 7")
     moved = r.grid.to_physical(r.decode(r.z[7])["centres"][0].numpy())

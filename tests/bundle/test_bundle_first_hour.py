@@ -126,8 +126,8 @@ def test_subset_pc_range_along_a_latent_part(cx, tiny_result, tmp_path):
     np.testing.assert_allclose(run(cx, "gaussianem show pc 1 value 2 part comp"), r.pca("comp").latent(1, 2.0),
                                atol=1e-6)
     series, _ = run(cx, "gaussianem trajectory steps 3 latentPart conf")
-    np.testing.assert_allclose(series.maps[0].full_matrix(), r.volume(r.trajectory(steps=3, part="conf")[0]),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(series.maps[0].full_matrix(),
+                               r.volume(r.trajectory(steps=3, part="conf")[0], kind="deformed"), rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------- 6. model frame
@@ -236,6 +236,7 @@ def test_session_file_restores_the_live_result(cx, tiny_result, tmp_path):
     _, text = logged(cx, f"open {session_file}")
     r = current_result(cx)
     assert r is not None and r is not res and r.outdir == str(tiny_result)
+    assert r.map_kind == "deformed"                              # the session's choice of maps, kept
     assert "GaussianEM: restored result" in text
     assert (r.volume.id_string, r.structure.id_string, r.marker_set.id_string) == ids
     np.testing.assert_array_equal(r.z, r.result.z[3])

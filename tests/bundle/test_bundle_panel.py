@@ -135,9 +135,12 @@ def test_live_updater_shows_latest_latent_through_logged_command(qapp, cx, tiny_
             wait_for(qapp, lambda: not updater.busy and updater.latencies)
             text = log.getvalue()
         assert 1 <= len(updater.latencies) < 5                   # coalesced
-        want = pca.latent(1, 0.5)
-        np.testing.assert_allclose(res.z, want, atol=1e-6)       # the newest request won
-        np.testing.assert_allclose(res.volume.full_matrix(), res.result.volume(want), rtol=1e-5, atol=1e-6)
+        medoid = res.result.z[res.medoid]                        # the panel starts where the map is
+        score = (medoid - pca.mean) @ pca.components[0] / pca.sd[0]
+        want = medoid + (0.5 - score) * pca.sd[0] * pca.components[0]
+        np.testing.assert_allclose(res.z, want, atol=1e-5)       # the newest request won
+        np.testing.assert_allclose(res.volume.full_matrix(), res.result.volume(res.z, kind="deformed"),
+                                   rtol=1e-5, atol=1e-6)
         assert "gaussianem show z " in text                      # every update is a command
     finally:
         updater.close()
@@ -152,3 +155,43 @@ def test_explorer_needs_the_gui(cx, tiny_result):
     run(cx, f"gaussianem open {tiny_result}")
     with pytest.raises(UserError, match="needs the ChimeraX window"):
         LatentExplorer(cx)
+
+
+def test_player_steps_between_the_given_pc_range_ends(qapp, engine_result):
+    panel, calls = _panel(qapp, engine_result, play_interval_ms=1, play_step_sd=0.2,
+                          pc_ranges=[(-0.33, 0.41)] * 3)
+    assert [(s.minimum(), s.maximum()) for s in panel.sliders] == [(-4, 5)] * 3   # outward, whole ticks
+    assert panel.play_range(1) == (-0.4, 0.5)
+    panel.play(pc=1)
+    wait_for(qapp, lambda: len(calls) >= 12)
+    panel.stop()
+    pca = engine_result.pca()
+    values = [round(float((c - pca.mean) @ pca.components[0] / pca.sd[0]), 3) for c in calls]
+    assert values[:12] == [-0.4, -0.2, 0.0, 0.2, 0.4, 0.5, 0.3, 0.1, -0.1, -0.3, -0.4, -0.2]
+
+
+def test_explorer_panel_starts_at_the_medoid_with_sliders_over_the_particles(qapp, cx, tiny_result):
+    from chimerax.core.commands import run
+
+    from chimerax.gaussianem.tool import make_panel
+    res = run(cx, f"gaussianem open {tiny_result}")
+    r = res.result
+    calls = []
+    panel = make_panel(res, calls.append)
+    try:
+        medoid = r.medoid_index()
+        np.testing.assert_array_equal(panel.current, r.z[medoid])      # where the map is
+        assert panel.current_particle == medoid and not calls
+        assert panel.mean_button.text() == "Medoid"
+        for k, s in enumerate(panel.sliders):
+            lo, hi = r.pc_percentiles(k + 1)
+            assert (s.minimum(), s.maximum()) == (int(np.floor(lo * 10)), int(np.ceil(hi * 10)))
+            assert panel.play_range(k + 1) == (s.minimum() / 10, s.maximum() / 10)
+        pca = r.pca()
+        score = (r.z[medoid] - pca.mean) @ pca.components[0] / pca.sd[0]
+        assert panel.pc_value(1) == pytest.approx(round(score * 10) / 10)
+        panel.set_pc_value(1, 0.3)
+        panel.reset()
+        np.testing.assert_array_equal(calls[-1], r.z[medoid])
+    finally:
+        panel.deleteLater()

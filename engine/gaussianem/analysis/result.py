@@ -203,7 +203,9 @@ class Result:
         z = self.require_z().astype(np.float64)
         rng = np.random.default_rng(0)
         idx = np.arange(len(z)) if len(z) <= sample else np.sort(rng.choice(len(z), sample, replace=False))
-        cost = np.sqrt(((z[idx, None, :] - z[None, idx, :]) ** 2).sum(-1)).sum(1)
+        x = z[idx]
+        sq = (x * x).sum(1)
+        cost = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0)).sum(1)
         return int(idx[np.argmin(cost)])
 
     def trajectory(self, pc: int = 1, steps: int = 10, range_sd=None, start=None, end=None,

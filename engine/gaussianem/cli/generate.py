@@ -41,7 +41,8 @@ def add_args(p):
     src.add_argument("--kmeans", type=int, metavar="K", help="at the centres of K k-means clusters (as analyze)")
     p.add_argument("--steps", type=int, help="with --pc: number of latents (default 10)")
     p.add_argument("--range", type=float, nargs=2, metavar=("A", "B"),
-                   help="with --pc: from A to B standard deviations (default -2 2)")
+                   help="with --pc: from A to B standard deviations (default: the particles' 5th to 95th "
+                        "percentiles along the PC, as cryoDRGN)")
     p.add_argument("--part", choices=["all", "conf", "comp"], default="all",
                    help="with --pc: components of all of z, or of the conformational / compositional "
                         "part of a split latent (default all)")
@@ -81,10 +82,11 @@ def latents(args, result):
     if args.particle:
         return np.stack([result.particle_z(i) for i in args.particle]), f"particles {args.particle}"
     if args.pc is not None:
-        rng = tuple(args.range) if args.range else (-2.0, 2.0)
+        rng = tuple(args.range) if args.range else result.pc_percentiles(args.pc, args.part)
         z = result.trajectory(pc=args.pc, steps=args.steps or 10, range_sd=rng, part=args.part)
         name = f"PC{args.pc}" if args.part == "all" else f"{args.part} PC{args.pc}"
-        return z, f"{name} from {rng[0]:g} to {rng[1]:g} sd"
+        return z, (f"{name} from {rng[0]:.3g} to {rng[1]:.3g} sd"
+                   + ("" if args.range else " (the particles' 5th to 95th percentiles)"))
     km = kmeans_for_result(result, args.kmeans, seed=args.seed)
     return km.centres, f"k-means k={args.kmeans} centres (particles {km.centre_index.tolist()})"
 
