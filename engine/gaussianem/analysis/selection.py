@@ -7,7 +7,8 @@
   range of scores along a principal component of the whole latent or of one part), as
   the CLI's ``export`` and the ChimeraX ``gaussianem subset`` both make it.
 * :func:`export_subset`: the selected particles of a result's particle file written back
-  to RELION ``.star`` or cryoSPARC ``.cs`` with their original rows and optics table.
+  to RELION ``.star`` (a file, or a job in a RELION project) or cryoSPARC ``.cs`` with
+  their original rows and optics table, optionally with k-means labels.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import numpy as np
 from gaussianem.analysis.clusters import KMeans, kmeans_for_result
 from gaussianem.analysis.result import Result
 from gaussianem.errors import InputError, ResultError
-from gaussianem.io.particles import load_particles
-from gaussianem.io.particles import write_subset
+from gaussianem.io.particles import load_particles, write_subset
+from gaussianem.io.relion_project import add_external_job, check_alias, check_project
 
 
 def parse_latent(text: str) -> np.ndarray:
@@ -143,12 +144,33 @@ def select_particles(result: Result, *, clusters=None, k: int | None = None, par
 # ---------------------------------------------------------------------------------------
 # Export
 
-def export_subset(result: Result, idx, out, invert: bool = False, particles: str | None = None,
-                  datadir: str | None = None) -> dict:
+def export_subset(result: Result, idx, out=None, invert: bool = False, particles: str | None = None,
+                  datadir: str | None = None, *, labels=None, relion_project=None, job_name=None,
+                  command: str = "") -> dict:
     """Write the particles ``idx`` (or all others with ``invert``) of the result's
     particle file (or ``particles``) to ``out`` (.star or .cs) with their original rows.
-    Returns ``{"file", "n", "source"}``."""
+
+    ``labels`` (one 0-based k-means cluster per particle of the result) are written with
+    them: ``rlnClassNumber`` = cluster + 1 in a .star file, ``alignments3D/class`` in a
+    .cs file. ``relion_project`` (instead of ``out``): write a RELION job,
+    ``External/jobNNN/particles.star``, into that project, with image names relative to
+    it, and add it to the project's pipeline
+    (:func:`gaussianem.io.relion_project.add_external_job`; ``job_name`` is its alias,
+    ``command`` goes into its note.txt). .cs records made from another format get
+    ``blob/sign`` -1 when the result was trained with ``invert`` (dark protein), else +1.
+    Returns ``{"file", "n", "source", "indices", "job", "absolute_names"}`` (``job``:
+    ``External/jobNNN/`` or None; ``absolute_names``: images named by absolute path in a
+    project's file, their stacks being outside it).
+    """
+    if (out is None) == (relion_project is None):
+        raise InputError("give either an output file or a RELION project folder")
     n = len(result.require_z())
+    if relion_project is not None:
+        relion_project = check_project(relion_project)
+        if job_name is not None:
+            check_alias(job_name)
+    elif os.path.splitext(os.fspath(out))[1].lower() not in (".star", ".cs"):
+        raise InputError(f"{out}: the output must be a .star or .cs file")
     src_path = particles or result.config.get("train", {}).get("particles")
     if not src_path:
         raise ResultError(f"{result.outdir}: config.json does not name the particle file; give --particles")
@@ -170,9 +192,23 @@ def export_subset(result: Result, idx, out, invert: bool = False, particles: str
         idx = np.setdiff1d(np.arange(n), idx)
     if idx.size == 0:
         raise InputError("the selection is empty: nothing to export")
-    out = os.fspath(out)
-    folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
-    write_subset(data, idx, out)
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != n:
+            raise ResultError(f"{len(labels)} cluster labels for a result of {n} particles")
+        labels = labels[idx]
+    sign = -1.0 if train.get("invert", False) else 1.0
+    written = {}
+    job = None
+    if relion_project is not None:
+        def write(path):
+            written.update(write_subset(data, idx, path, names_from=relion_project, labels=labels))
+        added = add_external_job(relion_project, write, alias=job_name, command=command,
+                                 input_star=src_path if src_path.lower().endswith(".star") else None)
+        out, job = added["file"], added["job"]
+    else:
+        out = os.fspath(out)
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        written = write_subset(data, idx, out, labels=labels, sign=sign)
     return {"file": os.path.abspath(out), "n": int(idx.size), "source": os.path.abspath(src_path),
-            "indices": idx}
+            "indices": idx, "job": job, "absolute_names": written.get("absolute_names", 0)}

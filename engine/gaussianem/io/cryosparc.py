@@ -27,6 +27,10 @@ A cryoSPARC job often splits these between its particle file and a *passthrough*
 ``read_cs(..., passthrough=...)`` fills the fields missing from the first from the second,
 matching rows on ``uid``. ``blob/sign`` (image contrast) is not applied: use
 ``ParticleImages(invert=...)``.
+
+Writing: :func:`write_cs` converts a :class:`ParticleData` to the fields cryoSPARC's own
+refinements write (:mod:`gaussianem.io.cryosparc_write`); :func:`write_cs_rows` copies
+rows of the source .cs file, adding any of those fields it lacks.
 """
 
 from __future__ import annotations
@@ -37,9 +41,9 @@ import numpy as np
 import pandas as pd
 
 from gaussianem.errors import InputError, ParticleFileError
-from gaussianem.io.atomic import atomic_output
+from gaussianem.io.cryosparc_write import complete_records, cs_records, save_cs, set_labels
 from gaussianem.io.particle_data import (ParticleData, ctf_envelope, group_optics, particle_box,
-                                         resolve_stack_paths, stack_name_for, warn)
+                                         resolve_stack_paths, warn)
 from gaussianem.physics import poses
 from gaussianem.physics.ctf import CTFParams
 
@@ -218,8 +222,9 @@ def read_cs(path, datadir=None, passthrough=None, *, check_images: bool = True) 
 
     stacks, indices, box = _images(rec, path, where, datadir, check_images, apix)
 
-    uid = np.asarray(rec["uid"], dtype=np.uint64) if "uid" in names else np.arange(n, dtype=np.uint64)
-    table = pd.DataFrame({"uid": uid, "cs_row": np.arange(n, dtype=np.int64)})
+    table = pd.DataFrame({"cs_row": np.arange(n, dtype=np.int64)})
+    if "uid" in names:  # kept for export; a file without uids gets new ones there
+        table.insert(0, "uid", np.asarray(rec["uid"], dtype=np.uint64))
     table.attrs = {"format": "cs",
                    "passthrough": None if passthrough is None else os.path.abspath(os.fspath(passthrough))}
     return ParticleData(
@@ -229,61 +234,31 @@ def read_cs(path, datadir=None, passthrough=None, *, check_images: bool = True) 
         optics_group=group, source=path, table=table)
 
 
-def _save(path, rec: np.ndarray) -> None:
-    with atomic_output(path) as tmp:
-        with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a name
-            np.save(f, rec, allow_pickle=False)
-
-
-def write_cs(path, data: ParticleData) -> None:
-    """Write ``data`` as a cryoSPARC-style .cs record array (atomically).
+def write_cs(path, data: ParticleData, sign: float = 1.0, labels=None) -> None:
+    """Write ``data`` as a cryoSPARC particle .cs file (atomically), with the fields
+    cryoSPARC's own refinements write (:func:`cryosparc_write.cs_records`).
 
     Stack paths are relative to the .cs file's folder when the stacks are inside it, else
-    absolute. ``uid`` comes from a .cs source's table, else 0..N-1. ``blob/sign`` is not
-    written (the contrast of the images is not known here).
+    absolute. ``uid`` comes from the source (a .cs file's, or pyem's ``ucsfUid``), else new
+    random 64-bit uids. ``sign`` is ``blob/sign`` (-1 for images with dark protein, +1
+    for light); ``labels`` (one 0-based class per particle) fill ``alignments3D/class``.
     """
     path = os.path.abspath(os.fspath(path))
-    n = len(data)
-    folder = os.path.dirname(path)
-    uniq, inverse = np.unique(data.image_paths.astype(str), return_inverse=True)
-    names = np.array([stack_name_for(p, folder).encode("utf-8") for p in uniq])[inverse.reshape(-1)]
-    width = max(1, max(len(b) for b in names))
-    if data.table is not None and "uid" in data.table.columns:
-        uid = data.table["uid"].to_numpy(dtype=np.uint64)
-    else:
-        uid = np.arange(n, dtype=np.uint64)
-    rec = np.zeros(n, dtype=[
-        ("uid", "<u8"), ("blob/path", f"S{width}"), ("blob/idx", "<u4"), ("blob/shape", "<u4", (2,)),
-        ("blob/psize_A", "<f4"), ("ctf/exp_group_id", "<u4"), ("ctf/accel_kv", "<f4"),
-        ("ctf/cs_mm", "<f4"), ("ctf/amp_contrast", "<f4"), ("ctf/df1_A", "<f4"),
-        ("ctf/df2_A", "<f4"), ("ctf/df_angle_rad", "<f4"), ("ctf/phase_shift_rad", "<f4"),
-        ("ctf/bfactor", "<f4"), ("alignments3D/pose", "<f4", (3,)),
-        ("alignments3D/shift", "<f4", (2,)), ("alignments3D/psize_A", "<f4")])
-    rec["uid"] = uid
-    rec["blob/path"] = names
-    rec["blob/idx"] = data.image_indices
-    rec["blob/shape"] = data.box
-    rec["blob/psize_A"] = data.apix
-    rec["ctf/exp_group_id"] = data.optics_group
-    rec["ctf/accel_kv"] = data.ctf.voltage
-    rec["ctf/cs_mm"] = data.ctf.cs
-    rec["ctf/amp_contrast"] = data.ctf.amp_contrast
-    rec["ctf/df1_A"] = data.ctf.defocus_u
-    rec["ctf/df2_A"] = data.ctf.defocus_v
-    rec["ctf/df_angle_rad"] = np.deg2rad(data.ctf.defocus_angle)
-    rec["ctf/phase_shift_rad"] = np.deg2rad(data.ctf.phase_shift)
-    rec["ctf/bfactor"] = data.ctf.bfactor
-    rec["alignments3D/pose"] = poses.matrix_to_cryosparc_pose(data.rotations)
-    rec["alignments3D/shift"] = data.shifts / data.apix[:, None]
-    rec["alignments3D/psize_A"] = data.apix
-    _save(path, rec)
+    save_cs(path, cs_records(data, os.path.dirname(path), sign=sign, labels=labels))
 
 
-def write_cs_rows(src: ParticleData, idx, path) -> None:
-    """Write the rows ``idx`` of a .cs-sourced ``src`` as they are in the source file (with
-    the passthrough fields merged in, so the result stands alone)."""
+def write_cs_rows(src: ParticleData, idx, path, sign: float = 1.0, labels=None) -> None:
+    """Write the rows ``idx`` of a .cs-sourced ``src`` as they are in the source file, with
+    the passthrough fields merged in (so the result stands alone) and any field of
+    :func:`write_cs`'s layout the source lacks added (``blob/sign`` from ``sign``).
+    ``labels`` (one 0-based class per written row) replace ``alignments3D/class``."""
     if src.table is None or src.table.attrs.get("format") != "cs":
         raise InputError("write_cs_rows needs ParticleData read from a .cs file")
+    path = os.path.abspath(os.fspath(path))
+    idx = np.asarray(idx)
     rec = _records(src.source, src.table.attrs.get("passthrough"))
-    rows = src.table["cs_row"].to_numpy()[np.asarray(idx)]
-    _save(path, rec[rows])
+    rows = src.table["cs_row"].to_numpy()[idx]
+    rec = complete_records(rec[rows], cs_records(src.subset(idx), os.path.dirname(path), sign=sign))
+    if labels is not None:
+        rec = set_labels(rec, labels)
+    save_cs(path, rec)

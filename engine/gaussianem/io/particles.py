@@ -58,26 +58,47 @@ def load_particles(path, datadir=None, *, passthrough=None, poses=None, ctf=None
                             "and ctf.pkl)")
 
 
-def write_subset(src: ParticleData, idx, path) -> None:
+def write_subset(src: ParticleData, idx, path, *, names_from=None, labels=None,
+                 sign: float = 1.0) -> dict:
     """Write the particles ``idx`` of ``src`` to ``path`` (.star or .cs), for export.
 
     When the output has the source's format, the selected rows of the original file are
     written with every original column unchanged (:func:`relion_write.write_star_rows`,
     :func:`cryosparc.write_cs_rows`); otherwise (or when ``src`` has no source table) the
     subset is written from its metadata (:func:`relion_write.write_star`, :func:`cryosparc.write_cs`).
+
+    ``names_from`` (.star only): a folder the image names must resolve from, e.g. the
+    RELION project the file is written into; the names are then rewritten relative to it
+    (absolute for stacks outside it). ``labels`` (one 0-based class per written particle):
+    ``rlnClassNumber`` = label + 1 in a .star file, ``alignments3D/class`` = label in a .cs
+    file. ``sign``: ``blob/sign`` of .cs records made here (-1 for images with dark
+    protein). Returns ``{"absolute_names": n}``: with ``names_from``, how many images are
+named by absolute path (their stacks lie outside the folder), else 0.
     """
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".star", ".cs"):
         raise InputError(f"cannot write {path}: expected a .star or .cs file name")
     idx = np.asarray(idx)
+    if labels is not None and len(labels) != len(idx):
+        raise InputError(f"cannot write {path}: {len(labels)} labels for {len(idx)} particles")
     fmt = None if src.table is None else src.table.attrs.get("format")
     if ext == ".cs":
+        if names_from is not None:
+            raise InputError(f"cannot write {path}: image names relative to a project are for .star files")
         if fmt == "cs":
-            cryosparc.write_cs_rows(src, idx, path)
+            cryosparc.write_cs_rows(src, idx, path, sign=sign, labels=labels)
         else:
-            cryosparc.write_cs(path, src.subset(idx))
-    elif fmt == "star":
-        relion_write.write_star_rows(src, idx, path)
+            cryosparc.write_cs(path, src.subset(idx), sign=sign, labels=labels)
+        return {"absolute_names": 0}
+    columns = None if labels is None else {"rlnClassNumber": np.asarray(labels, dtype=np.int64) + 1}
+    names = None
+    if names_from is not None:
+        names = relion_write.image_names_for(src.subset(idx), names_from)
+    if fmt == "star":
+        relion_write.write_star_rows(src, idx, path, image_names=names, columns=columns)
     else:
-        relion_write.write_star(path, src.subset(idx))
+        relion_write.write_star(path, src.subset(idx), image_names=names, columns=columns)
+    if names is None:
+        return {"absolute_names": 0}
+    return {"absolute_names": sum(os.path.isabs(n.split("@", 1)[1]) for n in names)}

@@ -115,3 +115,87 @@ def test_export_pc_range_of_a_latent_part(run, tmp_path, capsys):
     assert "expected PC,LO,HI" in capsys.readouterr().err
     assert main(["export", str(run), "--pc-range", "9,-1,1", "-o", str(tmp_path / "x.star")]) == 1
     assert "principal component 9 does not exist" in capsys.readouterr().err
+
+
+def test_export_kmeans_labels(run, tiny_sim, tmp_path, capsys):
+    """--labels: every particle's original row plus rlnClassNumber = cluster + 1 (for
+    RELION's subset selection); in a .cs file alignments3D/class = cluster."""
+    out = tmp_path / "all.star"
+    assert main(["export", str(run), "--kmeans", "2", "--labels", "-o", str(out)]) == 0
+    labels = clusters.kmeans(load_result(run).z, 2).labels
+    src = starfile.read(tiny_sim / "particles.star", always_dict=True)
+    got = starfile.read(out, always_dict=True)
+    assert list(got["particles"].columns) == list(src["particles"].columns) + ["rlnClassNumber"]
+    assert got["particles"].drop(columns="rlnClassNumber").equals(src["particles"])
+    assert got["particles"]["rlnClassNumber"].tolist() == (labels + 1).tolist()
+    assert got["optics"].equals(src["optics"])
+    assert "256 of 256 particles (all, labelled with k-means clusters (k=2))" in capsys.readouterr().out
+    one = tmp_path / "one.star"                       # with --cluster: those clusters, labelled
+    assert main(["export", str(run), "--kmeans", "2", "--labels", "--cluster", "1", "-o", str(one)]) == 0
+    assert starfile.read(one, always_dict=True)["particles"]["rlnClassNumber"].tolist() == [2] * int(
+        (labels == 1).sum())
+    cs = tmp_path / "all.cs"
+    assert main(["export", str(run), "--kmeans", "2", "--labels", "-o", str(cs)]) == 0
+    rec = np.load(cs)
+    assert rec["alignments3D/class"].tolist() == labels.tolist()
+    assert rec["alignments3D/class"].dtype == np.uint32 and rec["uid"].dtype == np.uint64
+    assert np.all(rec["blob/sign"] == 1.0)             # trained without --invert: light protein
+    capsys.readouterr()
+    assert main(["export", str(run), "--select", str(cs), "--labels", "-o", str(one)]) == 1
+    assert "--labels needs --kmeans" in capsys.readouterr().err
+
+
+def _relion_project(tmp_path, tiny_sim):
+    """A RELION 5 project whose Extract/job004 holds a copy of the simulated particles."""
+    proj = tmp_path / "proj"
+    job = proj / "Extract" / "job004"
+    job.mkdir(parents=True)
+    for f in ("particles.star", "particles.mrcs"):
+        shutil.copy(tiny_sim / f, job / f)
+    (proj / "default_pipeline.star").write_text(
+        "\n# version 50001\n\ndata_pipeline_general\n\n_rlnPipeLineJobCounter 5\n \n")
+    return proj
+
+
+def test_export_into_a_relion_project(run, tiny_sim, tmp_path, capsys):
+    proj = _relion_project(tmp_path, tiny_sim)
+    source = proj / "Extract" / "job004" / "particles.star"
+    assert main(["export", str(run), "--kmeans", "2", "--cluster", "0", "--relion-project", str(proj),
+                 "--job-name", "cluster 0", "--particles", str(source)]) == 0
+    printed = capsys.readouterr().out
+    assert "RELION job External/job005/ added to" in printed and "outside the project" not in printed
+    job = proj / "External" / "job005"
+    labels = clusters.kmeans(load_result(run).z, 2).labels
+    sel = np.flatnonzero(labels == 0)
+    got = starfile.read(job / "particles.star", always_dict=True)["particles"]
+    src = starfile.read(source, always_dict=True)["particles"].iloc[sel].reset_index(drop=True)
+    assert got["rlnImageName"].tolist() == [f"{i + 1:06d}@Extract/job004/particles.mrcs" for i in sel]
+    assert got.drop(columns="rlnImageName").equals(src.drop(columns="rlnImageName"))
+    assert len(load_particles(job / "particles.star")) == len(sel)      # names resolve from the project
+    assert (job / "RELION_JOB_EXIT_SUCCESS").is_file()
+    note = (job / "note.txt").read_text()
+    assert "gaussianem export" in note and "--relion-project" in note and "--job-name 'cluster 0'" in note
+    pipeline = (proj / "default_pipeline.star").read_text()
+    assert "External/job005/ External/cluster_0/ relion.external Succeeded" in pipeline
+    assert "External/job005/particles.star ParticleGroupMetadata.star.relion 1" in pipeline
+    assert (proj / "External" / "cluster_0").is_symlink()
+    # the trained-on file outside the project: its stacks named by absolute path
+    assert main(["export", str(run), "--kmeans", "2", "--labels", "--relion-project", str(proj)]) == 0
+    assert "256 image(s) are in stacks outside the project" in capsys.readouterr().out
+    names = starfile.read(proj / "External" / "job006" / "particles.star", always_dict=True)["particles"]
+    assert names["rlnImageName"][0] == f"000001@{tiny_sim / 'particles.mrcs'}"
+    assert names["rlnClassNumber"].tolist() == (labels + 1).tolist()
+
+
+def test_export_relion_project_errors(run, tiny_sim, tmp_path, capsys):
+    def fails(*argv):
+        assert main(["export", str(run), "--kmeans", "2", "--cluster", "0", *argv]) == 1
+        return capsys.readouterr().err
+
+    assert "not a RELION project folder (no default_pipeline.star)" in fails("--relion-project", str(tmp_path))
+    assert "one of them" in fails("--relion-project", str(tmp_path), "-o", str(tmp_path / "x.star"))
+    assert "one of them" in fails()
+    assert "--job-name needs --relion-project" in fails("--job-name", "a", "-o", str(tmp_path / "x.star"))
+    proj = _relion_project(tmp_path, tiny_sim)
+    assert "--job-name 'job1'" in fails("--relion-project", str(proj), "--job-name", "job1")
+    assert not (proj / "External").exists() or not any((proj / "External").iterdir())
