@@ -5,7 +5,7 @@ first time the command is used, a tool's the first time it is started. The comma
 the tool are listed in bundle_info.xml; the numerics live in the separate ``gaussianem``
 engine package, which this bundle never re-implements.
 
-Scripting: ``from chimerax.gaussianem import open_result`` (see session_result.py). The
+Scripting: ``from chimerax.gaussianem import open_result`` (see session_state.py). The
 name is loaded on first use, so importing the package does not import torch.
 """
 
@@ -19,7 +19,7 @@ _TOOLS = {
 # Classes a ChimeraX session file names, found by get_class when it is restored:
 # class name -> module. The session's GaussianEM state (the current result) is one.
 _SESSION_CLASSES = {
-    "GaussianEMState": "session_result",
+    "GaussianEMState": "session_state",
     **{name: module for module, name in _TOOLS.values()},
 }
 
@@ -59,8 +59,8 @@ bundle_api = _API()
 
 # Names of the scripting interface -> module that defines them (imported on first use).
 _LAZY = {
-    "open_result": "session_result",
-    "current_result": "session_result",
+    "open_result": "session_state",
+    "current_result": "session_state",
     "GaussianEMResult": "session_result",
 }
 

@@ -86,8 +86,8 @@ IntsArg = ListOf(IntArg)
 
 
 def _state():
-    from . import session_result
-    return session_result
+    from . import session_state
+    return session_state
 
 
 # ---------------------------------------------------------------------------- version
@@ -517,4 +517,5 @@ def register_command(command_name, logger):
         logger.warning(f"{command_name!r} is listed in bundle_info.xml "
                        "but not implemented in this version of ChimeraX-GaussianEM")
         return
-    register(command_name, desc, _state().user_errors(function), logger=logger)
+    from .session_result import user_errors
+    register(command_name, desc, user_errors(function), logger=logger)

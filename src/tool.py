@@ -97,7 +97,8 @@ class LiveUpdater:
             return
         from chimerax.core.commands import run
 
-        from .session_result import current_result, format_latent
+        from .session_result import format_latent
+        from .session_state import current_result
         if current_result(self.session) is not self.gres:
             return                     # another result was opened meanwhile
         run(self.session, f"gaussianem show z {format_latent(gen.z)}")
@@ -138,7 +139,7 @@ class LatentExplorer(ToolInstance):
         if not session.ui.is_gui:
             raise UserError("the GaussianEM Latent Explorer needs the ChimeraX window; without it "
                             "use the commands ('gaussianem show', 'gaussianem trajectory', ...)")
-        from .session_result import require_result
+        from .session_state import require_result
         gres = result or require_result(session)
         super().__init__(session, tool_name)
         from chimerax.ui import MainToolWindow
