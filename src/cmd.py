@@ -31,7 +31,7 @@ import numpy as np
 from chimerax.core.commands import (Annotation, BoolArg, CmdDesc, EnumOf, Float2Arg, Float3Arg,
                                     FloatArg, FloatsArg, IntArg, ListOf, NonNegativeIntArg,
                                     OpenFileNameArg, OpenFolderNameArg, PositiveFloatArg, PositiveIntArg,
-                                    SaveFileNameArg, register)
+                                    SaveFileNameArg, StringArg, register)
 from chimerax.core.commands import quote_path_if_necessary as quote
 from chimerax.core.errors import UserError
 
@@ -184,7 +184,7 @@ def _write_inputs(session, outdir, consensus, consensus_path, model, model_path)
 
 
 def gaussianem_train(session, particles, consensus=None, model=None, outdir=None, wait=False, resume=False,
-                     **options):
+                     submit=None, partition=None, gpus=None, time=None, account=None, **options):
     """Train a model in a separate engine process; opens the result when done.
 
     ``consensus`` and ``model`` may be open models: they are saved into OUTDIR first
@@ -194,6 +194,11 @@ def gaussianem_train(session, particles, consensus=None, model=None, outdir=None
     :func:`gaussianem.train.config.command_line`; with ``resume`` and no ``epochs`` the
     engine keeps the run's own. Returns the :class:`~.jobs.TrainJob`; with ``wait true``
     blocks until training ends and raises UserError with the engine's message if it failed.
+
+    ``submit slurm`` (with ``partition``, ``gpus``, ``time``, ``account``) submits the
+    training as a SLURM job (``gaussianem train ... --submit slurm``) and follows it through
+    the run folder (:class:`~.jobs.ClusterJob`); ``gaussianem jobs`` shows it, ``gaussianem
+    stop`` stops it (checkpoint, then CANCELLED), and the result opens when it is done.
 
     Checked before anything is written or started: the inputs exist, a new run's atomic
     model lies in the consensus map's frame (:func:`.jobs.check_model_in_map`), and a
@@ -205,7 +210,7 @@ def gaussianem_train(session, particles, consensus=None, model=None, outdir=None
     from gaussianem.io.rundir import RunDir
     from gaussianem.train.config import command_line
 
-    from .jobs import TrainJob, check_resume, registry
+    from .jobs import ClusterJob, TrainJob, check_resume, registry
     particles = os.path.abspath(os.path.expanduser(particles))
     if not os.path.isfile(particles):
         raise UserError(f"no such particle file: {particles}")
@@ -246,7 +251,9 @@ def gaussianem_train(session, particles, consensus=None, model=None, outdir=None
 
     options.setdefault("device", "auto")
     args = ["train"] + command_line({"particles": particles, "consensus": consensus_path, "outdir": outdir,
-                                     "model": model_path, **options}) + ["--progress", "json"]
+                                     "model": model_path, **options})
+    if not submit:                      # a local job reports its progress on stdout
+        args += ["--progress", "json"]
     if resume:
         args.append("--resume")
 
@@ -259,14 +266,25 @@ def gaussianem_train(session, particles, consensus=None, model=None, outdir=None
             cmd += f" model {quote(open_model)}"
         run(session, cmd)
 
-    job = TrainJob(reg.new_id(), args, outdir, logger=session.logger, on_done=on_done,
-                   status_every=0.0 if session.ui.is_gui else 10.0)
+    if submit:
+        args += ["--submit", submit]
+        for flag, value in (("--partition", partition), ("--gpus", gpus), ("--time", time),
+                            ("--account", account)):
+            if value is not None:
+                args += [flag, str(value)]
+        job = ClusterJob(reg.new_id(), args, outdir, logger=session.logger, on_done=on_done)
+    else:
+        if any(v is not None for v in (partition, gpus, time, account)):
+            raise UserError("partition, gpus, time and account go with 'submit slurm'")
+        job = TrainJob(reg.new_id(), args, outdir, logger=session.logger, on_done=on_done,
+                       status_every=0.0 if session.ui.is_gui else 10.0)
     try:
         job.start()
     except OSError as e:
-        raise UserError(f"cannot start the GaussianEM engine ({e})") from None
+        raise UserError(f"cannot {'submit' if submit else 'start'} the GaussianEM training ({e})") from None
     reg.add(job)
-    session.logger.info(f"GaussianEM job {job.id} started (process {job.pid}): "
+    where = f"SLURM job {job.slurm_id}" if submit else f"process {job.pid}"
+    session.logger.info(f"GaussianEM job {job.id} started ({where}): "
                         f"{'resuming' if resume else 'training'} into {outdir}"
                         + ("" if wait else "; 'gaussianem jobs' shows its progress, "
                            f"'gaussianem stop {job.id}' stops it"))
@@ -285,7 +303,8 @@ TRAIN_OPTIONS = (("epochs", PositiveIntArg), ("zdim", PositiveIntArg), ("zdim_co
 gaussianem_train_desc = CmdDesc(
     required=[("particles", OpenFileNameArg)],
     keyword=[("consensus", MapOrFileArg), ("model", StructureOrFileArg), ("outdir", SaveFileNameArg),
-             ("wait", BoolArg), ("resume", BoolArg), *TRAIN_OPTIONS],
+             ("wait", BoolArg), ("resume", BoolArg), *TRAIN_OPTIONS, ("submit", EnumOf(["slurm"])),
+             ("partition", StringArg), ("gpus", NonNegativeIntArg), ("time", StringArg), ("account", StringArg)],
     required_arguments=["consensus"],
     synopsis="train a deformable Gaussian model on particle images")
 

@@ -6,7 +6,16 @@ every test downstream of them exercises the real file formats.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
 import pytest
+
+SLURM_SETUP = Path(__file__).resolve().parents[1] / "tools" / "setup_slurm.sh"
+SETUP_TIMEOUT = 600           # apt-get install (+ update) on a slow mirror
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +44,25 @@ def tiny_result(tiny_sim, tmp_path_factory):
     train(cfg)
     return out
 
+
+@pytest.fixture(scope="session")
+def slurm_up():
+    """A real one-node SLURM on this machine (tools/setup_slurm.sh), or a skip with the reason."""
+    if os.environ.get("GAUSSIANEM_TEST_SLURM", "1") == "0":
+        pytest.skip("GAUSSIANEM_TEST_SLURM=0")
+    # output to a file, not a pipe: the daemons it starts must not hold our pipe open;
+    # its own session, so that a time-out ends apt-get too
+    with tempfile.TemporaryFile(mode="w+") as log:
+        proc = subprocess.Popen(["bash", str(SLURM_SETUP)], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            proc.wait(timeout=SETUP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            pytest.skip(f"tools/setup_slurm.sh did not finish within {SETUP_TIMEOUT} s")
+        log.seek(0)
+        text = log.read().strip()
+    if proc.returncode != 0:
+        pytest.skip(f"no SLURM for these tests: {text.splitlines()[-1] if text else 'setup_slurm.sh failed'}")
+    return text

@@ -339,3 +339,24 @@ def test_both_wheels_ship_the_mit_license(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     wheel = tmp_path / "engine_dist" / r.stdout.strip().splitlines()[-1]
     assert _wheel_license(wheel) == license_text
+
+
+def test_train_submitted_to_slurm_is_followed_and_opened(cx, tiny_sim, tmp_path, slurm_up):
+    """'gaussianem train ... submit slurm' submits through the engine (sbatch, a real
+    one-node SLURM), 'gaussianem jobs' follows the job through the run folder, and the
+    result opens when the job has completed."""
+    from chimerax.core.commands import run
+
+    from chimerax.gaussianem import current_result
+    out = tmp_path / "slurm_run"
+    job = run(cx, f"gaussianem train {tiny_sim / 'particles.star'} consensus {tiny_sim / 'consensus.mrc'} "
+                  f"outdir {out} epochs 1 zdim 2 batchSize 32 device cpu submit slurm wait true")
+    try:
+        assert job.slurm_id and job.state == "done", (job.state, job.error)
+        rows = run(cx, "gaussianem jobs")
+        assert rows[-1]["slurm_job"] == job.slurm_id and rows[-1]["state"] == "done"
+        assert (out / "latents.npz").exists()
+        assert current_result(cx).outdir == str(out)
+    finally:
+        import subprocess
+        subprocess.run(["scancel", str(job.slurm_id)], capture_output=True, timeout=30)

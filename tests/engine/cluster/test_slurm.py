@@ -13,10 +13,8 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,32 +25,8 @@ from gaussianem.cluster import template
 from gaussianem.io.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[3]
-SETUP = ROOT / "tools" / "setup_slurm.sh"
-SETUP_TIMEOUT = 600           # apt-get install (+ update) on a slow mirror
 CLI_TIMEOUT = 60              # one gaussianem command (plus its --wait)
 TINY = ["--batch-size", "32", "--zdim", "2", "--device", "cpu", "--threads", "1"]
-
-
-@pytest.fixture(scope="session")
-def slurm_up():
-    if os.environ.get("GAUSSIANEM_TEST_SLURM", "1") == "0":
-        pytest.skip("GAUSSIANEM_TEST_SLURM=0")
-    # output to a file, not a pipe: the daemons it starts must not hold our pipe open;
-    # its own session, so that a time-out ends apt-get too
-    with tempfile.TemporaryFile(mode="w+") as log:
-        proc = subprocess.Popen(["bash", str(SETUP)], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            proc.wait(timeout=SETUP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            pytest.skip(f"tools/setup_slurm.sh did not finish within {SETUP_TIMEOUT} s")
-        log.seek(0)
-        text = log.read().strip()
-    if proc.returncode != 0:
-        pytest.skip(f"no SLURM for these tests: {text.splitlines()[-1] if text else 'setup_slurm.sh failed'}")
-    return text
 
 
 @pytest.fixture
