@@ -407,6 +407,7 @@ def gaussianem_show(session, z=None, particle=None, pc=None, value=None, cluster
                     latent_part=None, map=None):  # noqa: A002
     """Move the current result's map and model to a latent (the map's kind: ``map``, this
     call only); returns the latent."""
+    from .session_result import pc_label
     res = _state().require_result(session)
     part = _latent_part(part, latent_part)
     if (pc is None) != (value is None):
@@ -421,7 +422,7 @@ def gaussianem_show(session, z=None, particle=None, pc=None, value=None, cluster
     elif particle is not None:
         what = f"particle {particle}"
     elif pc is not None:
-        what = f"{'' if part == 'all' else part + ' '}PC{pc} at {value:g} sd"
+        what = f"{pc_label(pc, part)} at {value:g} sd"
     elif cluster is not None:
         what = f"k-means cluster {cluster} (k={k or res.k}) centre"
     else:
@@ -447,6 +448,7 @@ def gaussianem_trajectory(session, pc=1, steps=10, range=None, part=None,  # noq
     """Maps (a map series) and an atomic model (one coordinate set per step) along a
     principal component, from range[0] to range[1] standard deviations (default: the
     particles' 5th to 95th percentiles along it)."""
+    from .session_result import pc_label
     res = _state().require_result(session)
     part = _latent_part(part, latent_part)
     if steps < 2:
@@ -454,7 +456,7 @@ def gaussianem_trajectory(session, pc=1, steps=10, range=None, part=None,  # noq
     rng = range if range is not None else res.pc_range(pc, part)
     series, copy = res.trajectory(pc=pc, steps=steps, range_sd=rng, part=part, kind=map)
     where = "" if range is not None else " (the particles' 5th to 95th percentiles)"
-    msg = (f"GaussianEM PC{pc} trajectory, {steps} steps from {rng[0]:.3g} to {rng[1]:.3g} sd{where}, "
+    msg = (f"GaussianEM {pc_label(pc, part)} trajectory, {steps} steps from {rng[0]:.3g} to {rng[1]:.3g} sd{where}, "
            f"{res.kind_for(map)} maps #{series.id_string} (vseries play #{series.id_string})")
     if copy is not None:
         msg += f", model #{copy.id_string} (coordset #{copy.id_string})"
@@ -473,9 +475,16 @@ def gaussianem_markers(session, color_by="displacement", z=None, particle=None):
     res = _state().require_result(session)
     ms = res.markers(color_by=color_by, z=z, particle=particle)
     lo, hi = res.marker_range
-    unit = "A" if color_by == "displacement" else "(log2 of the amplitude factor)"
-    session.logger.info(f"GaussianEM: {ms.num_atoms} Gaussians as markers #{ms.id_string}, "
-                        f"coloured by {color_by} from {lo:.3g} to {hi:.3g} {unit} (blue to red)")
+    a, b = res.marker_scale
+    if color_by == "displacement":
+        how = (f"coloured by displacement, {lo:.3g} to {hi:.3g} A here, on a fixed scale for all states "
+               f"from {a:.3g} to {b:.3g} A (dark blue to yellow; the largest displacement along the "
+               "principal components' trajectories)")
+    else:
+        how = (f"coloured by amplitude change, log2 of the amplitude factor {lo:.3g} to {hi:.3g} here, "
+               f"shown clipped to {a:g} to {b:+g} (half to double: blue-white-red)")
+    session.logger.info(f"GaussianEM: {ms.num_atoms} Gaussians as markers #{ms.id_string}, {how}; "
+                        "colour key shown (closed with the markers)")
     return ms
 
 

@@ -98,7 +98,7 @@ class LatentPanel(QWidget):
         ticks = int(round(slider_range_sd * SLIDER_TICKS_PER_SD))
         for k in range(min(n_sliders, self._n_pcs)):
             pct = 100 * float(pca.explained[k]) if len(pca.explained) > k else 0.0
-            grid.addWidget(QLabel(f"PC{k + 1} ({pct:.0f}%)"), k, 0)
+            grid.addWidget(QLabel(f"{'z ' if split else ''}PC{k + 1} ({pct:.0f}%)"), k, 0)
             s = QSlider(Qt.Orientation.Horizontal)
             if pc_ranges is not None:           # outward to whole ticks, always through 0 (the mean)
                 lo, hi = pc_ranges[k]
@@ -214,10 +214,15 @@ class LatentPanel(QWidget):
             ax.set_xlabel("UMAP1")
             ax.set_ylabel("UMAP2")
         else:
-            ax.set_xlabel("PC1 (sd)")
-            ax.set_ylabel("PC2 (sd)" if self._n_pcs > 1 else "")
+            ax.set_xlabel(self.axis_label(1))
+            ax.set_ylabel(self.axis_label(2) if self._n_pcs > 1 else "")
         self.info.setText(f"{len(xy)} particles")
         self.canvas.draw_idle()
+
+    def axis_label(self, pc: int) -> str:
+        """The plot's axis for PC ``pc``: of all of z ("z PC1 (sd)" when the latent is
+        split into conf and comp parts, whose PCs the commands name "conf PC1")."""
+        return f"{'z ' if self.split else ''}PC{pc} (sd)"
 
     def _on_draw_event(self, _event) -> None:
         self._background = self.canvas.copy_from_bbox(self.figure.bbox)

@@ -76,6 +76,12 @@ class Generated:
     kind: str = "gaussians"     # how the map was made (MAP_KINDS)
 
 
+def pc_label(pc: int, part: str = "all") -> str:
+    """A principal component's name in messages, map names and the explorer: ``PC1`` of
+    all of z, ``conf PC1`` / ``comp PC1`` of a part of a split latent (values are in sd)."""
+    return f"PC{int(pc)}" if part == "all" else f"{part} PC{int(pc)}"
+
+
 def latent_key(z) -> bytes:
     return np.ascontiguousarray(np.asarray(z, dtype=np.float32).reshape(-1)).tobytes()
 
@@ -179,8 +185,7 @@ class GaussianEMResult:
         lo, hi = self.pc_range(pc, part, q=PARTICLE_PERCENTILES)
         if lo <= value <= hi:
             return None
-        name = f"{'' if part == 'all' else part + ' '}PC{pc}"
-        return (f"GaussianEM: {value:g} sd along {name} is outside the particles' range there, {lo:.2f} to "
+        return (f"GaussianEM: {value:g} sd along {pc_label(pc, part)} is outside the particles' range there, {lo:.2f} to "
                 f"{hi:.2f} sd (their {PARTICLE_PERCENTILES[0]:g}th to {PARTICLE_PERCENTILES[1]:g}th "
                 f"percentiles): the map is an extrapolation no particle supports")
 
@@ -375,17 +380,19 @@ class GaussianEMResult:
         range_sd = tuple(range_sd) if range_sd is not None else self.pc_range(pc, part)
         zs = self.result.trajectory(pc=int(pc), steps=int(steps), range_sd=range_sd, part=part)
         values = np.linspace(range_sd[0], range_sd[1], int(steps))
-        level = None
+        style = {}                      # the live map's levels, colours and transparency
         if self._volume_alive() and self.volume.surfaces:
-            level = self.volume.surfaces[0].level
+            surfaces = self.volume.surfaces
+            style = {"surface_levels": [s.level for s in surfaces],
+                     "surface_colors": [tuple(s.rgba) for s in surfaces]}
         gens = [self.generate(zi, kind) for zi in zs]
         maps = []
         for gen, v in zip(gens, values):
-            m = self._new_volume(gen.volume, f"PC{pc} {v:+.2f} sd", add=False)
-            if level is not None:
-                m.set_parameters(surface_levels=[level])
+            m = self._new_volume(gen.volume, f"{pc_label(pc, part)} {v:+.2f} sd", add=False)
+            if style:
+                m.set_parameters(**style)
             maps.append(m)
-        series = MapSeries(f"{self.name} PC {pc} trajectory", maps, self.session)
+        series = MapSeries(f"{self.name} {pc_label(pc, part)} trajectory", maps, self.session)
         self.session.models.add([series])
         copy = None
         if self._structure_alive():
@@ -394,7 +401,7 @@ class GaussianEMResult:
             else:
                 disp = _displace(self._interpolator, np.stack([g.displacement for g in gens]))
             xyz = self._model_coords(self._base_coords[None] + disp)
-            copy = self.structure.copy(name=f"{self.structure.name} PC {pc} trajectory")
+            copy = self.structure.copy(name=f"{self.structure.name} {pc_label(pc, part)} trajectory")
             copy.add_coordsets(np.ascontiguousarray(xyz, dtype=np.float64), replace=True)
             copy.active_coordset_id = 1
             self.session.models.add([copy])
@@ -403,10 +410,12 @@ class GaussianEMResult:
     # ------------------------------------------------------------------ markers
     def markers(self, color_by: str = "displacement", z=None, particle=None):
         """The Gaussians' centres (physical frame) as a marker set, radius = width,
-        coloured blue (low) to red (high) by displacement length or amplitude change
-        (log2 of the amplitude factor; white = unchanged). At the latent given, else the
+        coloured by displacement length (viridis, on one fixed scale in Angstrom for all
+        states) or amplitude change (log2 of the amplitude factor clipped to [-1, 1],
+        blue-white-red), with a colour key (:mod:`.markers`). At the latent given, else the
         current state (the consensus Gaussians while no latent has been shown). The marker
-        set follows later ``show`` commands."""
+        set and its key follow later ``show`` commands; closing the markers closes the key."""
+        from .markers import close_key_with
         if color_by not in COLOR_BY:
             raise UserError(f"colorBy must be one of {', '.join(COLOR_BY)}, not {color_by!r}")
         if z is not None or particle is not None:
@@ -430,20 +439,17 @@ class GaussianEMResult:
                 ms.position = self.volume.scene_position      # the map's frame
             self.session.models.add([ms])
             self.marker_set = ms
+            close_key_with(self.session, ms)
         return self._update_markers(gen, color_by)
 
     def _update_markers(self, gen: Generated, color_by: str):
+        from .markers import marker_colors, show_key
         atoms = self.marker_set.atoms
         atoms.coords = self.grid.to_physical(gen.centres)
         atoms.radii = np.asarray(gen.widths, dtype=np.float32)
-        if color_by == "displacement":
-            values = np.linalg.norm(gen.displacement, axis=1)
-            t = values / max(float(values.max(initial=0.0)), 1e-6)
-        else:
-            values = np.log2(np.maximum(np.asarray(gen.amp_factor, dtype=np.float64), 1e-6))
-            t = 0.5 + 0.5 * values / max(float(np.abs(values).max(initial=0.0)), 1e-6)
-        atoms.colors = blue_white_red(t)
+        atoms.colors, values, self.marker_scale = marker_colors(self, gen, color_by)
         self.marker_range = (float(values.min()), float(values.max())) if len(values) else (0.0, 0.0)
+        show_key(self.session, color_by, self.marker_scale)
         return self.marker_set
 
     # ------------------------------------------------------------------ subsets
@@ -523,7 +529,9 @@ class GaussianEMResult:
             gres.attach_structure(structure, base=base, to_model=data.get("to_model"))
         markers = data.get("marker_set")
         if markers is not None and not markers.deleted:
+            from .markers import close_key_with
             gres.marker_set = markers
+            close_key_with(session, markers)
         gres.marker_color_by = data.get("marker_color_by") or gres.marker_color_by
         z = data.get("z")
         gres.z = None if z is None else gres.result.check_z(z)[0]

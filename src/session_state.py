@@ -135,6 +135,8 @@ def open_result(session, path, model=None, device: str = "cpu", map_kind: str | 
             session.logger.warning(f"the training model is not moved with the map: {e}")
     if gres.finished:
         gres.show(particle=gres.medoid)                  # and the atomic model moved with it
+    from .view import first_view
+    first_view(gres)                                     # transparent map, cartoon, across the motion
     session_state(session, create=True).result = gres
     mc = result.model_config
     latent = (f"{mc.zdim} ({mc.zdim_conf} conformational + {mc.zdim_comp} compositional)"

@@ -187,7 +187,7 @@ def test_show_recreates_a_closed_map(cx, opened):
 
 def test_trajectory_gives_map_series_and_coordsets(cx, opened):
     series, copy = run(cx, "gaussianem trajectory pc 1 steps 5")
-    assert len(series.maps) == 5 and series.name.endswith("PC 1 trajectory")
+    assert len(series.maps) == 5 and series.name.endswith("PC1 trajectory")
     assert [m.parent for m in series.maps] == [series] * 5
     first, last = series.maps[0].full_matrix(), series.maps[-1].full_matrix()
     zs = opened.result.trajectory(pc=1, steps=5)              # the particles' 5th to 95th percentiles

@@ -1,0 +1,107 @@
+"""Marker colours that can be read across states, and their colour key.
+
+Displacement: the length of each Gaussian's displacement on a sequential colour map
+(viridis) over a FIXED scale, 0 to the largest displacement of any Gaussian along the
+default trajectories (the particles' 5th to 95th percentiles) of the first principal
+components (:func:`displacement_scale`), so that one colour means the same Angstroms
+at every state; longer displacements take the top colour. Amplitude: log2 of the
+amplitude factor clipped to [-1, 1] (half to double), blue-white-red, so that vanished
+Gaussians (log2 -> -inf) do not wash out the rest. A ChimeraX colour key (``key``)
+shows the colours and the scale; it is updated with the markers and closed with them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+AMPLITUDE_CLIP = 1.0        # |log2 amplitude factor| shown: half (blue) to double (red)
+SCALE_PCS = 3               # principal components whose trajectories set the displacement scale
+SCALE_STEPS = 5             # latents decoded along each of them
+# viridis at 0, 0.25, 0.5, 0.75, 1 (a perceptually uniform sequential map)
+VIRIDIS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], np.float64)
+
+
+def main_part(result) -> str:
+    """The latent part whose principal components are "the motion": conf of a split latent."""
+    return "conf" if result.model_config.split else "all"
+
+
+def sequential(t) -> np.ndarray:
+    """RGBA uint8 viridis colours for values in [0, 1] (clipped)."""
+    t = np.clip(np.asarray(t, dtype=np.float64), 0.0, 1.0) * (len(VIRIDIS) - 1)
+    i = np.minimum(np.floor(t).astype(int), len(VIRIDIS) - 2)
+    f = (t - i)[:, None]
+    rgb = VIRIDIS[i] + (VIRIDIS[i + 1] - VIRIDIS[i]) * f
+    return np.round(np.concatenate([rgb, np.full((len(rgb), 1), 255.0)], axis=1)).astype(np.uint8)
+
+
+def displacement_scale(gres) -> float:
+    """The largest displacement length (Angstrom) of any Gaussian at the latents along the
+    default trajectories of the first :data:`SCALE_PCS` principal components of the
+    motion's part (:func:`main_part`); computed once per result. 0 for an unfinished run."""
+    scale = getattr(gres, "_displacement_scale", None)
+    if scale is None:
+        scale = 0.0
+        if gres.finished:
+            r = gres.result
+            part = main_part(r)
+            n = min(SCALE_PCS, len(r.pca(part).components))
+            zs = np.concatenate([r.trajectory(pc=k, steps=SCALE_STEPS, part=part) for k in range(1, n + 1)])
+            d = r.decode(zs)["displacement"].cpu().numpy()
+            scale = float(np.linalg.norm(d, axis=-1).max(initial=0.0))
+        gres._displacement_scale = scale
+    return scale
+
+
+def marker_colors(gres, gen, color_by: str):
+    """(RGBA uint8 per Gaussian, values, (low, high) of the colour scale) for a state."""
+    if color_by == "displacement":
+        values = np.linalg.norm(np.asarray(gen.displacement, dtype=np.float64), axis=1)
+        top = displacement_scale(gres) or float(values.max(initial=0.0))
+        top = max(top, 1e-6)
+        return sequential(values / top), values, (0.0, top)
+    from .session_result import blue_white_red
+    values = np.log2(np.maximum(np.asarray(gen.amp_factor, dtype=np.float64), 1e-30))
+    t = 0.5 + 0.5 * np.clip(values, -AMPLITUDE_CLIP, AMPLITUDE_CLIP) / AMPLITUDE_CLIP
+    return blue_white_red(t), values, (-AMPLITUDE_CLIP, AMPLITUDE_CLIP)
+
+
+def key_items(color_by: str, scale: tuple[float, float]) -> list[tuple]:
+    """(rgba 0-1, label) pairs of the colour key."""
+    if color_by == "displacement":
+        top = scale[1]
+        ts = np.linspace(0.0, 1.0, len(VIRIDIS))
+        labels = [f"{t * top:.3g} Å" if i in (0, len(ts) - 1) else "" for i, t in enumerate(ts)]
+        labels[len(ts) // 2] = f"{0.5 * top:.3g}"
+        return [(tuple(c / 255.0), lab) for c, lab in zip(sequential(ts), labels)]
+    from .session_result import blue_white_red
+    cols = blue_white_red(np.array([0.0, 0.5, 1.0])) / 255.0
+    return [(tuple(cols[0]), "½× amplitude"), (tuple(cols[1]), "1×"), (tuple(cols[2]), "2×")]
+
+
+def show_key(session, color_by: str, scale: tuple[float, float]):
+    """Show (or update) the ChimeraX colour key for the markers' colours."""
+    from chimerax.color_key.cmd import key_cmd
+    from chimerax.core.colors import Color
+    from chimerax.color_key.model import get_model
+    items = [(Color(rgba), label) for rgba, label in key_items(color_by, scale)]
+    if get_model(session, create=False) is not None:        # where the user put it
+        return key_cmd(session, items)
+    return key_cmd(session, items, pos=(0.05, 0.05), size=(0.3, 0.04))
+
+
+def close_key(session) -> None:
+    """Close the colour key, if one is shown."""
+    from chimerax.color_key.model import get_model
+    key = get_model(session, create=False)
+    if key is not None and not key.deleted:
+        key.delete()
+
+
+def close_key_with(session, marker_set) -> None:
+    """Close the colour key when ``marker_set`` is closed."""
+    def closed(*_):
+        close_key(session)
+        from chimerax.core.triggerset import DEREGISTER
+        return DEREGISTER
+    marker_set.triggers.add_handler("deleted", closed)
