@@ -223,3 +223,17 @@ def run_chimerax(script: Path | str | None = None, *, commands: list[str] = (),
     with tempfile.TemporaryDirectory(prefix="chimerax_xdg_") as xdg:
         return subprocess.run(args, env=scratch_env(Path(xdg)), cwd=cwd, timeout=timeout,
                               capture_output=True, text=True, encoding="utf-8", errors="replace")
+
+
+def run(session, command):
+    """Run a ChimeraX command in ``session`` (as a user would type it); returns its result."""
+    from chimerax.core.commands import run as cx_run
+    return cx_run(session, command)
+
+
+def logged(session, command):
+    """(result, logged text) of a command."""
+    from chimerax.core.logger import StringPlainTextLog
+    with StringPlainTextLog(session.logger) as log:
+        result = run(session, command)
+    return result, log.getvalue()

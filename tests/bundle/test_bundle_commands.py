@@ -14,30 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from chimerax_fixture import osmesa_available
-
-
-@pytest.fixture(autouse=True)
-def keep_locale():
-    """ChimeraX's PDB reader sets this process's LC_CTYPE to "C"; put it back so that
-    later subprocess output (decoded with the locale's encoding) still reads as UTF-8."""
-    import locale
-    saved = locale.setlocale(locale.LC_CTYPE)
-    yield
-    locale.setlocale(locale.LC_CTYPE, saved)
-
-
-def run(session, command):
-    from chimerax.core.commands import run as cx_run
-    return cx_run(session, command)
-
-
-def logged(session, command):
-    """(result, logged text) of a command."""
-    from chimerax.core.logger import StringPlainTextLog
-    with StringPlainTextLog(session.logger) as log:
-        result = run(session, command)
-    return result, log.getvalue()
+from chimerax_fixture import logged, osmesa_available, run
 
 
 @pytest.fixture

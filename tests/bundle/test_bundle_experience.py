@@ -14,19 +14,7 @@ import inspect
 import numpy as np
 import pytest
 
-
-@pytest.fixture(autouse=True)
-def keep_locale():
-    """ChimeraX's PDB reader sets LC_CTYPE to "C"; restore it (see test_bundle_commands)."""
-    import locale
-    saved = locale.setlocale(locale.LC_CTYPE)
-    yield
-    locale.setlocale(locale.LC_CTYPE, saved)
-
-
-def run(session, command):
-    from chimerax.core.commands import run as cx_run
-    return cx_run(session, command)
+from chimerax_fixture import run
 
 
 @pytest.fixture

@@ -20,35 +20,13 @@ import zipfile
 import numpy as np
 import pytest
 
-from chimerax_fixture import REPO
-
-
-@pytest.fixture(autouse=True)
-def keep_locale():
-    """ChimeraX's PDB reader sets LC_CTYPE to "C"; restore it (see test_bundle_commands)."""
-    import locale
-    saved = locale.setlocale(locale.LC_CTYPE)
-    yield
-    locale.setlocale(locale.LC_CTYPE, saved)
+from chimerax_fixture import REPO, logged, run
 
 
 @pytest.fixture
 def one_thread_engine(monkeypatch):
     """One torch thread in the engine process (2-CPU test machines)."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
-def run(session, command):
-    from chimerax.core.commands import run as cx_run
-    return cx_run(session, command)
-
-
-def logged(session, command):
-    """(result, logged text) of a command."""
-    from chimerax.core.logger import StringPlainTextLog
-    with StringPlainTextLog(session.logger) as log:
-        result = run(session, command)
-    return result, log.getvalue()
 
 
 def user_error(session, command, match):

@@ -19,27 +19,7 @@ import shutil
 import numpy as np
 import pytest
 
-
-@pytest.fixture(autouse=True)
-def keep_locale():
-    """ChimeraX's PDB reader sets LC_CTYPE to "C"; restore it (see test_bundle_commands)."""
-    import locale
-    saved = locale.setlocale(locale.LC_CTYPE)
-    yield
-    locale.setlocale(locale.LC_CTYPE, saved)
-
-
-def run(session, command):
-    from chimerax.core.commands import run as cx_run
-    return cx_run(session, command)
-
-
-def logged(session, command):
-    """(result, logged text) of a command."""
-    from chimerax.core.logger import StringPlainTextLog
-    with StringPlainTextLog(session.logger) as log:
-        result = run(session, command)
-    return result, log.getvalue()
+from chimerax_fixture import logged, run
 
 
 def _close(a, b):

@@ -14,15 +14,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 pytest.importorskip("PyQt6")
 
 
-@pytest.fixture(autouse=True)
-def keep_locale():
-    """ChimeraX's PDB reader sets LC_CTYPE to "C"; restore it (see test_bundle_commands)."""
-    import locale
-    saved = locale.setlocale(locale.LC_CTYPE)
-    yield
-    locale.setlocale(locale.LC_CTYPE, saved)
-
-
 @pytest.fixture(scope="module")
 def qapp():
     from Qt.QtWidgets import QApplication

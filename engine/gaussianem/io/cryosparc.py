@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from gaussianem.errors import InputError, ParticleFileError
-from gaussianem.io.cryosparc_write import complete_records, cs_records, save_cs, set_labels
+from gaussianem.io.cryosparc_write import complete_records, cs_records, save_cs, set_labels, with_fields
 from gaussianem.io.particle_data import (ParticleData, ctf_envelope, group_optics, particle_box,
                                          resolve_stack_paths, warn)
 from gaussianem.physics import poses
@@ -80,15 +80,8 @@ def merge_passthrough(main: np.ndarray, extra: np.ndarray, main_path: str,
         row = int(np.flatnonzero(~found)[0])
         raise ParticleFileError(f"{main_path}: row {row + 1} (uid {int(main['uid'][row])}) has "
                                 f"no matching uid in passthrough file {extra_path}")
-    rows = order[pos]
-    dtype = np.dtype([(n, main.dtype.fields[n][0]) for n in main.dtype.names]
-                     + [(n, extra.dtype.fields[n][0]) for n in new])
-    out = np.empty(len(main), dtype=dtype)
-    for n in main.dtype.names:
-        out[n] = main[n]
-    for n in new:
-        out[n] = extra[n][rows]
-    return out
+    return with_fields(main, extra[order[pos]], new)
+
 
 
 def _records(path: str, passthrough) -> np.ndarray:

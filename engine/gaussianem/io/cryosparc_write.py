@@ -172,16 +172,7 @@ def complete_records(rec: np.ndarray, full: np.ndarray) -> np.ndarray:
     """``rec`` with the fields of ``full`` (same rows) that it lacks appended; its own
     fields, uid included, are kept as they are."""
     missing = [n for n in full.dtype.names if n not in rec.dtype.names]
-    if not missing:
-        return rec
-    dtype = np.dtype([(n, rec.dtype.fields[n][0]) for n in rec.dtype.names]
-                     + [(n, full.dtype.fields[n][0]) for n in missing])
-    out = np.empty(len(rec), dtype=dtype)
-    for name in rec.dtype.names:
-        out[name] = rec[name]
-    for name in missing:
-        out[name] = full[name]
-    return out
+    return with_fields(rec, full, missing) if missing else rec
 
 
 def set_labels(rec: np.ndarray, labels) -> np.ndarray:
@@ -200,3 +191,15 @@ def save_cs(path, rec: np.ndarray) -> None:
     with atomic_output(os.fspath(path)) as tmp:
         with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a name
             np.save(f, rec, allow_pickle=False)
+
+
+def with_fields(rec: np.ndarray, other: np.ndarray, names) -> np.ndarray:
+    """``rec`` with the fields ``names`` of ``other`` (same rows, same order) appended."""
+    dtype = np.dtype([(n, rec.dtype.fields[n][0]) for n in rec.dtype.names]
+                     + [(n, other.dtype.fields[n][0]) for n in names])
+    out = np.empty(len(rec), dtype=dtype)
+    for n in rec.dtype.names:
+        out[n] = rec[n]
+    for n in names:
+        out[n] = other[n]
+    return out
