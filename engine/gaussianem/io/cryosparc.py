@@ -83,7 +83,6 @@ def merge_passthrough(main: np.ndarray, extra: np.ndarray, main_path: str,
     return with_fields(main, extra[order[pos]], new)
 
 
-
 def _records(path: str, passthrough) -> np.ndarray:
     rec = _load(path)
     if passthrough is not None:
