@@ -299,7 +299,7 @@ def gaussianem_train(session, particles, consensus=None, model=None, outdir=None
 TRAIN_OPTIONS = (("epochs", PositiveIntArg), ("zdim", PositiveIntArg), ("zdim_conf", PositiveIntArg),
                  ("zdim_comp", PositiveIntArg), ("batch_size", PositiveIntArg), ("downsample", PositiveIntArg),
                  ("fine_gaussians", NonNegativeIntArg), ("device", EnumOf(DEVICES)), ("invert", BoolArg),
-                 ("lr", PositiveFloatArg))
+                 ("lr", PositiveFloatArg), ("datadir", OpenFolderNameArg), ("num_gaussians", PositiveIntArg))
 gaussianem_train_desc = CmdDesc(
     required=[("particles", OpenFileNameArg)],
     keyword=[("consensus", MapOrFileArg), ("model", StructureOrFileArg), ("outdir", SaveFileNameArg),

@@ -50,13 +50,15 @@ def _note(log: Callable | None, text: str) -> None:
 # The analysis folder
 
 def analyze(result: Result, k: int = 8, pcs: int = 3, umap: bool = True, steps: int = 10,
-            range_sd=(-2.0, 2.0), between=(), skip_volumes: bool = False,
-            box: int | None = None, seed: int = 0, log: Callable | None = print) -> dict:
+            range_sd=None, between=(), skip_volumes: bool = False,
+            box: int | None = None, seed: int = 0, log: Callable | None = print, map_kind: str | None = None) -> dict:
     """Write ``OUTDIR/analysis/``: PCA and UMAP density plots, loss curves, trajectories
     along the first ``pcs`` principal components (``pcN/``) and between particle pairs
     (``between_I_J/``), k-means (``kmeansK/``: volumes, labels, centres), ``report.md``
-    and ``summary.json``. Returns the summary (with absolute paths; summary.json has
-    them relative to the analysis folder)."""
+    and ``summary.json``. Trajectories span ``range_sd`` standard deviations, by default
+    the particles' 5th to 95th percentiles along each PC; maps are deformed-consensus maps
+    while the run's consensus map is there (``map_kind``: or ``gaussians``). Returns the
+    summary (with absolute paths; summary.json has them relative to the analysis folder)."""
     z = result.require_z()
     n, zdim = z.shape
     if n < 2:
@@ -137,17 +139,27 @@ def analyze(result: Result, k: int = 8, pcs: int = 3, umap: bool = True, steps: 
     if pcs > n_pcs:
         note(f"{pcs} principal components asked for; the latent space has {n_pcs}")
     trajectories = []
+    kind = map_kind or ("deformed" if result.has_consensus_map() else "gaussians")
+    if kind == "gaussians" and not map_kind:
+        note(f"the run's consensus map ({result.consensus_path or 'not recorded'}) is not there: maps are "
+             "rendered from the Gaussians")
+    summary["map"] = kind
+
+    def span(pc, part="all"):
+        return tuple(range_sd) if range_sd is not None else result.pc_percentiles(pc, part)
+
     for pc in range(1, n_pcs + 1):
-        zs = result.trajectory(pc=pc, steps=steps, range_sd=range_sd)
-        trajectories.append({"name": f"pc{pc}", "what": f"PC{pc} from {range_sd[0]:g} to {range_sd[1]:g} sd",
-                             "z": zs})
+        r = span(pc)
+        zs = result.trajectory(pc=pc, steps=steps, range_sd=r)
+        trajectories.append({"name": f"pc{pc}", "what": f"PC{pc} from {r[0]:.2f} to {r[1]:.2f} sd", "z": zs})
     if result.model_config.split:
         # split latent: also the conformational and compositional axes on their own
         for part, dims in (("conf", result.model_config.zdim_conf), ("comp", result.model_config.zdim_comp)):
             for pc in range(1, min(int(pcs), dims) + 1):
-                zs = result.trajectory(pc=pc, steps=steps, range_sd=range_sd, part=part)
+                r = span(pc, part)
+                zs = result.trajectory(pc=pc, steps=steps, range_sd=r, part=part)
                 trajectories.append({"name": f"{part}_pc{pc}", "z": zs,
-                                     "what": f"{part} PC{pc} from {range_sd[0]:g} to {range_sd[1]:g} sd"})
+                                     "what": f"{part} PC{pc} from {r[0]:.2f} to {r[1]:.2f} sd"})
     for a, b in between:
         zs = result.trajectory(steps=steps, start=result.particle_z(a), end=result.particle_z(b))
         trajectories.append({"name": f"between_{a}_{b}", "what": f"particle {a} to particle {b}", "z": zs})
@@ -162,10 +174,10 @@ def analyze(result: Result, k: int = 8, pcs: int = 3, umap: bool = True, steps: 
                              header="latent of each step, one per row")
             entry["volumes"] = []
         else:
-            entry["volumes"] = write_volumes(result, t["z"], folder, grid)
+            entry["volumes"] = write_volumes(result, t["z"], folder, grid, kind=kind)
         entry["z_file"] = os.path.join(folder, "z.txt")
         summary["trajectories"].append(entry)
-    summary["kmeans"]["volumes"] = [] if skip_volumes else write_volumes(result, km.centres, kdir, grid)
+    summary["kmeans"]["volumes"] = [] if skip_volumes else write_volumes(result, km.centres, kdir, grid, kind=kind)
     if skip_volumes:
         remove_stale(kdir, "vol", (".mrc",), 0)
         note("volumes skipped (--skip-volumes)")

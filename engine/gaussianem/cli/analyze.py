@@ -27,8 +27,12 @@ def add_args(p):
     p.add_argument("--umap", action=argparse.BooleanOptionalAction, default=True,
                    help="UMAP embedding and density plot (default on; skipped below 20 particles)")
     p.add_argument("--trajectory-steps", type=int, default=10, help="volumes per trajectory (default 10)")
-    p.add_argument("--range", type=float, nargs=2, default=(-2.0, 2.0), metavar=("A", "B"),
-                   help="principal-component trajectories from A to B standard deviations (default -2 2)")
+    p.add_argument("--range", type=float, nargs=2, metavar=("A", "B"),
+                   help="principal-component trajectories from A to B standard deviations (default: the "
+                        "particles' 5th to 95th percentiles along each component)")
+    p.add_argument("--map", choices=["deformed", "gaussians"],
+                   help="deformed: the consensus map carried by the decoded motions (default while the run's "
+                        "consensus map is there); gaussians: maps rendered from the Gaussians")
     p.add_argument("--between", type=int, nargs=2, action="append", default=[], metavar=("I", "J"),
                    help="also a trajectory from particle I to particle J (0-based; repeatable)")
     p.add_argument("--skip-volumes", action="store_true", help="write no volumes (numbers, labels and plots only)")
@@ -44,7 +48,7 @@ def main(args):
     from gaussianem.device import resolve_device
     result = load_result(args.outdir, device=resolve_device(args.device))
     s = analyze(result, k=args.kmeans, pcs=args.pcs, umap=args.umap, steps=args.trajectory_steps,
-                range_sd=tuple(args.range), between=args.between, skip_volumes=args.skip_volumes,
+                range_sd=tuple(args.range) if args.range else None, between=args.between, map_kind=args.map, skip_volumes=args.skip_volumes,
                 box=args.box, seed=args.seed, log=lambda t: print(t, file=sys.stderr))
     ev = ", ".join(f"{v:.2f}" for v in s["pca"]["explained_variance_ratio"][:5])
     print(f"{s['n_particles']} particles, zdim {s['zdim']}; PCA explained variance {ev}")

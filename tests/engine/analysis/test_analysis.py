@@ -174,3 +174,19 @@ def test_report_opens_with_the_run_health(analyzed, tiny_result):
     assert "Intensity scale of the images on the consensus projections: group 1:" in text
     s = json.loads((analyzed / "analysis" / "summary.json").read_text())
     assert s["health"]["status"] == h["status"]
+
+
+def test_analyze_maps_are_deformed_and_ranges_from_the_data(analyzed):
+    """analyze writes deformed-consensus maps while the consensus map is there, and its
+    PC trajectories span the particles' 5th-95th percentiles (as generate and ChimeraX)."""
+    s = json.loads((analyzed / "analysis" / "summary.json").read_text())
+    assert s["map"] == "deformed"
+    r = load_result(analyzed)
+    lo, hi = r.pc_percentiles(1)
+    z = np.loadtxt(analyzed / "analysis" / "pc1" / "z.txt", ndmin=2)
+    assert np.allclose(z, r.trajectory(pc=1, steps=3, range_sd=(lo, hi)), atol=1e-5)
+    vol = read_map(analyzed / "analysis" / "pc1" / "vol_000.mrc")[0]
+    mine = np.squeeze(r.volume(z[:1].astype(np.float32), kind="deformed"))
+    assert mine.shape == vol.shape and np.allclose(vol, mine, atol=1e-4 * np.abs(vol).max())
+    pc1 = next(t for t in s["trajectories"] if t["name"] == "pc1")
+    assert f"from {lo:.2f} to {hi:.2f} sd" in pc1["what"]
