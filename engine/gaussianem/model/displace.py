@@ -35,8 +35,8 @@ def local_rotations(centres: torch.Tensor, moved: torch.Tensor, neighbours: torc
     h = torch.einsum("nki,...nkj->...nij", p, q)                          # covariance
     u, _, vt = torch.linalg.svd(h)
     d = torch.sign(torch.linalg.det(vt.transpose(-1, -2) @ u.transpose(-1, -2)))
-    fix = torch.ones(*d.shape, 3, dtype=h.dtype)
-    fix[..., 2] = d
+    fix = torch.ones(*d.shape, 3, dtype=h.dtype, device=h.device)
+    fix[..., 2] = torch.where(d == 0, torch.ones_like(d), d)         # a degenerate neighbourhood: no flip
     return vt.transpose(-1, -2) @ (fix[..., None] * u.transpose(-1, -2))
 
 

@@ -42,20 +42,10 @@ import torch
 import torch.nn.functional as F
 
 from gaussianem.errors import InputError
+from gaussianem.model.displace import local_rotations
 from gaussianem.physics.render import render_volume, volume_plan
 
 PIECE_ELEMENTS = 1 << 21        # window voxels per piece on a CPU (x8 on a GPU): bounded memory
-
-
-def kabsch(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Proper rotations (..., 3, 3) taking point sets ``p`` (..., k, 3) onto ``q``
-    (..., k, 3), each already relative to its own reference point (least squares)."""
-    h = torch.einsum("...ki,...kj->...ij", p, q)
-    u, _, vt = torch.linalg.svd(h)
-    d = torch.sign(torch.linalg.det(vt.transpose(-1, -2) @ u.transpose(-1, -2)))
-    fix = torch.ones(*d.shape, 3, dtype=h.dtype, device=h.device)
-    fix[..., 2] = torch.where(d == 0, torch.ones_like(d), d)
-    return vt.transpose(-1, -2) @ (fix[..., None] * u.transpose(-1, -2))
 
 
 def _normalised(points: torch.Tensor, box: int, apix: float) -> torch.Tensor:
@@ -96,11 +86,8 @@ class ConsensusWarp:
 
     def rotations(self, displacement: torch.Tensor) -> torch.Tensor:
         """Local rigid rotations (B, N, 3, 3): each Gaussian's neighbourhood, Kabsch."""
-        c, nb = self.centres.double(), self.neighbours
-        q = c + displacement.double()
-        p = c[nb] - c[:, None, :]                                             # (N, k, 3)
-        qq = q[:, nb, :] - q[:, :, None, :]                                   # (B, N, k, 3)
-        return kabsch(p.expand_as(qq), qq).float()
+        c = self.centres.double()
+        return local_rotations(c, c + displacement.double(), self.neighbours).float()
 
     @torch.no_grad()
     def __call__(self, displacement, amp_factor=None, box: int | None = None,
