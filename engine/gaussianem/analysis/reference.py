@@ -53,7 +53,7 @@ def model_latent(result: Result, model: AtomicModel, k: int = 32, steps: int = 6
     residues = torch.from_numpy(result.grid.to_engine(model.residue_centres()).astype(np.float32))
     residues = residues.to(result.device)[None]
     km = kmeans(z_all, min(int(k), len(z_all)), seed=seed)
-    medoid = z_all[np.argmin(((z_all - z_all.mean(0)) ** 2).sum(1))]
+    medoid = z_all[result.medoid_index()]
     cand = torch.from_numpy(np.concatenate([km.centres, medoid[None]]).astype(np.float32)).to(result.device)
     with torch.no_grad():
         scores = _distance(result, cand, residues)
