@@ -23,10 +23,10 @@ import mrcfile
 import numpy as np
 import torch
 
-from gaussianem.errors import InputError, ParticleFileError
+from gaussianem.errors import InputError
 from gaussianem.io.atomic import atomic_output, write_json
-from gaussianem.io.images import ParticleImages, fourier_crop
-from gaussianem.io.mrc import ImageStack, read_header
+from gaussianem.io.images import ParticleImages
+from gaussianem.io.mrc import ImageStack
 from gaussianem.io.particle_data import ParticleData
 from gaussianem.progress import Progress
 
@@ -79,43 +79,36 @@ class CachedImages(ParticleImages):
         return images.contiguous()
 
 
+class _PlainReads(ParticleImages):
+    """:class:`ParticleImages` reading with plain file reads instead of memory maps, so
+    that a process's resident memory does not grow with the data read."""
+
+    def _read_stack(self, s: int, within: np.ndarray) -> np.ndarray:
+        stack, d = self._stacks[s], self.data.box
+        h, dtype = stack.header, np.dtype(stack.header.dtype)
+        out = np.empty((len(within), d, d), dtype=np.float32)
+        breaks = np.flatnonzero(np.diff(within) != 1) + 1          # runs of consecutive images: one read each
+        with open(stack.path, "rb") as f:
+            for start, run in zip(np.r_[0, breaks], np.split(within, breaks)):
+                f.seek(h.data_offset + int(run[0]) * d * d * dtype.itemsize)
+                out[start:start + len(run)] = np.fromfile(f, dtype=dtype, count=len(run) * d * d).reshape(-1, d, d)
+        return out
+
+
 class _SourceChunks(torch.utils.data.Dataset):
-    """Chunk ``k`` of the particles, read with plain file reads (no memory maps, so that a
-    process's resident memory does not grow with the data read) and Fourier-cropped."""
+    """Chunk ``k`` of the particles, in particle order, read (:class:`_PlainReads`) and
+    Fourier-cropped."""
 
     def __init__(self, data: ParticleData, box: int):
-        self.data, self.box = data, box
-        self.paths, self.stack_of = np.unique(data.image_paths.astype(str), return_inverse=True)
-        self.stack_of = self.stack_of.reshape(-1)
-        self.indices = np.asarray(data.image_indices, dtype=np.int64)
-        self.headers = [read_header(p) for p in self.paths]
-        self.n_chunks = (len(data) + CHUNK - 1) // CHUNK
+        self.images = _PlainReads(data, box=box)
+        self.n = len(data)
 
     def __len__(self) -> int:
-        return self.n_chunks
+        return (self.n + CHUNK - 1) // CHUNK
 
     def __getitem__(self, k: int):
-        idx = np.arange(k * CHUNK, min(len(self.data), (k + 1) * CHUNK))
-        d = self.data.box
-        out = np.empty((len(idx), d, d), dtype=np.float32)
-        for s in np.unique(self.stack_of[idx]):
-            pos = np.flatnonzero(self.stack_of[idx] == s)
-            within = self.indices[idx[pos]]
-            h = self.headers[s]
-            if (h.ny, h.nx) != (d, d):
-                raise ParticleFileError(f"{self.paths[s]}: images are {h.nx} x {h.ny} pixels but the particle "
-                                        f"metadata ({self.data.source}) give a box of {d} x {d}")
-            if within.size and (within.min() < 0 or within.max() >= h.nz):
-                raise InputError(f"{self.paths[s]}: image {int(within.max()) + 1} asked for, the stack holds {h.nz}")
-            dtype = np.dtype(h.dtype)
-            with open(self.paths[s], "rb") as f:
-                # runs of consecutive images: one read each
-                breaks = np.flatnonzero(np.diff(within) != 1) + 1
-                for run_pos, run in zip(np.split(pos, breaks), np.split(within, breaks)):
-                    f.seek(h.data_offset + int(run[0]) * d * d * dtype.itemsize)
-                    a = np.fromfile(f, dtype=dtype, count=len(run) * d * d).reshape(len(run), d, d)
-                    out[run_pos] = a
-        return k, fourier_crop(torch.from_numpy(out), self.box).numpy()
+        idx = np.arange(k * CHUNK, min(self.n, (k + 1) * CHUNK))
+        return k, self.images._process(self.images._read(idx)).numpy()
 
 
 def build_cache(data: ParticleData, box: int, path: str, num_workers: int = 0,
@@ -145,7 +138,7 @@ def build_cache(data: ParticleData, box: int, path: str, num_workers: int = 0,
                     progress.message(f"particle cache: {min(n, (k + 1) * CHUNK)} of {n} images")
     dt = time.time() - t0
     return {"particles": n, "box": int(box), "source_box": int(data.box), "seconds": dt,
-            "read_mb": n * data.box ** 2 * np.dtype(chunks.headers[0].dtype).itemsize / 2 ** 20,
+            "read_mb": n * data.box ** 2 * np.dtype(chunks.images._stacks[0].header.dtype).itemsize / 2 ** 20,
             "written_mb": n * box ** 2 * 4 / 2 ** 20}
 
 

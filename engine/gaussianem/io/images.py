@@ -107,8 +107,12 @@ class ParticleImages(Dataset):
             within = self._indices[idx[pos]]
             self._check_stack(s, within, idx[pos])
             order = np.argsort(within, kind="stable")  # sequential reads within the stack
-            out[pos[order]] = self._stacks[s][within[order]]
+            out[pos[order]] = self._read_stack(s, within[order])
         return out
+
+    def _read_stack(self, s: int, within: np.ndarray) -> np.ndarray:
+        """Images ``within`` (0-based, ascending) of stack ``s``, (n, D, D) float32."""
+        return self._stacks[s][within]
 
     def _check_stack(self, s: int, within: np.ndarray, particles: np.ndarray) -> None:
         """The stack holds the metadata's box and the images asked for (checked here as well,
