@@ -48,7 +48,7 @@ def project_volume(vol: torch.Tensor, rotations: torch.Tensor, shifts: torch.Ten
     """Projections (B, D, D) of a voxel volume for RELION poses, origins and CTFs.
 
     vol: (D, D, D) z,y,x with the origin at voxel D//2; rotations (B, 3, 3); shifts (B, 2)
-    Angstrom; apix float or (B,); ctf_params (B, 8) or None. Images are sums of voxel values
+    Angstrom; apix float or (B,); ctf_params (B, 9) (or (B, 8), see ctf.evaluate) or None. Images are sums of voxel values
     along z (multiplied by the CTF when given), with the particle centred at
     ``-origin`` as RELION's convention requires.
     """

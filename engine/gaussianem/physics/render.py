@@ -95,7 +95,7 @@ def project(centres, amplitudes, widths, rotations, shifts, box: int, apix,
             chunk: int | None = None, lowpass: float | None = None) -> torch.Tensor:
     """Projections of Gaussians for a batch of poses, multiplied by each particle's CTF.
 
-    ctf_params: (B, 8) from :meth:`gaussianem.physics.ctf.CTFParams.as_tensor` or None.
+    ctf_params: (B, 9) (or (B, 8): see ctf.evaluate) from :meth:`gaussianem.physics.ctf.CTFParams.as_tensor` or None.
     lowpass: a resolution in Angstrom; Fourier components beyond it are set to zero.
     Returns real images (B, box, box) when ``real_space`` else their rfft2 (complex).
     """
