@@ -46,6 +46,18 @@ def tiny_result(tiny_sim, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_trained(tiny_sim, tmp_path_factory):
+    """A result trained on ``tiny_sim`` long enough (8 epochs) for the hinge to be decoded."""
+    from gaussianem.train.config import TrainConfig
+    from gaussianem.train.loop import train
+    out = tmp_path_factory.mktemp("trained") / "run"
+    train(TrainConfig(particles=str(tiny_sim / "particles.star"), consensus=str(tiny_sim / "consensus.mrc"),
+                      outdir=str(out), model=str(tiny_sim / "model.pdb"), epochs=8, batch_size=32,
+                      zdim_conf=2, zdim_comp=1, fit_steps=60, device="cpu", lowpass_epochs=1, log_every=100))
+    return out
+
+
+@pytest.fixture(scope="session")
 def slurm_up():
     """A real one-node SLURM on this machine (tools/setup_slurm.sh), or a skip with the reason."""
     if os.environ.get("GAUSSIANEM_TEST_SLURM", "1") == "0":

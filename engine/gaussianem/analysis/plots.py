@@ -148,3 +148,30 @@ def plot_losses(log_paths, path) -> bool:
     fig.tight_layout()
     _save_figure(fig, path)
     return True
+
+
+def plot_fsc(freqs: np.ndarray, curves: dict, path, title: str = "") -> None:
+    """FSC curves (name -> values over ``freqs`` in 1/Angstrom) with the 0.143 line;
+    the x axis in 1/Angstrom with resolution labels."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    styles = {"deformed": ("#cc3311", "-"), "deformed unmasked": ("#cc3311", ":"),
+              "rigid": ("#0077bb", "-"), "rigid unmasked": ("#0077bb", ":")}
+    for name, vals in curves.items():
+        colour, ls = styles.get(name, (None, "-"))
+        ax.plot(freqs, vals, ls, color=colour, lw=1.4, label=name)
+    ax.axhline(0.143, color="0.4", lw=0.8, ls="--")
+    ax.annotate("0.143", (freqs[0], 0.143), textcoords="offset points", xytext=(2, 3), fontsize=8, color="0.3")
+    ax.set_xlim(0, float(freqs[-1]))
+    ax.set_ylim(-0.1, 1.02)
+    ax.set_xlabel("spatial frequency (1/A)")
+    ax.set_ylabel("Fourier shell correlation")
+    ticks = ax.get_xticks()
+    top = ax.secondary_xaxis("top")
+    top.set_xticks([t for t in ticks if 0 < t <= freqs[-1]])
+    top.set_xticklabels([f"{1 / t:.3g}" for t in ticks if 0 < t <= freqs[-1]])
+    top.set_xlabel("resolution (A)")
+    ax.legend(frameon=False, fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    _save_figure(fig, path)

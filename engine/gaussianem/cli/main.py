@@ -13,7 +13,7 @@ import sys
 from gaussianem import __version__
 from gaussianem.errors import GaussianEMError
 
-COMMANDS = ["simulate", "fit", "train", "status", "stop", "analyze", "generate", "export", "bench"]
+COMMANDS = ["simulate", "fit", "train", "status", "stop", "analyze", "generate", "reconstruct", "export", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

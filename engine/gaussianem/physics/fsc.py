@@ -8,22 +8,34 @@ import torch
 from gaussianem.errors import InputError
 
 
-def fsc(vol1, vol2, apix: float = 1.0):
-    """FSC of two cubic maps. Returns (frequencies in 1/Angstrom, fsc values), shells up
-    to Nyquist (box//2 shells, skipping the zero shell)."""
+def shell_index(box: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fourier shell (rounded radius in voxels) of every element of a ``box``^3 map's
+    ``rfftn``, flattened, and which of them lie within Nyquist (shell <= box // 2)."""
+    kz = torch.fft.fftfreq(box) * box
+    kx = torch.fft.rfftfreq(box) * box
+    r = torch.sqrt(kz[:, None, None] ** 2 + kz[None, :, None] ** 2 + kx[None, None, :] ** 2)
+    shell = torch.round(r).long().flatten()
+    return shell, shell <= box // 2
+
+
+def fsc(vol1, vol2, apix: float = 1.0, mask=None):
+    """FSC of two cubic maps (each multiplied by ``mask`` first, when given). Returns
+    (frequencies in 1/Angstrom, fsc values), shells up to Nyquist (box//2 shells,
+    skipping the zero shell)."""
     a = torch.from_numpy(np.array(vol1, dtype=np.float32))
     b = torch.from_numpy(np.array(vol2, dtype=np.float32))
     if a.shape != b.shape or a.ndim != 3 or len(set(a.shape)) != 1:
         raise InputError(f"FSC needs two cubic maps of the same size, got {tuple(a.shape)} "
                          f"and {tuple(b.shape)}")
+    if mask is not None:
+        m = torch.from_numpy(np.array(mask, dtype=np.float32))
+        if m.shape != a.shape:
+            raise InputError(f"FSC mask of shape {tuple(m.shape)} for maps of shape {tuple(a.shape)}")
+        a, b = a * m, b * m
     D = a.shape[0]
     fa, fb = torch.fft.rfftn(a), torch.fft.rfftn(b)
-    kz = torch.fft.fftfreq(D) * D
-    kx = torch.fft.rfftfreq(D) * D
-    r = torch.sqrt(kz[:, None, None] ** 2 + kz[None, :, None] ** 2 + kx[None, None, :] ** 2)
-    shell = torch.round(r).long().flatten()
+    shell, keep = shell_index(D)
     n = D // 2 + 1
-    keep = shell < n
     shell = shell[keep]
     num = torch.zeros(n, dtype=torch.float64).index_add_(
         0, shell, (fa * fb.conj()).real.flatten()[keep].double())

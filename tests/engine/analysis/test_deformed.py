@@ -139,24 +139,12 @@ def test_a_hinge_is_carried_rigidly(tiny_result, tiny_sim):
         assert _corr(out, maps[k], rest) > 0.98
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_sim, tmp_path_factory):
-    """A result trained long enough (8 epochs) for the hinge to be decoded."""
-    from gaussianem.train.config import TrainConfig
-    from gaussianem.train.loop import train
-    out = tmp_path_factory.mktemp("deformed") / "run"
-    train(TrainConfig(particles=str(tiny_sim / "particles.star"), consensus=str(tiny_sim / "consensus.mrc"),
-                      outdir=str(out), model=str(tiny_sim / "model.pdb"), epochs=8, batch_size=32,
-                      zdim_conf=2, zdim_comp=1, fit_steps=60, device="cpu", lowpass_epochs=1, log_every=100))
-    return out
-
-
-def test_deformed_maps_match_the_true_states_better(trained, tiny_sim):
+def test_deformed_maps_match_the_true_states_better(tiny_trained, tiny_sim):
     """At every true conformation (median latent of its particles, as
     gaussianem.analysis.evaluate): the deformed consensus is closer to the true map than
     the map rendered from the Gaussians (FSC AUC, correlation; in the moving part and in
     the rest), and in the moving part closer than the undeformed consensus."""
-    r = load_result(trained)
+    r = load_result(tiny_trained)
     truth = ev.load_truth(str(tiny_sim))
     model = read_model(tiny_sim / "model.pdb")
     mask, point, axis = default_hinge(model)
@@ -244,13 +232,13 @@ def test_generate_map_choice_and_force(tiny_result, tmp_path, capsys):
     assert not (tmp_path / "g3").exists() or not list((tmp_path / "g3").iterdir())
 
 
-def test_a_model_at_an_end_state_finds_its_latent_and_lands_on_the_other_end(trained, tiny_sim):
+def test_a_model_at_an_end_state_finds_its_latent_and_lands_on_the_other_end(tiny_trained, tiny_sim):
     """An atomic model fitted at one end of the hinge (the simulator's model turned to the
     first true state) stands for that state: model_latent finds latents whose particles
     are at that end, and moving the model relative to it to the other end's latent lands
     closer to the true other end than moving it relative to the consensus does."""
     from gaussianem.analysis.reference import model_latent
-    r = load_result(trained)
+    r = load_result(tiny_trained)
     truth = ev.load_truth(str(tiny_sim))
     model = read_model(tiny_sim / "model.pdb")
     mask, point, axis = default_hinge(model)
