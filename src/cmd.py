@@ -11,9 +11,15 @@ Users see keywords in camelCase (``zdimConf``); Python uses snake_case (``zdim_c
     gaussianem show [z V1,V2,...] [particle I] [pc K value V [latentPart all|conf|comp]] [cluster C [k K]]
         [map gaussians|deformed]
     gaussianem trajectory [pc K] [steps N] [range A,B] [latentPart all|conf|comp] [map gaussians|deformed]
+    gaussianem trajectory (fromParticle I | fromCluster A) (toParticle J | toCluster B) [k K] [steps N]
     gaussianem markers [colorBy displacement|amplitude] [z V1,...|particle I]
-    gaussianem subset (cluster C[,C...] [k K] | particles FILE | pcRange K,A,B [latentPart all|conf|comp])
+    gaussianem subset (cluster C[,C...] [k K] | particles FILE | pcRange K,A,B [latentPart all|conf|comp]
+        | box X0,Y0,X1,Y1 [plot pca|umap] | polygon X1,Y1,X2,Y2,X3,Y3,... [plot pca|umap])
         save FILE.star|.cs [replace true|false]
+    gaussianem analyze [OUTDIR] [k K] [pcs N] [steps N] [umap true|false] [skipVolumes true|false]
+        [map gaussians|deformed] [wait true|false]                       (cmd_analysis.py)
+    gaussianem movie FILE.mp4 [path options of trajectory] [framesPerStep N] [framerate F]
+        [size W,H] [roundTrip true|false] [quality Q]                     (cmd_analysis.py)
     gaussianem jobs
     gaussianem stop [ID]
     gaussianem version
@@ -28,17 +34,19 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from chimerax.core.commands import (Annotation, BoolArg, CmdDesc, EnumOf, Float2Arg, Float3Arg,
+from chimerax.core.commands import (Annotation, BoolArg, CmdDesc, EnumOf, Float3Arg,
                                     FloatArg, FloatsArg, IntArg, ListOf, NonNegativeIntArg,
                                     OpenFileNameArg, OpenFolderNameArg, PositiveFloatArg, PositiveIntArg,
                                     SaveFileNameArg, StringArg, register)
 from chimerax.core.commands import quote_path_if_necessary as quote
 from chimerax.core.errors import UserError
 
+from .cmd_analysis import (LATENT_PARTS, MAP_KINDS, PATH_KEYWORDS, gaussianem_analyze, gaussianem_analyze_desc,
+                           gaussianem_movie, gaussianem_movie_desc)
+
 BUNDLE_DIST = "ChimeraX-GaussianEM"
 ENGINE_DIST = "gaussianem"
 DEVICES = ["auto", "cpu", "cuda"]
-MAP_KINDS = ["gaussians", "deformed"]     # session_result.MAP_KINDS
 
 
 def _dist_version(dist):
@@ -324,7 +332,8 @@ def gaussianem_jobs(session):
     for r in rows:
         epoch = "-" if r["epoch"] is None else f"{r['epoch']}/{r['epochs']}"
         loss = "-" if r["loss"] is None else f"{r['loss']:.4g}"
-        lines.append(f"  {r['id']}  {r['state']:<8}  epoch {epoch:<7}  loss {loss:<9}  {r['outdir']}")
+        lines.append(f"  {r['id']}  {r.get('kind', 'train'):<7}  {r['state']:<8}  epoch {epoch:<7}  loss {loss:<9}  "
+                     f"{r['outdir']}")
         if r["error"]:
             lines.append(f"      error: {r['error']}")
     session.logger.info("\n".join(lines))
@@ -356,8 +365,9 @@ def gaussianem_stop(session, job_id=None):
     for job in jobs:
         if job.stop():
             stopped.append(job.id)
-            session.logger.info(f"GaussianEM job {job.id}: stopping; the engine saves "
-                                f"{os.path.join(job.outdir, 'checkpoint.pt')} and exits")
+            what = ("the engine saves " + os.path.join(job.outdir, 'checkpoint.pt') + " and exits"
+                    if getattr(job, "kind", "train") == "train" else "the engine exits")
+            session.logger.info(f"GaussianEM job {job.id}: stopping; {what}")
     return stopped
 
 
@@ -386,10 +396,10 @@ gaussianem_open_desc = CmdDesc(
     synopsis="open a trained GaussianEM model")
 
 
-# which principal components: of all of z, or of the conformational / compositional part.
-# The keyword is latentPart (``part``, its first name, is still taken by show and
-# trajectory, but abbreviates ``particle``/``particles``, so it is not offered elsewhere).
-LATENT_PARTS = ["all", "conf", "comp"]
+# LATENT_PARTS: which principal components, of all of z or of the conformational /
+# compositional part. The keyword is latentPart (``part``, its first name, is still taken
+# by show and trajectory, but abbreviates ``particle``/``particles``, so it is not offered
+# elsewhere).
 
 
 def _latent_part(part, latent_part) -> str:
@@ -443,21 +453,21 @@ gaussianem_show_desc = CmdDesc(
     synopsis="show the map of a point in latent space")
 
 
-def gaussianem_trajectory(session, pc=1, steps=10, range=None, part=None,  # noqa: A002
-                          latent_part=None, map=None):  # noqa: A002
+def gaussianem_trajectory(session, pc=None, steps=10, range=None, part=None,  # noqa: A002
+                          latent_part=None, map=None, from_particle=None, to_particle=None,  # noqa: A002
+                          from_cluster=None, to_cluster=None, k=None):
     """Maps (a map series) and an atomic model (one coordinate set per step) along a
     principal component, from range[0] to range[1] standard deviations (default: the
-    particles' 5th to 95th percentiles along it)."""
-    from .session_result import pc_label
+    particles' 5th to 95th percentiles along it), or on the line between two particles or
+    k-means centres (``fromParticle``/``fromCluster`` to ``toParticle``/``toCluster``)."""
+    from .latent_paths import latent_path
     res = _state().require_result(session)
-    part = _latent_part(part, latent_part)
-    if steps < 2:
-        raise UserError(f"a trajectory needs at least 2 steps, got {steps}")
-    rng = range if range is not None else res.pc_range(pc, part)
-    series, copy = res.trajectory(pc=pc, steps=steps, range_sd=rng, part=part, kind=map)
-    where = "" if range is not None else " (the particles' 5th to 95th percentiles)"
-    msg = (f"GaussianEM {pc_label(pc, part)} trajectory, {steps} steps from {rng[0]:.3g} to {rng[1]:.3g} sd{where}, "
-           f"{res.kind_for(map)} maps #{series.id_string} (vseries play #{series.id_string})")
+    path = latent_path(res, pc=pc, steps=steps, range_sd=range, part=_latent_part(part, latent_part),
+                       from_particle=from_particle, to_particle=to_particle, from_cluster=from_cluster,
+                       to_cluster=to_cluster, k=k)
+    series, copy = res.trajectory(path=path, kind=map)
+    msg = (f"GaussianEM {path.name} trajectory, {path.description}, {res.kind_for(map)} maps "
+           f"#{series.id_string} (vseries play #{series.id_string})")
     if copy is not None:
         msg += f", model #{copy.id_string} (coordset #{copy.id_string})"
     session.logger.info(msg)
@@ -465,8 +475,7 @@ def gaussianem_trajectory(session, pc=1, steps=10, range=None, part=None,  # noq
 
 
 gaussianem_trajectory_desc = CmdDesc(
-    keyword=[("pc", PositiveIntArg), ("steps", PositiveIntArg), ("range", Float2Arg),
-             ("latent_part", EnumOf(LATENT_PARTS)), ("part", EnumOf(LATENT_PARTS)), ("map", EnumOf(MAP_KINDS))],
+    keyword=[*PATH_KEYWORDS, ("part", EnumOf(LATENT_PARTS))],
     synopsis="play maps along a path through latent space")
 
 
@@ -495,22 +504,37 @@ gaussianem_markers_desc = CmdDesc(
 
 
 def gaussianem_subset(session, save=None, cluster=None, k=None, particles=None, pc_range=None, latent_part=None,
-                      replace=False):
-    """Save the particles of k-means clusters, of a selection file or of a range along a
-    principal component (of all of z, or of its conformational or compositional part) to
-    a RELION .star or cryoSPARC .cs file (original rows). An existing file is replaced
-    only with ``replace true``; the run's own files and inputs never are."""
+                      replace=False, box=None, polygon=None, plot=None):
+    """Save the particles of k-means clusters, of a selection file, of a range along a
+    principal component (of all of z, or of its conformational or compositional part), or
+    inside a region of the latent plot (a ``box`` x0,y0,x1,y1 or a lasso ``polygon``
+    x1,y1,x2,y2,... on the ``plot`` pca (PC1/PC2 in sd, the default) or umap) to a RELION
+    .star or cryoSPARC .cs file (original rows). An existing file is replaced only with
+    ``replace true``; the run's own files and inputs never are."""
+    from gaussianem.analysis.selection import box_corners
     res = _state().require_result(session)
     if k is not None and cluster is None:
         raise UserError("k (the number of k-means clusters) goes with cluster")
     if latent_part is not None and pc_range is None:
         raise UserError("latentPart (whose principal components) goes with pcRange, "
                         "e.g. 'pcRange 1,-1,1 latentPart conf'")
+    if box is not None and polygon is not None:
+        raise UserError("give box or polygon, not both")
+    if plot is not None and box is None and polygon is None:
+        raise UserError("plot (pca or umap) goes with box or polygon: the plot the region is drawn on")
+    region = None
+    if box is not None:
+        region = box_corners(box)
+    elif polygon is not None:
+        if len(polygon) < 6 or len(polygon) % 2:
+            raise UserError(f"polygon takes the x,y of at least 3 corners (an even count of numbers), "
+                            f"got {len(polygon)} numbers")
+        region = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
     save = os.path.abspath(os.path.expanduser(save))
     if os.path.splitext(save)[1].lower() not in (".star", ".cs"):
         raise UserError(f"cannot save {save}: the subset is saved as a .star or .cs file")
     out = res.subset(save, cluster=cluster, k=k, particles=particles, pc_range=pc_range,
-                     part=latent_part or "all", replace=replace)
+                     part=latent_part or "all", replace=replace, region=region, view=plot or "pca")
     session.logger.info(f"GaussianEM: saved {out['n']} particles ({out['what']}) to {out['file']}")
     return out
 
@@ -518,7 +542,7 @@ def gaussianem_subset(session, save=None, cluster=None, k=None, particles=None, 
 gaussianem_subset_desc = CmdDesc(
     keyword=[("save", SaveFileNameArg), ("cluster", IntsArg), ("k", PositiveIntArg),
              ("particles", OpenFileNameArg), ("pc_range", Float3Arg), ("latent_part", EnumOf(LATENT_PARTS)),
-             ("replace", BoolArg)],
+             ("replace", BoolArg), ("box", ListOf(FloatArg, 4, 4)), ("polygon", FloatsArg), ("plot", EnumOf(["pca", "umap"]))],
     required_arguments=["save"],
     synopsis="save a subset of particles picked in latent space")
 
@@ -531,6 +555,8 @@ _COMMANDS = {
     "gaussianem trajectory": (gaussianem_trajectory, gaussianem_trajectory_desc),
     "gaussianem markers": (gaussianem_markers, gaussianem_markers_desc),
     "gaussianem subset": (gaussianem_subset, gaussianem_subset_desc),
+    "gaussianem analyze": (gaussianem_analyze, gaussianem_analyze_desc),
+    "gaussianem movie": (gaussianem_movie, gaussianem_movie_desc),
     "gaussianem jobs": (gaussianem_jobs, gaussianem_jobs_desc),
     "gaussianem stop": (gaussianem_stop, gaussianem_stop_desc),
     "gaussianem version": (gaussianem_version, gaussianem_version_desc),

@@ -77,6 +77,9 @@ class TrainJob:
     most every ``status_every`` seconds (without a GUI the status line is printed).
     """
 
+    kind = "train"                    # what the engine process does (gaussianem <kind>)
+    merge_stderr = False              # read stderr with stdout, in order (text lines)
+
     def __init__(self, job_id: int, args: list[str], outdir: str, logger=None, on_done=None,
                  status_every: float = 0.0):
         self.id = job_id
@@ -105,14 +108,16 @@ class TrainJob:
     def start(self) -> "TrainJob":
         cmd = [python_executable(), "-m", "gaussianem.cli.main"] + self.args
         self._process = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            text=True, encoding="utf-8", errors="replace", bufsize=1, env=engine_environment(),
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT if self.merge_stderr else subprocess.PIPE,
+            stdin=subprocess.DEVNULL, text=True, encoding="utf-8", errors="replace", bufsize=1,
+            env=engine_environment(),
             start_new_session=True)   # Ctrl-C in ChimeraX's terminal does not reach it
         _ALL_JOBS.add(self)
         threading.Thread(target=self._read_stdout, name=f"gaussianem-job{self.id}-out",
                          daemon=True).start()
-        threading.Thread(target=self._read_stderr, name=f"gaussianem-job{self.id}-err",
-                         daemon=True).start()
+        if not self.merge_stderr:
+            threading.Thread(target=self._read_stderr, name=f"gaussianem-job{self.id}-err",
+                             daemon=True).start()
         return self
 
     @property
@@ -261,7 +266,7 @@ class TrainJob:
         return list(self._stderr)
 
     def summary(self) -> dict:
-        return {"id": self.id, "outdir": self.outdir, "state": self.state, "epoch": self.epoch,
+        return {"id": self.id, "kind": self.kind, "outdir": self.outdir, "state": self.state, "epoch": self.epoch,
                 "epochs": self.epochs, "step": self.step, "loss": self.loss, "pid": self.pid,
                 "error": self.error}
 
@@ -363,7 +368,7 @@ class ClusterJob:
         return []
 
     def summary(self) -> dict:
-        return {"id": self.id, "outdir": self.outdir, "state": self.state, "epoch": self.epoch,
+        return {"id": self.id, "kind": "train", "outdir": self.outdir, "state": self.state, "epoch": self.epoch,
                 "epochs": self.epochs, "step": self.step, "loss": self.loss, "pid": None, "error": self.error,
                 "slurm_job": self.slurm_id}
 

@@ -87,7 +87,7 @@ def show_key(session, color_by: str, scale: tuple[float, float]):
     items = [(Color(rgba), label) for rgba, label in key_items(color_by, scale)]
     if get_model(session, create=False) is not None:        # where the user put it
         return key_cmd(session, items)
-    return key_cmd(session, items, pos=(0.05, 0.05), size=(0.3, 0.04))
+    return key_cmd(session, items, pos=(0.05, 0.1), size=(0.3, 0.04))     # room for the labels below
 
 
 def close_key(session) -> None:

@@ -16,6 +16,11 @@ With ``home_particle`` (the tool gives the medoid particle) the panel starts at 
 particle's latent, and its Medoid button returns there; without, at the mean (Mean).
 With the composition switch off, the compositional part of every latent sent is held at
 the particles' mean, so only conformational change is shown.
+
+The plot (drawn by :mod:`.latent_plot`) is coloured by point density, by k-means cluster
+or by a column of the particle file (``color_values(name)``); with Select set to Box or
+Lasso, a region drawn on it rings the particles inside, and Save hands the region to
+``on_save_region(region)`` (the tool saves it with ``gaussianem subset box|polygon``).
 """
 
 from __future__ import annotations
@@ -25,21 +30,13 @@ from Qt.QtCore import Qt, QTimer
 from Qt.QtWidgets import (QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QLabel, QPushButton,
                           QSizePolicy, QSlider, QVBoxLayout, QWidget)
 
+from .latent_plot import DENSITY, RegionSelector, draw_particles
+from .panel_selection import PlotSelectionMixin
+
 SLIDER_TICKS_PER_SD = 10        # slider resolution: 0.1 standard deviation
 
 
-def point_density(xy: np.ndarray, bins: int = 64) -> np.ndarray:
-    """Each point's count in a ``bins`` x ``bins`` histogram of the points (log scale)."""
-    xy = np.asarray(xy, dtype=np.float64)
-    if len(xy) == 0:
-        return np.zeros(0)
-    h, xe, ye = np.histogram2d(xy[:, 0], xy[:, 1], bins=bins)
-    ix = np.clip(np.searchsorted(xe, xy[:, 0], side="right") - 1, 0, bins - 1)
-    iy = np.clip(np.searchsorted(ye, xy[:, 1], side="right") - 1, 0, bins - 1)
-    return np.log1p(h[ix, iy])
-
-
-class LatentPanel(QWidget):
+class LatentPanel(PlotSelectionMixin, QWidget):
     """Latent-space plot, PC sliders and player.
 
     ``z`` (N, zdim) latents; ``pca`` with ``mean``, ``components`` (k, zdim), ``sd``,
@@ -48,11 +45,15 @@ class LatentPanel(QWidget):
     ``split``: (zdim_conf, zdim_comp) or None; ``on_latent(z)``: called with each latent
     to show; ``home_particle``: the particle to start from and return to (else the mean);
     ``pc_ranges``: (low, high) sd per PC for its slider and player (the tool gives the
-    particles' 5th-95th percentiles), else +-``slider_range_sd`` and +-``play_range_sd``.
+    particles' 5th-95th percentiles), else +-``slider_range_sd`` and +-``play_range_sd``;
+    ``color_options``: names the plot can be coloured by besides density (k-means first
+    when there are centres), ``color_values(name)``: (values (N,), categorical) for one;
+    ``on_save_region(region)``: called by Save with ``{"box": (x0, y0, x1, y1)}`` or
+    ``{"polygon": corners}`` and ``"plot"``: "pca" or "umap".
     """
 
     def __init__(self, z, pca, *, centre_index=None, umap=None, split=None, on_latent=None,
-                 home_particle=None, pc_ranges=None,
+                 home_particle=None, pc_ranges=None, color_options=(), color_values=None, on_save_region=None,
                  n_sliders: int = 3, slider_range_sd: float = 3.0, play_range_sd: float = 2.0,
                  play_step_sd: float = 0.2, play_interval_ms: int = 100, parent=None):
         super().__init__(parent)
@@ -72,6 +73,11 @@ class LatentPanel(QWidget):
         self._n_pcs = len(pca.components)
         self._view = "pca"
         self._play_direction = 1
+        self.color_values = color_values
+        self.on_save_region = on_save_region
+        self._color = DENSITY
+        self.region = None              # {"box": ...} or {"polygon": ...}, and "corners" (M, 2)
+        self.selected = np.zeros(0, dtype=np.int64)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
@@ -89,6 +95,8 @@ class LatentPanel(QWidget):
         layout.addLayout(top)
 
         self._build_plot(layout)
+
+        layout.addLayout(self._build_plot_tools(color_options))
 
         grid = QGridLayout()
         self.sliders: list[QSlider] = []
@@ -172,6 +180,7 @@ class LatentPanel(QWidget):
         self._current_artist = None
         self.canvas.mpl_connect("button_press_event", self._on_press)
         self.canvas.mpl_connect("draw_event", self._on_draw_event)
+        self.selector = RegionSelector(self.axes, self._region_drawn)
         layout.addWidget(self.canvas, 1)
 
     def plot_coordinates(self, view: str | None = None) -> np.ndarray:
@@ -194,15 +203,12 @@ class LatentPanel(QWidget):
         ax = self.axes
         ax.clear()
         xy = self.plot_coordinates()
-        dens = point_density(xy, bins=int(np.clip(np.sqrt(len(xy)) / 2, 8, 64)))
-        order = np.argsort(dens, kind="stable")
-        size = float(np.clip(3000.0 / max(len(xy), 1), 2.0, 12.0))
-        ax.scatter(xy[order, 0], xy[order, 1], c=dens[order], s=size, cmap="viridis", linewidths=0)
-        if self.centre_index is not None and len(self.centre_index):
-            c = xy[self.centre_index]
-            ax.scatter(c[:, 0], c[:, 1], marker="x", c="black", s=40, linewidths=1.5)
-            for i, (x, y) in enumerate(c):
-                ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        values, categorical = (None, False) if self._color == DENSITY else self.color_values(self._color)
+        centres = None if self.centre_index is None or not len(self.centre_index) else xy[self.centre_index]
+        key = draw_particles(ax, xy, values=values, categorical=categorical, name=self._color, centres=centres,
+                             selected=self.selected,
+                             region=None if self.region is None else self.region["corners"])
+        self.selector.attach()
         # The current-latent star is drawn on its own (animated, blitted over a saved
         # background), so moving it does not re-render the scatter plot.
         cur = self._current_xy()
@@ -216,7 +222,7 @@ class LatentPanel(QWidget):
         else:
             ax.set_xlabel(self.axis_label(1))
             ax.set_ylabel(self.axis_label(2) if self._n_pcs > 1 else "")
-        self.info.setText(f"{len(xy)} particles")
+        self.info.setText(f"{len(xy)} particles, {key}")
         self.canvas.draw_idle()
 
     def axis_label(self, pc: int) -> str:
@@ -247,10 +253,12 @@ class LatentPanel(QWidget):
         if view not in ("pca", "umap") or (view == "umap" and self.umap is None):
             raise ValueError(f"no {view!r} view in this panel")
         self._view = view
+        self.clear_region()             # drawn in the other plot's coordinates
         self._draw()
 
     def _on_press(self, event) -> None:
-        if event.inaxes is not self.axes or event.xdata is None or event.button not in (1, None):
+        if event.inaxes is not self.axes or event.xdata is None or event.button not in (1, None) \
+                or self.selector.mode != "click":
             return
         self.pick_at(event.xdata, event.ydata)
 

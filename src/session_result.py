@@ -50,6 +50,7 @@ from chimerax.core.errors import UserError
 from gaussianem.errors import GaussianEMError
 from gaussianem.io.rundir import RunDir
 
+from .latent_paths import pc_label, pc_path
 from .save_paths import check_save_path
 from .volume_guard import _watch_closed_volumes
 
@@ -74,12 +75,6 @@ class Generated:
     atom_displacement: np.ndarray | None = None   # (M, 3) for the interpolator below
     interpolator: object = None
     kind: str = "gaussians"     # how the map was made (MAP_KINDS)
-
-
-def pc_label(pc: int, part: str = "all") -> str:
-    """A principal component's name in messages, map names and the explorer: ``PC1`` of
-    all of z, ``conf PC1`` / ``comp PC1`` of a part of a split latent (values are in sd)."""
-    return f"PC{int(pc)}" if part == "all" else f"{part} PC{int(pc)}"
 
 
 def latent_key(z) -> bytes:
@@ -134,6 +129,7 @@ class GaussianEMResult:
         self._lock = threading.Lock()     # generation may run on the tool's worker thread
         self._kmeans = {}
         self._medoid = None
+        self._columns = None              # the particle file's numbers (particle_columns)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -206,17 +202,17 @@ class GaussianEMResult:
 
     def umap(self) -> np.ndarray | None:
         """The UMAP embedding written by ``gaussianem analyze``, if there is a current one."""
-        path = os.path.join(self.outdir, "analysis", "embeddings.npz")
-        if not os.path.exists(path):
-            return None
-        try:
-            with np.load(path) as f:
-                emb = f["umap"] if "umap" in f.files else None
-        except (OSError, ValueError):
-            return None
-        if emb is None or self.result.z is None or emb.shape != (len(self.result.z), 2):
-            return None
-        return emb
+        from gaussianem.analysis.selection import read_umap
+        return read_umap(self.result)
+
+    def particle_columns(self) -> dict:
+        """Per-particle numbers of the run's particle file, name -> (N,) array
+        (:func:`gaussianem.analysis.selection.particle_columns`), read once."""
+        from gaussianem.analysis.selection import particle_columns
+        self.require_latents()
+        if self._columns is None:
+            self._columns = particle_columns(self.result)
+        return self._columns
 
     # ------------------------------------------------------------------ models
     def _grid_data(self, array_zyx, name: str):
@@ -368,18 +364,19 @@ class GaussianEMResult:
 
     # ------------------------------------------------------------------ trajectory
     def trajectory(self, pc: int = 1, steps: int = 10, range_sd=None, part: str = "all",
-                   kind: str | None = None):
+                   kind: str | None = None, path=None):
         """Maps along principal component ``pc`` from ``range_sd[0]`` to ``range_sd[1]`` sd
-        (default :meth:`pc_range`, the particles' 5th to 95th percentiles) as a map series
-        (``vseries play``) and, with an atomic model, a copy of it with one coordinate set
-        per step (``coordset``); ``kind``: the maps' kind (default :attr:`map_kind`).
-        Returns (map series, structure copy or None)."""
+        (default :meth:`pc_range`, the particles' 5th to 95th percentiles), or along
+        ``path`` (a :class:`~.latent_paths.LatentPath`, e.g. between two particles), as a
+        map series (``vseries play``) and, with an atomic model, a copy of it with one
+        coordinate set per step (``coordset``); ``kind``: the maps' kind (default
+        :attr:`map_kind`). Returns (map series, structure copy or None)."""
         from chimerax.map_series import MapSeries
         self.require_latents()
         kind = self.kind_for(kind)
-        range_sd = tuple(range_sd) if range_sd is not None else self.pc_range(pc, part)
-        zs = self.result.trajectory(pc=int(pc), steps=int(steps), range_sd=range_sd, part=part)
-        values = np.linspace(range_sd[0], range_sd[1], int(steps))
+        if path is None:
+            path = pc_path(self, pc, steps, range_sd, part)
+        zs, labels, title = path.z, path.labels, path.name
         style = {}                      # the live map's levels, colours and transparency
         if self._volume_alive() and self.volume.surfaces:
             surfaces = self.volume.surfaces
@@ -387,12 +384,12 @@ class GaussianEMResult:
                      "surface_colors": [tuple(s.rgba) for s in surfaces]}
         gens = [self.generate(zi, kind) for zi in zs]
         maps = []
-        for gen, v in zip(gens, values):
-            m = self._new_volume(gen.volume, f"{pc_label(pc, part)} {v:+.2f} sd", add=False)
+        for gen, label in zip(gens, labels):
+            m = self._new_volume(gen.volume, label, add=False)
             if style:
                 m.set_parameters(**style)
             maps.append(m)
-        series = MapSeries(f"{self.name} {pc_label(pc, part)} trajectory", maps, self.session)
+        series = MapSeries(f"{self.name} {title} trajectory", maps, self.session)
         self.session.models.add([series])
         copy = None
         if self._structure_alive():
@@ -401,7 +398,7 @@ class GaussianEMResult:
             else:
                 disp = _displace(self._interpolator, np.stack([g.displacement for g in gens]))
             xyz = self._model_coords(self._base_coords[None] + disp)
-            copy = self.structure.copy(name=f"{self.structure.name} {pc_label(pc, part)} trajectory")
+            copy = self.structure.copy(name=f"{self.structure.name} {title} trajectory")
             copy.add_coordsets(np.ascontiguousarray(xyz, dtype=np.float64), replace=True)
             copy.active_coordset_id = 1
             self.session.models.add([copy])
@@ -453,19 +450,21 @@ class GaussianEMResult:
         return self.marker_set
 
     # ------------------------------------------------------------------ subsets
-    def subset_indices(self, cluster=None, k=None, particles=None, pc_range=None, part="all") -> tuple:
+    def subset_indices(self, cluster=None, k=None, particles=None, pc_range=None, part="all",
+                       region=None, view="pca") -> tuple:
         """(sorted particle indices, description) for exactly one selection
         (:func:`gaussianem.analysis.selection.select_particles`); ``part``: the principal
-        components of a ``pc_range`` are of all of z, or of its ``conf`` / ``comp`` part."""
+        components of a ``pc_range`` are of all of z, or of its ``conf`` / ``comp`` part;
+        ``region``: polygon corners (M, 2) on the latent plot ``view`` (pca or umap)."""
         from gaussianem.analysis.selection import select_particles
         self.require_latents()
         km = self.kmeans(k) if cluster is not None else None
         sel = select_particles(self.result, clusters=cluster, kmeans=km, particles=particles, pc_range=pc_range,
-                               part=part)
+                               part=part, region=region, view=view)
         return np.asarray(sel.indices, dtype=np.int64), sel.what
 
     def subset(self, save, cluster=None, k=None, particles=None, pc_range=None, part="all",
-               replace: bool = False) -> dict:
+               replace: bool = False, region=None, view="pca") -> dict:
         """Write a particle subset to ``save`` (.star or .cs) with the original rows.
 
         An existing file is replaced only with ``replace``; a file the run reads (its
@@ -474,7 +473,8 @@ class GaussianEMResult:
         from gaussianem.analysis.selection import export_subset
         save = os.path.abspath(os.path.expanduser(os.fspath(save)))
         check_save_path(self.result, save, replace=replace, also=[particles])
-        idx, what = self.subset_indices(cluster=cluster, k=k, particles=particles, pc_range=pc_range, part=part)
+        idx, what = self.subset_indices(cluster=cluster, k=k, particles=particles, pc_range=pc_range, part=part,
+                                        region=region, view=view)
         if idx.size == 0:
             raise UserError(f"no particles in {what}: nothing saved")
         out = export_subset(self.result, idx, save)

@@ -12,6 +12,7 @@ window), so it also runs offscreen in tests and measures slider-to-map latency.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -112,10 +113,11 @@ class LiveUpdater:
 
 
 @user_errors
-def make_panel(gres, on_latent, parent=None):
+def make_panel(gres, on_latent, parent=None, on_save_region=None):
     """A :class:`~.panel.LatentPanel` for a result (PCA, k-means centres, UMAP if any),
     starting at the medoid particle (the state ``gaussianem open`` shows), its sliders
-    over the particles' 5th to 95th percentiles along each PC."""
+    over the particles' 5th to 95th percentiles along each PC; its plot can be coloured by
+    k-means cluster and by the particle file's columns (:func:`plot_colors`)."""
     from .panel import LatentPanel
     pca = gres.pca()
     try:
@@ -123,9 +125,42 @@ def make_panel(gres, on_latent, parent=None):
     except UserError:
         centres = None
     ranges = [gres.pc_range(k + 1) for k in range(len(pca.components))]
+    options, values = plot_colors(gres, with_kmeans=centres is not None)
     return LatentPanel(gres.result.z, pca, centre_index=centres, umap=gres.umap(),
                        split=gres.split, on_latent=on_latent, home_particle=gres.medoid,
-                       pc_ranges=ranges, parent=parent)
+                       pc_ranges=ranges, parent=parent, color_options=options, color_values=values,
+                       on_save_region=on_save_region)
+
+
+def plot_colors(gres, with_kmeans: bool = True):
+    """(names, values(name) -> (per-particle values, categorical)) the explorer's plot can be
+    coloured by: the k-means cluster (k = the session's), then the particle file's
+    columns (defocus, optics group, class number, ...; none when the file cannot be read)."""
+    from gaussianem.errors import GaussianEMError
+
+    from .latent_plot import KMEANS, is_categorical
+    try:
+        columns = gres.particle_columns()
+    except (GaussianEMError, UserError, OSError) as e:
+        gres.session.logger.info(f"GaussianEM: the explorer's plot is not coloured by the particle file's "
+                                 f"columns ({e})")
+        columns = {}
+    names = ([KMEANS] if with_kmeans else []) + list(columns)
+
+    def values(name):
+        if name == KMEANS:
+            return gres.kmeans().labels, True
+        return columns[name], is_categorical(columns[name])
+    return names, values
+
+
+def region_command(region: dict, save: str) -> str:
+    """The ``gaussianem subset`` command that saves a region drawn on the explorer's plot."""
+    from chimerax.core.commands import quote_path_if_necessary as quote
+    def numbers(values) -> str:               # 4 decimals, as the panel rounds a region's corners
+        return ",".join(f"{float(v):.4f}".rstrip("0").rstrip(".") for v in np.asarray(values).ravel())
+    where = f"box {numbers(region['box'])}" if "box" in region else f"polygon {numbers(region['polygon'])}"
+    return f"gaussianem subset {where} plot {region.get('plot', 'pca')} save {quote(save)}"
 
 
 class LatentExplorer(ToolInstance):
@@ -160,8 +195,19 @@ class LatentExplorer(ToolInstance):
             self.panel.deleteLater()
         self.gres = gres
         self.updater = LiveUpdater(self.session, gres, on_applied=self._applied)
-        self.panel = make_panel(gres, self.updater.request, parent=self.tool_window.ui_area)
+        self.panel = make_panel(gres, self.updater.request, parent=self.tool_window.ui_area,
+                                on_save_region=self._save_region)
         self._layout.addWidget(self.panel)
+
+    def _save_region(self, region: dict) -> None:
+        """Save the region drawn on the plot: ask for a file, then ``gaussianem subset``."""
+        from chimerax.core.commands import run
+        from Qt.QtWidgets import QFileDialog
+        path, _ = QFileDialog.getSaveFileName(self.tool_window.ui_area, "Save the particles in the region",
+                                              os.path.join(self.gres.outdir, "selected.star"),
+                                              "RELION particles (*.star);;cryoSPARC particles (*.cs)")
+        if path:
+            run(self.session, region_command(region, path))
 
     def _applied(self, z, seconds) -> None:
         self.session.logger.status(f"GaussianEM: map updated in {seconds * 1000:.0f} ms")

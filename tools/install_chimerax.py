@@ -21,7 +21,11 @@ the fixes described in ../shared/chimerax/HEADLESS.md:
    usual commands (open, volume, measure, save, ...) exist;
 5. libOSMesa (Debian's libosmesa6) is installed with apt-get when missing and we are root,
    for offscreen PNG rendering; otherwise it is skipped and recorded as unavailable;
-6. PyQt6 and qtshim are added, for tool panels driven with ``QT_QPA_PLATFORM=offscreen``.
+6. PyQt6 and qtshim are added, for tool panels driven with ``QT_QPA_PLATFORM=offscreen``;
+7. ffmpeg for ``movie encode``: ChimeraX's movie bundle runs ``ffmpeg`` from ChimeraX's
+   ``bin`` folder (``chimerax.app_bin_dir``, here the environment's ``bin``), then from
+   PATH. The app ships one; here the static ffmpeg of the pinned PyPI package
+   imageio-ffmpeg is linked as ``<env>/bin/ffmpeg``.
 
 Then a short headless ChimeraX run checks the result (open a map, set a level, measure it,
 save a PNG when OSMesa is there). A stamp file in the environment (``sys.prefix``) records
@@ -71,6 +75,8 @@ EXTRA_PINS = {
     "PyQt6": "==6.6.1",
     "PyQt6-Qt6": "==6.6.1",
     "qtshim": "==1.2",
+    # ffmpeg for 'movie encode' (a static build, ffmpeg 7.0.2 with libx264), linked into bin/
+    "imageio-ffmpeg": "==0.6.0",
 }
 DROPPED = {"imagecodecs"}  # its pinned release has no cp311 wheel
 
@@ -82,7 +88,7 @@ WORKING_SET = [
     "numpy", "tinyarray", "tomli", "grako", "pkginfo", "appdirs", "packaging",
     "sortedcontainers", "Cython", "pydicom", "requests", "pandas", "matplotlib",
     "ipywidgets", "PyOpenGL", "setuptools", "PyQt6", "PyQt6-Qt6", "qtshim",
-    "distro", "msgpack", "lz4", "psutil",
+    "distro", "msgpack", "lz4", "psutil", "imageio-ffmpeg",
 ]
 NO_DEPS = ["tcia-utils"]
 
@@ -482,6 +488,21 @@ def write_bundle_dist_infos(cx: Path, bundles: dict) -> int:
 
 # --------------------------------------------------------------------------- OSMesa
 
+def link_ffmpeg() -> Path:
+    """``<env>/bin/ffmpeg`` -> the imageio-ffmpeg package's ffmpeg binary, where ChimeraX's
+    ``movie encode`` looks first (``chimerax.app_bin_dir``)."""
+    import importlib
+    importlib.invalidate_caches()
+    import imageio_ffmpeg
+    exe = Path(imageio_ffmpeg.get_ffmpeg_exe())
+    link = Path(sys.prefix) / "bin" / ("ffmpeg.exe" if os.name == "nt" else "ffmpeg")
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(exe)
+    log(f"ffmpeg for movie encode: {link} -> {exe}")
+    return link
+
+
 def ensure_osmesa() -> bool:
     """libOSMesa for offscreen rendering: apt-get install it when root, else skip."""
     if ctypes.util.find_library("OSMesa"):
@@ -568,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         write_nogui(cx)
         n = write_bundle_dist_infos(cx, bundles)
         log(f"registered {n} built-in bundles")
+        link_ffmpeg()
         osmesa = ensure_osmesa()
         if not args.no_verify:
             verify(osmesa, work)

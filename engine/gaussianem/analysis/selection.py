@@ -3,9 +3,15 @@
 * :func:`parse_latent` / :func:`read_latents`: latent vectors from a command line or a
   file (.txt/.csv/.npy), checked against the result's latent size by the caller.
 * :func:`read_selection`: particle indices or a boolean mask from a file.
-* :func:`select_particles`: one selection (k-means clusters, a file of indices, or a
-  range of scores along a principal component of the whole latent or of one part), as
-  the CLI's ``export`` and the ChimeraX ``gaussianem subset`` both make it.
+* :func:`plot_coordinates` / :func:`points_in_polygon`: the particles in the latent
+  plot (PC1/PC2 in sd, or the UMAP of ``gaussianem analyze``) and those inside a box or
+  lasso drawn on it.
+* :func:`select_particles`: one selection (k-means clusters, a file of indices, a
+  range of scores along a principal component of the whole latent or of one part, or a
+  region of the latent plot), as the CLI's ``export`` and the ChimeraX
+  ``gaussianem subset`` both make it.
+* :func:`particle_columns`: per-particle numbers of the result's particle file (defocus,
+  optics group, class number, any numeric column), to colour the latent plot by.
 * :func:`export_subset`: the selected particles of a result's particle file written back
   to RELION ``.star`` (a file, or a job in a RELION project) or cryoSPARC ``.cs`` with
   their original rows and optics table, optionally with k-means labels.
@@ -98,6 +104,67 @@ def read_selection(path, n: int) -> np.ndarray:
     return np.unique(idx)
 
 
+PLOT_VIEWS = ("pca", "umap")
+
+
+def read_umap(result: Result) -> np.ndarray | None:
+    """The (N, 2) UMAP embedding written by ``gaussianem analyze``
+    (``analysis/embeddings.npz``), or None when there is none for these latents."""
+    path = os.path.join(result.run.analysis, "embeddings.npz")
+    if result.z is None or not os.path.exists(path):
+        return None
+    try:
+        with np.load(path) as f:
+            emb = f["umap"] if "umap" in f.files else None
+    except (OSError, ValueError):
+        return None
+    if emb is None or emb.shape != (len(result.z), 2):
+        return None
+    return np.asarray(emb, dtype=np.float64)
+
+
+def plot_coordinates(result: Result, view: str = "pca") -> np.ndarray:
+    """(N, 2) positions of the particles in the latent plot: their scores along PC1 and
+    PC2 of the whole latent in standard deviations (0 for PC2 of a 1-D latent), or the
+    UMAP of ``gaussianem analyze`` (``view="umap"``)."""
+    if view not in PLOT_VIEWS:
+        raise InputError(f"plot must be one of {', '.join(PLOT_VIEWS)}, not {view!r}")
+    if view == "umap":
+        result.require_z()
+        emb = read_umap(result)
+        if emb is None:
+            raise ResultError(f"{result.outdir} has no UMAP of its latents: run 'gaussianem analyze' "
+                              "first, or select on the PCA plot")
+        return emb
+    p = result.pca()
+    s = np.asarray(p.scores, dtype=np.float64)[:, :2] / np.asarray(p.sd, dtype=np.float64)[:2]
+    return s if s.shape[1] == 2 else np.column_stack([s[:, 0], np.zeros(len(s))])
+
+
+def points_in_polygon(xy, vertices) -> np.ndarray:
+    """Boolean mask of the points ``xy`` (N, 2) inside the polygon ``vertices`` (M, 2),
+    M >= 3, closed implicitly (even-odd rule, as a lasso is filled). A box is the polygon
+    of its four corners."""
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    v = np.asarray(vertices, dtype=np.float64)
+    if v.ndim != 2 or v.shape[1] != 2 or len(v) < 3 or not np.all(np.isfinite(v)):
+        raise InputError(f"a region needs at least 3 (x, y) corners, got {np.asarray(vertices).size} "
+                         "numbers; a box is x0,y0,x1,y1")
+    x, y = xy[:, 0][:, None], xy[:, 1][:, None]
+    x1, y1 = v[:, 0][None], v[:, 1][None]
+    x2, y2 = np.roll(v[:, 0], -1)[None], np.roll(v[:, 1], -1)[None]
+    crosses = (y1 > y) != (y2 > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_at = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
+    return np.count_nonzero(crosses & (x < x_at), axis=1) % 2 == 1
+
+
+def box_corners(box) -> np.ndarray:
+    """The four corners (4, 2) of the box ``(x0, y0, x1, y1)`` (either corner order)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
+
+
 @dataclass
 class Selection:
     indices: np.ndarray          # sorted particle indices (0-based)
@@ -106,17 +173,23 @@ class Selection:
 
 def select_particles(result: Result, *, clusters=None, k: int | None = None, particles=None, pc_range=None,
                      part: str = "all", kmeans: KMeans | None = None, seed: int = 0,
-                     save_kmeans: bool = False) -> Selection:
+                     save_kmeans: bool = False, region=None, view: str = "pca") -> Selection:
     """Exactly one of: k-means ``clusters`` (a list of cluster numbers, with ``k``, or a
-    precomputed ``kmeans``), ``particles`` (a selection file, :func:`read_selection`), or
+    precomputed ``kmeans``), ``particles`` (a selection file, :func:`read_selection`),
     ``pc_range`` ``(PC, LO, HI)``: the particles whose score along principal component PC
-    of the latent ``part`` (all, conf or comp) lies between LO and HI standard deviations."""
-    given = [n for n, v in (("clusters", clusters), ("particles", particles), ("pc_range", pc_range))
-             if v is not None]
+    of the latent ``part`` (all, conf or comp) lies between LO and HI standard deviations,
+    or ``region``: the corners (M, 2) of a polygon (a lasso, or a box's four corners) on
+    the latent plot ``view`` (:func:`plot_coordinates`), the particles inside it."""
+    given = [n for n, v in (("clusters", clusters), ("particles", particles), ("pc_range", pc_range),
+                            ("region", region)) if v is not None]
     if len(given) != 1:
-        raise ResultError("give one of clusters, a particle file and a PC range to choose particles"
-                          + (f" (got {' and '.join(given)})" if given else ""))
+        raise ResultError("give one of clusters, a particle file, a PC range and a plot region to choose "
+                          "particles" + (f" (got {' and '.join(given)})" if given else ""))
     n = len(result.require_z())
+    if region is not None:
+        inside = points_in_polygon(plot_coordinates(result, view), region)
+        axes = "PC1/PC2 (sd)" if view == "pca" else "UMAP"
+        return Selection(np.flatnonzero(inside), f"a region of {len(np.asarray(region))} corners on the {axes} plot")
     if clusters is not None:
         km = kmeans or kmeans_for_result(result, k or 8, seed=seed, save=save_kmeans)
         clusters = sorted({int(c) for c in np.atleast_1d(clusters)})
@@ -139,6 +212,58 @@ def select_particles(result: Result, *, clusters=None, k: int | None = None, par
     s = p.scores[:, comp - 1] / p.sd[comp - 1]
     name = f"PC{comp}" + ("" if part == "all" else f" of z_{part}")
     return Selection(np.flatnonzero((s >= lo) & (s <= hi)), f"{name} between {lo:g} and {hi:g} sd")
+
+
+# ---------------------------------------------------------------------------------------
+# The particle file
+
+def source_particles(result: Result, particles: str | None = None, datadir: str | None = None):
+    """The metadata (:class:`~gaussianem.io.particle_data.ParticleData`, images unchecked)
+    of the particle file the result was trained on (``config.json``), or of ``particles``,
+    checked to hold one row per latent."""
+    n = len(result.require_z())
+    train = result.config.get("train", {})
+    src_path = particles or train.get("particles")
+    if not src_path:
+        raise ResultError(f"{result.outdir}: config.json does not name the particle file; give --particles")
+    if not os.path.exists(src_path):
+        raise ResultError(f"the particle file of this result, {src_path}, is missing; give --particles")
+    extra = {} if particles else {k: train.get(k) for k in ("poses", "ctf", "ind")}
+    if datadir is None and not particles:
+        datadir = train.get("datadir")
+    data = load_particles(src_path, datadir=datadir, check_images=False, **extra)
+    if len(data) != n:
+        raise ResultError(f"{src_path} holds {len(data)} particles but this result has latents for {n}; "
+                          "give the particle file the result was trained on")
+    return data
+
+
+def particle_columns(result: Result, particles: str | None = None) -> dict:
+    """Per-particle numbers of the result's particle file, name -> (N,) float64: ``defocus``
+    (the mean of the two defocus values, Angstrom) and ``optics group`` (1-based) for
+    every format, then every numeric column of a .star file's particle table (e.g.
+    ``rlnClassNumber``, ``rlnDefocusU``, ``rlnOpticsGroup``) or every numeric scalar field of
+    a .cs file (e.g. ``alignments3D/class``, ``ctf/df1_A``)."""
+    data = source_particles(result, particles)
+    cols = {"defocus": 0.5 * (np.asarray(data.ctf.defocus_u, np.float64) + np.asarray(data.ctf.defocus_v, np.float64)),
+            "optics group": np.asarray(data.optics_group, np.float64)}
+    table = data.table
+    if table is None:
+        return cols
+    if table.attrs.get("format") == "cs":
+        rec = np.load(data.source, allow_pickle=False)
+        rows = np.asarray(table["cs_row"], dtype=np.int64)
+        for name in rec.dtype.names or ():
+            f = rec.dtype.fields[name][0]
+            if f.shape == () and (np.issubdtype(f, np.number) or f == bool) and name != "uid":
+                cols[name] = np.asarray(rec[name][rows], dtype=np.float64)
+        return cols
+    import pandas as pd
+    for name in table.columns:
+        values = pd.to_numeric(table[name], errors="coerce").to_numpy(dtype=np.float64)
+        if len(values) and np.all(np.isfinite(values)):
+            cols[str(name)] = values
+    return cols
 
 
 # ---------------------------------------------------------------------------------------
@@ -171,19 +296,9 @@ def export_subset(result: Result, idx, out=None, invert: bool = False, particles
             check_alias(job_name)
     elif os.path.splitext(os.fspath(out))[1].lower() not in (".star", ".cs"):
         raise InputError(f"{out}: the output must be a .star or .cs file")
-    src_path = particles or result.config.get("train", {}).get("particles")
-    if not src_path:
-        raise ResultError(f"{result.outdir}: config.json does not name the particle file; give --particles")
-    if not os.path.exists(src_path):
-        raise ResultError(f"the particle file of this result, {src_path}, is missing; give --particles")
+    data = source_particles(result, particles, datadir)
+    src_path = data.source
     train = result.config.get("train", {})
-    extra = {} if particles else {k: train.get(k) for k in ("poses", "ctf", "ind")}
-    if datadir is None and not particles:
-        datadir = train.get("datadir")
-    data = load_particles(src_path, datadir=datadir, check_images=False, **extra)
-    if len(data) != n:
-        raise ResultError(f"{src_path} holds {len(data)} particles but this result has latents for {n}; "
-                          "give the particle file the result was trained on")
     idx = np.unique(np.asarray(idx, dtype=np.int64).reshape(-1))
     if idx.size and (idx.min() < 0 or idx.max() >= n):
         raise InputError(f"particle index {int(idx[(idx < 0) | (idx >= n)][0])} is out of range: "

@@ -1,0 +1,131 @@
+"""The ``gaussianem analyze`` and ``gaussianem movie`` commands (registered with the
+others from cmd.py's table):
+
+    gaussianem analyze [OUTDIR] [k K] [pcs N] [steps N] [range A,B] [umap true|false]
+        [skipVolumes true|false] [map gaussians|deformed] [device cpu|auto|cuda] [wait true|false]
+    gaussianem movie FILE.mp4 [pc K] [steps N] [range A,B] [latentPart all|conf|comp]
+        [fromParticle I | fromCluster A] [toParticle J | toCluster B] [k K] [map gaussians|deformed]
+        [framesPerStep N] [framerate F] [size W,H] [roundTrip true|false] [quality Q]
+
+``analyze`` runs the engine's ``gaussianem analyze`` in its own process, as a job like
+``train`` (:class:`~.analysis_job.AnalyzeJob`); ``movie`` records a path through latent
+space on the live map and model with ChimeraX's ``movie record/encode`` (:mod:`.movie`).
+"""
+
+from __future__ import annotations
+
+import os
+
+from chimerax.core.commands import (BoolArg, CmdDesc, EnumOf, Float2Arg, Int2Arg, NonNegativeIntArg,
+                                    OpenFolderNameArg, PositiveIntArg, SaveFileNameArg)
+from chimerax.core.commands import quote_path_if_necessary as quote
+from chimerax.core.errors import UserError
+
+LATENT_PARTS = ["all", "conf", "comp"]          # whose principal components: all of z, or a part
+MAP_KINDS = ["gaussians", "deformed"]           # as session_result.MAP_KINDS
+# a path through latent space, as gaussianem_trajectory and gaussianem_movie take it (latent_paths.py)
+PATH_KEYWORDS = [("pc", PositiveIntArg), ("steps", PositiveIntArg), ("range", Float2Arg),
+                 ("latent_part", EnumOf(LATENT_PARTS)), ("from_particle", NonNegativeIntArg),
+                 ("to_particle", NonNegativeIntArg), ("from_cluster", NonNegativeIntArg),
+                 ("to_cluster", NonNegativeIntArg), ("k", PositiveIntArg), ("map", EnumOf(MAP_KINDS))]
+
+
+def _current(session):
+    from .session_state import current_result
+    return current_result(session)
+
+
+# ---------------------------------------------------------------------------- analyze
+
+def gaussianem_analyze(session, outdir=None, k=None, pcs=None, steps=None, range=None, umap=None,  # noqa: A002
+                       skip_volumes=False, map=None, device=None, wait=False):  # noqa: A002
+    """Run ``gaussianem analyze`` on a run folder (default: the current result's) in its own
+    process: PCA, UMAP, k-means and trajectory maps into OUTDIR/analysis/, report.md. Its
+    lines are logged as they come; ``wait true`` blocks until it ends (scripts). The
+    Latent Explorer of that result then shows the UMAP view."""
+    from gaussianem.io.rundir import RunDir
+
+    from .analysis_job import AnalyzeJob, analyze_args
+    from .jobs import registry
+    from .session_result import unfinished_message
+    if outdir is None:
+        res = _current(session)
+        if res is None:
+            raise UserError("no GaussianEM result is open: give the run folder, "
+                            "e.g. 'gaussianem analyze /data/P3/gem1'")
+        outdir = res.outdir
+    outdir = os.path.abspath(os.path.expanduser(outdir))
+    run_dir = RunDir(outdir)
+    if not run_dir.exists():
+        raise UserError(f"{outdir} holds no GaussianEM training run (no {RunDir.CHECKPOINT})")
+    if not run_dir.finished():
+        raise UserError(unfinished_message(run_dir))
+    if steps is not None and steps < 2:
+        raise UserError(f"a trajectory needs at least 2 steps, got {steps}")
+    reg = registry(session)
+    for job in reg.active():
+        if job.outdir == outdir:
+            raise UserError(f"GaussianEM job {job.id} ({job.kind}) is already running on {outdir}")
+    args = analyze_args(outdir, k=k, pcs=pcs, steps=steps, umap=umap, skip_volumes=skip_volumes, map_kind=map,
+                        range_sd=range, device=device)
+
+    def on_done(job):
+        report = os.path.join(run_dir.analysis, "report.md")
+        session.logger.info(f"GaussianEM analysis of {outdir} written: {report}")
+        res = _current(session)
+        if res is not None and res.outdir == outdir and session.ui.is_gui:
+            from .tool import show_explorer                      # now with the UMAP view
+            show_explorer(session, res)
+
+    job = AnalyzeJob(reg.new_id(), args, outdir, logger=session.logger, on_done=on_done,
+                     status_every=0.0 if session.ui.is_gui else 10.0)
+    try:
+        job.start()
+    except OSError as e:
+        raise UserError(f"cannot start the GaussianEM analysis ({e})") from None
+    reg.add(job)
+    session.logger.info(f"GaussianEM job {job.id} started (process {job.pid}): analysing {outdir}"
+                        + ("" if wait else f"; 'gaussianem jobs' shows it, 'gaussianem stop {job.id}' stops it"))
+    if wait:
+        if job.wait() == "failed":
+            raise UserError(f"GaussianEM analysis failed: {job.error}")
+    return job
+
+
+gaussianem_analyze_desc = CmdDesc(
+    optional=[("outdir", OpenFolderNameArg)],
+    keyword=[("k", PositiveIntArg), ("pcs", PositiveIntArg), ("steps", PositiveIntArg), ("range", Float2Arg),
+             ("umap", BoolArg), ("skip_volumes", BoolArg), ("map", EnumOf(MAP_KINDS)),
+             ("device", EnumOf(["cpu", "auto", "cuda"])), ("wait", BoolArg)],
+    synopsis="analyse a GaussianEM result's latent space (PCA, UMAP, k-means, maps)")
+
+
+# ---------------------------------------------------------------------------- movie
+
+def gaussianem_movie(session, output, pc=None, steps=10, range=None, latent_part=None,  # noqa: A002
+                     from_particle=None, to_particle=None, from_cluster=None, to_cluster=None, k=None,
+                     map=None, frames_per_step=1, framerate=10, size=None, round_trip=False,  # noqa: A002
+                     quality="good"):
+    """Record the map and model along a path through latent space (as ``gaussianem
+    trajectory`` names it: a principal component, or two particles or cluster centres)
+    into a movie file, with ChimeraX's ``movie record`` and ``movie encode``."""
+    from .latent_paths import latent_path
+    from .movie import record_path
+    from .session_state import require_result
+    res = require_result(session)
+    path = latent_path(res, pc=pc, steps=steps, range_sd=range, part=latent_part or "all",
+                       from_particle=from_particle, to_particle=to_particle, from_cluster=from_cluster,
+                       to_cluster=to_cluster, k=k)
+    out = record_path(session, res, path, output, kind=map, frames_per_step=frames_per_step, framerate=framerate,
+                      size=size, round_trip=round_trip, quality=quality)
+    session.logger.info(f"GaussianEM movie {quote(out['file'])}: {path.name}, {path.description}, {out['frames']} frames "
+                        f"at {framerate} per second{' (forward and back)' if round_trip else ''}")
+    return out
+
+
+gaussianem_movie_desc = CmdDesc(
+    required=[("output", SaveFileNameArg)],
+    keyword=[*PATH_KEYWORDS, ("frames_per_step", PositiveIntArg), ("framerate", PositiveIntArg), ("size", Int2Arg),
+             ("round_trip", BoolArg),
+             ("quality", EnumOf(["highest", "higher", "high", "good", "medium", "fair", "low"]))],
+    synopsis="record a movie of the map and model along a path through latent space")
