@@ -45,3 +45,49 @@ class AnalyzeJob(TrainJob):
             self._info(ev["text"])
             return ev
         return super()._handle(ev)
+
+
+def reconstruct_args(outdir: str, output: str, *, cluster=None, k=None, particles=None, pc_range=None,
+                     latent_part=None, state=None, particle=None, z=None, box=None, replace=False,
+                     device=None) -> list[str]:
+    """The engine's ``reconstruct`` arguments (gaussianem/cli/reconstruct.py) for these options."""
+    args = ["reconstruct", outdir, "-o", output, "--progress", "json"]
+    if cluster is not None:
+        args += ["--kmeans", str(k or 8), "--cluster", ",".join(str(int(c)) for c in cluster)]
+    if particles is not None:
+        args += ["--select", particles]
+    if pc_range is not None:
+        args += ["--pc-range", ",".join(f"{v:g}" for v in pc_range)]
+        if latent_part is not None:
+            args += ["--part", latent_part]
+    for flag, value in (("--state", state), ("--particle", particle), ("--box", box), ("--device", device)):
+        if value is not None:
+            args += [flag, str(value)]
+    if z is not None:
+        args += ["--z", " ".join(f"{float(v):.7g}" for v in z)]
+    if replace:
+        args.append("--force")
+    return args
+
+
+class ReconstructJob(AnalyzeJob):
+    """One ``gaussianem reconstruct`` process: its JSON progress (start, backprojected
+    particles, done with the resolutions) and its closing text lines are logged."""
+
+    kind = "reconstruct"
+
+    def _handle(self, ev):
+        if ev is not None and ev.get("event") == "start":
+            self.state = "running"
+            self.events.append(ev)
+            self._info(f"reconstructing {ev.get('particles')} particles at box {ev.get('box')}")
+            return ev
+        if ev is not None and ev.get("event") == "message":
+            self.events.append(ev)
+            self._status(str(ev.get("text", "")))
+            return ev
+        if ev is not None and ev.get("event") == "done":
+            self.events.append(ev)
+            self.result = ev
+            return ev
+        return super()._handle(ev)

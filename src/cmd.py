@@ -18,6 +18,8 @@ Users see keywords in camelCase (``zdimConf``); Python uses snake_case (``zdim_c
         save FILE.star|.cs [replace true|false]
     gaussianem analyze [OUTDIR] [k K] [pcs N] [steps N] [umap true|false] [skipVolumes true|false]
         [map gaussians|deformed] [wait true|false]                       (cmd_analysis.py)
+    gaussianem reconstruct [OUTDIR] output FILE.mrc [cluster C k K | particles FILE | pcRange PC,LO,HI]
+        [state mean|particle|z] [box N] [replace true|false] [device ...] [wait true|false]
     gaussianem movie FILE.mp4 [path options of trajectory] [framesPerStep N] [framerate F]
         [size W,H] [roundTrip true|false] [quality Q]                     (cmd_analysis.py)
     gaussianem jobs
@@ -41,8 +43,9 @@ from chimerax.core.commands import (Annotation, BoolArg, CmdDesc, EnumOf, Float3
 from chimerax.core.commands import quote_path_if_necessary as quote
 from chimerax.core.errors import UserError
 
-from .cmd_analysis import (LATENT_PARTS, MAP_KINDS, PATH_KEYWORDS, gaussianem_analyze, gaussianem_analyze_desc,
-                           gaussianem_movie, gaussianem_movie_desc)
+from .cmd_analysis import (LATENT_PARTS, MAP_KINDS, IntsArg, PATH_KEYWORDS, gaussianem_analyze, gaussianem_analyze_desc,
+                           gaussianem_movie, gaussianem_movie_desc, gaussianem_reconstruct,
+                           gaussianem_reconstruct_desc)
 
 BUNDLE_DIST = "ChimeraX-GaussianEM"
 ENGINE_DIST = "gaussianem"
@@ -90,7 +93,6 @@ class StructureOrFileArg(_ModelOrFileArg):
         return AtomicStructureArg
 
 
-IntsArg = ListOf(IntArg)
 
 
 def _state():
@@ -557,6 +559,7 @@ _COMMANDS = {
     "gaussianem subset": (gaussianem_subset, gaussianem_subset_desc),
     "gaussianem analyze": (gaussianem_analyze, gaussianem_analyze_desc),
     "gaussianem movie": (gaussianem_movie, gaussianem_movie_desc),
+    "gaussianem reconstruct": (gaussianem_reconstruct, gaussianem_reconstruct_desc),
     "gaussianem jobs": (gaussianem_jobs, gaussianem_jobs_desc),
     "gaussianem stop": (gaussianem_stop, gaussianem_stop_desc),
     "gaussianem version": (gaussianem_version, gaussianem_version_desc),

@@ -7,8 +7,13 @@ others from cmd.py's table):
         [fromParticle I | fromCluster A] [toParticle J | toCluster B] [k K] [map gaussians|deformed]
         [framesPerStep N] [framerate F] [size W,H] [roundTrip true|false] [quality Q]
 
+    gaussianem reconstruct [OUTDIR] output FILE.mrc [cluster C k K | particles FILE |
+        pcRange PC,LO,HI [latentPart P]] [state mean|particle|z] [particle I] [z V1,V2,...]
+        [box N] [replace true|false] [device cpu|auto|cuda] [wait true|false]
+
 ``analyze`` runs the engine's ``gaussianem analyze`` in its own process, as a job like
-``train`` (:class:`~.analysis_job.AnalyzeJob`); ``movie`` records a path through latent
+``train`` (:class:`~.analysis_job.AnalyzeJob`); ``reconstruct`` runs ``gaussianem reconstruct`` (deformable backprojection, half maps, FSC)
+as a job too and opens the map when it is done; ``movie`` records a path through latent
 space on the live map and model with ChimeraX's ``movie record/encode`` (:mod:`.movie`).
 """
 
@@ -16,13 +21,15 @@ from __future__ import annotations
 
 import os
 
-from chimerax.core.commands import (BoolArg, CmdDesc, EnumOf, Float2Arg, Int2Arg, NonNegativeIntArg,
-                                    OpenFolderNameArg, PositiveIntArg, SaveFileNameArg)
+from chimerax.core.commands import (BoolArg, CmdDesc, EnumOf, Float2Arg, Float3Arg, FloatsArg, Int2Arg, IntArg,
+                                    ListOf, NonNegativeIntArg, OpenFileNameArg, OpenFolderNameArg, PositiveIntArg,
+                                    SaveFileNameArg)
 from chimerax.core.commands import quote_path_if_necessary as quote
 from chimerax.core.errors import UserError
 
 LATENT_PARTS = ["all", "conf", "comp"]          # whose principal components: all of z, or a part
 MAP_KINDS = ["gaussians", "deformed"]           # as session_result.MAP_KINDS
+IntsArg = ListOf(IntArg)
 # a path through latent space, as gaussianem_trajectory and gaussianem_movie take it (latent_paths.py)
 PATH_KEYWORDS = [("pc", PositiveIntArg), ("steps", PositiveIntArg), ("range", Float2Arg),
                  ("latent_part", EnumOf(LATENT_PARTS)), ("from_particle", NonNegativeIntArg),
@@ -98,6 +105,99 @@ gaussianem_analyze_desc = CmdDesc(
              ("umap", BoolArg), ("skip_volumes", BoolArg), ("map", EnumOf(MAP_KINDS)),
              ("device", EnumOf(["cpu", "auto", "cuda"])), ("wait", BoolArg)],
     synopsis="analyse a GaussianEM result's latent space (PCA, UMAP, k-means, maps)")
+
+
+# ---------------------------------------------------------------------------- reconstruct
+
+def _run_folder(session, outdir, example):
+    from gaussianem.io.rundir import RunDir
+
+    from .session_result import unfinished_message
+    if outdir is None:
+        res = _current(session)
+        if res is None:
+            raise UserError(f"no GaussianEM result is open: give the run folder, e.g. '{example}'")
+        outdir = res.outdir
+    outdir = os.path.abspath(os.path.expanduser(outdir))
+    run_dir = RunDir(outdir)
+    if not run_dir.exists():
+        raise UserError(f"{outdir} holds no GaussianEM training run (no {RunDir.CHECKPOINT})")
+    if not run_dir.finished():
+        raise UserError(unfinished_message(run_dir))
+    return outdir
+
+
+def gaussianem_reconstruct(session, outdir=None, output=None, cluster=None, k=None, particles=None,
+                           pc_range=None, latent_part=None, state=None, particle=None, z=None, box=None,
+                           replace=False, device=None, wait=False):
+    """Backproject particles (all, k-means clusters, a selection file or a PC range)
+    through their decoded motions into one state (the selection's mean, a particle's or
+    a latent), with half maps, FSC and a rigid map beside it, in the engine's own process
+    (``gaussianem reconstruct``); the map opens when it is done. ``wait true`` blocks."""
+    from gaussianem.analysis.reconstruct import output_paths
+
+    from .analysis_job import ReconstructJob, reconstruct_args
+    from .jobs import registry
+    outdir = _run_folder(session, outdir, "gaussianem reconstruct /data/P3/gem1 output cluster3.mrc cluster 3")
+    if not output or not output.lower().endswith(".mrc"):
+        raise UserError(f"output {output!r}: give a .mrc map file name")
+    output = os.path.abspath(os.path.expanduser(output))
+    if not os.path.isdir(os.path.dirname(output)):
+        raise UserError(f"output folder {os.path.dirname(output)} does not exist")
+    chosen = [n for n, v in (("cluster", cluster), ("particles", particles), ("pcRange", pc_range)) if v is not None]
+    if len(chosen) > 1:
+        raise UserError(f"choose the particles one way: {' and '.join(chosen)} were both given")
+    if k is not None and cluster is None:
+        raise UserError("k (the number of k-means clusters) goes with cluster")
+    if latent_part is not None and pc_range is None:
+        raise UserError("latentPart goes with pcRange")
+    existing = [p for p in output_paths(output).values() if os.path.exists(p)]
+    if existing and not replace:
+        raise UserError(f"{existing[0]} exists: choose another output, or 'replace true'")
+    args = reconstruct_args(outdir, output, cluster=cluster, k=k, particles=particles, pc_range=pc_range,
+                            latent_part=latent_part, state=state, particle=particle, z=z, box=box,
+                            replace=replace, device=device)
+
+    def on_done(job):
+        from chimerax.core.commands import run
+        files = output_paths(output)
+        run(session, f"open {quote(files['map'])}", log=False)
+        ev = getattr(job, "result", None) or {}
+        session.logger.info(f"GaussianEM reconstruction {quote(files['map'])}: {ev.get('particles')} particles, "
+                            f"resolution {ev.get('resolution')} A (rigid {ev.get('rigid_resolution')} A) at "
+                            f"FSC = 0.143; half maps, {os.path.basename(files['rigid'])} and "
+                            f"{os.path.basename(files['fsc_png'])} beside it")
+        if os.path.exists(files["fsc_png"]):
+            import base64
+            with open(files["fsc_png"], "rb") as f:
+                data = base64.b64encode(f.read()).decode()
+            session.logger.info(f'<img src="data:image/png;base64,{data}" width="420">', is_html=True)
+
+    reg = registry(session)
+    job = ReconstructJob(reg.new_id(), args, outdir, logger=session.logger, on_done=on_done,
+                         status_every=0.0 if session.ui.is_gui else 10.0)
+    try:
+        job.start()
+    except OSError as e:
+        raise UserError(f"cannot start the GaussianEM reconstruction ({e})") from None
+    reg.add(job)
+    session.logger.info(f"GaussianEM job {job.id} started (process {job.pid}): reconstructing {quote(output)} "
+                        f"from {outdir}" + ("" if wait else f"; 'gaussianem stop {job.id}' stops it"))
+    if wait:
+        if job.wait() == "failed":
+            raise UserError(f"GaussianEM reconstruction failed: {job.error}")
+    return job
+
+
+gaussianem_reconstruct_desc = CmdDesc(
+    optional=[("outdir", OpenFolderNameArg)],
+    keyword=[("output", SaveFileNameArg), ("cluster", IntsArg), ("k", PositiveIntArg),
+             ("particles", OpenFileNameArg), ("pc_range", Float3Arg), ("latent_part", EnumOf(LATENT_PARTS)),
+             ("state", EnumOf(["mean", "particle", "z"])), ("particle", NonNegativeIntArg), ("z", FloatsArg),
+             ("box", PositiveIntArg), ("replace", BoolArg), ("device", EnumOf(["cpu", "auto", "cuda"])),
+             ("wait", BoolArg)],
+    required_arguments=["output"],
+    synopsis="reconstruct a map from particles backprojected through their motions (a job)")
 
 
 # ---------------------------------------------------------------------------- movie

@@ -9,7 +9,7 @@ import pytest
 
 from chimerax_fixture import osmesa_available, run_chimerax
 
-BUNDLE_COMMANDS = ["train", "open", "show", "trajectory", "markers", "subset", "analyze", "movie", "jobs",
+BUNDLE_COMMANDS = ["train", "open", "show", "trajectory", "markers", "subset", "analyze", "reconstruct", "movie", "jobs",
                    "stop", "version"]
 
 

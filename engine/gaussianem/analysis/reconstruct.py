@@ -31,11 +31,11 @@ import torch
 
 from gaussianem.analysis.plots import plot_fsc
 from gaussianem.analysis.result import Result
+from gaussianem.analysis.selection import source_particles
 from gaussianem.errors import ResultError
 from gaussianem.io.atomic import write_array_text, write_json
 from gaussianem.io.images import ParticleImages, loader_workers, make_loader
 from gaussianem.io.mrc import write_map
-from gaussianem.io.particles import load_particles
 from gaussianem.model.encoding import Physics
 from gaussianem.model.field import DeformationField
 from gaussianem.model.intensity import IntensityScale
@@ -104,16 +104,6 @@ def fsc_mask(result: Result, grid: Grid, extra: float = 3.0) -> np.ndarray:
     return (m / (0.1 * m.max().clamp_min(1e-30))).clamp(0, 1).numpy()
 
 
-def _particles(result: Result):
-    train = result.config["train"]
-    data = load_particles(train["particles"], datadir=train.get("datadir"),
-                          **{k: train.get(k) for k in ("poses", "ctf", "ind")})
-    if len(data) != result.n_particles:
-        raise ResultError(f"{train['particles']} now holds {len(data)} particles, the result {result.n_particles}: "
-                          "it is not the particle file the run was trained on")
-    return data, bool(train.get("invert", False))
-
-
 def reconstruct(result: Result, indices, state=None, box: int | None = None, seed: int = 0,
                 progress: Progress | None = None, batch: int | None = None) -> Reconstruction:
     """Deformable and rigid reconstructions of particles ``indices`` (0-based rows of the
@@ -125,7 +115,8 @@ def reconstruct(result: Result, indices, state=None, box: int | None = None, see
     idx = np.unique(np.asarray(indices, dtype=np.int64).reshape(-1))
     if len(idx) and (idx[0] < 0 or idx[-1] >= len(z_all)):
         raise ResultError(f"particle indices must lie in 0..{len(z_all) - 1}")
-    data, invert = _particles(result)
+    data = source_particles(result)
+    invert = bool(result.config["train"].get("invert", False))
     half, split = half_split(data, idx, seed)
     n_half = (int((half == 0).sum()), int((half == 1).sum()))
     if min(n_half) < MIN_PER_HALF:
