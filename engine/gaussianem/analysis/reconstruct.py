@@ -195,10 +195,12 @@ def reconstruct(result: Result, indices, state=None, box: int | None = None, see
 
 
 def output_paths(path: str) -> dict:
-    """The files :func:`write_reconstruction` writes for ``map.mrc``: the map, its halves,
-    the rigid map, and the FSC as text, plot and summary."""
+    """The files :func:`write_reconstruction` writes for ``map.mrc``: the map, the map
+    times the FSC's soft mask and that mask, its halves, the rigid map and its halves, and
+    the FSC as text, plot and summary."""
     stem = path[:-4] if path.lower().endswith(".mrc") else path
-    return {"map": stem + ".mrc", "half1": stem + "_half1.mrc", "half2": stem + "_half2.mrc",
+    return {"map": stem + ".mrc", "masked": stem + "_masked.mrc", "mask": stem + "_mask.mrc",
+            "half1": stem + "_half1.mrc", "half2": stem + "_half2.mrc",
             "rigid": stem + "_rigid.mrc", "rigid_half1": stem + "_rigid_half1.mrc",
             "rigid_half2": stem + "_rigid_half2.mrc", "fsc_txt": stem + "_fsc.txt",
             "fsc_png": stem + "_fsc.png", "summary": stem + "_fsc.json"}
@@ -210,7 +212,8 @@ def write_reconstruction(rec: Reconstruction, path: str, selection: str = "") ->
     out = output_paths(path)
     os.makedirs(os.path.dirname(os.path.abspath(out["map"])), exist_ok=True)
     g = rec.grid
-    for key, vol in (("map", rec.maps["deformed"]), ("half1", rec.halves["deformed"][0]),
+    for key, vol in (("map", rec.maps["deformed"]), ("masked", rec.maps["deformed"] * rec.mask),
+                     ("mask", rec.mask), ("half1", rec.halves["deformed"][0]),
                      ("half2", rec.halves["deformed"][1]), ("rigid", rec.maps["rigid"]),
                      ("rigid_half1", rec.halves["rigid"][0]), ("rigid_half2", rec.halves["rigid"][1])):
         write_map(out[key], vol, g.apix, g.origin)

@@ -10,7 +10,8 @@ half sets (the star file's rlnRandomSubset when present, else random) whose FSC 
 resolution at FSC = 0.143 (inside a soft mask around the consensus Gaussians, and
 unmasked). A plain (rigid) backprojection of the same particles is written beside it.
 
-Writes MAP.mrc, MAP_half1.mrc, MAP_half2.mrc, MAP_rigid.mrc (+ its halves), MAP_fsc.txt,
+Writes MAP.mrc, MAP_masked.mrc (times the soft mask of the FSC, MAP_mask.mrc),
+MAP_half1.mrc, MAP_half2.mrc, MAP_rigid.mrc (+ its halves), MAP_fsc.txt,
 MAP_fsc.png and MAP_fsc.json (resolutions, particles, particles/s), on the consensus map's
 frame (they overlay it). The box defaults to the training box (images Fourier-cropped as
 in training); --box up to the particles' own box.

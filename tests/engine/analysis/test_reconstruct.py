@@ -58,7 +58,8 @@ def test_cli_files(tiny_trained, tiny_sim, tmp_path):
     assert main(["reconstruct", str(tiny_trained), "--pc-range", "1,-1,1", "--progress", "none",
                  "-o", str(out)]) == 0
     summary = json.loads((tmp_path / "rec" / "c_fsc.json").read_text())
-    for name in ("c.mrc", "c_half1.mrc", "c_half2.mrc", "c_rigid.mrc", "c_fsc.txt", "c_fsc.png"):
+    for name in ("c.mrc", "c_masked.mrc", "c_mask.mrc", "c_half1.mrc", "c_half2.mrc", "c_rigid.mrc", "c_fsc.txt",
+                 "c_fsc.png"):
         assert (tmp_path / "rec" / name).stat().st_size > 0, name
     assert summary["selection"].startswith("PC1 between -1 and 1")
     assert set(summary["resolution_0.143"]) == {"deformed", "deformed unmasked", "rigid", "rigid unmasked"}
