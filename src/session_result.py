@@ -262,7 +262,9 @@ class GaussianEMResult:
                     to_model = t
             base = coords if to_model is None else to_model.inverse().transform_points(coords)
         base = np.asarray(base, dtype=np.float64)
-        interp = self.result.interpolator(base, name=f"model #{structure.id_string}")
+        a1, a2 = structure.bonds.atoms
+        bonds = np.stack([structure.atoms.indices(a1), structure.atoms.indices(a2)], 1)
+        interp = self.result.interpolator(base, name=f"model #{structure.id_string}", bonds=bonds[(bonds >= 0).all(1)])
         self.structure, self._base_coords, self._interpolator = structure, base, interp
         self._to_model = to_model
 
@@ -539,10 +541,12 @@ class GaussianEMResult:
 
 
 def _displace(interpolator, displacement) -> np.ndarray:
-    """Atom displacements (float64) for Gaussian displacements (N, 3) or (B, N, 3)."""
+    """Atom displacements (float64) for Gaussian displacements (N, 3) or (B, N, 3), with
+    the model's bond lengths kept (as the engine's Result.displace_model)."""
     import torch
-    d = interpolator(torch.from_numpy(np.asarray(displacement, dtype=np.float32)))
-    return d.numpy().astype(np.float64)
+    d = interpolator(torch.from_numpy(np.asarray(displacement, dtype=np.float32))).numpy().astype(np.float64)
+    base = interpolator.atoms.numpy()
+    return interpolator.keep_bonds(base + d) - base
 
 
 def blue_white_red(t) -> np.ndarray:

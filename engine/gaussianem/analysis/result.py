@@ -25,7 +25,7 @@ import torch
 
 from gaussianem.errors import ResultError
 from gaussianem.io.images import ParticleImages
-from gaussianem.io.models import AtomicModel, read_model
+from gaussianem.io.models import AtomicModel, bond_pairs, read_model
 from gaussianem.io.mrc import read_map
 from gaussianem.io.particles import load_particles
 from gaussianem.io.rundir import RunDir
@@ -167,8 +167,8 @@ class Result:
         if part not in ("conf", "comp"):
             raise ResultError(f"unknown latent part {part!r}: expected all, conf or comp")
         if not mc.split:
-            raise ResultError(f"this result's latent is not split into conformation and composition "
-                              f"(train with --zdim-conf/--zdim-comp); use part 'all'")
+            raise ResultError("this result's latent is not split into conformation and composition "
+                              "(train with --zdim-conf/--zdim-comp); use part 'all'")
         return slice(0, mc.zdim_conf) if part == "conf" else slice(mc.zdim_conf, mc.zdim)
 
     def pca(self, part: str = "all") -> PCA:
@@ -321,21 +321,25 @@ class Result:
             return self.grid
         return self.grid.scaled(int(box) if box else self.grid.box, apix)
 
-    def interpolator(self, atoms_xyz_physical, name="the atomic model"):
-        return AtomInterpolator(self.grid.to_engine(atoms_xyz_physical), self.base.centres.numpy(), name=name)
+    def interpolator(self, atoms_xyz_physical, name="the atomic model", bonds=None):
+        """Atoms (physical frame) following the base Gaussians; ``bonds`` (E, 2) keep their
+        lengths (:class:`~gaussianem.model.displace.AtomInterpolator`)."""
+        return AtomInterpolator(self.grid.to_engine(atoms_xyz_physical), self.base.centres.numpy(), name=name,
+                                bonds=bonds)
 
     def displace_model(self, model, z, interpolator=None, reference=None):
         """The atomic model (path or :class:`~gaussianem.io.models.AtomicModel`, physical
         frame of the consensus map) moved to latent ``z``; one latent -> one model, several
         -> a list. ``reference``: the latent the model stands for
         (:func:`gaussianem.analysis.reference.model_latent`); displacements are then taken
-        relative to it. None: relative to the consensus Gaussians."""
+        relative to it. None: relative to the consensus Gaussians. Bond lengths are kept
+        (:meth:`~gaussianem.model.displace.AtomInterpolator.keep_bonds`)."""
         m = model if isinstance(model, AtomicModel) else read_model(model)
-        interp = interpolator or self.interpolator(m.coords, name=m.path or "the atomic model")
+        interp = interpolator or self.interpolator(m.coords, name=m.path or "the atomic model", bonds=bond_pairs(m))
         disp = interp(self.decode(z)["displacement"]).numpy()
         if reference is not None:
             disp = disp - interp(self.decode(reference)["displacement"]).numpy()
-        models = [m.with_coords(m.coords + d) for d in disp]
+        models = [m.with_coords(interp.keep_bonds(m.coords + d)) for d in disp]
         return models[0] if len(models) == 1 else models
 
     def default_model_path(self) -> str | None:

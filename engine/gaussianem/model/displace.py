@@ -40,11 +40,36 @@ def local_rotations(centres: torch.Tensor, moved: torch.Tensor, neighbours: torc
     return vt.transpose(-1, -2) @ (fix[..., None] * u.transpose(-1, -2))
 
 
+def keep_bond_lengths(coords: torch.Tensor, pairs: torch.Tensor, lengths: torch.Tensor,
+                      iterations: int = 60) -> torch.Tensor:
+    """Moved atoms (..., M, 3) nudged until each bond ``pairs`` (E, 2) has its ``lengths``
+    (E,) again: each iteration moves both atoms of every bond half-way to its length, each
+    atom by the mean of its bonds' corrections (Jacobi, as SHAKE's first-order step). A
+    smooth displacement field stretches bonds a little where parts move differently; this
+    takes it out without moving the model as a whole."""
+    if len(pairs) == 0:
+        return coords
+    x = coords.clone()
+    i, j = pairs[:, 0], pairs[:, 1]
+    count = torch.zeros(x.shape[-2], dtype=x.dtype).index_add_(0, i, torch.ones(len(i), dtype=x.dtype))
+    count = count.index_add_(0, j, torch.ones(len(j), dtype=x.dtype)).clamp_min(1)[:, None]
+    for _ in range(iterations):
+        v = x[..., j, :] - x[..., i, :]
+        length = v.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        corr = 0.5 * (length - lengths[:, None]) / length * v
+        step = torch.zeros_like(x).index_add_(-2, i, corr).index_add_(-2, j, -corr)
+        x = x + step / count
+    return x
+
+
 class AtomInterpolator:
-    """Atoms (engine frame, (M, 3)) following base Gaussians (centres (N, 3))."""
+    """Atoms (engine frame, (M, 3)) following base Gaussians (centres (N, 3)); ``bonds``
+    (E, 2) atom index pairs (e.g. :func:`gaussianem.io.models.bond_pairs`) keep their
+    lengths in :meth:`keep_bonds`."""
 
     def __init__(self, atoms_xyz: np.ndarray, centres: np.ndarray, k: int = 8,
-                 sigma: float | None = None, name: str = "the atomic model", rigid: bool = True):
+                 sigma: float | None = None, name: str = "the atomic model", rigid: bool = True,
+                 bonds=None):
         from scipy.spatial import cKDTree
         centres = np.asarray(centres, dtype=np.float64)
         atoms = np.asarray(atoms_xyz, dtype=np.float64)
@@ -72,6 +97,15 @@ class AtomInterpolator:
         self.sigma = sigma
         self.rigid = rigid
         self.fraction_near = float(near.mean())
+        pairs = np.zeros((0, 2), np.int64) if bonds is None else np.asarray(bonds, np.int64).reshape(-1, 2)
+        self.bonds = torch.from_numpy(pairs)
+        self.bond_lengths = torch.from_numpy(np.linalg.norm(atoms[pairs[:, 0]] - atoms[pairs[:, 1]], axis=1))
+
+    def keep_bonds(self, coords) -> np.ndarray:
+        """Moved coordinates (M, 3) or (B, M, 3) (any frame) with this model's bond lengths
+        restored (:func:`keep_bond_lengths`)."""
+        x = torch.as_tensor(np.asarray(coords), dtype=torch.float64)
+        return keep_bond_lengths(x, self.bonds, self.bond_lengths).numpy()
 
     def __call__(self, displacement: torch.Tensor) -> torch.Tensor:
         """Gaussian displacements (N, 3) or (B, N, 3) -> atom displacements (M, 3) / (B, M, 3)."""

@@ -46,3 +46,23 @@ def test_hinge_keeps_bonds(model):
 def test_model_away_from_the_map_is_refused(model):
     with pytest.raises(ModelOutsideMapError, match="far.pdb does not overlap"):
         AtomInterpolator(model.coords + 1000.0, model.residue_centres(), name="far.pdb")
+
+
+def test_bond_lengths_are_restored(model):
+    """A plain (non-rigid) interpolation of a 25-degree hinge stretches bonds; kept
+    bond lengths take that out without moving the model measurably."""
+    from gaussianem.io.models import bond_pairs
+    c = model.residue_centres()
+    mask, point, axis = default_hinge(model)
+    cm = np.isin(np.arange(len(c)), np.unique(model.res_index[mask]))
+    disp = torch.from_numpy(hinge_rotation(c, cm, point, axis, 25.0) - c)
+    interp = AtomInterpolator(model.coords, c, rigid=False, bonds=bond_pairs(model))
+    moved = model.coords + interp(disp).numpy()
+    stretched = bond_length_rms_change(model, moved)
+    kept = interp.keep_bonds(moved)
+    assert stretched > 0.05 and bond_length_rms_change(model, kept) < 0.01
+    assert np.sqrt(((kept - moved) ** 2).sum(1).mean()) < 0.5 * np.sqrt((interp(disp).numpy() ** 2).sum(1).mean())
+    assert np.abs(kept.mean(0) - moved.mean(0)).max() < 0.01          # nothing moves as a whole
+    # batched and without bonds
+    assert np.allclose(interp.keep_bonds(np.stack([moved, moved]))[1], kept)
+    assert np.array_equal(AtomInterpolator(model.coords, c).keep_bonds(moved), moved)
