@@ -13,8 +13,9 @@ particles is made beside it, on the same grid, for comparison.
 Gold standard: the particles fall into two halves (the star file's ``rlnRandomSubset``
 when every selected particle has 1 or 2 there, else at random, seeded), each
 reconstructed on its own; the halves' FSC (inside a soft mask around the consensus
-Gaussians, and unmasked) gives the resolution at FSC = 0.143 and the Wiener filter of the
-final map of both halves (RELION's ``tau^2`` from ``2 FSC / (1 + FSC)``).
+Gaussians, corrected for the mask by phase randomisation as RELION's postprocess, and
+unmasked) gives the resolution at FSC = 0.143; the masked FSC sets the Wiener filter of
+the final map of both halves (RELION's ``tau^2`` from ``2 FSC / (1 + FSC)``).
 
 Particles are streamed in batches (memory bounded by the map, not by their number) with
 the training's loader; everything runs on the result's device.
@@ -40,7 +41,7 @@ from gaussianem.model.encoding import Physics
 from gaussianem.model.field import DeformationField
 from gaussianem.model.intensity import IntensityScale
 from gaussianem.physics import backproject as bp
-from gaussianem.physics.fsc import fsc, resolution_at
+from gaussianem.physics.fsc import corrected_masked_fsc, fsc, resolution_at
 from gaussianem.physics.grid import Grid
 from gaussianem.physics.render import render_volume
 from gaussianem.progress import Progress
@@ -181,7 +182,7 @@ def reconstruct(result: Result, indices, state=None, box: int | None = None, see
             hv = [bp.wiener(num[h], weights[h], bp.shell_regulariser(weights[h], f_vals)).numpy() for h in (0, 1)]
             freqs, f_vals = fsc(hv[0], hv[1], grid.apix, mask=mask)
         halves[kind] = tuple(hv)
-        curves[kind] = f_vals
+        curves[kind] = corrected_masked_fsc(hv[0], hv[1], mask, grid.apix, seed=seed)[1]
         curves[f"{kind} unmasked"] = fsc(hv[0], hv[1], grid.apix)[1]
         full = np.clip(2 * f_vals / (1 + f_vals), 0, None)
         w = weights[0] + weights[1]

@@ -63,3 +63,36 @@ def resolution_at(freqs, values, threshold: float = 0.5) -> float:
 def auc(values) -> float:
     """Area under the FSC curve, normalised to [0, 1] over the shells to Nyquist."""
     return float(np.mean(np.clip(values, 0, 1)))
+
+
+def phase_randomised(vol, from_shell: int, seed: int = 0) -> np.ndarray:
+    """The map with the phases of every Fourier component at shell >= ``from_shell``
+    replaced by random ones (amplitudes kept; Hermitian symmetry kept through ``rfftn``):
+    the reference for correcting a masked FSC (Chen et al. 2013, RELION's postprocess)."""
+    a = torch.from_numpy(np.array(vol, dtype=np.float32))
+    D = a.shape[0]
+    f = torch.fft.rfftn(a)
+    shell, _ = shell_index(D)
+    g = torch.Generator().manual_seed(int(seed))
+    noise = torch.fft.rfftn(torch.randn(a.shape, generator=g))          # phases of real noise: Hermitian
+    rand = (shell >= int(from_shell)).reshape(f.shape)
+    f = torch.where(rand, f.abs() * noise / noise.abs().clamp_min(1e-30), f)
+    return torch.fft.irfftn(f, s=a.shape).numpy()
+
+
+def corrected_masked_fsc(half1, half2, mask, apix: float = 1.0, seed: int = 0):
+    """Masked FSC of two half maps corrected for the mask's own correlation:
+    ``(FSC_masked - FSC_rand) / (1 - FSC_rand)`` beyond the shell where the unmasked FSC
+    first falls below 0.8, ``FSC_rand`` the masked FSC of the halves with their phases
+    randomised from there. Returns (frequencies, corrected values, the shell used)."""
+    freqs, unmasked = fsc(half1, half2, apix)
+    _, masked = fsc(half1, half2, apix, mask=mask)
+    below = np.nonzero(unmasked < 0.8)[0]
+    start = int(below[0]) + 1 if len(below) else len(unmasked) + 1         # shells count from 1
+    if start > len(unmasked):
+        return freqs, masked, start
+    _, rand = fsc(phase_randomised(half1, start, seed), phase_randomised(half2, start, seed + 1), apix, mask=mask)
+    out = masked.copy()
+    tail = np.arange(len(masked)) >= start - 1
+    out[tail] = (masked[tail] - rand[tail]) / np.clip(1 - rand[tail], 1e-6, None)
+    return freqs, out, start
