@@ -29,6 +29,8 @@ bench: setup
 	$(PY) -m gaussianem.cli.main bench -o benchmarks/results/engine_$$(hostname)_cpu.json
 	$(PY) benchmarks/profile_train.py --outdir $(BENCH)/profile --threads 1
 	$(PY) benchmarks/particle_cache.py --workdir $(BENCH)/cache $(or $(CACHE_SIZES),--sizes 10000,100000)
+	$(PY) benchmarks/reconstruct_maps.py speed --workdir $(BENCH)/reconstruct --threads 1 \
+	    -o benchmarks/results/reconstruct_speed_$$(hostname)_cpu.json
 	bash benchmarks/setup_cryodrgn.sh
 	$(PY) benchmarks/compare_cryodrgn.py --workdir $(BENCH)/compare \
 	    $(or $(COMPARE),-n 10000 --epochs 10 --ours-long-epochs 20 --threads 1 --cdrgn-dim 256)

@@ -325,7 +325,7 @@ class Check:
 
     # -- 5. training
     def training(self, gpu: bool) -> None:
-        names = ("simulate_box128", "train_box128_amp", "resume_box128_amp")
+        names = ("simulate_box128", "train_box128_amp", "resume_box128_amp", "reconstruct_box128")
         if not gpu or self.args.skip_train:
             for n in names:
                 self.skip(n, "no CUDA device" if not gpu else "--skip-train")
@@ -351,8 +351,14 @@ class Check:
                             figures=lambda out: _run_figures(self, run, 2), min_seconds=60):
             self.skip("resume_box128_amp", "the training failed")
             return
-        self.command("resume_box128_amp", self.engine("train", *common, "--resume", "--epochs", "3"), 150,
-                     figures=lambda out: _run_figures(self, run, 3), min_seconds=40)
+        if not self.command("resume_box128_amp", self.engine("train", *common, "--resume", "--epochs", "3"), 150,
+                            figures=lambda out: _run_figures(self, run, 3), min_seconds=40):
+            self.skip("reconstruct_box128", "the training failed")
+            return
+        recon = os.path.join(self.out, "recon128", "all.mrc")
+        self.command("reconstruct_box128", self.engine("reconstruct", run, "--box", "128", "--device", "cuda",
+                                                       "-o", recon, "--force", "--progress", "none"), 150,
+                     figures=lambda out: _recon_figures(recon), min_seconds=20)
 
     def cpu_smoke(self) -> None:
         """No GPU: the same commands on a tiny set on the CPU (simulate, train, resume)."""
@@ -398,7 +404,7 @@ class Check:
         if not (self.probe.get("torch") and self.probe.get("gaussianem")):
             why = "torch is not importable" if not self.probe.get("torch") else "the engine is not importable"
             for n in ("cpu_tests", "cuda_tests", "simulate_box128", "train_box128_amp", "resume_box128_amp",
-                      "cpu_train_smoke", "bench"):
+                      "reconstruct_box128", "cpu_train_smoke", "bench"):
                 self.skip(n, why)
         else:
             self.tests(gpu)
@@ -468,6 +474,16 @@ def _run_figures(check: Check, run: str, epochs: int) -> dict:
     if last_epoch != epochs:
         raise RuntimeError(f"the run's log ends at epoch {last_epoch}, expected {epochs}")
     return figs
+
+
+def _recon_figures(path: str) -> dict:
+    """Particles/s and resolutions of a reconstruction (its MAP_fsc.json)."""
+    try:
+        with open(path[:-4] + "_fsc.json") as f:
+            s = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return {k: s.get(k) for k in ("particles", "seconds", "particles_per_s", "resolution_0.143")}
 
 
 def _bench_figures(path: str) -> dict:
