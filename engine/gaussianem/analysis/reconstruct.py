@@ -139,12 +139,14 @@ def reconstruct(result: Result, indices, state=None, box: int | None = None, see
     X = bp.voxel_points(box, grid.apix, dev)
     b = result.base
     deform = DeformationField(b.centres, b.amplitudes, b.widths, box, grid.apix, device=dev)
-    x0 = deform.inverse(deform(result.decode(state)["displacement"]), X)       # consensus points
+    inside = torch.nonzero(deform.support(X)).reshape(-1)        # where motions reach; beyond: rigid
+    x0 = deform.inverse(deform(result.decode(state)["displacement"]), X[inside])   # consensus points
     P = len(X)
-    acc = {(kind, h): torch.zeros(1, P, device=dev) for kind in KINDS for h in (0, 1)}
+    acc = {("rigid", h): torch.zeros(1, P, device=dev) for h in (0, 1)}
+    acc.update({("deformed", h): torch.zeros(1, len(inside), device=dev) for h in (0, 1)})
     psf = {h: torch.zeros(1, P, device=dev) for h in (0, 1)}
     budget = POINTS_PER_BATCH * (8 if dev.type == "cuda" else 1)
-    batch = int(batch or max(1, min(256, budget // P)))
+    batch = int(batch or max(1, min(256, budget // P)))        # P: the rigid pass samples every voxel
     batches = [idx[i:i + batch].tolist() for i in range(0, len(idx), batch)]
     half_of = dict(zip(idx.tolist(), half.tolist()))
     loader = make_loader(images, batch, False, num_workers=loader_workers(dev), device=dev,
@@ -171,6 +173,10 @@ def reconstruct(result: Result, indices, state=None, box: int | None = None, see
                            particles=done, total=len(idx),
                            particles_per_s=round(done / max(time.perf_counter() - t0, 1e-9), 1))
 
+    for h in (0, 1):                     # the solvent beyond the motions' reach: as the rigid map
+        full = acc["rigid", h].clone()
+        full[:, inside] = acc["deformed", h]
+        acc["deformed", h] = full
     mask = fsc_mask(result, grid)
     weights = {h: bp.weights(psf[h].reshape(box, box, box)) for h in (0, 1)}
     maps, halves, curves = {}, {}, {}
@@ -189,7 +195,8 @@ def reconstruct(result: Result, indices, state=None, box: int | None = None, see
         maps[kind] = bp.wiener(num[0] + num[1], w, bp.shell_regulariser(w, full)).numpy()
     seconds = time.perf_counter() - t0
     rec = Reconstruction(grid, maps, halves, mask, freqs, curves, state, n_half, split, seconds,
-                         info={"device": str(dev), "batch": batch, "control_points": deform.control})
+                         info={"device": str(dev), "batch": batch, "control_points": deform.control,
+                               "deformed_voxels": round(len(inside) / P, 4)})
     progress.event("done", task="reconstruct", particles=len(idx), seconds=round(seconds, 1),
                    resolution=round(rec.resolution(), 2), rigid_resolution=round(rec.resolution("rigid"), 2))
     return rec

@@ -64,6 +64,8 @@ class DeformationField:
         self.weights = torch.sparse_coo_tensor(
             torch.from_numpy(np.stack([rows, idx.reshape(-1)])), torch.from_numpy(w.reshape(-1)).float(),
             (len(q), len(c)), check_invariants=True).coalesce().to(self.device)
+        G = self.control
+        self.total = torch.from_numpy(w.sum(1)).float().reshape(1, 1, G, G, G).to(self.device)
         self.points = torch.from_numpy(q).float().to(self.device)
         self.centres = torch.from_numpy(c).float().to(self.device)
         self.neighbours = torch.from_numpy(
@@ -96,6 +98,15 @@ class DeformationField:
         out = F.grid_sample(field, g[:, :, None, None, :], mode="bilinear", padding_mode="border",
                             align_corners=True)                                  # (B, 3, P, 1, 1)
         return out[:, :, :, 0, 0].transpose(1, 2)
+
+    def support(self, points: torch.Tensor, threshold: float = 1e-4) -> torch.Tensor:
+        """Which ``points`` (P, 3) any field can move: those whose ownership weights add up
+        to more than ``threshold`` (beyond them every field is below ``threshold`` times
+        the largest motion: the solvent far from the Gaussians)."""
+        g = (points - self.lo) * (2.0 / (self.hi - self.lo)) - 1.0
+        t = F.grid_sample(self.total, g[None, :, None, None, :], mode="bilinear", padding_mode="zeros",
+                          align_corners=True)
+        return t.reshape(-1) > threshold
 
     def inverse(self, field: torch.Tensor, points: torch.Tensor, iterations: int = 12) -> torch.Tensor:
         """The consensus points ``x`` (P, 3) that one state's ``field`` (1, 3, G, G, G)

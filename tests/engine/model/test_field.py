@@ -77,3 +77,14 @@ def test_bad_input(two_domains):
         DeformationField(c, a[:5], s, BOX, APIX)
     with pytest.raises(InputError, match="displacements for 120 Gaussians"):
         DeformationField(c, a, s, BOX, APIX)(torch.zeros(1, 7, 3))
+
+
+def test_support_covers_where_fields_move(two_domains):
+    c, a, s = two_domains
+    f = DeformationField(c, a, s, BOX, APIX)
+    near, far = _near(c, seed=4), torch.tensor([[0.0, 0.0, 30.0], [30.0, 30.0, 30.0]])
+    assert bool(f.support(near).all()) and not bool(f.support(far).any())
+    d = torch.randn(1, len(c), 3) * 3
+    grid = torch.stack(torch.meshgrid(*[torch.linspace(-32, 30, 24)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    outside = ~f.support(grid)
+    assert outside.any() and float(f.sample(f(d), grid[outside]).abs().max()) < 1e-3 * float(d.abs().max()) + 1e-4
