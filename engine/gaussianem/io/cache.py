@@ -1,6 +1,6 @@
 """A particle cache at the training box: the images Fourier-cropped once and kept as one
-memory-mapped stack, so that training reads ``box``^2 pixels per particle instead of
-``D``^2 and crops nothing (as cryoDRGN's ``downsample`` + lazy loading, but automatic).
+stack, so that training reads ``box``^2 pixels per particle instead of ``D``^2 and crops
+nothing (as cryoDRGN's ``downsample`` + lazy loading, but automatic).
 
 ``--cache DIR`` (``TrainConfig.cache``; ``auto``: ``.gaussianem_cache`` beside the particle
 file) keeps ``DIR/<key>.mrcs`` (float32 MRC stack, particle order of the particle file)
@@ -9,7 +9,8 @@ the particles' stack files (path, size, modification time) and image indices, so
 later run on the same particles at the same box reuses it, and any change to the stacks
 makes a new one. The cache is built in order, chunk by chunk (sequential reads, workers
 cropping in parallel: memory stays flat in the number of particles), into a temporary
-file that replaces nothing until it is complete.
+file that replaces nothing until it is complete. Both the build and training read with
+plain file reads, not memory maps (:func:`_read_runs`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,29 @@ def cache_key(data: ParticleData, box: int) -> str:
     return h.hexdigest()[:20]
 
 
+def _read_runs(stack: ImageStack, within: np.ndarray, d: int, scattered: bool = False) -> np.ndarray:
+    """Images ``within`` (0-based, ascending) of ``stack`` as (n, d, d) float32, by plain
+    file reads, one per run of consecutive images. Not a memory map: a mapped page fault
+    reads the device's whole read-ahead window around the image, and mapped pages count in
+    the process's resident memory, which would grow with the data read. ``scattered``
+    (a training batch: images here and there in a large file) turns the kernel's read-ahead
+    off for these reads, which otherwise takes cached neighbours for a sequential stream and
+    reads far more than asked (docs/benchmarks.md, "Particle cache")."""
+    h = stack.header
+    dtype = np.dtype(h.dtype)
+    out = np.empty((len(within), d, d), dtype=np.float32)
+    if not len(within):
+        return out
+    breaks = np.flatnonzero(np.diff(within) != 1) + 1
+    with open(stack.path, "rb") as f:
+        if scattered and hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+        for start, run in zip(np.r_[0, breaks], np.split(within, breaks)):
+            f.seek(h.data_offset + int(run[0]) * d * d * dtype.itemsize)
+            out[start:start + len(run)] = np.fromfile(f, dtype=dtype, count=len(run) * d * d).reshape(-1, d, d)
+    return out
+
+
 class CachedImages(ParticleImages):
     """:class:`ParticleImages` read from the cache stack (already at ``box``): same items,
     no cropping; ``invert`` and ``window`` are applied on reading, as there."""
@@ -67,7 +91,7 @@ class CachedImages(ParticleImages):
     def _read(self, idx: np.ndarray) -> np.ndarray:
         order = np.argsort(idx, kind="stable")             # sequential reads
         out = np.empty((len(idx), self.box, self.box), dtype=np.float32)
-        out[order] = self.cache[idx[order]]
+        out[order] = _read_runs(self.cache, idx[order], self.box, scattered=True)
         return out
 
     def _process(self, raw: np.ndarray) -> torch.Tensor:
@@ -80,19 +104,10 @@ class CachedImages(ParticleImages):
 
 
 class _PlainReads(ParticleImages):
-    """:class:`ParticleImages` reading with plain file reads instead of memory maps, so
-    that a process's resident memory does not grow with the data read."""
+    """:class:`ParticleImages` reading the source stacks with :func:`_read_runs`."""
 
     def _read_stack(self, s: int, within: np.ndarray) -> np.ndarray:
-        stack, d = self._stacks[s], self.data.box
-        h, dtype = stack.header, np.dtype(stack.header.dtype)
-        out = np.empty((len(within), d, d), dtype=np.float32)
-        breaks = np.flatnonzero(np.diff(within) != 1) + 1          # runs of consecutive images: one read each
-        with open(stack.path, "rb") as f:
-            for start, run in zip(np.r_[0, breaks], np.split(within, breaks)):
-                f.seek(h.data_offset + int(run[0]) * d * d * dtype.itemsize)
-                out[start:start + len(run)] = np.fromfile(f, dtype=dtype, count=len(run) * d * d).reshape(-1, d, d)
-        return out
+        return _read_runs(self._stacks[s], within, self.data.box)
 
 
 class _SourceChunks(torch.utils.data.Dataset):

@@ -153,7 +153,8 @@ class Trainer:
         self.use_amp = cfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and not torch.cuda.is_bf16_supported())
         self.sampler = EpochBatches(len(data), cfg.batch_size, dd.rank, dd.world, cfg.seed)
-        self.workers = loader_workers(self.device, dd.world) if cfg.num_workers is None else cfg.num_workers
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", dd.world))     # processes on this node (torchrun)
+        self.workers = loader_workers(self.device, per_node) if cfg.num_workers is None else cfg.num_workers
         # one loader for the whole stage (its workers persist); each epoch sets the sampler
         self.loader = make_loader(self.images, cfg.batch_size, shuffle=False, num_workers=self.workers,
                                   batch_sampler=self.sampler, device=self.device)

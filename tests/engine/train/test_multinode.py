@@ -1,0 +1,134 @@
+"""Multi-node training, really run: two torchrun launchers on this machine, one per
+"node" (``--nnodes 2 --nproc-per-node 1``), meet by rendezvous, train on the CPU (gloo)
+and write the same run as one launcher with two processes (``--standalone
+--nproc-per-node 2``) of the same configuration: the same latents, in particle order, and
+the same weights, bit for bit.
+
+Why exactly: each rank's share of a step is a function of its rank and the world size
+alone (``EpochBatches``), never of the node it runs on, and with two ranks every gradient
+element is reduced as one addition of two floats, which is commutative; so which launcher
+gets rank 0 cannot change a single bit.
+
+Both forms of docs/engine.md ("Several nodes") are run: the c10d rendezvous
+(``--node-rank`` ignored; nodes ranked by host name, then launcher pid) and the static one
+(``--node-rank`` fixes the ranks, rank 0 at ``--master-addr``). Each run has its own
+``--cache`` folder at a training box below the images' box, so rank 0 builds the particle
+cache and the other node opens it after the barrier. The two "nodes" share this machine's file system
+and loopback network; what a real cluster adds (the network interface, a shared file
+system) is in the docs.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from gaussianem.analysis.result import load_result
+
+TIMEOUT = 180         # for all launchers of a run; a lone launcher would wait much longer for its peer
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train_args(sim, out, cache) -> list[str]:
+    return ["-m", "gaussianem.cli.main", "train", str(sim / "particles.star"),
+            "--consensus", str(sim / "consensus.mrc"), "-o", str(out), "--epochs", "2", "--batch-size", "32",
+            "--zdim", "3", "--seed", "3", "--downsample", "24", "--cache", str(cache), "--device", "cpu",
+            "--progress", "json"]
+
+
+def _launch(launcher_args: list[str], train_args: list[str], cwd) -> subprocess.Popen:
+    """One torchrun launcher, in its own folder and process group (ended whole on failure);
+    its output goes to files there (a pipe left unread could stall it, and its peer with it)."""
+    os.makedirs(cwd, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    with open(os.path.join(cwd, "stdout.txt"), "w") as out, open(os.path.join(cwd, "stderr.txt"), "w") as err:
+        p = subprocess.Popen([sys.executable, "-m", "torch.distributed.run"] + launcher_args + train_args,
+                             cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
+    p.folder = cwd
+    return p
+
+
+def _wait_all(procs: list[subprocess.Popen]) -> list[tuple[int | None, str, str]]:
+    """(exit status, stdout, stderr) of each launcher; None for one ended at the time-out."""
+    results, deadline = [], time.monotonic() + TIMEOUT
+    for p in procs:
+        try:
+            p.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        with open(os.path.join(p.folder, "stdout.txt")) as out, open(os.path.join(p.folder, "stderr.txt")) as err:
+            results.append((p.returncode if p.returncode >= 0 else None, out.read(), err.read()))
+    return results
+
+
+def _events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def single_node(tiny_sim, tmp_path_factory):
+    """The reference: one launcher, two processes."""
+    d = tmp_path_factory.mktemp("single_node")
+    (rc, out, err), = _wait_all([_launch(["--standalone", "--nproc-per-node", "2"],
+                                         _train_args(tiny_sim, d / "run", d / "cache"), d)])
+    assert rc == 0, err[-3000:]
+    return d / "run"
+
+
+def _node_launchers(form: str, port: int) -> list[list[str]]:
+    """The launcher options of node 0 and node 1, as docs/engine.md gives them."""
+    if form == "c10d":
+        common = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+                  "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"test{port}"]
+        return [common, common]
+    return [["--nnodes", "2", "--node-rank", str(r), "--nproc-per-node", "1", "--master-addr", "127.0.0.1",
+             "--master-port", str(port)] for r in (0, 1)]
+
+
+@pytest.mark.parametrize("form", ["c10d", "static"])
+def test_two_nodes_train_the_single_node_run(form, tiny_sim, single_node, tmp_path):
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    launchers = _node_launchers(form, _free_port())
+    procs = [_launch(opts, _train_args(tiny_sim, run, cache), tmp_path / f"node{r}")
+             for r, opts in enumerate(launchers)]
+    results = _wait_all(procs)
+    for r, (rc, out, err) in enumerate(results):
+        assert rc == 0, f"node {r} ({form}) exited {rc}:\n{err[-3000:]}\n{out[-1000:]}"
+
+    # rank 0 alone reports progress; with --node-rank (static) it is node 0's launcher
+    reporting = [r for r, (_, out, _) in enumerate(results) if _events(out)]
+    assert len(reporting) == 1, reporting
+    if form == "static":
+        assert reporting == [0]
+    events = _events(results[reporting[0]][1])
+    assert events[0]["event"] == "start" and events[-1]["event"] == "done"
+    assert sum(e["event"] == "epoch" for e in events) == 2
+    assert len(os.listdir(cache)) == 2                       # one cache (stack + record), built once
+
+    # every particle, in particle order
+    z = np.load(run / "latents.npz")["z"]
+    assert z.shape == (256, 3) and np.all(np.isfinite(z))
+    res = load_result(run)
+    assert np.allclose(res.encode([0, 97, 255]), z[[0, 97, 255]], atol=1e-5)
+
+    # the single-node run, bit for bit (see the module's docstring)
+    z1 = np.load(single_node / "latents.npz")["z"]
+    assert np.array_equal(z, z1), np.abs(z - z1).max()
+    w = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+    w1 = torch.load(single_node / "checkpoint.pt", weights_only=False)["model"]
+    assert w.keys() == w1.keys()
+    assert all(torch.equal(w[k], w1[k]) for k in w1)
