@@ -35,7 +35,8 @@ from gaussianem.analysis.result import Result
 from gaussianem.analysis.selection import source_particles
 from gaussianem.errors import ResultError
 from gaussianem.io.atomic import write_array_text, write_json
-from gaussianem.io.images import ParticleImages, loader_workers, make_loader
+from gaussianem.io.cache import PlainReadImages
+from gaussianem.io.images import loader_workers, make_loader
 from gaussianem.io.mrc import write_map
 from gaussianem.model.encoding import Physics
 from gaussianem.model.field import DeformationField
@@ -129,7 +130,7 @@ def reconstruct(result: Result, indices, state=None, box: int | None = None, see
         raise ResultError(f"reconstruction box {box}: expected an even size from 8 to the particles' {data.box}")
     dev = result.device
     grid = result.output_grid(box)
-    images = ParticleImages(data, box=box, invert=invert)
+    images = PlainReadImages(data, box=box, invert=invert)     # memory flat in the particles read
     phys = Physics(data, box, dev)
     if len(result.intensity.particle) == len(data):
         phys.set_intensity(result.intensity)

@@ -103,19 +103,21 @@ class CachedImages(ParticleImages):
         return images.contiguous()
 
 
-class _PlainReads(ParticleImages):
-    """:class:`ParticleImages` reading the source stacks with :func:`_read_runs`."""
+class PlainReadImages(ParticleImages):
+    """:class:`ParticleImages` reading the source stacks with :func:`_read_runs`: resident
+    memory does not grow with the images read (one pass over many particles: the cache's
+    build, a reconstruction)."""
 
     def _read_stack(self, s: int, within: np.ndarray) -> np.ndarray:
         return _read_runs(self._stacks[s], within, self.data.box)
 
 
 class _SourceChunks(torch.utils.data.Dataset):
-    """Chunk ``k`` of the particles, in particle order, read (:class:`_PlainReads`) and
+    """Chunk ``k`` of the particles, in particle order, read (:class:`PlainReadImages`) and
     Fourier-cropped."""
 
     def __init__(self, data: ParticleData, box: int):
-        self.images = _PlainReads(data, box=box)
+        self.images = PlainReadImages(data, box=box)
         self.n = len(data)
 
     def __len__(self) -> int:
