@@ -14,8 +14,8 @@ compared with the true frame of that level (``benchmarks/realistic.py``'s ``Moti
   of atoms that move most end to end);
 * how much of the true motion arrives: RMS displacement of the moving part, decoded
   (displaced - fitted) against true (true frame - fitted frame);
-* bond lengths kept: RMS change of covalent bond lengths (atoms closer than 1.9 A in the
-  fitted model) in the displaced model.
+* bond lengths kept: RMS change of covalent bond lengths in the displaced model
+  (``io.models.bond_length_rms_change``, bonds of ``bond_pairs``, as ``generate`` reports).
 
   .venv/bin/python benchmarks/model_landing.py bench_out/robustness_final/hinge -o benchmarks/results/model_landing_cpu.json
 """
@@ -32,17 +32,6 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-def bonds(coords: np.ndarray) -> np.ndarray:
-    from scipy.spatial import cKDTree
-    return np.array(sorted(cKDTree(coords).query_pairs(1.9)), dtype=np.int64).reshape(-1, 2)
-
-
-def bond_change(a: np.ndarray, b: np.ndarray, pairs: np.ndarray) -> float:
-    la = np.linalg.norm(a[pairs[:, 0]] - a[pairs[:, 1]], axis=1)
-    lb = np.linalg.norm(b[pairs[:, 0]] - b[pairs[:, 1]], axis=1)
-    return float(np.sqrt(np.mean((la - lb) ** 2)))
-
-
 def rms(x) -> float:
     return float(np.sqrt((np.asarray(x) ** 2).sum(-1).mean()))
 
@@ -52,7 +41,7 @@ def landing(cell: str, fitted_at: float = 0.0, reference: str = "auto") -> dict:
     from gaussianem.analysis import evaluate as ev
     from gaussianem.analysis.reference import model_latent
     from gaussianem.analysis.result import load_result
-    from gaussianem.io.models import read_model
+    from gaussianem.io.models import bond_length_rms_change, bond_pairs, read_model
     with open(f"{cell}/sim/spec.json") as f:
         spec = RealisticSpec(**json.load(f)["spec"])
     model = read_model(f"{cell}/sim/model.pdb")
@@ -69,7 +58,7 @@ def landing(cell: str, fitted_at: float = 0.0, reference: str = "auto") -> dict:
         amp = np.linalg.norm(far_end - fitted_xyz, axis=1)
         moving = amp >= np.quantile(amp, 0.7)
     moving &= heavy
-    pairs = bonds(fitted_xyz[heavy])
+    pairs = bond_pairs(fitted)
     ref = model_latent(res, fitted).z if reference == "auto" else None
     good = ~truth["junk"].astype(bool) & truth["present"].astype(bool)
     levels, t = truth["eval_motion"], truth["motion"]
@@ -90,7 +79,7 @@ def landing(cell: str, fitted_at: float = 0.0, reference: str = "auto") -> dict:
             "moving_rmsd_undisplaced": round(rms((fitted_xyz - true)[moving]), 3),
             "moving_decoded_motion": round(rms((moved - fitted_xyz)[moving]), 3),
             "moving_true_motion": round(rms((true - fitted_xyz)[moving]), 3),
-            "bond_rms_change": round(bond_change(fitted_xyz[heavy], moved[heavy], pairs), 4)})
+            "bond_rms_change": round(bond_length_rms_change(fitted, moved, pairs), 4)})
         print(json.dumps(rows[-1]), flush=True)
     keys = [k for k in rows[0] if k not in ("motion", "n")]
     return {"cell": cell, "fitted_at": fitted_at, "reference": reference,

@@ -161,7 +161,8 @@ class TrainConfig:
 
 # (flag, LossWeights field, help): the loss weights that have command-line flags
 WEIGHT_FLAGS = (("--beta", "kl", "KL weight"),
-                ("--w-distance", "distance", "neighbour distance-preservation weight"),
+                ("--w-distance", "distance", "neighbour distance-preservation weight (a domain hinge moves more "
+                 "fully at 0.01: docs/validation.md, \"Displaced models\")"),
                 ("--w-alignment", "alignment", "neighbour displacement-alignment weight"),
                 ("--w-contrastive", "contrastive", "latent-neighbourhood term weight"))
 
