@@ -10,7 +10,24 @@ from the engine's own option names (gaussianem/cli/analyze.py).
 
 from __future__ import annotations
 
-from .jobs import TrainJob
+from .jobs import TrainJob, registry
+
+
+def start_job(session, job, noun: str, doing: str, wait: bool):
+    """Start an engine ``job`` (an analysis or a reconstruction), register it and log it
+    (``doing``: what it does, for the log); ``wait``: block until it ends, a failure
+    becoming a UserError with the engine's message."""
+    from chimerax.core.errors import UserError
+    try:
+        job.start()
+    except OSError as e:
+        raise UserError(f"cannot start the GaussianEM {noun} ({e})") from None
+    registry(session).add(job)
+    session.logger.info(f"GaussianEM job {job.id} started (process {job.pid}): {doing}"
+                        + ("" if wait else f"; 'gaussianem jobs' shows it, 'gaussianem stop {job.id}' stops it"))
+    if wait and job.wait() == "failed":
+        raise UserError(f"GaussianEM {noun} failed: {job.error}")
+    return job
 
 
 def analyze_args(outdir: str, *, k=None, pcs=None, steps=None, umap=None, skip_volumes=False, map_kind=None,

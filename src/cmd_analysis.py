@@ -52,21 +52,10 @@ def gaussianem_analyze(session, outdir=None, k=None, pcs=None, steps=None, range
     Latent Explorer of that result then shows the UMAP view."""
     from gaussianem.io.rundir import RunDir
 
-    from .analysis_job import AnalyzeJob, analyze_args
+    from .analysis_job import AnalyzeJob, analyze_args, start_job
     from .jobs import registry
-    from .session_result import unfinished_message
-    if outdir is None:
-        res = _current(session)
-        if res is None:
-            raise UserError("no GaussianEM result is open: give the run folder, "
-                            "e.g. 'gaussianem analyze /data/P3/gem1'")
-        outdir = res.outdir
-    outdir = os.path.abspath(os.path.expanduser(outdir))
+    outdir = _run_folder(session, outdir, "gaussianem analyze /data/P3/gem1")
     run_dir = RunDir(outdir)
-    if not run_dir.exists():
-        raise UserError(f"{outdir} holds no GaussianEM training run (no {RunDir.CHECKPOINT})")
-    if not run_dir.finished():
-        raise UserError(unfinished_message(run_dir))
     if steps is not None and steps < 2:
         raise UserError(f"a trajectory needs at least 2 steps, got {steps}")
     reg = registry(session)
@@ -86,17 +75,7 @@ def gaussianem_analyze(session, outdir=None, k=None, pcs=None, steps=None, range
 
     job = AnalyzeJob(reg.new_id(), args, outdir, logger=session.logger, on_done=on_done,
                      status_every=0.0 if session.ui.is_gui else 10.0)
-    try:
-        job.start()
-    except OSError as e:
-        raise UserError(f"cannot start the GaussianEM analysis ({e})") from None
-    reg.add(job)
-    session.logger.info(f"GaussianEM job {job.id} started (process {job.pid}): analysing {outdir}"
-                        + ("" if wait else f"; 'gaussianem jobs' shows it, 'gaussianem stop {job.id}' stops it"))
-    if wait:
-        if job.wait() == "failed":
-            raise UserError(f"GaussianEM analysis failed: {job.error}")
-    return job
+    return start_job(session, job, "analysis", f"analysing {outdir}", wait)
 
 
 gaussianem_analyze_desc = CmdDesc(
@@ -136,7 +115,7 @@ def gaussianem_reconstruct(session, outdir=None, output=None, cluster=None, k=No
     (``gaussianem reconstruct``); the map opens when it is done. ``wait true`` blocks."""
     from gaussianem.analysis.reconstruct import output_paths
 
-    from .analysis_job import ReconstructJob, reconstruct_args
+    from .analysis_job import ReconstructJob, reconstruct_args, start_job
     from .jobs import registry
     outdir = _run_folder(session, outdir, "gaussianem reconstruct /data/P3/gem1 output cluster3.mrc cluster 3")
     if not output or not output.lower().endswith(".mrc"):
@@ -173,20 +152,9 @@ def gaussianem_reconstruct(session, outdir=None, output=None, cluster=None, k=No
                 data = base64.b64encode(f.read()).decode()
             session.logger.info(f'<img src="data:image/png;base64,{data}" width="420">', is_html=True)
 
-    reg = registry(session)
-    job = ReconstructJob(reg.new_id(), args, outdir, logger=session.logger, on_done=on_done,
+    job = ReconstructJob(registry(session).new_id(), args, outdir, logger=session.logger, on_done=on_done,
                          status_every=0.0 if session.ui.is_gui else 10.0)
-    try:
-        job.start()
-    except OSError as e:
-        raise UserError(f"cannot start the GaussianEM reconstruction ({e})") from None
-    reg.add(job)
-    session.logger.info(f"GaussianEM job {job.id} started (process {job.pid}): reconstructing {quote(output)} "
-                        f"from {outdir}" + ("" if wait else f"; 'gaussianem stop {job.id}' stops it"))
-    if wait:
-        if job.wait() == "failed":
-            raise UserError(f"GaussianEM reconstruction failed: {job.error}")
-    return job
+    return start_job(session, job, "reconstruction", f"reconstructing {quote(output)} from {outdir}", wait)
 
 
 gaussianem_reconstruct_desc = CmdDesc(

@@ -1,9 +1,16 @@
 """Bundle tests: the embedded headless ChimeraX session (skips when ChimeraX is not
-installed); the engine fixtures (tiny_sim, tiny_result) come from tests/conftest.py."""
+installed) and ``opened`` (tiny_result opened in it); the engine fixtures (tiny_sim,
+tiny_result) come from tests/conftest.py."""
 
 import pytest
 
-from chimerax_fixture import cx, cx_session  # noqa: F401
+from chimerax_fixture import cx, cx_session, run  # noqa: F401
+
+
+@pytest.fixture
+def opened(cx, tiny_result):  # noqa: F811
+    """The tiny result opened in the session (its map and atomic model)."""
+    return run(cx, f"gaussianem open {tiny_result}")
 
 
 @pytest.fixture(autouse=True)

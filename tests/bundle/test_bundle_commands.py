@@ -17,12 +17,6 @@ import pytest
 from chimerax_fixture import logged, osmesa_available, run
 
 
-@pytest.fixture
-def opened(cx, tiny_result):
-    """The tiny result opened in the session (its map and atomic model)."""
-    return run(cx, f"gaussianem open {tiny_result}")
-
-
 def _read_mrc(path):
     import mrcfile
     with mrcfile.open(path, permissive=True) as m:

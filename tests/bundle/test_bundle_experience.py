@@ -17,10 +17,6 @@ import pytest
 from chimerax_fixture import run
 
 
-@pytest.fixture
-def opened(cx, tiny_result):
-    return run(cx, f"gaussianem open {tiny_result}")
-
 
 def _key(session):
     from chimerax.color_key.model import get_model

@@ -18,10 +18,6 @@ import pytest
 from chimerax_fixture import logged, osmesa_available, run
 
 
-@pytest.fixture
-def opened(cx, tiny_result):
-    return run(cx, f"gaussianem open {tiny_result}")
-
 
 def _star_rows(path):
     import starfile
