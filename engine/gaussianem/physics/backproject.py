@@ -109,7 +109,7 @@ def shell_mean(values: torch.Tensor, box: int) -> np.ndarray:
     """Mean of an rfftn-layout array over each Fourier shell 0 .. box // 2."""
     shell, inside = shell_index(box)
     n = box // 2 + 1
-    s = torch.zeros(n, dtype=torch.float64).index_add_(0, shell[inside], values.flatten()[inside].double().cpu())
+    s = torch.zeros(n, dtype=torch.float64).index_add_(0, shell[inside], values.flatten().double().cpu()[inside])
     c = torch.zeros(n, dtype=torch.float64).index_add_(0, shell[inside], torch.ones_like(shell[inside],
                                                                                         dtype=torch.float64))
     return (s / c.clamp_min(1)).numpy()
