@@ -10,7 +10,7 @@ from the engine's own option names (gaussianem/cli/analyze.py).
 
 from __future__ import annotations
 
-from .jobs import TrainJob, registry
+from .jobs import ACTIVE, TrainJob, registry
 
 
 def start_job(session, job, noun: str, doing: str, wait: bool):
@@ -108,3 +108,12 @@ class ReconstructJob(AnalyzeJob):
             self.result = ev
             return ev
         return super()._handle(ev)
+
+    NO_SIGNAL = 3                     # the engine's exit status: files written, the halves do not agree
+
+    def _finish_if_ended(self) -> None:
+        if (not self._finished and self._eof and self._process is not None
+                and self._process.poll() == self.NO_SIGNAL and self.state in ACTIVE):
+            self.state = "done"       # the map opens; its warning was logged with the engine's lines
+            self.no_signal = True
+        super()._finish_if_ended()

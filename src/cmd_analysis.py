@@ -146,6 +146,9 @@ def gaussianem_reconstruct(session, outdir=None, output=None, cluster=None, k=No
                             f"resolution {ev.get('resolution')} A (rigid {ev.get('rigid_resolution')} A) at "
                             f"FSC = 0.143; half maps, {os.path.basename(files['rigid'])} and "
                             f"{os.path.basename(files['fsc_png'])} beside it")
+        if getattr(job, "no_signal", False):
+            session.logger.warning(f"GaussianEM reconstruction {quote(files['map'])}: the half maps agree only in "
+                                   "the lowest shells; the map holds no signal")
         if os.path.exists(files["fsc_png"]):
             import base64
             with open(files["fsc_png"], "rb") as f:

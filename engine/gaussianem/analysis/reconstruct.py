@@ -75,8 +75,14 @@ class Reconstruction:
     def resolution(self, curve: str = "deformed", threshold: float = 0.143) -> float:
         return resolution_at(self.freqs, self.curves[curve], threshold)
 
+    @property
+    def no_signal(self) -> bool:
+        """The half maps agree (masked FSC >= 0.143) in no more than the lowest 2 shells:
+        the map holds no signal (too few particles, or poses and latents that do not fit)."""
+        return not bool((np.asarray(self.curves["deformed"])[2:] >= 0.143).any())
+
     def summary(self) -> dict:
-        return {"particles": self.n_particles, "half_sizes": list(map(int, self.n_half)), "split": self.split,
+        return {"status": "no signal" if self.no_signal else "ok", "particles": self.n_particles, "half_sizes": list(map(int, self.n_half)), "split": self.split,
                 "box": self.grid.box, "apix": self.grid.apix, "state": [float(v) for v in self.state],
                 "seconds": round(self.seconds, 2),
                 "particles_per_s": round(self.n_particles / max(self.seconds, 1e-9), 2),

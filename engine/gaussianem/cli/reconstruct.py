@@ -14,7 +14,9 @@ Writes MAP.mrc, MAP_masked.mrc (times the soft mask of the FSC, MAP_mask.mrc),
 MAP_half1.mrc, MAP_half2.mrc, MAP_rigid.mrc (+ its halves), MAP_fsc.txt,
 MAP_fsc.png and MAP_fsc.json (resolutions, particles, particles/s), on the consensus map's
 frame (they overlay it). The box defaults to the training box (images Fourier-cropped as
-in training); --box up to the particles' own box.
+in training); --box up to the particles' own box. When the half maps agree in no more
+than the lowest shells ("no signal" in MAP_fsc.json) the files are still written, with a
+warning, and the exit status is 3.
 
 examples:
   gaussianem reconstruct run1 -o recon/all.mrc
@@ -111,4 +113,10 @@ def main(args):
           f"{rec.resolution('deformed unmasked'):.2f} A, rigid {rec.resolution('rigid'):.2f} / "
           f"{rec.resolution('rigid unmasked'):.2f} A")
     print(f"wrote {out['map']} (+ halves, {os.path.basename(out['rigid'])}, {os.path.basename(out['fsc_png'])})")
+    if rec.no_signal:
+        import sys
+        print(f"gaussianem reconstruct: warning: the half maps agree only in the lowest shells (beyond "
+              f"{rec.resolution('deformed'):.0f} A): this map holds no signal; select more particles, or check the "
+              "poses", file=sys.stderr)
+        return 3
     return 0
