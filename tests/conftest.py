@@ -58,6 +58,36 @@ def tiny_trained(tiny_sim, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def noise_run(tiny_result, tmp_path_factory):
+    """A copy of ``tiny_result`` whose particle file points at pure-noise images (same
+    poses, CTFs and stack layout): a run whose particles hold no signal."""
+    import json
+    import shutil
+
+    import mrcfile
+    import numpy as np
+    import starfile
+    d = tmp_path_factory.mktemp("noise")
+    run = d / "run"
+    shutil.copytree(tiny_result, run, ignore=shutil.ignore_patterns("checkpoints", "analysis"))
+    cfg = json.loads((run / "config.json").read_text())
+    src = cfg["train"]["particles"]
+    star = starfile.read(src, always_dict=True)
+    name = str(star["particles"]["rlnImageName"].iloc[0]).split("@")[1]
+    with mrcfile.open(os.path.join(os.path.dirname(src), name), permissive=True) as m:
+        shape, voxel = m.data.shape, m.voxel_size
+    with mrcfile.new(d / "noise.mrcs", overwrite=True) as m:
+        m.set_data(np.random.default_rng(0).normal(size=shape).astype(np.float32))
+        m.voxel_size = voxel
+    parts = star["particles"].copy()
+    parts["rlnImageName"] = [f"{n.split('@')[0]}@{d / 'noise.mrcs'}" for n in parts["rlnImageName"]]
+    starfile.write({**star, "particles": parts}, d / "noise.star")
+    cfg["train"]["particles"] = str(d / "noise.star")
+    (run / "config.json").write_text(json.dumps(cfg))
+    return run
+
+
+@pytest.fixture(scope="session")
 def slurm_up():
     """A real one-node SLURM on this machine (tools/setup_slurm.sh), or a skip with the reason."""
     if os.environ.get("GAUSSIANEM_TEST_SLURM", "1") == "0":

@@ -38,6 +38,15 @@ def test_reconstruct_into_a_particle_state_with_the_current_result(cx, tiny_resu
     assert summary["box"] == 24 and summary["selection"] == "all particles"
 
 
+def test_no_signal_opens_the_map_with_a_warning(cx, noise_run, tmp_path):
+    from chimerax.map import Volume
+    out = tmp_path / "noise.mrc"
+    job, text = logged(cx, f"gaussianem reconstruct {noise_run} output {out} wait true")
+    assert job.state == "done" and job.no_signal, job.error
+    assert "the map holds no signal" in text
+    assert any(m.data.path == str(out) for m in cx.models if isinstance(m, Volume))
+
+
 def test_bad_input_is_a_one_line_error(cx, tiny_result, tmp_path):
     from chimerax.core.errors import UserError
     with pytest.raises(UserError, match="give a .mrc map file name"):

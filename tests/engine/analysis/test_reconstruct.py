@@ -97,34 +97,11 @@ def test_half_sets_follow_rln_random_subset():
     assert how == "random" and sorted(half.tolist()) == [0, 0, 1, 1]
 
 
-def test_no_signal_is_said(tiny_trained, tmp_path, capsys):
-    """Pure-noise images (the star file pointing at a stack of noise): the half maps do not
-    agree, the summary says so and the command exits 3 with a warning, files written."""
-    import shutil
-
-    import mrcfile
-    import starfile
-    run = tmp_path / "run"
-    shutil.copytree(tiny_trained, run, ignore=shutil.ignore_patterns("checkpoints", "analysis"))
-    cfg = json.loads((run / "config.json").read_text())
-    star = starfile.read(cfg["train"]["particles"], always_dict=True)
-    src = cfg["train"]["particles"]
-    first = str(star["particles"]["rlnImageName"].iloc[0]).split("@")[1]
-    import os
-    stack = os.path.join(os.path.dirname(src), first)
-    with mrcfile.open(stack, permissive=True) as m:
-        shape, voxel = m.data.shape, m.voxel_size
-    noise = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-    with mrcfile.new(tmp_path / first, overwrite=True) as m:
-        m.set_data(noise)
-        m.voxel_size = voxel
-    parts = star["particles"].copy()
-    parts["rlnImageName"] = [f"{n.split('@')[0]}@{tmp_path / first}" for n in parts["rlnImageName"]]
-    starfile.write({**star, "particles": parts}, tmp_path / "noise.star")
-    cfg["train"]["particles"] = str(tmp_path / "noise.star")
-    (run / "config.json").write_text(json.dumps(cfg))
+def test_no_signal_is_said(noise_run, tmp_path, capsys):
+    """Pure-noise images: the half maps do not agree, the summary says so and the command
+    exits 3 with a warning, the files written."""
     out = tmp_path / "noise" / "m.mrc"
-    assert main(["reconstruct", str(run), "-o", str(out), "--progress", "none"]) == 3
+    assert main(["reconstruct", str(noise_run), "-o", str(out), "--progress", "none"]) == 3
     assert "holds no signal" in capsys.readouterr().err
     assert json.loads((tmp_path / "noise" / "m_fsc.json").read_text())["status"] == "no signal"
     assert out.is_file()
