@@ -10,6 +10,8 @@ from the engine's own option names (gaussianem/cli/analyze.py).
 
 from __future__ import annotations
 
+import subprocess
+
 from .jobs import ACTIVE, TrainJob, registry
 
 
@@ -112,8 +114,12 @@ class ReconstructJob(AnalyzeJob):
     NO_SIGNAL = 3                     # the engine's exit status: files written, the halves do not agree
 
     def _finish_if_ended(self) -> None:
-        if (not self._finished and self._eof and self._process is not None
-                and self._process.poll() == self.NO_SIGNAL and self.state in ACTIVE):
-            self.state = "done"       # the map opens; its warning was logged with the engine's lines
-            self.no_signal = True
+        if not self._finished and self._eof and self._process is not None and self.state in ACTIVE:
+            try:
+                rc = self._process.wait(timeout=5)      # its output has ended: it is exiting
+            except subprocess.TimeoutExpired:
+                return
+            if rc == self.NO_SIGNAL:
+                self.state = "done"   # the map opens; its warning was logged with the engine's lines
+                self.no_signal = True
         super()._finish_if_ended()
