@@ -58,8 +58,8 @@ def write_models(result: Result, model_path: str, z: np.ndarray, folder: str,
     map."""
     z = result.check_z(z)
     model = read_model(model_path)
-    interp = result.interpolator(model.coords, name=os.fspath(model_path), bonds=bond_pairs(model))
     pairs = bond_pairs(model)
+    interp = result.interpolator(model.coords, name=os.fspath(model_path), bonds=pairs)
     ext = model_extension(model_path)
     os.makedirs(folder, exist_ok=True)
     remove_stale(folder, prefix, (".pdb", ".cif"), len(z))

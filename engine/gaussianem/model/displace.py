@@ -27,6 +27,16 @@ class ModelOutsideMapError(InputError):
     pass
 
 
+def neighbourhoods(centres: np.ndarray, k: int = 8, tree=None) -> torch.Tensor:
+    """Indices (N, min(k, N)) of each Gaussian's ``k`` nearest Gaussians (itself first):
+    the neighbourhoods :func:`local_rotations` fits. ``tree``: a ``cKDTree`` of
+    ``centres``, if the caller has one."""
+    from scipy.spatial import cKDTree
+    c = np.asarray(centres, dtype=np.float64).reshape(-1, 3)
+    tree = tree if tree is not None else cKDTree(c)
+    return torch.from_numpy(tree.query(c, k=min(k, len(c)))[1].reshape(len(c), -1))
+
+
 def local_rotations(centres: torch.Tensor, moved: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
     """Kabsch rotations (..., N, 3, 3) taking each Gaussian's neighbourhood (indices
     (N, k), base ``centres`` (N, 3)) to ``moved`` (..., N, 3), about its own centre."""
@@ -92,8 +102,7 @@ class AtomInterpolator:
         self.weights = torch.from_numpy(w)
         self.atoms = torch.from_numpy(atoms)
         self.centres = torch.from_numpy(centres)
-        self.gauss_neighbours = torch.from_numpy(
-            tree.query(centres, k=min(k, len(centres)))[1].reshape(len(centres), -1))
+        self.gauss_neighbours = neighbourhoods(centres, k, tree)
         self.sigma = sigma
         self.rigid = rigid
         self.fraction_near = float(near.mean())

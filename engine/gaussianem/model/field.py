@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from gaussianem.errors import InputError
-from gaussianem.model.displace import local_rotations
+from gaussianem.model.displace import local_rotations, neighbourhoods
 
 
 class DeformationField:
@@ -55,7 +55,8 @@ class DeformationField:
         zz, yy, xx = np.meshgrid(g, g, g, indexing="ij")
         q = np.stack([xx, yy, zz], -1).reshape(-1, 3)                     # (Q, 3) x y z, (z, y, x) order
         kk = min(k, len(c))
-        dist, idx = cKDTree(c).query(q, k=kk)
+        tree = cKDTree(c)
+        dist, idx = tree.query(q, k=kk)
         dist, idx = dist.reshape(len(q), kk), idx.reshape(len(q), kk)
         kern = a[idx] * np.exp(-0.5 * dist ** 2 / s[idx] ** 2)
         total = kern.sum(1)
@@ -68,8 +69,7 @@ class DeformationField:
         self.total = torch.from_numpy(w.sum(1)).float().reshape(1, 1, G, G, G).to(self.device)
         self.points = torch.from_numpy(q).float().to(self.device)
         self.centres = torch.from_numpy(c).float().to(self.device)
-        self.neighbours = torch.from_numpy(
-            cKDTree(c).query(c, k=min(k, len(c)))[1].reshape(len(c), -1)).to(self.device)
+        self.neighbours = neighbourhoods(c, k, tree).to(self.device)
 
     def __call__(self, displacement: torch.Tensor) -> torch.Tensor:
         """Fields (B, 3, G, G, G) (x, y, z components, Angstrom) on the control grid for

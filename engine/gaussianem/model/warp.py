@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from gaussianem.errors import InputError
-from gaussianem.model.displace import local_rotations
+from gaussianem.model.displace import local_rotations, neighbourhoods
 from gaussianem.physics.render import render_volume, volume_plan
 
 PIECE_ELEMENTS = 1 << 21        # window voxels per piece on a CPU (x8 on a GPU): bounded memory
@@ -60,7 +60,6 @@ class ConsensusWarp:
 
     def __init__(self, consensus, apix: float, centres, amplitudes, widths, k: int = 8,
                  rigid: bool = True, eps: float = 1e-3, cutoff: float = 4.0, device="cpu"):
-        from scipy.spatial import cKDTree
         vol = torch.tensor(np.asarray(consensus), dtype=torch.float32)
         if vol.ndim != 3 or len(set(vol.shape)) != 1 or vol.shape[0] < 2:
             raise InputError(f"the consensus map must be a cubic 3D array, got shape {tuple(vol.shape)}")
@@ -76,8 +75,7 @@ class ConsensusWarp:
         self.widths = torch.as_tensor(widths).detach().float().reshape(-1).to(self.device)
         if not len(self.weights) == len(self.widths) == len(c):
             raise InputError("centres, amplitudes and widths must describe the same Gaussians")
-        self.neighbours = torch.from_numpy(
-            cKDTree(c).query(c, k=min(k, len(c)))[1].reshape(len(c), -1)).to(self.device)
+        self.neighbours = neighbourhoods(c, k).to(self.device)
         vol = vol.to(self.device)
         z = render_volume(self.centres, self.weights, self.widths, self.box, self.apix, cutoff)
         floor = eps * float(z.max()) if float(z.max()) > 0 else 1.0
