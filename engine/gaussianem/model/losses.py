@@ -3,9 +3,10 @@
 Structure terms act on a radius graph of the base Gaussians (edges between centres closer
 than ``radius``; see :func:`radius_graph`):
 
-* ``distance``: neighbours keep their distance (``(|x_i'-x_j'| - |x_i-x_j|)^2``), the
-  local-rigidity term that lets displacements be carried onto an atomic model. With an
-  atomic model's Gaussians and a shorter cutoff it is CryoSTAR's elastic network loss.
+* ``distance``: neighbours keep their distance (``(|x_i'-x_j'| - |x_i-x_j|)^2``, or its
+  robust (Charbonnier) form that training uses), the local-rigidity term that lets
+  displacements be carried onto an atomic model. With an atomic model's Gaussians and a
+  shorter cutoff it is CryoSTAR's elastic network loss.
 * ``alignment``: neighbours move alike (``|d_i - d_j|^2``, smooth displacement field).
 * ``embedding``: neighbouring Gaussians get similar embeddings (smooth encoder).
 * ``spacing``: deformed Gaussians do not collapse onto each other (hinge penalty below
@@ -76,11 +77,20 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return (-0.5 * (1 + logvar - mu ** 2 - logvar.exp()).sum(1)).mean()
 
 
-def distance_loss(base: torch.Tensor, deformed: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-    """base (N,3), deformed (B,N,3): mean squared change of edge lengths (Angstrom^2)."""
+def distance_loss(base: torch.Tensor, deformed: torch.Tensor, edges: torch.Tensor,
+                  robust: float = 0.0) -> torch.Tensor:
+    """base (N,3), deformed (B,N,3): mean penalty on the change of edge lengths
+    (Angstrom^2). ``robust`` 0: the squared change; ``robust`` eps > 0: the Charbonnier
+    penalty ``2 eps^2 (sqrt(1 + (change/eps)^2) - 1)``, the squared change below eps and
+    ``2 eps |change|`` above it, so the few edges across a domain interface that must
+    stretch when a domain turns cost in proportion, not in square, while every small
+    strain inside a domain is held as before."""
     i, j = edges[:, 0], edges[:, 1]
     d0 = (base[i] - base[j]).norm(dim=-1)
     d1 = (deformed[:, i] - deformed[:, j]).norm(dim=-1)
+    if robust > 0:
+        eps2 = robust * robust
+        return (2 * eps2 * (torch.sqrt(1 + (d1 - d0) ** 2 / eps2) - 1)).mean()
     return ((d1 - d0) ** 2).mean()
 
 

@@ -90,6 +90,10 @@ class TrainConfig:
     first_epoch: int = option(0, "a fine stage starts here (its low-pass and KL warm-up too)", cli=False)
     kl_warmup: float = option(5.0, "epochs over which the KL weight rises from 0")
     weights: LossWeights = field(default_factory=LossWeights, metadata={"cli": False})
+    distance_robust: float = option(0.1, "neighbour distance changes beyond about this many Angstrom cost in "
+                                         "proportion, not in square (a Charbonnier penalty): the interface of a "
+                                         "turning domain may stretch while the domains keep their shape; 0: the "
+                                         "plain squared penalty", metavar="A")
     radius: float | None = option(None, "neighbour-graph radius in Angstrom",
                                   default_text="2.5 x the median nearest-neighbour distance")
     max_displacement: float = option(20.0, "bound of each displacement component (Angstrom)")
@@ -128,6 +132,9 @@ class TrainConfig:
             raise TrainingError(f"--zdim must be at least 1, got {self.zdim}")
         if self.lowpass_epochs is None:
             self.lowpass_epochs = min(10.0, (self.epochs - self.first_epoch) / 2)
+        if self.distance_robust is None or self.distance_robust < 0:
+            raise TrainingError(f"--distance-robust must be a length in Angstrom (> 0) or 0 for the squared "
+                                f"penalty, got {self.distance_robust}")
         if self.encoder_input not in ("residual", "image", "both"):
             raise TrainingError(f"unknown encoder input {self.encoder_input!r}: expected residual, image or both")
         if self.lowpass_start is not None and self.lowpass_start < 0:
@@ -159,10 +166,13 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+# what runs saved before a training setting existed did (a saved config without the key)
+BEFORE_RECORDED = {"distance_robust": 0.0}
+
 # (flag, LossWeights field, help): the loss weights that have command-line flags
 WEIGHT_FLAGS = (("--beta", "kl", "KL weight"),
                 ("--w-distance", "distance", "neighbour distance-preservation weight (a domain hinge moves more "
-                 "fully at 0.01: docs/validation.md, \"Displaced models\")"),
+                 "fully at 0.01, at some cost to smooth motions: docs/validation.md, \"Displaced models\")"),
                 ("--w-alignment", "alignment", "neighbour displacement-alignment weight"),
                 ("--w-contrastive", "contrastive", "latent-neighbourhood term weight"))
 
@@ -224,7 +234,8 @@ def resumed(cfg: TrainConfig, saved: RunDir) -> TrainConfig:
     which are ``cfg``'s; the output folder stays ``cfg.outdir``."""
     if not os.path.exists(saved.config):
         raise TrainingError(f"nothing to resume: {saved.path} holds no training run ({RunDir.CONFIG} is missing)")
-    old = TrainConfig.from_dict(saved.read_config()["train"])
+    # a run saved before a setting existed goes on as it was trained
+    old = TrainConfig.from_dict({**BEFORE_RECORDED, **saved.read_config()["train"]})
     return replace(old, outdir=cfg.outdir, epochs=cfg.epochs, device=cfg.device, num_workers=cfg.num_workers,
                    threads=cfg.threads)
 

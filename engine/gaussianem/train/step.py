@@ -52,13 +52,14 @@ class Schedule:
     loss: str = "l2"
     kl_scale: float = 1.0
     band: float | None = None
+    distance_robust: float = 0.0     # Angstrom: the distance term's Charbonnier scale (0: squared)
 
     @classmethod
     def at(cls, cfg, t: float, apix: float) -> "Schedule":
         """The schedule ``t`` epochs (fractional) into a stage of ``cfg``, at the training
         box's coarsest pixel size ``apix``."""
         kl = min(1.0, t / cfg.kl_warmup) if cfg.kl_warmup > 0 else 1.0
-        return cls(cfg.weights, cfg.loss, kl, loss_band(cfg, t, apix))
+        return cls(cfg.weights, cfg.loss, kl, loss_band(cfg, t, apix), cfg.distance_robust or 0.0)
 
 
 def loss_band(cfg, t: float, apix: float) -> float | None:
@@ -92,7 +93,8 @@ def compute_losses(model, batch: Batch, graph: NeighbourGraph, schedule: Schedul
         "image": losses.image_loss(pred, target, schedule.loss),
         "kl": losses.kl_divergence(mu.float(), logvar.float()),
         # structure terms in units of the typical edge length (dimensionless)
-        "distance": losses.distance_loss(core.centres, out["centres"], edges) / scale2,
+        "distance": losses.distance_loss(core.centres, out["centres"], edges,
+                                         schedule.distance_robust) / scale2,
         "alignment": losses.alignment_loss(out["displacement"], edges) / scale2,
         "embedding": losses.embedding_loss(out["embedding"].float(), edges),
         "spacing": losses.spacing_loss(out["centres"], edges, graph.min_dist),

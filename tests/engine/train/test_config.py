@@ -11,6 +11,7 @@ from dataclasses import fields
 
 import pytest
 
+from gaussianem.errors import TrainingError
 from gaussianem.io.rundir import RunDir
 from gaussianem.model.losses import LossWeights
 from gaussianem.model.networks import BEFORE_RECORDED, DEFAULT_SPLIT, ModelConfig
@@ -120,3 +121,17 @@ def test_loader_workers_default(monkeypatch):
     monkeypatch.setattr(images.os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert images.loader_workers("cuda") == 0
     assert TrainConfig(particles="p", consensus="c", outdir="o").num_workers is None      # automatic
+
+
+def test_a_run_saved_before_the_robust_distance_loss_resumes_with_the_squared_one(tmp_path):
+    from gaussianem.train.config import BEFORE_RECORDED as TRAIN_BEFORE
+    run = RunDir(tmp_path / "run")
+    os.makedirs(run.path)
+    saved = TrainConfig(particles="/d/p.star", consensus="/d/c.mrc", outdir=run.path, epochs=12).as_dict()
+    assert saved["distance_robust"] == 0.1                       # new runs: the Charbonnier penalty
+    del saved["distance_robust"]                                 # a config written before it existed
+    run.write_config({"train": saved})
+    r = resumed(_parse(["p", "--consensus", "c", "-o", run.path], resume=True), run)
+    assert r.distance_robust == 0.0 == TRAIN_BEFORE["distance_robust"]
+    with pytest.raises(TrainingError, match="distance-robust"):
+        _parse(["p", "--consensus", "c", "-o", "o", "--distance-robust", "-1"])

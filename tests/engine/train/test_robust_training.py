@@ -267,3 +267,22 @@ def test_encoding_particles_of_another_file_scales_them_as_training_did(tiny_res
     assert np.corrcoef(scales, res.intensity.particle)[0, 1] > 0.9
     corr = [np.corrcoef(z[:, k], res.z[:, k])[0, 1] for k in range(z.shape[1])]
     assert min(corr) > 0.9, corr
+
+
+def test_robust_distance_loss_is_squared_for_small_strain_and_linear_for_large():
+    # two Gaussians 5 A apart; the edge stretched by s: an independent evaluation of the
+    # Charbonnier penalty 2 eps^2 (sqrt(1 + (s/eps)^2) - 1)
+    base = torch.tensor([[0.0, 0, 0], [5.0, 0, 0]])
+    edges = torch.tensor([[0, 1]])
+    eps = 0.1
+    for s in (0.01, 0.5, 4.0):
+        deformed = torch.tensor([[[0.0, 0, 0], [5.0 + s, 0, 0]]])
+        plain = float(losses.distance_loss(base, deformed, edges))
+        robust = float(losses.distance_loss(base, deformed, edges, robust=eps))
+        assert plain == pytest.approx(s * s, rel=1e-4)
+        assert robust == pytest.approx(2 * eps ** 2 * (np.sqrt(1 + (s / eps) ** 2) - 1), rel=1e-4)
+    small = float(losses.distance_loss(base, torch.tensor([[[0.0, 0, 0], [5.01, 0, 0]]]), edges, robust=eps))
+    assert small == pytest.approx(0.01 ** 2, rel=0.01)                    # squared below eps
+    big = float(losses.distance_loss(base, torch.tensor([[[0.0, 0, 0], [9.0, 0, 0]]]), edges, robust=eps))
+    assert big == pytest.approx(2 * eps * 4.0, rel=0.03)                  # 2 eps |s| above: a torn edge
+    assert big < 0.1 * 4.0 ** 2                                           # costs far less than its square
