@@ -15,7 +15,8 @@
   LayerNorm.
 * :class:`DeformationDecoder` takes ``[z, embedding_i]`` and outputs, per Gaussian, a
   displacement (3, Angstrom; with ``centre_displacements``, training's default, without
-  their mass-weighted mean: the consensus poses already place the particle as a whole), an amplitude factor in (0, 2) (compositional change drives
+  the common translation, :func:`remove_translation`: the consensus poses already place
+  the particle as a whole), an amplitude factor in (0, 2) (compositional change drives
   it towards 0) and, with ``width_change``, a width factor in [exp(-0.2), exp(0.2)] (off
   by default: a conformational decoder that can blur Gaussians can fake their absence). The first layer is split
   ``W [z, e] = Wz z + We e`` so the per-Gaussian part is computed once per batch.
@@ -62,7 +63,9 @@ class ModelConfig:
     gaussian_features: bool = True   # the encoder also reads the residual's correlation with
                                      # each Gaussian's projection, pooled over the embedding
     centre_displacements: bool = True  # no common translation: displacements lose their
-                                       # mass-weighted mean
+                                       # median (centre_by), see remove_translation
+    centre_by: str = "mass"       # "mass": the mass-weighted mean displacement; "median": the
+                                  # Gaussians' median displacement per axis (remove_translation)
 
     @property
     def split(self) -> bool:
@@ -164,6 +167,26 @@ class DeformationDecoder(nn.Module):
         return self.body(torch.nn.functional.silu(h))
 
 
+def remove_translation(disp: torch.Tensor, by: str, mass: torch.Tensor) -> torch.Tensor:
+    """Displacements (B, N, 3) less each particle's common translation.
+
+    The consensus refinement placed every particle as a whole, so a translation of all
+    Gaussians together is a pose error, not a conformation (and the graph losses do not see
+    it). ``by="mass"`` (the default) takes the mass-weighted mean (``mass`` (N,), summing
+    to 1); it drags the rest of the molecule against every moving domain. ``by="median"``
+    takes the Gaussians' median displacement per axis: a pure translation goes entirely,
+    while a domain moving with fewer than half of the Gaussians moves alone, the rest
+    staying where the refinement put it (as it does when a large body dominates the
+    alignment). On a 30-degree hinge of a sixth of the mass the median carried more of the
+    motion, but at SNR 0.03 it once lost a normal mode altogether (docs/validation.md,
+    "Displaced models"), so it is an option (``--centre-by median``), not the default."""
+    if by == "median":
+        return disp - disp.median(dim=1, keepdim=True).values
+    if by == "mass":
+        return disp - torch.einsum("bnk,n->bk", disp, mass)[:, None, :]
+    raise InputError(f"unknown translation removal {by!r}: expected median or mass")
+
+
 class HeterogeneityModel(nn.Module):
     """Encoders + decoder around a fixed base Gaussian set (a buffer, saved with the model)."""
 
@@ -226,10 +249,7 @@ class HeterogeneityModel(nn.Module):
             width_raw = o[..., 4] if cfg.width_change else None
         disp = cfg.max_displacement * torch.tanh(disp_raw.float() / cfg.max_displacement * 10.0)
         if cfg.centre_displacements:
-            # the consensus refinement aligned every particle as a whole, so a common
-            # translation of all Gaussians is a pose error, not a conformation (and the
-            # graph losses do not see it): remove it
-            disp = disp - torch.einsum("bnk,n->bk", disp, self.mass_weights())[:, None, :]
+            disp = remove_translation(disp, cfg.centre_by, self.mass_weights())
         amp_factor = 2 * torch.sigmoid(amp_raw.float())
         width_factor = (torch.exp(0.2 * torch.tanh(width_raw.float())) if width_raw is not None
                         else torch.ones_like(amp_factor))

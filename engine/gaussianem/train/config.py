@@ -75,6 +75,10 @@ class TrainConfig:
                                                "band from the start)")
     lowpass_epochs: float | None = option(None, "epochs over which the loss band widens to Nyquist",
                                           default_text="10, or half of --epochs when that is less than 20")
+    centre_by: str = option("mass", "each particle's common translation (a pose error) is removed from the "
+                                    "displacements as their mass-weighted mean, or as their median: a small "
+                                    "domain turning on a large body keeps more of its motion (docs/validation.md, "
+                                    "\"Displaced models\")", choices=["mass", "median"])
     width_change: bool = option(False, "let the conformational decoder also change Gaussian widths (off by "
                                        "default: width changes can stand in for compositional change)")
     gaussian_features: bool = option(True, "the encoder also reads, per Gaussian, the residual's correlation "

@@ -144,7 +144,7 @@ class Trainer:
         self.mcfg = ModelConfig(box=box, zdim=cfg.zdim, zdim_conf=cfg.zdim_conf, zdim_comp=cfg.zdim_comp,
                                 window=cfg.window, max_displacement=cfg.max_displacement,
                                 encoder_input=cfg.encoder_input, width_change=cfg.width_change,
-                                gaussian_features=cfg.gaussian_features)
+                                gaussian_features=cfg.gaussian_features, centre_by=cfg.centre_by)
         self.model = HeterogeneityModel(self.mcfg, base).to(self.device)
         try:                                   # fused: one kernel for all parameters (CPU and CUDA)
             self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
@@ -204,7 +204,8 @@ class Trainer:
         if ck["rng"].get("cuda") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(ck["rng"]["cuda"], self.device)
         self.start_epoch, self.start_step, self.image_std = ck["epoch"], ck["step"], ck["image_std"]
-        self.mcfg.centre_displacements = ModelConfig.from_saved(ck["model_config"]).centre_displacements
+        saved = ModelConfig.from_saved(ck["model_config"])
+        self.mcfg.centre_displacements, self.mcfg.centre_by = saved.centre_displacements, saved.centre_by
         self.scales = intensity.IntensityScale.from_dict(ck.get("intensity"), len(self.data))
         self.history, self.recoveries = ck.get("health_history", []), ck.get("recoveries", [])
         self.progress.message(f"resuming at epoch {self.start_epoch + 1}, step {self.start_step}")

@@ -101,9 +101,10 @@ def test_resume_keeps_the_run_settings(tmp_path):
 def test_model_config_defaults_agree_with_training_and_old_runs_load():
     t = TrainConfig(particles="p", consensus="c", outdir="o")
     m = ModelConfig(box=64, zdim=t.zdim)
-    for name in ("encoder_input", "gaussian_features", "width_change", "max_displacement", "window"):
+    for name in ("encoder_input", "gaussian_features", "width_change", "max_displacement", "window",
+                 "centre_by"):
         assert getattr(m, name) == getattr(t, name), name
-    assert m.centre_displacements
+    assert m.centre_displacements and m.centre_by == "mass"
     old = {"box": 64, "zdim": 10}                         # a checkpoint from before these settings
     o = ModelConfig.from_saved(old)
     assert {k: getattr(o, k) for k in BEFORE_RECORDED} == BEFORE_RECORDED

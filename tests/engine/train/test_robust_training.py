@@ -102,22 +102,44 @@ def test_images_unrelated_to_the_map_are_refused(tiny_sim, tmp_path):
 
 
 def test_decoder_makes_no_common_translation(tiny_sim):
-    """With centre_displacements (training's default) the mass-weighted mean displacement
-    of every particle is zero, whatever the decoder outputs."""
+    """With centre_displacements (training's default) a common translation the decoder
+    outputs is removed, by the mass-weighted mean (default) or the median."""
     from gaussianem.model.networks import HeterogeneityModel, ModelConfig
     torch.manual_seed(0)
     base = GaussianSet(torch.randn(40, 3) * 10, torch.rand(40) + 0.5, torch.rand(40) + 2)
-    for centred in (False, True):
-        model = HeterogeneityModel(ModelConfig(box=32, zdim=3, centre_displacements=centred), base)
+    for centred, by in ((False, "median"), (True, "median"), (True, "mass")):
+        model = HeterogeneityModel(ModelConfig(box=32, zdim=3, centre_displacements=centred, centre_by=by), base)
         last = model.decoder.body[-1]
         with torch.no_grad():
             last.bias[:3] = torch.tensor([50.0, -30.0, 20.0])        # a large common translation
         out = model.decode(torch.randn(5, 3))
-        mean = torch.einsum("bnk,n->bk", out["displacement"], model.mass_weights())
+        common = (out["displacement"].median(dim=1).values if by == "median"
+                  else torch.einsum("bnk,n->bk", out["displacement"], model.mass_weights()))
         if centred:
-            assert mean.abs().max() < 1e-4
+            assert common.abs().max() < 1e-4
         else:
-            assert mean.abs().max() > 5
+            assert common.abs().max() > 5
+
+
+def test_a_moving_domain_keeps_its_motion_and_the_rest_stays():
+    """A third of the Gaussians moves 6 A along x on top of a pose error of (2, -1, 3) A:
+    the median removal leaves the third at +6 A and the rest at 0; the mass-weighted
+    mean drags the rest by -2 A and keeps only 4 A of the domain's motion."""
+    from gaussianem.model.networks import remove_translation
+    n = 30
+    domain = torch.zeros(n, dtype=torch.bool)
+    domain[:10] = True
+    disp = torch.tensor([2.0, -1.0, 3.0]).expand(1, n, 3).clone()
+    disp[0, domain, 0] += 6.0
+    mass = torch.full((n,), 1.0 / n)
+    med = remove_translation(disp, "median", mass)[0]
+    assert torch.allclose(med[~domain], torch.zeros(3), atol=1e-6)
+    assert torch.allclose(med[domain], torch.tensor([6.0, 0, 0]), atol=1e-6)
+    mean = remove_translation(disp, "mass", mass)[0]
+    assert torch.allclose(mean[~domain], torch.tensor([-2.0, 0, 0]), atol=1e-5)
+    assert torch.allclose(mean[domain], torch.tensor([4.0, 0, 0]), atol=1e-5)
+    with pytest.raises(GaussianEMError, match="median or mass"):
+        remove_translation(disp, "mode", mass)
 
 
 def test_amplitude_hinge_penalises_a_global_loss_of_density():
