@@ -195,8 +195,9 @@ def reconstruct(result: Result, indices, state=None, box: int | None = None, see
             hv = [bp.wiener(num[h], weights[h], bp.shell_regulariser(weights[h], f_vals)).numpy() for h in (0, 1)]
             freqs, f_vals = fsc(hv[0], hv[1], grid.apix, mask=mask)
         halves[kind] = tuple(hv)
-        curves[kind] = corrected_masked_fsc(hv[0], hv[1], mask, grid.apix, seed=seed)[1]
         curves[f"{kind} unmasked"] = fsc(hv[0], hv[1], grid.apix)[1]
+        curves[kind] = corrected_masked_fsc(hv[0], hv[1], mask, grid.apix, seed=seed, masked=f_vals,
+                                            unmasked=curves[f"{kind} unmasked"])[1]
         full = np.clip(2 * f_vals / (1 + f_vals), 0, None)
         w = weights[0] + weights[1]
         maps[kind] = bp.wiener(num[0] + num[1], w, bp.shell_regulariser(w, full)).numpy()

@@ -62,8 +62,8 @@ class ModelConfig:
     encoder_input: str = "residual"  # residual (image - consensus projection) | image | both
     gaussian_features: bool = True   # the encoder also reads the residual's correlation with
                                      # each Gaussian's projection, pooled over the embedding
-    centre_displacements: bool = True  # no common translation: displacements lose their
-                                       # median (centre_by), see remove_translation
+    centre_displacements: bool = True  # no common translation: displacements lose it
+                                       # (centre_by says how, remove_translation)
     centre_by: str = "mass"       # "mass": the mass-weighted mean displacement; "median": the
                                   # Gaussians' median displacement per axis (remove_translation)
 

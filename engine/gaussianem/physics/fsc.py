@@ -18,6 +18,11 @@ def shell_index(box: int) -> tuple[torch.Tensor, torch.Tensor]:
     return shell, shell <= box // 2
 
 
+def shell_frequencies(box: int, apix: float = 1.0) -> np.ndarray:
+    """Spatial frequency (1/Angstrom) of the FSC's shells 1 .. box // 2."""
+    return np.arange(1, box // 2 + 1) / (box * apix)
+
+
 def fsc(vol1, vol2, apix: float = 1.0, mask=None):
     """FSC of two cubic maps (each multiplied by ``mask`` first, when given). Returns
     (frequencies in 1/Angstrom, fsc values), shells up to Nyquist (box//2 shells,
@@ -42,8 +47,7 @@ def fsc(vol1, vol2, apix: float = 1.0, mask=None):
     p1 = torch.zeros(n, dtype=torch.float64).index_add_(0, shell, (fa.abs() ** 2).flatten()[keep].double())
     p2 = torch.zeros(n, dtype=torch.float64).index_add_(0, shell, (fb.abs() ** 2).flatten()[keep].double())
     vals = (num / torch.sqrt(p1 * p2).clamp_min(1e-30)).numpy()[1:]
-    freqs = np.arange(1, n) / (D * apix)
-    return freqs, vals
+    return shell_frequencies(D, apix), vals
 
 
 def resolution_at(freqs, values, threshold: float = 0.5) -> float:
@@ -80,13 +84,15 @@ def phase_randomised(vol, from_shell: int, seed: int = 0) -> np.ndarray:
     return torch.fft.irfftn(f, s=a.shape).numpy()
 
 
-def corrected_masked_fsc(half1, half2, mask, apix: float = 1.0, seed: int = 0):
+def corrected_masked_fsc(half1, half2, mask, apix: float = 1.0, seed: int = 0, *, masked=None, unmasked=None):
     """Masked FSC of two half maps corrected for the mask's own correlation:
     ``(FSC_masked - FSC_rand) / (1 - FSC_rand)`` beyond the shell where the unmasked FSC
     first falls below 0.8, ``FSC_rand`` the masked FSC of the halves with their phases
-    randomised from there. Returns (frequencies, corrected values, the shell used)."""
-    freqs, unmasked = fsc(half1, half2, apix)
-    _, masked = fsc(half1, half2, apix, mask=mask)
+    randomised from there. ``masked`` / ``unmasked``: the halves' FSC curves, when the
+    caller has them already. Returns (frequencies, corrected values, the shell used)."""
+    freqs, unmasked = fsc(half1, half2, apix) if unmasked is None else (shell_frequencies(np.shape(half1)[0], apix), unmasked)
+    if masked is None:
+        masked = fsc(half1, half2, apix, mask=mask)[1]
     below = np.nonzero(unmasked < 0.8)[0]
     start = int(below[0]) + 1 if len(below) else len(unmasked) + 1         # shells count from 1
     if start > len(unmasked):

@@ -59,7 +59,7 @@ class Schedule:
         """The schedule ``t`` epochs (fractional) into a stage of ``cfg``, at the training
         box's coarsest pixel size ``apix``."""
         kl = min(1.0, t / cfg.kl_warmup) if cfg.kl_warmup > 0 else 1.0
-        return cls(cfg.weights, cfg.loss, kl, loss_band(cfg, t, apix), cfg.distance_robust or 0.0)
+        return cls(cfg.weights, cfg.loss, kl, loss_band(cfg, t, apix), cfg.distance_robust)
 
 
 def loss_band(cfg, t: float, apix: float) -> float | None:
