@@ -8,7 +8,15 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 . .venv/bin/activate
+# the environment takes ~2.5 GB and a test run ~2 GB of temporary files: say so early
+free_kb=$(df -Pk . | awk 'NR==2 {print $4}')
+if [ "${free_kb:-0}" -lt 5000000 ]; then
+    echo "warning: only $((free_kb / 1024)) MB free on $(df -P . | awk 'NR==2 {print $6}');" \
+         "set-up and tests need about 5 GB" >&2
+fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+# no wheel cache: the environment is built once per clone, a cache only doubles the disk used
+export PIP_NO_CACHE_DIR=1
 python -m pip install -q -r requirements/engine.txt
 python -m pip install -q --no-deps -e ./engine
 if [ -f tools/install_chimerax.py ]; then
