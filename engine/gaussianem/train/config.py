@@ -94,10 +94,11 @@ class TrainConfig:
     first_epoch: int = option(0, "a fine stage starts here (its low-pass and KL warm-up too)", cli=False)
     kl_warmup: float = option(5.0, "epochs over which the KL weight rises from 0")
     weights: LossWeights = field(default_factory=LossWeights, metadata={"cli": False})
-    distance_robust: float = option(0.1, "neighbour distance changes beyond about this many Angstrom cost in "
-                                         "proportion, not in square (a Charbonnier penalty): the interface of a "
-                                         "turning domain may stretch while the domains keep their shape; 0: the "
-                                         "plain squared penalty", metavar="A")
+    distance_robust: float = option(0.0, "> 0: neighbour distance changes beyond about this many Angstrom cost "
+                                         "in proportion, not in square (a Charbonnier penalty), so the interface "
+                                         "of a turning domain may stretch (0.1 carried a 30-degree hinge twice as "
+                                         "far on clean data, but with 10%% junk particles it lost the motion: "
+                                         "docs/validation.md); 0: the squared penalty", metavar="A")
     radius: float | None = option(None, "neighbour-graph radius in Angstrom",
                                   default_text="2.5 x the median nearest-neighbour distance")
     max_displacement: float = option(20.0, "bound of each displacement component (Angstrom)")

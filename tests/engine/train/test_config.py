@@ -129,7 +129,9 @@ def test_a_run_saved_before_the_robust_distance_loss_resumes_with_the_squared_on
     run = RunDir(tmp_path / "run")
     os.makedirs(run.path)
     saved = TrainConfig(particles="/d/p.star", consensus="/d/c.mrc", outdir=run.path, epochs=12).as_dict()
-    assert saved["distance_robust"] == 0.1                       # new runs: the Charbonnier penalty
+    assert saved["distance_robust"] == 0.0                       # the default: the squared penalty
+    assert TrainConfig(particles="/d/p.star", consensus="/d/c.mrc", outdir=run.path,
+                       distance_robust=0.1).as_dict()["distance_robust"] == 0.1     # an option, recorded
     del saved["distance_robust"]                                 # a config written before it existed
     run.write_config({"train": saved})
     r = resumed(_parse(["p", "--consensus", "c", "-o", run.path], resume=True), run)
