@@ -17,7 +17,9 @@ the encoder reads anyway) and summarised per epoch:
 :func:`diverged` says whether an epoch must be undone (training then restores the last
 good state with a lower learning rate); :func:`final_report` checks the finished run,
 including whether the decoder gives different particles different states (a latent in
-use), and :func:`write` puts it in ``OUTDIR/health.json``. A run whose report is
+use; then, as warnings, whether it moves the particles at all and whether a minority of
+particles carries the motion: :func:`motion_checks`), and :func:`write` puts it in
+``OUTDIR/health.json``. A run whose report is
 ``failed`` ends with a :class:`~gaussianem.errors.TrainingError`, never ``done``.
 """
 
@@ -38,6 +40,14 @@ AMPLITUDE_FAILED = 0.3
 NEAR_BOUND_WARNING, NEAR_BOUND_FAILED = 0.01, 0.25
 UNUSED_DISPLACEMENT = 0.05     # Angstrom: spread of displacements between particles
 UNUSED_AMPLITUDE = 0.005       # spread of amplitude factors between particles
+# Angstrom: the median particle's displacement RMS below which no motion was found. On the
+# robustness matrix (docs/validation.md, "Run health") runs that found the motion sit at
+# 0.29-1.4 A, runs that lost it at 0.04-0.10 A
+NO_MOTION = 0.15
+# particles decoding to over OUTLIER_FACTOR x the median displacement (and over
+# OUTLIER_FLOOR A): above OUTLIER_WARNING of them, the motion sits in a minority (junk
+# particles, or noise fitted: 6-11% on the junk and SNR 0.01 cells, 0-0.5% elsewhere)
+OUTLIER_FACTOR, OUTLIER_FLOOR, OUTLIER_WARNING = 3.0, 0.5, 0.05
 MIN_EPOCHS_TO_JUDGE = 5        # shorter runs (smoke tests) only warn about an unused latent
 
 
@@ -125,7 +135,10 @@ def diverged(summary: dict) -> str | None:
 def latent_usage(model, z: np.ndarray, n: int = 256, batch: int = 32, seed: int = 0) -> dict:
     """How differently the decoder deforms different particles: the mass-weighted RMS over
     Gaussians of the standard deviation across ``n`` particles' latents of their
-    displacements (Angstrom) and amplitude factors."""
+    displacements (Angstrom) and amplitude factors; and how far the particles move: the
+    median over particles of each one's mass-weighted displacement RMS
+    (``displacement_median``, Angstrom) and the fraction of particles moved over
+    ``OUTLIER_FACTOR`` times that and over ``OUTLIER_FLOOR`` (``displacement_outliers``)."""
     if z is None or len(z) < 2:
         return {"displacement_spread": 0.0, "amplitude_spread": 0.0, "particles": 0}
     rng = np.random.default_rng(seed)
@@ -134,17 +147,24 @@ def latent_usage(model, z: np.ndarray, n: int = 256, batch: int = 32, seed: int 
     emb = model.embed()
     mass = model.mass_weights()
     s1 = s2 = a1 = a2 = 0.0
+    per_particle = []
     for start in range(0, len(pick), batch):
         zz = torch.from_numpy(np.asarray(z[pick[start:start + batch]], np.float32)).to(dev)
         out = model.decode(zz, emb)
         d, a = out["displacement"].float(), out["amp_factor"].float()
         s1, s2 = s1 + d.sum(0), s2 + d.pow(2).sum(0)
         a1, a2 = a1 + a.sum(0), a2 + a.pow(2).sum(0)
+        per_particle.append((d.pow(2).sum(-1) * mass).sum(1).sqrt().cpu())
     k = len(pick)
     var_d = (s2 / k - (s1 / k) ** 2).clamp_min(0).sum(-1)            # (N,)
     var_a = (a2 / k - (a1 / k) ** 2).clamp_min(0)
+    moved = torch.cat(per_particle).double().numpy()
+    median = float(np.median(moved))
+    cut = max(OUTLIER_FACTOR * median, OUTLIER_FLOOR)
     return {"displacement_spread": float((var_d * mass).sum().sqrt()),
-            "amplitude_spread": float((var_a * mass).sum().sqrt()), "particles": int(k)}
+            "amplitude_spread": float((var_a * mass).sum().sqrt()), "particles": int(k),
+            "displacement_median": median, "displacement_outliers": float((moved > cut).mean()),
+            "outlier_threshold": cut}
 
 
 def _check(name, value, status, message, threshold=None) -> dict:
@@ -188,6 +208,7 @@ def final_report(last: dict, usage: dict, recoveries: list, intensity: dict | No
         "either training collapsed or the data show no heterogeneity this model can see"
         + ("" if judge_latent else f" (a run of fewer than {MIN_EPOCHS_TO_JUDGE} epochs is not judged on this)"),
         [UNUSED_DISPLACEMENT, UNUSED_AMPLITUDE]))
+    checks += motion_checks(usage) if used and judge_latent else []
     order = {"healthy": 0, "warning": 1, "failed": 2}
     status = max((c["status"] for c in checks), key=order.get)
     bad = [c["message"] for c in checks if c["status"] == status and status != "healthy"]
@@ -196,6 +217,27 @@ def final_report(last: dict, usage: dict, recoveries: list, intensity: dict | No
         summary += f" ({len(recoveries)} divergence(s) recovered)"
     return {"status": status, "summary": summary, "checks": checks, "last_epoch": last, "usage": usage,
             "recoveries": recoveries, "intensity": intensity, "split_latent": split}
+
+
+def motion_checks(usage: dict) -> list:
+    """Warnings on where the motion is, for a latent in use (runs from before these numbers
+    were measured give none): no particle moves (a latent that carries only composition, or
+    lost the motion), or a minority of particles carries it (junk, or noise fitted)."""
+    med, out = usage.get("displacement_median"), usage.get("displacement_outliers")
+    if med is None or out is None:
+        return []
+    checks = [_check("motion_found", med, "warning" if med < NO_MOTION else "healthy",
+                     f"half of the particles move by less than {med:.2f} A RMS: the conformational latent "
+                     "found no motion, or lost it (a data set with only compositional change also looks like "
+                     "this)" if med < NO_MOTION else f"the median particle moves by {med:.2f} A RMS", NO_MOTION)]
+    cut = usage.get("outlier_threshold", OUTLIER_FLOOR)
+    checks.append(_check(
+        "motion_outliers", out, "warning" if out > OUTLIER_WARNING else "healthy",
+        f"{out:.0%} of the particles move by over {cut:.2f} A RMS, more than {OUTLIER_FACTOR:g} times the median "
+        "particle: the motion sits in a minority (junk particles, or noise fitted at low SNR); look at them "
+        "before trusting the motion" if out > OUTLIER_WARNING else
+        f"{out:.1%} of the particles move by over {cut:.2f} A RMS", OUTLIER_WARNING))
+    return checks
 
 
 def diverged_report(last: dict, recoveries: list, intensity_summary: dict, split: bool, failure: str) -> dict:

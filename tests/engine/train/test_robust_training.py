@@ -167,6 +167,51 @@ def test_health_checks_name_what_failed():
     assert health.final_report(ok, unused, [], None, False, judge_latent=False)["status"] == "warning"
 
 
+class _KnownDecoder(torch.nn.Module):
+    """A decoder whose displacements are known by hand: particle latent z moves every one of
+    four equal-mass Gaussians by (z, 0, 0) Angstrom, amplitudes unchanged."""
+
+    def __init__(self):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(()))
+
+    def embed(self):
+        return torch.zeros(4, 1)
+
+    def mass_weights(self):
+        return torch.full((4,), 0.25)
+
+    def decode(self, z, emb):
+        d = torch.zeros(len(z), 4, 3)
+        d[..., 0] = z[:, :1]
+        return {"displacement": d, "amp_factor": torch.ones(len(z), 4)}
+
+
+def test_latent_usage_measures_how_far_particles_move_and_how_many_move_far():
+    z = np.full((100, 1), 0.1, np.float32)
+    z[:8] = 5.0                                   # 8% of the particles move 50 times further
+    u = health.latent_usage(_KnownDecoder(), z, n=100)
+    assert u["displacement_median"] == pytest.approx(0.1)
+    assert u["outlier_threshold"] == pytest.approx(0.5)          # the floor: 3 x 0.1 is below it
+    assert u["displacement_outliers"] == pytest.approx(0.08)
+
+
+def test_health_warns_when_no_particle_moves_or_a_minority_carries_the_motion():
+    ok = {"finite": True, "explained": 1.02, "amplitude_mean": 0.98, "near_bound": 0.0,
+          "displacement_rms": 1.0, "kl_per_dim": [3.0], "l2_model": 1, "l2_consensus": 1, "l2_zero": 1.1}
+    base = {"displacement_spread": 0.8, "amplitude_spread": 0.05, "particles": 256, "outlier_threshold": 2.7}
+    moving = dict(base, displacement_median=0.9, displacement_outliers=0.0)
+    assert health.final_report(ok, moving, [], None, True)["status"] == "healthy"
+    still = health.final_report(ok, dict(moving, displacement_median=0.04), [], None, True)
+    assert still["status"] == "warning" and "found no motion" in still["summary"]
+    few = health.final_report(ok, dict(moving, displacement_outliers=0.1), [], None, True)
+    assert few["status"] == "warning" and "10% of the particles" in few["summary"] and "junk" in few["summary"]
+    # runs measured before these numbers existed, and runs too short to judge: no such warnings
+    assert health.final_report(ok, base, [], None, True)["status"] == "healthy"
+    short = health.final_report(ok, dict(moving, displacement_median=0.04), [], None, True, judge_latent=False)
+    assert short["status"] == "healthy"
+
+
 def test_a_run_that_cannot_recover_fails_with_nonzero_exit(tiny_sim, tmp_path):
     """A learning rate far too high: epochs diverge, are restored with lower learning rates
     (logged), and when that does not help the CLI exits non-zero, says why, never 'done',
