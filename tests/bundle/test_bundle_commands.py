@@ -217,6 +217,26 @@ def test_subset_pc_range_and_file(cx, opened, tiny_sim, tmp_path):
         run(cx, f"gaussianem subset cluster 5 k 2 save {tmp_path / 'x.star'}")
 
 
+def test_subset_motion_outliers_only_and_excluded(cx, opened, tmp_path):
+    """'outliers only' / 'outliers exclude': the particles moved over 3x the median
+    particle's displacement (and 0.5 A), and all the others; together every particle once."""
+    from chimerax.core.errors import UserError
+    res = opened.result
+    mass = (res.base.amplitudes.abs() * res.base.widths ** 3).numpy()
+    d = res.decode(res.z)["displacement"].numpy()
+    moved = np.sqrt(((d ** 2).sum(-1) * (mass / mass.sum())).sum(1))
+    n_out = int((moved > max(3 * np.median(moved), 0.5)).sum())
+    info = run(cx, f"gaussianem subset outliers exclude save {tmp_path / 'clean.star'}")
+    assert info["n"] == 256 - n_out and info["what"].startswith("all but the motion outliers")
+    if n_out:
+        assert run(cx, f"gaussianem subset outliers only save {tmp_path / 'out.star'}")["n"] == n_out
+    else:                                  # nothing to save is said, not written
+        with pytest.raises(UserError, match="no particles in the motion outliers"):
+            run(cx, f"gaussianem subset outliers only save {tmp_path / 'out.star'}")
+    with pytest.raises(UserError, match="one of clusters"):
+        run(cx, f"gaussianem subset outliers only pcRange 1,-1,1 save {tmp_path / 'x.star'}")
+
+
 # ---------------------------------------------------------------------------- picture
 
 @pytest.mark.skipif(not osmesa_available(), reason="OSMesa (libosmesa6) not installed")

@@ -29,6 +29,7 @@ from gaussianem.analysis.result import Result
 from gaussianem.errors import InputError, ResultError
 from gaussianem.io.particles import load_particles, write_subset
 from gaussianem.io.relion_project import add_external_job, check_alias, check_project
+from gaussianem.train import health
 
 
 def parse_latent(text: str) -> np.ndarray:
@@ -173,19 +174,28 @@ class Selection:
 
 def select_particles(result: Result, *, clusters=None, k: int | None = None, particles=None, pc_range=None,
                      part: str = "all", kmeans: KMeans | None = None, seed: int = 0,
-                     save_kmeans: bool = False, region=None, view: str = "pca") -> Selection:
+                     save_kmeans: bool = False, region=None, view: str = "pca",
+                     outliers: bool = False) -> Selection:
     """Exactly one of: k-means ``clusters`` (a list of cluster numbers, with ``k``, or a
     precomputed ``kmeans``), ``particles`` (a selection file, :func:`read_selection`),
     ``pc_range`` ``(PC, LO, HI)``: the particles whose score along principal component PC
     of the latent ``part`` (all, conf or comp) lies between LO and HI standard deviations,
-    or ``region``: the corners (M, 2) of a polygon (a lasso, or a box's four corners) on
-    the latent plot ``view`` (:func:`plot_coordinates`), the particles inside it."""
+    ``region``: the corners (M, 2) of a polygon (a lasso, or a box's four corners) on
+    the latent plot ``view`` (:func:`plot_coordinates`), the particles inside it, or
+    ``outliers``: the particles the decoder moves far more than the rest (the rule of the
+    run health's ``motion_outliers``: :func:`gaussianem.train.health.outlier_cut`), on the
+    matrix's junk-protein cell 94-97% of the junk particles and nothing else."""
     given = [n for n, v in (("clusters", clusters), ("particles", particles), ("pc_range", pc_range),
-                            ("region", region)) if v is not None]
+                            ("region", region), ("outliers", outliers or None)) if v is not None]
     if len(given) != 1:
-        raise ResultError("give one of clusters, a particle file, a PC range and a plot region to choose "
-                          "particles" + (f" (got {' and '.join(given)})" if given else ""))
+        raise ResultError("give one of clusters, a particle file, a PC range, a plot region and the motion "
+                          "outliers to choose particles" + (f" (got {' and '.join(given)})" if given else ""))
     n = len(result.require_z())
+    if outliers:
+        moved = health.particle_motion(result.model, result.z)
+        cut = health.outlier_cut(moved)
+        return Selection(np.flatnonzero(moved > cut), f"the motion outliers: moved over {cut:.2f} A RMS "
+                         f"(median particle {np.median(moved):.2f} A)")
     if region is not None:
         inside = points_in_polygon(plot_coordinates(result, view), region)
         axes = "PC1/PC2 (sd)" if view == "pca" else "UMAP"

@@ -147,24 +147,42 @@ def latent_usage(model, z: np.ndarray, n: int = 256, batch: int = 32, seed: int 
     emb = model.embed()
     mass = model.mass_weights()
     s1 = s2 = a1 = a2 = 0.0
-    per_particle = []
     for start in range(0, len(pick), batch):
         zz = torch.from_numpy(np.asarray(z[pick[start:start + batch]], np.float32)).to(dev)
         out = model.decode(zz, emb)
         d, a = out["displacement"].float(), out["amp_factor"].float()
         s1, s2 = s1 + d.sum(0), s2 + d.pow(2).sum(0)
         a1, a2 = a1 + a.sum(0), a2 + a.pow(2).sum(0)
-        per_particle.append((d.pow(2).sum(-1) * mass).sum(1).sqrt().cpu())
     k = len(pick)
     var_d = (s2 / k - (s1 / k) ** 2).clamp_min(0).sum(-1)            # (N,)
     var_a = (a2 / k - (a1 / k) ** 2).clamp_min(0)
-    moved = torch.cat(per_particle).double().numpy()
-    median = float(np.median(moved))
-    cut = max(OUTLIER_FACTOR * median, OUTLIER_FLOOR)
+    moved = particle_motion(model, z[pick], batch)
+    median, cut = float(np.median(moved)), outlier_cut(moved)
     return {"displacement_spread": float((var_d * mass).sum().sqrt()),
             "amplitude_spread": float((var_a * mass).sum().sqrt()), "particles": int(k),
             "displacement_median": median, "displacement_outliers": float((moved > cut).mean()),
             "outlier_threshold": cut}
+
+
+@torch.no_grad()
+def particle_motion(model, z: np.ndarray, batch: int = 256) -> np.ndarray:
+    """How far the decoder moves each particle: the mass-weighted RMS over Gaussians of its
+    displacement (Angstrom), (n,) for latents ``z`` (n, zdim)."""
+    dev = next(model.parameters()).device
+    emb, mass = model.embed(), model.mass_weights()
+    out = []
+    for start in range(0, len(z), batch):
+        zz = torch.from_numpy(np.asarray(z[start:start + batch], np.float32)).to(dev)
+        d = model.decode(zz, emb)["displacement"].float()
+        out.append((d.pow(2).sum(-1) * mass).sum(1).sqrt().cpu())
+    return torch.cat(out).double().numpy() if out else np.zeros(0)
+
+
+def outlier_cut(moved: np.ndarray) -> float:
+    """The displacement (Angstrom) beyond which a particle is a motion outlier:
+    ``OUTLIER_FACTOR`` times the median of ``moved`` (:func:`particle_motion`), at least
+    ``OUTLIER_FLOOR``."""
+    return max(OUTLIER_FACTOR * float(np.median(moved)), OUTLIER_FLOOR)
 
 
 def _check(name, value, status, message, threshold=None) -> dict:
@@ -235,7 +253,8 @@ def motion_checks(usage: dict) -> list:
         "motion_outliers", out, "warning" if out > OUTLIER_WARNING else "healthy",
         f"{out:.0%} of the particles move by over {cut:.2f} A RMS, more than {OUTLIER_FACTOR:g} times the median "
         "particle: the motion sits in a minority (junk particles, or noise fitted at low SNR); look at them "
-        "before trusting the motion" if out > OUTLIER_WARNING else
+        "before trusting the motion ('gaussianem export RUN --outliers -o FILE' writes them, with --invert "
+        "the others)" if out > OUTLIER_WARNING else
         f"{out:.1%} of the particles move by over {cut:.2f} A RMS", OUTLIER_WARNING))
     return checks
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import starfile
 
-from gaussianem.analysis import clusters, report as analysis
+from gaussianem.analysis import clusters
 from gaussianem.analysis.result import load_result
 from gaussianem.cli.main import main
 from gaussianem.io.cryosparc import write_cs
@@ -115,6 +115,32 @@ def test_export_pc_range_of_a_latent_part(run, tmp_path, capsys):
     assert "expected PC,LO,HI" in capsys.readouterr().err
     assert main(["export", str(run), "--pc-range", "9,-1,1", "-o", str(tmp_path / "x.star")]) == 1
     assert "principal component 9 does not exist" in capsys.readouterr().err
+
+
+def test_export_motion_outliers(tiny_trained, tmp_path, capsys):
+    """--outliers: the particles moved over 3x the median particle's displacement RMS (and
+    over 0.5 A); --invert the rest. The displacements are recomputed here from
+    Result.decode and the Gaussians' mass (amplitude x width^3)."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_trained, run, ignore=shutil.ignore_patterns("analysis", "checkpoints"))
+    res = load_result(str(run))
+    mass = (res.base.amplitudes.abs() * res.base.widths ** 3).numpy()
+    mass = mass / mass.sum()
+    d = np.concatenate([res.decode(res.z[i:i + 100])["displacement"].numpy() for i in range(0, len(res.z), 100)])
+    moved = np.sqrt(((d ** 2).sum(-1) * mass).sum(1))
+    expect = np.flatnonzero(moved > max(3 * np.median(moved), 0.5))
+    assert 0 < len(expect) < len(moved) // 2              # this run has some, a minority
+    out = tmp_path / "outliers.star"
+    assert main(["export", str(run), "--outliers", "-o", str(out)]) == 0
+    names = _names(out)
+    assert len(names) == len(expect)
+    assert "the motion outliers" in capsys.readouterr().out
+    rest = tmp_path / "rest.star"
+    assert main(["export", str(run), "--outliers", "--invert", "-o", str(rest)]) == 0
+    assert len(_names(rest)) == len(moved) - len(expect)
+    assert not set(names) & set(_names(rest))
+    with pytest.raises(SystemExit):                       # one way to choose particles at a time
+        main(["export", str(run), "--outliers", "--kmeans", "2", "-o", str(out)])
 
 
 def test_export_kmeans_labels(run, tiny_sim, tmp_path, capsys):
