@@ -175,7 +175,7 @@ class Selection:
 def select_particles(result: Result, *, clusters=None, k: int | None = None, particles=None, pc_range=None,
                      part: str = "all", kmeans: KMeans | None = None, seed: int = 0,
                      save_kmeans: bool = False, region=None, view: str = "pca",
-                     outliers: bool = False) -> Selection:
+                     outliers: bool = False, low_signal: bool = False) -> Selection:
     """Exactly one of: k-means ``clusters`` (a list of cluster numbers, with ``k``, or a
     precomputed ``kmeans``), ``particles`` (a selection file, :func:`read_selection`),
     ``pc_range`` ``(PC, LO, HI)``: the particles whose score along principal component PC
@@ -184,13 +184,20 @@ def select_particles(result: Result, *, clusters=None, k: int | None = None, par
     the latent plot ``view`` (:func:`plot_coordinates`), the particles inside it, or
     ``outliers``: the particles the decoder moves far more than the rest (the rule of the
     run health's ``motion_outliers``: :func:`gaussianem.train.health.outlier_cut`), on the
-    matrix's junk-protein cell 94-97% of the junk particles and nothing else."""
+    matrix's junk-protein cell 94-97% of the junk particles and nothing else, or
+    ``low_signal``: the particles whose intensity scale sits at its lower clip
+    (:meth:`gaussianem.model.intensity.IntensityScale.low_signal`; pure-noise junk)."""
     given = [n for n, v in (("clusters", clusters), ("particles", particles), ("pc_range", pc_range),
-                            ("region", region), ("outliers", outliers or None)) if v is not None]
+                            ("region", region), ("outliers", outliers or None),
+                            ("low_signal", low_signal or None)) if v is not None]
     if len(given) != 1:
         raise ResultError("give one of clusters, a particle file, a PC range, a plot region and the motion "
                           "outliers to choose particles" + (f" (got {' and '.join(given)})" if given else ""))
     n = len(result.require_z())
+    if low_signal:
+        low = result.intensity.low_signal(source_particles(result).optics_group)
+        return Selection(np.flatnonzero(low), "the low-signal particles: images matching the consensus at "
+                         "under half their optics group's scale")
     if outliers:
         moved = health.particle_motion(result.model, result.z)
         cut = health.outlier_cut(moved)

@@ -19,6 +19,7 @@ examples:
   gaussianem export run1 --select keep.npy -o keep.cs
   gaussianem export run1 --pc-range 1,-3,-1 --part conf -o open_state.star
   gaussianem export run1 --outliers --invert -o without_outliers.star
+  gaussianem export run1 --low-signal --invert -o with_signal.star
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def add_args(p):
                      help="the particles the decoder moves far more than the rest (over 3 times the median "
                           "particle's displacement and over 0.5 A RMS, the rule of health.json's "
                           "motion_outliers): often junk; with --invert, all the others")
+    how.add_argument("--low-signal", action="store_true",
+                     help="the particles whose images match the consensus projections at under half their "
+                          "optics group's intensity scale (junk without the protein); with --invert, the others")
     p.add_argument("--part", choices=["all", "conf", "comp"], default="all",
                    help="with --pc-range: principal components of the whole latent (default) or of its "
                         "conformational or compositional part")
@@ -97,7 +101,8 @@ def main(args):
     else:
         sel = select_particles(result, clusters=parse_clusters(args.cluster, args.kmeans) if args.kmeans else None,
                                k=args.kmeans, particles=args.select, pc_range=pc_range, part=args.part,
-                               seed=args.seed, save_kmeans=True, outliers=args.outliers)
+                               seed=args.seed, save_kmeans=True, outliers=args.outliers,
+                               low_signal=args.low_signal)
         idx, what = sel.indices, sel.what
     out = export_subset(result, idx, args.output, invert=args.invert, particles=args.particles,
                         datadir=args.datadir, labels=labels, relion_project=args.relion_project,
@@ -124,5 +129,6 @@ def _command_line(args) -> str:
         if value is not None and not (option == "part" and value == "all") and not (
                 option == "seed" and value == 0):
             words += ["--" + option.replace("_", "-"), str(value)]
-    words += [f"--{flag}" for flag in ("labels", "invert", "outliers") if getattr(args, flag)]
+    words += [f"--{flag.replace('_', '-')}" for flag in ("labels", "invert", "outliers", "low_signal")
+              if getattr(args, flag)]
     return " ".join(shlex.quote(w) for w in words)

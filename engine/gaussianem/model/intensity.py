@@ -109,6 +109,19 @@ class IntensityScale:
                 "shrink": float(self.shrink), "correlation": float(self.correlation),
                 "particle_scale_p5_p95": [float(np.percentile(p, 5)), float(np.percentile(p, 95))]}
 
+    def low_signal(self, groups: np.ndarray) -> np.ndarray:
+        """(N,) bool: the particles whose scale sits at the lower clip, half their optics
+        group's (``groups``: each particle's group): images that match the consensus
+        projections at under half the typical strength even after shrinkage, e.g. junk
+        without the protein (all 229 pure-noise images of the junk_noise robustness cell,
+        and 0.2-0.6% of the good particles of the other cells)."""
+        p = np.asarray(self.particle, np.float64)
+        if not self.group_scale or len(p) != len(groups):
+            return np.zeros(len(p), bool)
+        table = dict(zip(self.groups, self.group_scale))
+        sg = np.array([table.get(int(g), np.median(self.group_scale)) for g in groups])
+        return p <= CLIP[0] * sg * (1 + 1e-4)
+
     def scale_new(self, num: np.ndarray, den: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
         """Scales of particles not in the training set from their ``<p, x>`` and
         ``<p, p>``, with the training run's group scales (the median for unknown groups)

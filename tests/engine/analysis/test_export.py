@@ -143,6 +143,20 @@ def test_export_motion_outliers(tiny_trained, tmp_path, capsys):
         main(["export", str(run), "--outliers", "--kmeans", "2", "-o", str(out)])
 
 
+def test_export_low_signal(run, tiny_sim, tmp_path, capsys):
+    """--low-signal: the particles whose intensity scale is half their optics group's (the
+    lower clip), computed here from the scales and the star file's groups; --invert the rest."""
+    res = load_result(str(run))
+    data = load_particles(tiny_sim / "particles.star")
+    table = dict(zip(res.intensity.groups, res.intensity.group_scale))
+    group = np.array([table[int(g)] for g in data.optics_group])
+    low = np.asarray(res.intensity.particle) <= 0.5 * group * (1 + 1e-4)
+    rest = tmp_path / "rest.star"
+    assert main(["export", str(run), "--low-signal", "--invert", "-o", str(rest)]) == 0
+    assert len(_names(rest)) == int((~low).sum())
+    assert "all but the low-signal particles" in capsys.readouterr().out
+
+
 def test_export_kmeans_labels(run, tiny_sim, tmp_path, capsys):
     """--labels: every particle's original row plus rlnClassNumber = cluster + 1 (for
     RELION's subset selection); in a .cs file alignments3D/class = cluster."""

@@ -212,6 +212,15 @@ def test_health_warns_when_no_particle_moves_or_a_minority_carries_the_motion():
     assert short["status"] == "healthy"
 
 
+def test_low_signal_particles_are_those_at_half_their_groups_scale():
+    from gaussianem.model.intensity import IntensityScale
+    s = IntensityScale(groups=[1, 2], group_scale=[4.0, 10.0],
+                       particle=np.array([2.0, 2.1, 5.0, 4.0, 6.0, 3.0], np.float32))
+    groups = np.array([1, 1, 2, 1, 2, 3])                 # group 3 unknown: the median scale, 7
+    np.testing.assert_array_equal(s.low_signal(groups), [True, False, True, False, False, True])
+    assert not IntensityScale.legacy(3).low_signal(np.ones(3)).any()       # runs without scales: none
+
+
 def test_a_run_that_cannot_recover_fails_with_nonzero_exit(tiny_sim, tmp_path):
     """A learning rate far too high: epochs diverge, are restored with lower learning rates
     (logged), and when that does not help the CLI exits non-zero, says why, never 'done',
