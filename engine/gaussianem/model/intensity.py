@@ -100,14 +100,17 @@ class IntensityScale:
             d["shift_correction"] = np.asarray(d["shift_correction"], np.float32)
         return cls(**d)
 
-    def summary(self) -> dict:
-        """For health.json and the logs: the group scales and the per-particle spread."""
+    def summary(self, groups: np.ndarray | None = None) -> dict:
+        """For health.json and the logs: the group scales and the per-particle spread; with
+        each particle's optics group (``groups``) also the fraction of low-signal particles
+        (:meth:`low_signal`)."""
         p = np.asarray(self.particle if self.particle is not None else [1.0])
         sc = self.shift_correction
         shifts = {} if sc is None else {"shift_correction_rms_A": float(np.sqrt((np.asarray(sc) ** 2).sum(1).mean()))}
         return {**shifts, "group_scale": dict(zip((str(g) for g in self.groups), map(float, self.group_scale))),
                 "shrink": float(self.shrink), "correlation": float(self.correlation),
-                "particle_scale_p5_p95": [float(np.percentile(p, 5)), float(np.percentile(p, 95))]}
+                "particle_scale_p5_p95": [float(np.percentile(p, 5)), float(np.percentile(p, 95))],
+                **({} if groups is None else {"low_signal_fraction": float(self.low_signal(groups).mean())})}
 
     def low_signal(self, groups: np.ndarray) -> np.ndarray:
         """(N,) bool: the particles whose scale sits at the lower clip, half their optics

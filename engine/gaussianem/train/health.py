@@ -48,6 +48,10 @@ NO_MOTION = 0.15
 # OUTLIER_FLOOR A): above OUTLIER_WARNING of them, the motion sits in a minority (junk
 # particles, or noise fitted: 6-11% on the junk and SNR 0.01 cells, 0-0.5% elsewhere)
 OUTLIER_FACTOR, OUTLIER_FLOOR, OUTLIER_WARNING = 3.0, 0.5, 0.05
+# fraction of particles whose intensity scale sits at its lower clip (images matching the
+# consensus at under half the usual strength) above which junk is suspected: 11.6% on the
+# junk_noise cell, 0.05-1.9% on the cells without junk
+LOW_SIGNAL_WARNING = 0.05
 MIN_EPOCHS_TO_JUDGE = 5        # shorter runs (smoke tests) only warn about an unused latent
 
 
@@ -227,6 +231,13 @@ def final_report(last: dict, usage: dict, recoveries: list, intensity: dict | No
         + ("" if judge_latent else f" (a run of fewer than {MIN_EPOCHS_TO_JUDGE} epochs is not judged on this)"),
         [UNUSED_DISPLACEMENT, UNUSED_AMPLITUDE]))
     checks += motion_checks(usage) if used and judge_latent else []
+    low = (intensity or {}).get("low_signal_fraction")
+    if low is not None:
+        checks.append(_check(
+            "low_signal", low, "warning" if low > LOW_SIGNAL_WARNING else "healthy",
+            f"{low:.0%} of the particles match the consensus at under half their optics group's intensity scale "
+            "(junk without the protein?); 'gaussianem export RUN --low-signal --invert -o FILE' writes the others"
+            if low > LOW_SIGNAL_WARNING else f"{low:.1%} of the particles have a low signal", LOW_SIGNAL_WARNING))
     order = {"healthy": 0, "warning": 1, "failed": 2}
     status = max((c["status"] for c in checks), key=order.get)
     bad = [c["message"] for c in checks if c["status"] == status and status != "healthy"]

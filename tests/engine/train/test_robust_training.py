@@ -210,6 +210,9 @@ def test_health_warns_when_no_particle_moves_or_a_minority_carries_the_motion():
     assert health.final_report(ok, base, [], None, True)["status"] == "healthy"
     short = health.final_report(ok, dict(moving, displacement_median=0.04), [], None, True, judge_latent=False)
     assert short["status"] == "healthy"
+    junk = health.final_report(ok, moving, [], {"low_signal_fraction": 0.12}, True)
+    assert junk["status"] == "warning" and "12% of the particles" in junk["summary"] and "--low-signal" in junk["summary"]
+    assert health.final_report(ok, moving, [], {"low_signal_fraction": 0.01}, True)["status"] == "healthy"
 
 
 def test_low_signal_particles_are_those_at_half_their_groups_scale():
