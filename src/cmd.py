@@ -15,7 +15,7 @@ Users see keywords in camelCase (``zdimConf``); Python uses snake_case (``zdim_c
     gaussianem markers [colorBy displacement|amplitude] [z V1,...|particle I]
     gaussianem subset (cluster C[,C...] [k K] | particles FILE | pcRange K,A,B [latentPart all|conf|comp]
         | box X0,Y0,X1,Y1 [plot pca|umap] | polygon X1,Y1,X2,Y2,X3,Y3,... [plot pca|umap]
-        | outliers only|exclude) save FILE.star|.cs [replace true|false]
+        | outliers only|exclude | lowSignal only|exclude) save FILE.star|.cs [replace true|false]
     gaussianem analyze [OUTDIR] [k K] [pcs N] [steps N] [umap true|false] [skipVolumes true|false]
         [map gaussians|deformed] [wait true|false]                       (cmd_analysis.py)
     gaussianem reconstruct [OUTDIR] output FILE.mrc [cluster C k K | particles FILE | pcRange PC,LO,HI]
@@ -506,12 +506,13 @@ gaussianem_markers_desc = CmdDesc(
 
 
 def gaussianem_subset(session, save=None, cluster=None, k=None, particles=None, pc_range=None, latent_part=None,
-                      replace=False, box=None, polygon=None, plot=None, outliers=None):
+                      replace=False, box=None, polygon=None, plot=None, outliers=None, low_signal=None):
     """Save the particles of k-means clusters, of a selection file, of a range along a
     principal component (of all of z, or of its conformational or compositional part), or
     inside a region of the latent plot (a ``box`` x0,y0,x1,y1 or a lasso ``polygon``
     x1,y1,x2,y2,... on the ``plot`` pca (PC1/PC2 in sd, the default) or umap), or the
-    motion ``outliers`` (``only`` those, or all but them: ``exclude``) to a RELION
+    motion ``outliers`` or the ``low_signal`` particles (``only`` those, or all but them:
+    ``exclude``) to a RELION
     .star or cryoSPARC .cs file (original rows). An existing file is replaced only with
     ``replace true``; the run's own files and inputs never are."""
     from gaussianem.analysis.selection import box_corners
@@ -538,7 +539,7 @@ def gaussianem_subset(session, save=None, cluster=None, k=None, particles=None, 
         raise UserError(f"cannot save {save}: the subset is saved as a .star or .cs file")
     out = res.subset(save, cluster=cluster, k=k, particles=particles, pc_range=pc_range,
                      part=latent_part or "all", replace=replace, region=region, view=plot or "pca",
-                     outliers=outliers)
+                     outliers=outliers, low_signal=low_signal)
     session.logger.info(f"GaussianEM: saved {out['n']} particles ({out['what']}) to {out['file']}")
     return out
 
@@ -547,7 +548,7 @@ gaussianem_subset_desc = CmdDesc(
     keyword=[("save", SaveFileNameArg), ("cluster", IntsArg), ("k", PositiveIntArg),
              ("particles", OpenFileNameArg), ("pc_range", Float3Arg), ("latent_part", EnumOf(LATENT_PARTS)),
              ("replace", BoolArg), ("box", ListOf(FloatArg, 4, 4)), ("polygon", FloatsArg), ("plot", EnumOf(["pca", "umap"])),
-             ("outliers", EnumOf(["only", "exclude"]))],
+             ("outliers", EnumOf(["only", "exclude"])), ("low_signal", EnumOf(["only", "exclude"]))],
     required_arguments=["save"],
     synopsis="save a subset of particles picked in latent space")
 

@@ -453,24 +453,26 @@ class GaussianEMResult:
 
     # ------------------------------------------------------------------ subsets
     def subset_indices(self, cluster=None, k=None, particles=None, pc_range=None, part="all",
-                       region=None, view="pca", outliers=None) -> tuple:
+                       region=None, view="pca", outliers=None, low_signal=None) -> tuple:
         """(sorted particle indices, description) for exactly one selection
         (:func:`gaussianem.analysis.selection.select_particles`); ``part``: the principal
         components of a ``pc_range`` are of all of z, or of its ``conf`` / ``comp`` part;
         ``region``: polygon corners (M, 2) on the latent plot ``view`` (pca or umap);
-        ``outliers`` ``"only"``: the motion outliers, ``"exclude"``: all the others."""
+        ``outliers`` / ``low_signal`` ``"only"``: the motion outliers / the low-signal
+        particles, ``"exclude"``: all the others."""
         from gaussianem.analysis.selection import select_particles
         self.require_latents()
         km = self.kmeans(k) if cluster is not None else None
         sel = select_particles(self.result, clusters=cluster, kmeans=km, particles=particles, pc_range=pc_range,
-                               part=part, region=region, view=view, outliers=outliers is not None)
+                               part=part, region=region, view=view, outliers=outliers is not None,
+                               low_signal=low_signal is not None)
         idx = np.asarray(sel.indices, dtype=np.int64)
-        if outliers == "exclude":
+        if "exclude" in (outliers, low_signal):
             return np.setdiff1d(np.arange(self.result.n_particles), idx), "all but " + sel.what
         return idx, sel.what
 
     def subset(self, save, cluster=None, k=None, particles=None, pc_range=None, part="all",
-               replace: bool = False, region=None, view="pca", outliers=None) -> dict:
+               replace: bool = False, region=None, view="pca", outliers=None, low_signal=None) -> dict:
         """Write a particle subset to ``save`` (.star or .cs) with the original rows.
 
         An existing file is replaced only with ``replace``; a file the run reads (its
@@ -480,7 +482,7 @@ class GaussianEMResult:
         save = os.path.abspath(os.path.expanduser(os.fspath(save)))
         check_save_path(self.result, save, replace=replace, also=[particles])
         idx, what = self.subset_indices(cluster=cluster, k=k, particles=particles, pc_range=pc_range, part=part,
-                                        region=region, view=view, outliers=outliers)
+                                        region=region, view=view, outliers=outliers, low_signal=low_signal)
         if idx.size == 0:
             raise UserError(f"no particles in {what}: nothing saved")
         out = export_subset(self.result, idx, save)

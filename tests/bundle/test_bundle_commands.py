@@ -217,9 +217,10 @@ def test_subset_pc_range_and_file(cx, opened, tiny_sim, tmp_path):
         run(cx, f"gaussianem subset cluster 5 k 2 save {tmp_path / 'x.star'}")
 
 
-def test_subset_motion_outliers_only_and_excluded(cx, opened, tmp_path):
+def test_subset_motion_outliers_and_low_signal(cx, opened, tmp_path):
     """'outliers only' / 'outliers exclude': the particles moved over 3x the median
-    particle's displacement (and 0.5 A), and all the others; together every particle once."""
+    particle's displacement (and 0.5 A), and all the others; together every particle once.
+    'lowSignal exclude': all but the particles at half their optics group's scale."""
     from chimerax.core.errors import UserError
     res = opened.result
     mass = (res.base.amplitudes.abs() * res.base.widths ** 3).numpy()
@@ -235,6 +236,12 @@ def test_subset_motion_outliers_only_and_excluded(cx, opened, tmp_path):
             run(cx, f"gaussianem subset outliers only save {tmp_path / 'out.star'}")
     with pytest.raises(UserError, match="one of clusters"):
         run(cx, f"gaussianem subset outliers only pcRange 1,-1,1 save {tmp_path / 'x.star'}")
+    groups = dict(zip(res.intensity.groups, res.intensity.group_scale))
+    from gaussianem.analysis.selection import source_particles
+    scale = np.array([groups[int(g)] for g in source_particles(res).optics_group])
+    n_low = int((np.asarray(res.intensity.particle) <= 0.5 * scale * (1 + 1e-4)).sum())
+    info = run(cx, f"gaussianem subset lowSignal exclude save {tmp_path / 'signal.star'}")
+    assert info["n"] == 256 - n_low and info["what"].startswith("all but the low-signal particles")
 
 
 # ---------------------------------------------------------------------------- picture
