@@ -386,11 +386,10 @@ class Trainer:
         if mcfg.split:
             arrays.update(z_conf=z[:, :mcfg.zdim_conf], z_comp=z[:, mcfg.zdim_conf:])
         self.run_dir.write_latents(arrays)
-        report = health.final_report(self.history[-1] if self.history else {},
-                                     health.latent_usage(self.model, z), self.recoveries,
-                                     self.scales.summary(self.data.optics_group),
-                                     mcfg.split, judge_latent=self.final and cfg.epochs - cfg.first_epoch
-                                     >= health.MIN_EPOCHS_TO_JUDGE)
+        judge = self.final and cfg.epochs - cfg.first_epoch >= health.MIN_EPOCHS_TO_JUDGE
+        report = health.final_report(self.history[-1] if self.history else {}, health.latent_usage(self.model, z),
+                                     self.recoveries, self.scales.summary(self.data.optics_group), mcfg.split,
+                                     judge_latent=judge)
         health.write(self.run_dir, report)
         if report["status"] == "failed":
             raise TrainingError(f"training finished but the run failed its health checks: {report['summary']}. "
