@@ -170,15 +170,19 @@ def latent_usage(model, z: np.ndarray, n: int = 256, batch: int = 32, seed: int 
 
 @torch.no_grad()
 def particle_motion(model, z: np.ndarray, batch: int = 256) -> np.ndarray:
-    """How far the decoder moves each particle: the mass-weighted RMS over Gaussians of its
-    displacement (Angstrom), (n,) for latents ``z`` (n, zdim)."""
+    """How far the decoder moves each particle's density: the RMS over Gaussians of its
+    displacement (Angstrom), weighted by each Gaussian's mass as the particle has it (base
+    mass x amplitude factor, so the Gaussians of an absent part, whose displacements no
+    image constrains, do not count), (n,) for latents ``z`` (n, zdim)."""
     dev = next(model.parameters()).device
     emb, mass = model.embed(), model.mass_weights()
     out = []
     for start in range(0, len(z), batch):
         zz = torch.from_numpy(np.asarray(z[start:start + batch], np.float32)).to(dev)
-        d = model.decode(zz, emb)["displacement"].float()
-        out.append((d.pow(2).sum(-1) * mass).sum(1).sqrt().cpu())
+        o = model.decode(zz, emb)
+        w = mass * o["amp_factor"].float()
+        w = w / w.sum(1, keepdim=True).clamp_min(1e-30)
+        out.append((o["displacement"].float().pow(2).sum(-1) * w).sum(1).sqrt().cpu())
     return torch.cat(out).double().numpy() if out else np.zeros(0)
 
 

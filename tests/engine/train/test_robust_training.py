@@ -168,23 +168,27 @@ def test_health_checks_name_what_failed():
 
 
 class _KnownDecoder(torch.nn.Module):
-    """A decoder whose displacements are known by hand: particle latent z moves every one of
-    four equal-mass Gaussians by (z, 0, 0) Angstrom, amplitudes unchanged."""
+    """A decoder whose displacements are known by hand: particle latent z moves four of five
+    equal-mass Gaussians by (z, 0, 0) Angstrom; the fifth is absent (amplitude factor 0)
+    and displaced 30 A, which must not count as the particle moving."""
 
     def __init__(self):
         super().__init__()
         self.p = torch.nn.Parameter(torch.zeros(()))
 
     def embed(self):
-        return torch.zeros(4, 1)
+        return torch.zeros(5, 1)
 
     def mass_weights(self):
-        return torch.full((4,), 0.25)
+        return torch.full((5,), 0.2)
 
     def decode(self, z, emb):
-        d = torch.zeros(len(z), 4, 3)
+        d = torch.zeros(len(z), 5, 3)
         d[..., 0] = z[:, :1]
-        return {"displacement": d, "amp_factor": torch.ones(len(z), 4)}
+        d[:, 4, 0] = 30.0                      # a fifth Gaussian, absent (amplitude 0), far away
+        amp = torch.ones(len(z), 5)
+        amp[:, 4] = 0.0
+        return {"displacement": d, "amp_factor": amp}
 
 
 def test_latent_usage_measures_how_far_particles_move_and_how_many_move_far():
