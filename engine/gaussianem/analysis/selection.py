@@ -191,8 +191,8 @@ def select_particles(result: Result, *, clusters=None, k: int | None = None, par
                             ("region", region), ("outliers", outliers or None),
                             ("low_signal", low_signal or None)) if v is not None]
     if len(given) != 1:
-        raise ResultError("give one of clusters, a particle file, a PC range, a plot region and the motion "
-                          "outliers to choose particles" + (f" (got {' and '.join(given)})" if given else ""))
+        raise ResultError("give one of clusters, a particle file, a PC range, a plot region, the motion "
+                          "outliers and the low-signal particles to choose particles" + (f" (got {' and '.join(given)})" if given else ""))
     n = len(result.require_z())
     if low_signal:
         low = result.intensity.low_signal(source_particles(result).optics_group)

@@ -117,13 +117,18 @@ class IntensityScale:
         group's (``groups``: each particle's group): images that match the consensus
         projections at under half the typical strength even after shrinkage, e.g. junk
         without the protein (all 229 pure-noise images of the junk_noise robustness cell,
-        and 0.2-0.6% of the good particles of the other cells)."""
+        and 0.05-1.9% of the particles of the cells without junk)."""
         p = np.asarray(self.particle, np.float64)
         if not self.group_scale or len(p) != len(groups):
             return np.zeros(len(p), bool)
+        return p <= CLIP[0] * self.group_scales(groups) * (1 + 1e-4)
+
+    def group_scales(self, groups: np.ndarray) -> np.ndarray:
+        """Each particle's optics-group scale (``groups``: their group numbers); a group
+        this run has not seen gets the median group's."""
         table = dict(zip(self.groups, self.group_scale))
-        sg = np.array([table.get(int(g), np.median(self.group_scale)) for g in groups])
-        return p <= CLIP[0] * sg * (1 + 1e-4)
+        default = float(np.median(self.group_scale))
+        return np.array([table.get(int(g), default) for g in groups])
 
     def scale_new(self, num: np.ndarray, den: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
         """Scales of particles not in the training set from their ``<p, x>`` and
@@ -131,10 +136,7 @@ class IntensityScale:
         and shrinkage."""
         if not self.group_scale:
             return np.ones(len(num), np.float32)
-        table = dict(zip(self.groups, self.group_scale))
-        default = float(np.median(self.group_scale))
-        sg = np.array([table.get(int(g), default) for g in groups]) if groups is not None \
-            else np.full(len(num), default)
+        sg = self.group_scales(groups) if groups is not None else np.full(len(num), np.median(self.group_scale))
         raw = num / np.maximum(den, 1e-30)
         rel = np.clip(1 + self.shrink * (raw / sg - 1), *CLIP)
         return (sg * rel).astype(np.float32)

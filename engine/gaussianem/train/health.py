@@ -18,7 +18,8 @@ the encoder reads anyway) and summarised per epoch:
 good state with a lower learning rate); :func:`final_report` checks the finished run,
 including whether the decoder gives different particles different states (a latent in
 use; then, as warnings, whether it moves the particles at all and whether a minority of
-particles carries the motion: :func:`motion_checks`), and :func:`write` puts it in
+particles carries the motion (:func:`motion_checks`), and whether many images hardly
+match the map (``low_signal``)), and :func:`write` puts it in
 ``OUTDIR/health.json``. A run whose report is
 ``failed`` ends with a :class:`~gaussianem.errors.TrainingError`, never ``done``.
 """
@@ -41,7 +42,7 @@ NEAR_BOUND_WARNING, NEAR_BOUND_FAILED = 0.01, 0.25
 UNUSED_DISPLACEMENT = 0.05     # Angstrom: spread of displacements between particles
 UNUSED_AMPLITUDE = 0.005       # spread of amplitude factors between particles
 # Angstrom: the median particle's displacement RMS below which no motion was found. On the
-# robustness matrix (docs/validation.md, "Run health") runs that found the motion sit at
+# robustness matrix (docs/validation.md, "Run health on the matrix") runs that found the motion sit at
 # 0.29-1.4 A, runs that lost it at 0.04-0.10 A
 NO_MOTION = 0.15
 # particles decoding to over OUTLIER_FACTOR x the median displacement (and over
@@ -140,9 +141,9 @@ def latent_usage(model, z: np.ndarray, n: int = 256, batch: int = 32, seed: int 
     """How differently the decoder deforms different particles: the mass-weighted RMS over
     Gaussians of the standard deviation across ``n`` particles' latents of their
     displacements (Angstrom) and amplitude factors; and how far the particles move: the
-    median over particles of each one's mass-weighted displacement RMS
-    (``displacement_median``, Angstrom) and the fraction of particles moved over
-    ``OUTLIER_FACTOR`` times that and over ``OUTLIER_FLOOR`` (``displacement_outliers``)."""
+    median over particles of :func:`particle_motion` (``displacement_median``, Angstrom)
+    and the fraction of particles moved beyond :func:`outlier_cut`
+    (``displacement_outliers``)."""
     if z is None or len(z) < 2:
         return {"displacement_spread": 0.0, "amplitude_spread": 0.0, "particles": 0}
     rng = np.random.default_rng(seed)
@@ -151,16 +152,18 @@ def latent_usage(model, z: np.ndarray, n: int = 256, batch: int = 32, seed: int 
     emb = model.embed()
     mass = model.mass_weights()
     s1 = s2 = a1 = a2 = 0.0
+    moved = []
     for start in range(0, len(pick), batch):
         zz = torch.from_numpy(np.asarray(z[pick[start:start + batch]], np.float32)).to(dev)
         out = model.decode(zz, emb)
         d, a = out["displacement"].float(), out["amp_factor"].float()
         s1, s2 = s1 + d.sum(0), s2 + d.pow(2).sum(0)
         a1, a2 = a1 + a.sum(0), a2 + a.pow(2).sum(0)
+        moved.append(_moved(out, mass))
     k = len(pick)
     var_d = (s2 / k - (s1 / k) ** 2).clamp_min(0).sum(-1)            # (N,)
     var_a = (a2 / k - (a1 / k) ** 2).clamp_min(0)
-    moved = particle_motion(model, z[pick], batch)
+    moved = np.concatenate(moved)
     median, cut = float(np.median(moved)), outlier_cut(moved)
     return {"displacement_spread": float((var_d * mass).sum().sqrt()),
             "amplitude_spread": float((var_a * mass).sum().sqrt()), "particles": int(k),
@@ -176,14 +179,16 @@ def particle_motion(model, z: np.ndarray, batch: int = 256) -> np.ndarray:
     image constrains, do not count), (n,) for latents ``z`` (n, zdim)."""
     dev = next(model.parameters()).device
     emb, mass = model.embed(), model.mass_weights()
-    out = []
-    for start in range(0, len(z), batch):
-        zz = torch.from_numpy(np.asarray(z[start:start + batch], np.float32)).to(dev)
-        o = model.decode(zz, emb)
-        w = mass * o["amp_factor"].float()
-        w = w / w.sum(1, keepdim=True).clamp_min(1e-30)
-        out.append((o["displacement"].float().pow(2).sum(-1) * w).sum(1).sqrt().cpu())
-    return torch.cat(out).double().numpy() if out else np.zeros(0)
+    out = [_moved(model.decode(torch.from_numpy(np.asarray(z[i:i + batch], np.float32)).to(dev), emb), mass)
+           for i in range(0, len(z), batch)]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _moved(decoded: dict, mass: torch.Tensor) -> np.ndarray:
+    """:func:`particle_motion` of one decoded batch (``decode``'s dict), (B,) float64."""
+    w = mass * decoded["amp_factor"].float()
+    w = w / w.sum(1, keepdim=True).clamp_min(1e-30)
+    return (decoded["displacement"].float().pow(2).sum(-1) * w).sum(1).sqrt().cpu().double().numpy()
 
 
 def outlier_cut(moved: np.ndarray) -> float:
