@@ -49,11 +49,15 @@ def remove_stale(folder: str, prefix: str, extensions, keep: int) -> None:
 
 
 def write_models(result: Result, model_path: str, z: np.ndarray, folder: str,
-                 prefix: str = "model", chunk: int = 64, reference=None) -> list[dict]:
+                 prefix: str = "model", chunk: int = 64, reference=None, fit: dict | None = None,
+                 progress=print) -> list[dict]:
     """Write the atomic model displaced to each latent row, ``folder/model_000.pdb``
     (or .cif, as the input) ... Returns per model ``{"file", "bond_length_rms_change"}``
-    (Angstrom, over the input's covalent bonds). ``reference``: the latent the model
-    stands for (displacements relative to it; None: relative to the consensus). Raises
+    (Angstrom, over the input's covalent bonds; with ``fit`` also ``"domains"`` and
+    ``"fit"``). ``reference``: the latent the model stands for (displacements relative to
+    it; None: relative to the consensus). ``fit``: keyword arguments of
+    :func:`gaussianem.analysis.domain_fit.fitted_models` (``particles``, ``steps``) to fit
+    the model's rigid domains to each state's particles; None: displaced only. Raises
     :class:`~gaussianem.model.displace.ModelOutsideMapError` if the model does not overlap the
     map."""
     z = result.check_z(z)
@@ -61,16 +65,24 @@ def write_models(result: Result, model_path: str, z: np.ndarray, folder: str,
     pairs = bond_pairs(model)
     interp = result.interpolator(model.coords, name=os.fspath(model_path), bonds=pairs)
     ext = model_extension(model_path)
+    extra = [{}] * len(z)
+    if fit is None:
+        moved = []
+        for s in range(0, len(z), chunk):
+            m = result.displace_model(model, z[s:s + chunk], interpolator=interp, reference=reference)
+            moved += m if isinstance(m, list) else [m]
+    else:
+        from gaussianem.analysis.domain_fit import fitted_models
+        moved, domains, fits = fitted_models(result, model, z, interp, reference=reference, progress=progress,
+                                             **fit)
+        extra = [{"domains": domains.summary(), "fit": f.summary()} for f in fits]
     os.makedirs(folder, exist_ok=True)
     remove_stale(folder, prefix, (".pdb", ".cif"), len(z))
     out = []
-    for s in range(0, len(z), chunk):
-        moved = result.displace_model(model, z[s:s + chunk], interpolator=interp, reference=reference)
-        moved = moved if isinstance(moved, list) else [moved]
-        for i, m in enumerate(moved):
-            p = os.path.join(folder, f"{prefix}_{s + i:03d}{ext}")
-            write_model(p, m)
-            out.append({"file": p, "bond_length_rms_change": bond_length_rms_change(model, m.coords, pairs)})
+    for i, m in enumerate(moved):
+        p = os.path.join(folder, f"{prefix}_{i:03d}{ext}")
+        write_model(p, m)
+        out.append({"file": p, "bond_length_rms_change": bond_length_rms_change(model, m.coords, pairs), **extra[i]})
     return out
 
 

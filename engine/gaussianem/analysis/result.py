@@ -128,6 +128,23 @@ class Result:
         """Posterior-mean latents (len(indices), zdim) of particles, by row, of the training
         particle file (default) or of another ``.star``/``.cs`` with poses and CTF (e.g.
         particles held out of training), encoded exactly as training encodes them."""
+        images, phys = self.particle_source(particles, datadir)
+        idx = torch.as_tensor(np.atleast_1d(indices), dtype=torch.long)
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(images)):
+            raise ResultError(f"particle indices must lie in 0..{len(images) - 1} for {self._encode_cache[0][0]}")
+        out = [np.zeros((0, self.model_config.zdim), np.float32)]
+        for start in range(0, len(idx), 256):            # batched reads, bounded memory
+            part = idx[start:start + 256]
+            x = images.__getitems__(part.numpy())["image"].to(self.device)
+            out.append(encode_particles(self.model, x, part.to(self.device), phys, self.image_std)
+                       .float().cpu().numpy())
+        return np.concatenate(out)
+
+    def particle_source(self, particles: str | None = None, datadir: str | None = None):
+        """(images, physics) of the training particle file (default) or of ``particles``:
+        :class:`~gaussianem.io.cache.ParticleImages` and
+        :class:`~gaussianem.model.encoding.Physics` with the intensity scales training
+        measured (measured afresh for particles not trained on); kept for the next call."""
         train = self.config["train"]
         key = (particles or train["particles"], datadir or (None if particles else train.get("datadir")))
         if getattr(self, "_encode_cache", (None,))[0] != key:
@@ -148,17 +165,7 @@ class Result:
                 scales = intensity.IntensityScale.legacy(len(data))
             phys.set_intensity(scales)
             self._encode_cache = (key, images, phys)
-        _, images, phys = self._encode_cache
-        idx = torch.as_tensor(np.atleast_1d(indices), dtype=torch.long)
-        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(images)):
-            raise ResultError(f"particle indices must lie in 0..{len(images) - 1} for {key[0]}")
-        out = [np.zeros((0, self.model_config.zdim), np.float32)]
-        for start in range(0, len(idx), 256):            # batched reads, bounded memory
-            part = idx[start:start + 256]
-            x = images.__getitems__(part.numpy())["image"].to(self.device)
-            out.append(encode_particles(self.model, x, part.to(self.device), phys, self.image_std)
-                       .float().cpu().numpy())
-        return np.concatenate(out)
+        return self._encode_cache[1:]
 
     def _part_slice(self, part: str) -> slice:
         mc = self.model_config

@@ -1,0 +1,138 @@
+"""Rigid domains (``analysis.domains``) and their fit to the particles
+(``analysis.domain_fit``, ``gaussianem generate --fit-domains``)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from gaussianem.analysis.domain_fit import fit_domains, nearest_particles, rotation_matrix
+from gaussianem.analysis.domains import Domains, _merge_short_runs, residue_displacements, segment
+from gaussianem.analysis.result import load_result
+from gaussianem.cli.main import main
+from gaussianem.errors import InputError
+from gaussianem.io.models import bond_length_rms_change, bond_pairs, read_model
+from gaussianem.sim.geometry import default_hinge, hinge_rotation, rotation_matrix as axis_rotation
+from gaussianem.sim.testprotein import build_test_model
+
+
+def _agreement(labels, mask):
+    return max(((labels == k) == mask).mean() for k in np.unique(labels))
+
+
+def _hinge_states(model, scale=0.5, noise=0.15, seed=0):
+    """Atom displacements (S, M, 3) of a hinge at six angles, shrunk by ``scale`` (as a
+    decoder carries part of the motion) with smooth-ish noise, and the moving mask."""
+    rng = np.random.default_rng(seed)
+    mask, point, axis = default_hinge(model)
+    out = []
+    for angle in (-12, -8, -4, 4, 8, 12):
+        d = hinge_rotation(model, mask, point, axis, scale * angle) - model.coords
+        out.append(d + rng.normal(scale=noise, size=(model.n_residues(), 3))[model.res_index])
+    return np.stack(out), mask
+
+
+def test_segment_finds_the_hinge_also_near_its_axis():
+    """Two domains, nearly every residue on its side, including those near the axis that
+    hardly move (k-means on the displacement vectors puts them with the fixed part)."""
+    from scipy.cluster.vq import kmeans2
+    model = build_test_model()
+    disp, mask = _hinge_states(model)
+    dom = segment(model, disp)
+    assert dom.n == 2
+    assert _agreement(dom.atom_labels, mask) >= 0.97
+    assert dom.residual[1] < 0.6 * dom.residual[0]               # why two were accepted
+    res = residue_displacements(model, disp)
+    _, km = kmeans2(res.transpose(1, 0, 2).reshape(len(res[0]), -1), 2, minit="++", seed=0)
+    assert _agreement(dom.atom_labels, mask) >= _agreement(km[model.res_index], mask)
+    # labels are whole residues, and the summary says what was found
+    for r in range(model.n_residues()):
+        assert len(np.unique(dom.atom_labels[model.res_index == r])) == 1
+    assert dom.summary()["domains"] == 2 and sum(dom.summary()["residues"]) == model.n_residues()
+
+
+def test_one_rigid_motion_is_one_domain():
+    model = build_test_model()
+    c = model.coords.mean(0)
+    disp = np.stack([(model.coords - c) @ axis_rotation([0, 0, 1], a).T + c + [a / 5, 0, 0] - model.coords
+                     for a in (-6, -3, 3, 6)])
+    dom = segment(model, disp)
+    assert dom.n == 1 and dom.residual[0] < 1e-6
+    assert (dom.atom_labels == 0).all()
+
+
+def test_short_runs_join_the_neighbour_that_explains_them():
+    labels = np.array([0] * 12 + [1] * 3 + [0] * 12 + [1] * 15)
+    err = np.zeros((len(labels), 2))
+    err[12:15, 0] = 1.0                                # the island fits its own domain better...
+    merged = _merge_short_runs(labels, err, np.array(["A"] * len(labels)), min_segment=10)
+    assert (merged[:27] == 0).all() and (merged[27:] == 1).all()   # ...but is too short
+    # a chain boundary ends a run: a short chain keeps its own label
+    chains = np.array(["A"] * 27 + ["B"] * 15)
+    assert (_merge_short_runs(labels, err, chains, 10)[27:] == 1).all()
+
+
+def test_rotation_matrix_matches_an_axis_angle_rotation():
+    import torch
+    w = np.array([0.1, -0.3, 0.2])
+    r = rotation_matrix(torch.tensor(w, dtype=torch.float64)).numpy()
+    expect = axis_rotation(w / np.linalg.norm(w), np.degrees(np.linalg.norm(w)))
+    assert np.allclose(r, expect, atol=1e-10)
+    assert np.allclose(rotation_matrix(torch.zeros(3, dtype=torch.float64)).numpy(), np.eye(3))
+
+
+def test_fit_domains_recovers_a_domain_rotation(tiny_result, tiny_sim):
+    """The particles of one end of the hinge, and a model whose moving domain is 12
+    degrees further: the rigid fit to the images brings it back."""
+    r = load_result(tiny_result)
+    model = read_model(tiny_sim / "model.pdb")
+    gt = np.load(tiny_sim / "ground_truth.npz")
+    mask, point, axis = default_hinge(model)
+    sel = np.flatnonzero(gt["present"].astype(bool) & (gt["angle"] > 10))
+    true = hinge_rotation(model, mask, point, axis, float(gt["angle"][sel].mean()))
+    start = hinge_rotation(true, mask, point, axis, 12.0)
+    lab = mask.astype(int)
+    dom = Domains((np.bincount(model.res_index, lab) > 0).astype(int), lab)
+    interp = r.interpolator(model.coords, bonds=bond_pairs(model))
+
+    def rmsd(x, m):
+        return float(np.sqrt(((x - true)[m] ** 2).sum(-1).mean()))
+    fit = fit_domains(r, model, start, dom, r.z[sel[0]], interp, indices=sel, steps=60)
+    assert rmsd(start, mask) > 2.0
+    assert rmsd(fit.coords, mask) < 0.35 * rmsd(start, mask)
+    assert rmsd(fit.coords, ~mask) < 0.5
+    assert abs(fit.rotation_deg[1] - 12.0) < 3.0 and fit.rotation_deg[0] < 3.0
+    assert fit.score > fit.score_start and fit.particles == len(sel)
+    assert bond_length_rms_change(model, fit.coords) < 0.05
+    with pytest.raises(InputError, match="particle indices"):
+        fit_domains(r, model, start, dom, r.z[0], interp, indices=[len(r.z)])
+
+
+def test_nearest_particles(tiny_result):
+    r = load_result(tiny_result)
+    near = nearest_particles(r, r.z[5], 10)
+    assert near[0] == 5 or np.allclose(r.z[near[0]], r.z[5])
+    d = np.linalg.norm(r.z - r.z[5], axis=1)
+    assert d[near].max() <= np.sort(d)[9] + 1e-6
+
+
+def test_generate_fit_domains(tiny_trained, tiny_sim, tmp_path, capsys):
+    out = tmp_path / "fit"
+    src = tiny_sim / "model.pdb"
+    assert main(["generate", str(tiny_trained), "--particle", "3", "--model", str(src), "--fit-domains",
+                 "--fit-particles", "32", "--fit-steps", "5", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "rigid domains:" in printed and "domains fitted to 32 particles" in printed
+    rep = json.loads((out / "generate.json").read_text())
+    assert rep["fit_domains"] == {"particles": 32, "steps": 5}
+    m = rep["models"][0]
+    assert m["fit"]["particles"] == 32 and len(m["fit"]["rotation_deg"]) == m["domains"]["domains"]
+    assert m["fit"]["score"] >= m["fit"]["score_start"]
+    a, b = read_model(src), read_model(out / "model_000.pdb")
+    assert len(a) == len(b) and bond_length_rms_change(a, b.coords) < 0.1
+    assert main(["generate", str(tiny_trained), "--particle", "3", "--no-model", "--fit-domains", "-o",
+                 str(tmp_path / "x")]) == 1
+    assert "--fit-domains and --no-model exclude each other" in capsys.readouterr().err
+    assert main(["generate", str(tiny_trained), "--particle", "3", "--fit-domains", "--fit-particles", "0",
+                 "-o", str(tmp_path / "x")]) == 1
+    assert "--fit-particles and --fit-steps must be at least 1" in capsys.readouterr().err
