@@ -22,6 +22,7 @@ Users see keywords in camelCase (``zdimConf``); Python uses snake_case (``zdim_c
         [state mean|particle|z] [box N] [replace true|false] [device ...] [wait true|false]
     gaussianem movie FILE.mp4 [path options of trajectory] [framesPerStep N] [framerate F]
         [size W,H] [roundTrip true|false] [quality Q]                     (cmd_analysis.py)
+    gaussianem fitdomains [particles N] [steps N]                          (cmd_model.py)
     gaussianem jobs
     gaussianem stop [ID]
     gaussianem version
@@ -46,6 +47,7 @@ from chimerax.core.errors import UserError
 from .cmd_analysis import (LATENT_PARTS, MAP_KINDS, IntsArg, PATH_KEYWORDS, gaussianem_analyze, gaussianem_analyze_desc,
                            gaussianem_movie, gaussianem_movie_desc, gaussianem_reconstruct,
                            gaussianem_reconstruct_desc)
+from .cmd_model import gaussianem_fitdomains, gaussianem_fitdomains_desc
 
 BUNDLE_DIST = "ChimeraX-GaussianEM"
 ENGINE_DIST = "gaussianem"
@@ -564,6 +566,7 @@ _COMMANDS = {
     "gaussianem analyze": (gaussianem_analyze, gaussianem_analyze_desc),
     "gaussianem movie": (gaussianem_movie, gaussianem_movie_desc),
     "gaussianem reconstruct": (gaussianem_reconstruct, gaussianem_reconstruct_desc),
+    "gaussianem fitdomains": (gaussianem_fitdomains, gaussianem_fitdomains_desc),
     "gaussianem jobs": (gaussianem_jobs, gaussianem_jobs_desc),
     "gaussianem stop": (gaussianem_stop, gaussianem_stop_desc),
     "gaussianem version": (gaussianem_version, gaussianem_version_desc),

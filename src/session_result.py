@@ -72,8 +72,8 @@ class Generated:
     amp_factor: np.ndarray      # (N,)
     centres: np.ndarray         # (N, 3) engine frame
     widths: np.ndarray          # (N,) Angstrom
-    atom_displacement: np.ndarray | None = None   # (M, 3) for the interpolator below
-    interpolator: object = None
+    atom_displacement: np.ndarray | None = None   # (M, 3) for the live model below
+    live: object = None                             # the LiveModel it was computed for
     kind: str = "gaussians"     # how the map was made (MAP_KINDS)
 
 
@@ -117,14 +117,11 @@ class GaussianEMResult:
         self.map_kind = map_kind
         self.name = name or f"GaussianEM {os.path.basename(result.outdir.rstrip(os.sep))}"
         self.volume = None
-        self.structure = None
+        self.live = None                  # the atomic model moved with the map (LiveModel)
         self.marker_set = None
         self.marker_color_by = "displacement"
         self.z = None
         self.k = max(1, min(DEFAULT_K, result.n_particles or DEFAULT_K))
-        self._base_coords = None          # atoms in the map's frame at the consensus
-        self._interpolator = None
-        self._to_model = None
         self._cache: OrderedDict[tuple, Generated] = OrderedDict()   # (latent, map kind)
         self._lock = threading.Lock()     # generation may run on the tool's worker thread
         self._kmeans = {}
@@ -246,39 +243,39 @@ class GaussianEMResult:
         else:
             self.volume = self._new_volume(array_zyx, self.name)
 
-    def attach_structure(self, structure, base=None, to_model=None) -> None:
-        """Move ``structure`` (an AtomicStructure fitted into the consensus map) with the
-        latent from now on; its present coordinates are the consensus state. A model
-        placed by moving it (e.g. ``fitmap``) is used where it is shown, relative to the map.
-        ``base`` (its atoms' consensus coordinates in the map's frame) and ``to_model``
-        (map frame -> its coordinates) are given when restoring a session, where the
-        model may show another latent."""
-        if base is None:
-            coords = np.array(structure.atoms.coords, dtype=np.float64)
-            to_model = None                              # map frame -> model coordinates
-            if self._volume_alive():
-                t = structure.scene_position.inverse() * self.volume.scene_position
-                if not t.is_identity(tolerance=1e-6):
-                    to_model = t
-            base = coords if to_model is None else to_model.inverse().transform_points(coords)
-        base = np.asarray(base, dtype=np.float64)
-        a1, a2 = structure.bonds.atoms
-        bonds = np.stack([structure.atoms.indices(a1), structure.atoms.indices(a2)], 1)
-        interp = self.result.interpolator(base, name=f"model #{structure.id_string}", bonds=bonds[(bonds >= 0).all(1)])
-        self.structure, self._base_coords, self._interpolator = structure, base, interp
-        self._to_model = to_model
+    @property
+    def structure(self):
+        """The AtomicStructure moved with the map, or None."""
+        return self.live.structure if self._structure_alive() else None
 
-    def _model_coords(self, xyz_map: np.ndarray) -> np.ndarray:
-        """Map-frame coordinates (..., 3) -> the structure's own coordinates."""
-        if self._to_model is None:
-            return xyz_map
-        shape = xyz_map.shape
-        return self._to_model.transform_points(xyz_map.reshape(-1, 3)).reshape(shape)
+    def attach_structure(self, structure, base=None, to_model=None, reference="auto") -> None:
+        """Move ``structure`` (an AtomicStructure fitted into the consensus map) with the
+        latent from now on, relative to the latent it stands for (:class:`.live_model.LiveModel`;
+        ``base``, ``to_model`` and ``reference`` are given when restoring a session)."""
+        from .live_model import LiveModel
+        position = self.volume.scene_position if base is None and self._volume_alive() else None
+        self.live = LiveModel(self.result, structure, base=base, to_model=to_model, map_position=position,
+                              reference=reference)
 
     def _structure_alive(self) -> bool:
-        if self.structure is not None and self.structure.deleted:
-            self.structure = self._base_coords = self._interpolator = None
-        return self.structure is not None
+        if self.live is not None and not self.live.alive:
+            self.live = None
+        return self.live is not None
+
+    def fit_domains(self, particles: int, steps: int):
+        """A copy of the atomic model at the current state with its rigid domains fitted to
+        the particles nearest it (:meth:`.live_model.LiveModel.fit_domains`), added to the
+        session. Returns (copy, domains, fit)."""
+        if not self._structure_alive():
+            raise UserError("no atomic model moves with the map: give one when opening the result "
+                            "(gaussianem open RUN model FILE|#N)")
+        self.require_latents()
+        if self.z is None:
+            raise UserError("show a state first (e.g. gaussianem show particle 12): the domains are fitted "
+                            "to the particles nearest the state shown")
+        copy, domains, fit = self.live.fit_domains(self.z, particles, steps, progress=self.session.logger.status)
+        self.session.models.add([copy])
+        return copy, domains, fit
 
     # ------------------------------------------------------------------ latents
     def latent(self, z=None, particle=None, pc=None, cluster=None, k=None, part="all") -> np.ndarray:
@@ -318,13 +315,13 @@ class GaussianEMResult:
         z = self.result.check_z(z)[0]
         kind = kind or self.map_kind
         key = (latent_key(z), kind)
-        interp = self._interpolator
+        live = self.live
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
-                if hit.interpolator is not interp:          # another atomic model: its atoms only
-                    hit = replace(hit, interpolator=interp, atom_displacement=None if interp is None
-                                  else _displace(interp, hit.displacement))
+                if hit.live is not live:          # another atomic model: its atoms only
+                    hit = replace(hit, live=live, atom_displacement=None if live is None
+                                  else live.displacement(hit.displacement))
                     self._cache[key] = hit
                 self._cache.move_to_end(key)
                 return hit
@@ -335,8 +332,8 @@ class GaussianEMResult:
                             amp_factor=out["amp_factor"][0].cpu().numpy(),
                             centres=out["centres"][0].cpu().numpy(),
                             widths=out["widths"][0].cpu().numpy(),
-                            atom_displacement=None if interp is None else _displace(interp, disp),
-                            interpolator=interp, kind=kind)
+                            atom_displacement=None if live is None else live.displacement(disp),
+                            live=live, kind=kind)
             self._cache[key] = gen
             while len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
@@ -346,10 +343,11 @@ class GaussianEMResult:
         """Show a generated state: replace the map's data, move the model and markers."""
         self._set_volume_data(gen.volume)
         if self._structure_alive():
+            live = self.live
             d = gen.atom_displacement
-            if d is None or gen.interpolator is not self._interpolator:
-                d = _displace(self._interpolator, gen.displacement)
-            self.structure.atoms.coords = self._model_coords(self._base_coords + d)
+            if d is None or gen.live is not live:
+                d = live.displacement(gen.displacement)
+            live.structure.atoms.coords = live.coords(live.base + d)
         if self.marker_set is not None and not self.marker_set.deleted:
             self._update_markers(gen, self.marker_color_by)
         self.z = gen.z
@@ -395,11 +393,12 @@ class GaussianEMResult:
         self.session.models.add([series])
         copy = None
         if self._structure_alive():
-            if all(g.interpolator is self._interpolator and g.atom_displacement is not None for g in gens):
+            live = self.live
+            if all(g.live is live and g.atom_displacement is not None for g in gens):
                 disp = np.stack([g.atom_displacement for g in gens])
             else:
-                disp = _displace(self._interpolator, np.stack([g.displacement for g in gens]))
-            xyz = self._model_coords(self._base_coords[None] + disp)
+                disp = live.displacement(np.stack([g.displacement for g in gens]))
+            xyz = live.coords(live.base[None] + disp)
             copy = self.structure.copy(name=f"{self.structure.name} {title} trajectory")
             copy.add_coordsets(np.ascontiguousarray(xyz, dtype=np.float64), replace=True)
             copy.active_coordset_id = 1
@@ -502,8 +501,10 @@ class GaussianEMResult:
             "z": None if self.z is None else [float(v) for v in np.asarray(self.z).reshape(-1)],
             "volume": self.volume if self._volume_alive() else None,
             "structure": structure,
-            "base_coords": None if structure is None else np.asarray(self._base_coords, dtype=np.float64),
-            "to_model": None if structure is None else self._to_model,
+            "base_coords": None if structure is None else np.asarray(self.live.base, dtype=np.float64),
+            "to_model": None if structure is None else self.live.to_model,
+            "reference": None if structure is None or self.live.reference is None
+            else [float(v) for v in self.live.reference],
             "marker_set": self.marker_set if self.marker_set is not None and not self.marker_set.deleted
             else None,
             "marker_color_by": self.marker_color_by,
@@ -534,7 +535,8 @@ class GaussianEMResult:
         structure, base = data.get("structure"), data.get("base_coords")
         if structure is not None and not structure.deleted and base is not None \
                 and len(base) == structure.num_atoms:
-            gres.attach_structure(structure, base=base, to_model=data.get("to_model"))
+            gres.attach_structure(structure, base=base, to_model=data.get("to_model"),
+                                  reference=data.get("reference", "auto"))   # older sessions: found now
         markers = data.get("marker_set")
         if markers is not None and not markers.deleted:
             from .markers import close_key_with
@@ -544,15 +546,6 @@ class GaussianEMResult:
         z = data.get("z")
         gres.z = None if z is None else gres.result.check_z(z)[0]
         return gres
-
-
-def _displace(interpolator, displacement) -> np.ndarray:
-    """Atom displacements (float64) for Gaussian displacements (N, 3) or (B, N, 3), with
-    the model's bond lengths kept (as the engine's Result.displace_model)."""
-    import torch
-    d = interpolator(torch.from_numpy(np.asarray(displacement, dtype=np.float32))).numpy().astype(np.float64)
-    base = interpolator.atoms.numpy()
-    return interpolator.keep_bonds(base + d) - base
 
 
 def blue_white_red(t) -> np.ndarray:

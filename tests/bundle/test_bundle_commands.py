@@ -93,11 +93,16 @@ def test_show_particle_moves_map_in_place_and_atoms(cx, opened, tiny_sim):
     assert len(cx.models.list()) == n_models
     moved = opened.structure.atoms.coords
     assert np.abs(moved - coords0).max() > 1e-3
+    from gaussianem.analysis.reference import model_latent
     from gaussianem.io.models import bond_length_rms_change, read_model
-    model = read_model(tiny_sim / "model.pdb")                   # the model's own file: the consensus
-    expected = opened.result.displace_model(model, z).coords     # the engine's, bond lengths kept
+    model = read_model(tiny_sim / "model.pdb")
+    ref = model_latent(opened.result, model).z                   # the state the model stands for
+    np.testing.assert_allclose(opened.live.reference, ref, atol=1e-5)   # as generate --reference auto
+    expected = opened.result.displace_model(model, z, reference=ref).coords   # the engine's, bonds kept
     np.testing.assert_allclose(moved, expected, atol=0.02)       # ChimeraX's bonds, the engine's by distance
     assert bond_length_rms_change(model, moved) < 0.01
+    run(cx, "gaussianem show z " + ",".join(f"{v:.9g}" for v in ref))   # at its own latent: where it was
+    np.testing.assert_allclose(opened.structure.atoms.coords, model.coords, atol=1e-3)
 
 
 def test_moved_model_follows_the_map_where_it_is_shown(cx, tiny_sim, tiny_result):
@@ -113,7 +118,8 @@ def test_moved_model_follows_the_map_where_it_is_shown(cx, tiny_sim, tiny_result
     disp = r.decode(z)["displacement"][0]
     a1, a2 = s.bonds.atoms
     interp = r.interpolator(scene0, bonds=np.stack([s.atoms.indices(a1), s.atoms.indices(a2)], 1))
-    expected = interp.keep_bonds(scene0 + interp(disp).numpy())   # the map sits at identity
+    ref = interp(r.decode(res.live.reference[None])["displacement"][0]).numpy()   # its own state's
+    expected = interp.keep_bonds(scene0 + interp(disp).numpy() - ref)   # the map sits at identity
     np.testing.assert_allclose(s.atoms.scene_coords, expected, atol=1e-3)
     series, copy = run(cx, "gaussianem trajectory steps 3")
     assert copy.scene_position.is_identity() is False

@@ -9,8 +9,8 @@ import pytest
 
 from chimerax_fixture import osmesa_available, run_chimerax
 
-BUNDLE_COMMANDS = ["train", "open", "show", "trajectory", "markers", "subset", "analyze", "reconstruct", "movie", "jobs",
-                   "stop", "version"]
+BUNDLE_COMMANDS = ["train", "open", "show", "trajectory", "markers", "subset", "analyze", "reconstruct", "movie",
+                   "fitdomains", "jobs", "stop", "version"]
 
 
 def _write_map(path, shape=(12, 10, 8), voxel_size=(1.5, 1.5, 1.5), seed=0):

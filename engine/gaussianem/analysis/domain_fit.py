@@ -13,8 +13,9 @@ The particles themselves hold the rest. For a latent ``z``:
 3. each domain's rotation (a rotation vector about its displaced centre) and translation
    are refined by Adam to maximise the mean over those particles of
    ``<projection, image> / |projection|`` (a matched filter: no scale to fit), the atoms
-   rendered as Gaussians of ``width`` A weighted by the decoded amplitude factor at ``z``
-   (an absent part does not pull), with each particle's pose, CTF and intensity scale;
+   rendered as Gaussians of ``width`` A weighted by atomic number and by the decoded
+   amplitude factor at ``z`` (an absent part does not pull), with each particle's pose,
+   CTF and intensity scale;
 4. bonds across domain boundaries get their lengths back
    (:meth:`~gaussianem.model.displace.AtomInterpolator.keep_bonds`).
 
@@ -31,7 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gaussianem.analysis.domains import Domains, kabsch
+from gaussianem.analysis.clusters import kmeans
+from gaussianem.analysis.domains import Domains, kabsch, segment
 from gaussianem.analysis.result import Result
 from gaussianem.errors import InputError
 from gaussianem.model import intensity
@@ -106,6 +108,7 @@ def fit_domains(result: Result, model, displaced: np.ndarray, domains: Domains, 
     with torch.no_grad():
         amp = result.decode(z[None])["amp_factor"].float().cpu()[0].clamp(0, 1).double()
     weights = (amp[interpolator.idx] * interpolator.weights).sum(-1)          # (M,) per atom
+    weights = weights * torch.from_numpy(model.atomic_numbers().astype(np.float64))
     images, phys = result.particle_source()
     if indices is None:
         idx = nearest_particles(result, z, particles)
@@ -187,8 +190,6 @@ def model_domains(result: Result, model, interpolator, reference=None, states: i
     """The model's rigid domains (:func:`gaussianem.analysis.domains.segment`) from its
     displacements at the k-means centres of the particles' latents, relative to
     ``reference`` (the latent the model stands for; None: the consensus)."""
-    from gaussianem.analysis.clusters import kmeans
-    from gaussianem.analysis.domains import segment
     zs = result.require_z()
     centres = kmeans(zs, min(int(states), len(zs)), seed=seed).centres
     with torch.no_grad():

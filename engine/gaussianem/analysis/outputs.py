@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from gaussianem.analysis.domain_fit import fitted_models
 from gaussianem.analysis.result import Result
 from gaussianem.errors import InputError
 from gaussianem.io.atomic import write_array_text
@@ -72,7 +73,6 @@ def write_models(result: Result, model_path: str, z: np.ndarray, folder: str,
             m = result.displace_model(model, z[s:s + chunk], interpolator=interp, reference=reference)
             moved += m if isinstance(m, list) else [m]
     else:
-        from gaussianem.analysis.domain_fit import fitted_models
         moved, domains, fits = fitted_models(result, model, z, interp, reference=reference, progress=progress,
                                              **fit)
         extra = [{"domains": domains.summary(), "fit": f.summary()} for f in fits]
