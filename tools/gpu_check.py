@@ -16,6 +16,8 @@ key figures in the JSON report (default ``gpu_check_out/report.json``):
    autocast, a batch-256 x 20,000-Gaussian x box-128 step, train + resume, torchrun/NCCL);
 5. simulate / train / resume: ``gaussianem simulate`` at box 128, ``gaussianem train
    --amp --epochs 2`` on the GPU, then ``--resume --epochs 3``; particles/s, peak memory;
+   then ``gaussianem reconstruct`` of that run and ``gaussianem generate --kmeans 2
+   --fit-domains`` (rigid domains fitted to the particles, on the GPU; seconds per state);
 6. bench: ``gaussianem bench --device cuda --amp``.
 
 Without a GPU it runs what it can (install check, environment, CPU tests and a tiny CPU
@@ -325,7 +327,8 @@ class Check:
 
     # -- 5. training
     def training(self, gpu: bool) -> None:
-        names = ("simulate_box128", "train_box128_amp", "resume_box128_amp", "reconstruct_box128")
+        names = ("simulate_box128", "train_box128_amp", "resume_box128_amp", "reconstruct_box128",
+                 "fit_domains_box128")
         if not gpu or self.args.skip_train:
             for n in names:
                 self.skip(n, "no CUDA device" if not gpu else "--skip-train")
@@ -359,6 +362,10 @@ class Check:
         self.command("reconstruct_box128", self.engine("reconstruct", run, "--box", "128", "--device", "cuda",
                                                        "-o", recon, "--force", "--progress", "none"), 150,
                      figures=lambda out: _recon_figures(recon), min_seconds=20)
+        gen = os.path.join(self.out, "fit128")
+        self.command("fit_domains_box128", self.engine(
+            "generate", run, "--kmeans", "2", "-o", gen, "--force", "--model", os.path.join(sim, "model.pdb"),
+            "--fit-domains", "--device", "cuda"), 150, figures=lambda out: _fit_figures(gen), min_seconds=20)
 
     def cpu_smoke(self) -> None:
         """No GPU: the same commands on a tiny set on the CPU (simulate, train, resume)."""
@@ -484,6 +491,13 @@ def _recon_figures(path: str) -> dict:
     except (OSError, ValueError):
         return {}
     return {k: s.get(k) for k in ("particles", "seconds", "particles_per_s", "resolution_0.143")}
+
+
+def _fit_figures(folder: str) -> dict:
+    """Per state: seconds of the rigid-domain fit and its score before and after."""
+    rep = json.load(open(os.path.join(folder, "generate.json")))
+    return {"fits": [m.get("fit") for m in rep.get("models", [])],
+            "domains": rep["models"][0].get("domains") if rep.get("models") else None}
 
 
 def _bench_figures(path: str) -> dict:

@@ -9,7 +9,8 @@ import sys
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GPU_STEPS = ["cuda_tests", "simulate_box128", "train_box128_amp", "resume_box128_amp", "reconstruct_box128", "bench"]
+GPU_STEPS = ["cuda_tests", "simulate_box128", "train_box128_amp", "resume_box128_amp", "reconstruct_box128",
+             "fit_domains_box128", "bench"]
 
 
 def test_gpu_check_report_lists_skipped_steps(tmp_path):
