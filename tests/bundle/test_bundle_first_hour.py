@@ -218,6 +218,7 @@ def test_session_file_restores_the_live_result(cx, tiny_result, tmp_path):
     assert "GaussianEM: restored result" in text
     assert (r.volume.id_string, r.structure.id_string, r.marker_set.id_string) == ids
     np.testing.assert_array_equal(r.z, r.result.z[3])
+    np.testing.assert_array_equal(r.live.reference, res.live.reference)   # the model's own latent, kept
     n_models = len(cx.models.list())
     run(cx, "gaussianem show particle 5")
     assert len(cx.models.list()) == n_models                     # no second map or model
