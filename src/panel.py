@@ -49,12 +49,13 @@ class LatentPanel(PlotSelectionMixin, QWidget):
     ``color_options``: names the plot can be coloured by besides density (k-means first
     when there are centres), ``color_values(name)``: (values (N,), categorical) for one;
     ``on_save_region(region)``: called by Save with ``{"box": (x0, y0, x1, y1)}`` or
-    ``{"polygon": corners}`` and ``"plot"``: "pca" or "umap".
+    ``{"polygon": corners}`` and ``"plot"``: "pca" or "umap"; ``on_fit_domains()``: called
+    by Fit domains (shown only when given; the tool runs ``gaussianem fitdomains``).
     """
 
     def __init__(self, z, pca, *, centre_index=None, umap=None, split=None, on_latent=None,
                  home_particle=None, pc_ranges=None, color_options=(), color_values=None, on_save_region=None,
-                 n_sliders: int = 3, slider_range_sd: float = 3.0, play_range_sd: float = 2.0,
+                 on_fit_domains=None, n_sliders: int = 3, slider_range_sd: float = 3.0, play_range_sd: float = 2.0,
                  play_step_sd: float = 0.2, play_interval_ms: int = 100, parent=None):
         super().__init__(parent)
         self.z = np.asarray(z, dtype=np.float32)
@@ -147,6 +148,13 @@ class LatentPanel(PlotSelectionMixin, QWidget):
         player.addWidget(self.play_button)
         player.addWidget(self.loop)
         player.addStretch(1)
+        self.fit_button = None
+        if on_fit_domains is not None:
+            self.fit_button = QPushButton("Fit domains")
+            self.fit_button.setToolTip("A copy of the atomic model at the state shown, its rigid domains fitted "
+                                       "to the particles nearest that state (gaussianem fitdomains)")
+            self.fit_button.clicked.connect(lambda _checked=False: on_fit_domains())
+            player.addWidget(self.fit_button)
         player.addWidget(self.mean_button)
         layout.addLayout(player)
 

@@ -113,7 +113,7 @@ class LiveUpdater:
 
 
 @user_errors
-def make_panel(gres, on_latent, parent=None, on_save_region=None):
+def make_panel(gres, on_latent, parent=None, on_save_region=None, on_fit_domains=None):
     """A :class:`~.panel.LatentPanel` for a result (PCA, k-means centres, UMAP if any),
     starting at the medoid particle (the state ``gaussianem open`` shows), its sliders
     over the particles' 5th to 95th percentiles along each PC; its plot can be coloured by
@@ -129,7 +129,8 @@ def make_panel(gres, on_latent, parent=None, on_save_region=None):
     return LatentPanel(gres.result.z, pca, centre_index=centres, umap=gres.umap(),
                        split=gres.split, on_latent=on_latent, home_particle=gres.medoid,
                        pc_ranges=ranges, parent=parent, color_options=options, color_values=values,
-                       on_save_region=on_save_region)
+                       on_save_region=on_save_region,
+                       on_fit_domains=on_fit_domains if gres.structure is not None else None)
 
 
 def plot_colors(gres, with_kmeans: bool = True):
@@ -196,7 +197,7 @@ class LatentExplorer(ToolInstance):
         self.gres = gres
         self.updater = LiveUpdater(self.session, gres, on_applied=self._applied)
         self.panel = make_panel(gres, self.updater.request, parent=self.tool_window.ui_area,
-                                on_save_region=self._save_region)
+                                on_save_region=self._save_region, on_fit_domains=self._fit_domains)
         self._layout.addWidget(self.panel)
 
     def _save_region(self, region: dict) -> None:
@@ -208,6 +209,11 @@ class LatentExplorer(ToolInstance):
                                               "RELION particles (*.star);;cryoSPARC particles (*.cs)")
         if path:
             run(self.session, region_command(region, path))
+
+    def _fit_domains(self) -> None:
+        """Fit domains: ``gaussianem fitdomains`` at the state shown (a logged command)."""
+        from chimerax.core.commands import run
+        run(self.session, "gaussianem fitdomains")
 
     def _applied(self, z, seconds) -> None:
         self.session.logger.status(f"GaussianEM: map updated in {seconds * 1000:.0f} ms")

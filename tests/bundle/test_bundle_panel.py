@@ -186,3 +186,27 @@ def test_explorer_panel_starts_at_the_medoid_with_sliders_over_the_particles(qap
         np.testing.assert_array_equal(calls[-1], r.z[medoid])
     finally:
         panel.deleteLater()
+
+
+def test_fit_domains_button_only_when_asked_and_calls_back(qapp, engine_result):
+    panel, _ = _panel(qapp, engine_result)
+    assert panel.fit_button is None                             # no atomic model: no button
+    asked = []
+    panel, _ = _panel(qapp, engine_result, on_fit_domains=lambda: asked.append(True))
+    assert panel.fit_button is not None and panel.fit_button.isVisible()
+    panel.fit_button.click()
+    assert asked == [True]
+
+
+def test_explorer_fit_domains_button_runs_the_command(qapp, cx, tiny_result):
+    """make_panel wires Fit domains to the logged command when the result has a model."""
+    from chimerax.gaussianem.tool import make_panel
+    from chimerax.core.commands import run
+    gres = run(cx, f"gaussianem open {tiny_result}")
+    asked = []
+    panel = make_panel(gres, lambda z: None, on_fit_domains=lambda: asked.append(True))
+    assert panel.fit_button is not None
+    panel.fit_button.click()
+    assert asked == [True]
+    run(cx, f"close #{gres.structure.id_string}")
+    assert make_panel(gres, lambda z: None, on_fit_domains=lambda: None).fit_button is None
