@@ -27,7 +27,7 @@ mean heavy-atom RMSD with the true domains, against 4.7 A for the displaced mode
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -50,7 +50,9 @@ BATCH = 100                 # particles projected at once
 class DomainFit:
     """One state's fit: ``coords`` (M, 3) the fitted model (physical frame); ``score_start``
     and ``score`` the objective at the displaced model and after the fit; per domain the
-    fit's ``rotation_deg`` and ``translation_A`` beyond the displaced model's motion."""
+    fit's ``rotation_deg`` and ``translation_A`` beyond the displaced model's motion, and
+    ``transforms``: ``(R, p, q)`` taking the model's atoms ``x`` (physical frame) to
+    ``R (x - p) + q``."""
 
     coords: np.ndarray
     score_start: float
@@ -59,6 +61,7 @@ class DomainFit:
     translation_A: list[float]
     particles: int
     seconds: float
+    transforms: list = field(default_factory=list, repr=False)
 
     def summary(self) -> dict:
         return {"score_start": round(self.score_start, 5), "score": round(self.score, 5),
@@ -88,98 +91,121 @@ def nearest_particles(result: Result, z: np.ndarray, n: int) -> np.ndarray:
     return np.argsort(d, kind="stable")[:min(int(n), len(zs))]
 
 
-def fit_domains(result: Result, model, displaced: np.ndarray, domains: Domains, z: np.ndarray,
-                interpolator, particles: int = PARTICLES, steps: int = STEPS, lr: float = LEARNING_RATE,
-                width: float = WIDTH, indices=None) -> DomainFit:
-    """The model (``AtomicModel``, physical frame) with its ``domains`` fitted as rigid
-    bodies to the particles nearest latent ``z``, starting from ``displaced`` (M, 3), the
-    model displaced to ``z``. ``interpolator``: the model's
-    :class:`~gaussianem.model.displace.AtomInterpolator` (``Result.interpolator``).
-    ``indices``: fit to these particles (0-based rows of the training particle file)
-    instead of the ``particles`` nearest ``z``."""
-    t0 = time.perf_counter()
-    dev = result.device
-    x0 = np.asarray(model.coords, dtype=np.float64)
-    displaced = np.asarray(displaced, dtype=np.float64)
-    if displaced.shape != x0.shape or len(domains.atom_labels) != len(x0):
-        raise InputError(f"the displaced model ({displaced.shape}) and domains ({len(domains.atom_labels)} "
-                         f"atoms) must match the model ({len(x0)} atoms)")
-    z = result.check_z(z)[0]
-    with torch.no_grad():
-        amp = result.decode(z[None])["amp_factor"].float().cpu()[0].clamp(0, 1).double()
-    weights = (amp[interpolator.idx] * interpolator.weights).sum(-1)          # (M,) per atom
-    weights = weights * torch.from_numpy(model.atomic_numbers().astype(np.float64))
-    images, phys = result.particle_source()
-    if indices is None:
-        idx = nearest_particles(result, z, particles)
-    else:
-        idx = np.unique(np.asarray(indices, dtype=np.int64))
-        if len(idx) == 0 or idx[0] < 0 or idx[-1] >= len(images):
-            raise InputError(f"particle indices must lie in 0..{len(images) - 1}, got {len(idx)} indices")
-    box = result.model_config.box
-    groups = [np.flatnonzero(domains.atom_labels == k) for k in range(domains.n)]
-    starts = []
-    for g in groups:
-        r, pc, qc = kabsch(x0[g], displaced[g])
-        starts.append([torch.tensor(a, dtype=torch.float32, device=dev) for a in (r, pc, qc)])
-    atoms = torch.from_numpy(result.grid.to_engine(x0).astype(np.float32)).to(dev)
-    centre = torch.from_numpy(np.asarray(result.grid.centre, dtype=np.float32)).to(dev)
-    amps = weights.float().to(dev)
-    widths = torch.full((len(x0),), float(width), device=dev)
-    gidx = [torch.from_numpy(g).to(dev) for g in groups]
-    params = [torch.zeros(3, device=dev, requires_grad=True) for _ in range(2 * len(groups))]
+class StateParticles:
+    """The particles of one state, read and normalised as training reads them, and the
+    matched-filter score of a model against them (:meth:`score`). ``z``: the state's
+    latent (the atoms are weighted by the decoded amplitude factor there); ``indices``:
+    the particles (default: the ``particles`` nearest ``z``)."""
 
-    def place(fit: bool = True) -> torch.Tensor:
-        """Atoms (M, 3), engine frame, with each domain's start (and fitted) motion."""
-        parts = []
-        for k, g in enumerate(gidx):
-            r, pc, qc = starts[k]
-            if fit:
-                r = rotation_matrix(params[2 * k]) @ r
-            y = (atoms[g] + centre - pc) @ r.T + qc - centre
-            parts.append(y + TRANSLATION_UNIT * params[2 * k + 1] if fit else y)
-        out = torch.zeros_like(atoms)
-        for g, y in zip(gidx, parts):
-            out = out.index_copy(0, g, y)
-        return out
+    def __init__(self, result: Result, model, z: np.ndarray, interpolator, particles: int = PARTICLES,
+                 indices=None, width: float = WIDTH):
+        self.result, self.device = result, result.device
+        z = result.check_z(z)[0]
+        with torch.no_grad():
+            amp = result.decode(z[None])["amp_factor"].float().cpu()[0].clamp(0, 1).double()
+        weights = (amp[interpolator.idx] * interpolator.weights).sum(-1)          # (M,) per atom
+        weights = weights * torch.from_numpy(model.atomic_numbers().astype(np.float64))
+        images, self.phys = result.particle_source()
+        if indices is None:
+            idx = nearest_particles(result, z, particles)
+        else:
+            idx = np.unique(np.asarray(indices, dtype=np.int64))
+            if len(idx) == 0 or idx[0] < 0 or idx[-1] >= len(images):
+                raise InputError(f"particle indices must lie in 0..{len(images) - 1}, got {len(idx)} indices")
+        self.n = len(idx)
+        self.box = result.model_config.box
+        self.amps = weights.float().to(self.device)
+        self.widths = torch.full((len(weights),), float(width), device=self.device)
+        self.centre = torch.from_numpy(np.asarray(result.grid.centre, dtype=np.float32)).to(self.device)
+        self.batches = []
+        for s in range(0, len(idx), BATCH):
+            part = idx[s:s + BATCH]
+            raw = images.__getitems__(part)["image"].to(self.device)
+            self.batches.append((torch.as_tensor(part, device=self.device),
+                                 intensity.normalise(raw, result.image_std, self.phys.remove_offset)))
 
-    batches = []
-    for s in range(0, len(idx), BATCH):
-        part = idx[s:s + BATCH]
-        raw = images.__getitems__(part)["image"].to(dev)
-        batches.append((torch.as_tensor(part, device=dev),
-                        intensity.normalise(raw, result.image_std, phys.remove_offset)))
+    def engine(self, xyz: np.ndarray) -> torch.Tensor:
+        """Physical-frame coordinates (M, 3) as the engine-frame tensor :meth:`score` takes."""
+        return torch.from_numpy(self.result.grid.to_engine(xyz).astype(np.float32)).to(self.device)
 
-    def score(x: torch.Tensor, backward: bool = False) -> float:
+    def score(self, x: torch.Tensor, backward: bool = False) -> float:
+        """Mean over the particles of <projection, image> / |projection| for atoms ``x``
+        (M, 3), engine frame; with ``backward`` its negative's gradient is accumulated."""
         total = 0.0
-        for part, imgs in batches:
-            p = phys.project(x, amps, widths, part, box)
+        for part, imgs in self.batches:
+            p = self.phys.project(x, self.amps, self.widths, part, self.box)
             s = (p * imgs).sum((-2, -1)) / p.pow(2).sum((-2, -1)).sqrt().clamp_min(1e-6)
-            s = s.sum() / len(idx)
+            s = s.sum() / self.n
             if backward:
                 (-s).backward(retain_graph=True)
             total += float(s.detach())
         return total
 
+
+def fit_domains(result: Result, model, displaced: np.ndarray, domains: Domains, z: np.ndarray,
+                interpolator, particles: int = PARTICLES, steps: int = STEPS, lr: float = LEARNING_RATE,
+                width: float = WIDTH, indices=None, state: StateParticles | None = None) -> DomainFit:
+    """The model (``AtomicModel``, physical frame) with its ``domains`` fitted as rigid
+    bodies to the particles nearest latent ``z``, starting from ``displaced`` (M, 3), the
+    model displaced to ``z``. ``interpolator``: the model's
+    :class:`~gaussianem.model.displace.AtomInterpolator` (``Result.interpolator``).
+    ``indices``: fit to these particles (0-based rows of the training particle file)
+    instead of the ``particles`` nearest ``z``; ``state``: the state's particles, already
+    read."""
+    t0 = time.perf_counter()
+    x0 = np.asarray(model.coords, dtype=np.float64)
+    displaced = np.asarray(displaced, dtype=np.float64)
+    if displaced.shape != x0.shape or len(domains.atom_labels) != len(x0):
+        raise InputError(f"the displaced model ({displaced.shape}) and domains ({len(domains.atom_labels)} "
+                         f"atoms) must match the model ({len(x0)} atoms)")
+    state = state or StateParticles(result, model, z, interpolator, particles, indices, width)
+    dev = state.device
+    groups = [np.flatnonzero(domains.atom_labels == k) for k in range(domains.n)]
+    starts = []
+    for g in groups:
+        r, pc, qc = kabsch(x0[g], displaced[g])
+        starts.append([torch.tensor(a, dtype=torch.float32, device=dev) for a in (r, pc, qc)])
+    atoms = torch.from_numpy(x0.astype(np.float32)).to(dev)
+    gidx = [torch.from_numpy(g).to(dev) for g in groups]
+    params = [torch.zeros(3, device=dev, requires_grad=True) for _ in range(2 * len(groups))]
+
+    def motions(fit: bool = True):
+        """Per domain (R, p, q): x -> R (x - p) + q, physical frame."""
+        out = []
+        for k in range(len(groups)):
+            r, pc, qc = starts[k]
+            if fit:
+                r, qc = rotation_matrix(params[2 * k]) @ r, qc + TRANSLATION_UNIT * params[2 * k + 1]
+            out.append((r, pc, qc))
+        return out
+
+    def place(fit: bool = True) -> torch.Tensor:
+        """Atoms (M, 3), engine frame, with each domain's start (and fitted) motion."""
+        out = torch.zeros_like(atoms)
+        for g, (r, pc, qc) in zip(gidx, motions(fit)):
+            out = out.index_copy(0, g, (atoms[g] - pc) @ r.T + qc)
+        return out - state.centre
+
     with torch.no_grad():
-        first = score(place(fit=False))
+        first = state.score(place(fit=False))
     opt = torch.optim.Adam(params, lr=lr)
     with torch.enable_grad():
         for _ in range(int(steps)):
             opt.zero_grad()
-            score(place(), backward=True)
+            state.score(place(), backward=True)
             opt.step()
     with torch.no_grad():
         x = place()
-        last = score(x)
+        last = state.score(x)
         if not last > first:                       # never worse than the displaced model
             x, last = place(fit=False), first
             for p in params:
                 p.zero_()
+        transforms = [tuple(a.double().cpu().numpy() for a in m) for m in motions()]
     fitted = interpolator.keep_bonds(result.grid.to_physical(x.double().cpu().numpy()))
     rot = [float(np.degrees(params[2 * k].detach().norm().cpu())) for k in range(len(groups))]
     shift = [float(TRANSLATION_UNIT * params[2 * k + 1].detach().norm().cpu()) for k in range(len(groups))]
-    return DomainFit(fitted, first, last, rot, shift, len(idx), time.perf_counter() - t0)
+    return DomainFit(fitted, first, last, rot, shift, state.n, time.perf_counter() - t0, transforms)
 
 
 SEGMENT_STATES = 16         # k-means centres of the latents the domains are found from
