@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200, steps: int = 80) -> dict:
     from realistic import Motion, RealisticSpec
     from gaussianem.analysis import evaluate as ev
-    from gaussianem.analysis.domain_fit import fit_domains, model_domains
+    from gaussianem.analysis.domain_fit import fit_domains, model_domains, usable_particles
     from gaussianem.analysis.domains import Domains
     from gaussianem.analysis.reference import model_latent
     from gaussianem.analysis.result import load_result
@@ -69,6 +69,7 @@ def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200
     else:
         dom = model_domains(res, fitted, interp, ref)
     seg_seconds = time.perf_counter() - t0
+    usable, note = usable_particles(res)                  # as generate: the run's junk left out
     agree = float(max(((dom.atom_labels == k) == moving).mean() for k in range(dom.n)))
     good = ~truth["junk"].astype(bool) & truth["present"].astype(bool)
     levels, t = truth["eval_motion"], truth["motion"]
@@ -78,7 +79,7 @@ def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200
         z = np.median(res.z[good & (np.abs(t - level) <= half * 0.5 + 1e-6)], axis=0).astype(np.float32)
         true = motion.coords(float(level))
         moved = res.displace_model(fitted, z[None], interpolator=interp, reference=ref)
-        fit = fit_domains(res, fitted, moved.coords, dom, z, interp, particles=particles, steps=steps)
+        fit = fit_domains(res, fitted, moved.coords, dom, z, interp, particles=particles, steps=steps, usable=usable)
 
         def rmsd(x, sel=moving):
             return round(float(np.sqrt(((x - true)[sel] ** 2).sum(-1).mean())), 3)
@@ -94,6 +95,7 @@ def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200
     mean = {k: round(float(np.mean([r["moving_rmsd"][k] for r in rows])), 3) for k in rows[0]["moving_rmsd"]}
     return {"cell": cell, "run": run, "motion": spec.motion, "domains": domains, "found": dom.summary(),
             "segmentation_agreement": round(agree, 4), "segmentation_seconds": round(seg_seconds, 1),
+            "left_out": note, "usable_particles": int(usable.sum()),
             "particles": particles, "steps": steps, "rows": rows, "mean_moving_rmsd": mean,
             "max_moving_rmsd": {k: max(r["moving_rmsd"][k] for r in rows) for k in rows[0]["moving_rmsd"]}}
 

@@ -35,8 +35,10 @@ import torch
 from gaussianem.analysis.clusters import kmeans
 from gaussianem.analysis.domains import Domains, kabsch, segment
 from gaussianem.analysis.result import Result
+from gaussianem.analysis.selection import source_particles
 from gaussianem.errors import InputError
 from gaussianem.model import intensity
+from gaussianem.train import health
 
 PARTICLES = 200
 STEPS = 80
@@ -82,12 +84,39 @@ def rotation_matrix(w: torch.Tensor) -> torch.Tensor:
     return torch.eye(3, dtype=w.dtype, device=w.device) + a * k + b * (k @ k)
 
 
-def nearest_particles(result: Result, z: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the ``n`` particles whose latents lie nearest ``z`` (nearest first)."""
+def usable_particles(result: Result) -> tuple[np.ndarray, str]:
+    """((N,) bool, note): the particles a fit may use. All of them, less the motion
+    outliers when they are over ``OUTLIER_WARNING`` of the particles and the low-signal
+    particles when they are over ``LOW_SIGNAL_WARNING`` (the run health's rules for junk,
+    :mod:`gaussianem.train.health`, computed afresh so that runs judged before them count
+    too). On a clean run nothing is left out: particles without a subunit, say, stay."""
+    zs = result.require_z()
+    ok = np.ones(len(zs), dtype=bool)
+    notes = []
+    moved = health.particle_motion(result.model, zs)
+    out = moved > health.outlier_cut(moved)
+    if out.mean() > health.OUTLIER_WARNING:
+        ok &= ~out
+        notes.append(f"{int(out.sum())} motion outliers")
+    low = result.intensity.low_signal(source_particles(result).optics_group)
+    if low.mean() > health.LOW_SIGNAL_WARNING:
+        ok &= ~low
+        notes.append(f"{int(low.sum())} low-signal particles")
+    return ok, ("left out: " + " and ".join(notes) + " (the run's junk)") if notes else ""
+
+
+def nearest_particles(result: Result, z: np.ndarray, n: int, usable: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the ``n`` particles whose latents lie nearest ``z`` (nearest first),
+    among the ``usable`` ones ((N,) bool; default all)."""
     zs = result.require_z()
     if n < 1:
         raise InputError(f"the number of particles to fit to must be at least 1, got {n}")
     d = np.linalg.norm(zs - np.asarray(z, dtype=np.float32)[None], axis=1)
+    if usable is not None:
+        d = np.where(usable, d, np.inf)
+        n = min(int(n), int(np.count_nonzero(usable)))
+        if n == 0:
+            raise InputError("no particle is left to fit to: all are motion outliers or low-signal particles")
     return np.argsort(d, kind="stable")[:min(int(n), len(zs))]
 
 
@@ -95,10 +124,11 @@ class StateParticles:
     """The particles of one state, read and normalised as training reads them, and the
     matched-filter score of a model against them (:meth:`score`). ``z``: the state's
     latent (the atoms are weighted by the decoded amplitude factor there); ``indices``:
-    the particles (default: the ``particles`` nearest ``z``)."""
+    the particles (default: the ``particles`` nearest ``z`` among the ``usable`` ones,
+    :func:`usable_particles`)."""
 
     def __init__(self, result: Result, model, z: np.ndarray, interpolator, particles: int = PARTICLES,
-                 indices=None, width: float = WIDTH):
+                 indices=None, width: float = WIDTH, usable: np.ndarray | None = None):
         self.result, self.device = result, result.device
         z = result.check_z(z)[0]
         with torch.no_grad():
@@ -107,7 +137,7 @@ class StateParticles:
         weights = weights * torch.from_numpy(model.atomic_numbers().astype(np.float64))
         images, self.phys = result.particle_source()
         if indices is None:
-            idx = nearest_particles(result, z, particles)
+            idx = nearest_particles(result, z, particles, usable)
         else:
             idx = np.unique(np.asarray(indices, dtype=np.int64))
             if len(idx) == 0 or idx[0] < 0 or idx[-1] >= len(images):
@@ -144,21 +174,22 @@ class StateParticles:
 
 def fit_domains(result: Result, model, displaced: np.ndarray, domains: Domains, z: np.ndarray,
                 interpolator, particles: int = PARTICLES, steps: int = STEPS, lr: float = LEARNING_RATE,
-                width: float = WIDTH, indices=None, state: StateParticles | None = None) -> DomainFit:
+                width: float = WIDTH, indices=None, state: StateParticles | None = None,
+                usable: np.ndarray | None = None) -> DomainFit:
     """The model (``AtomicModel``, physical frame) with its ``domains`` fitted as rigid
     bodies to the particles nearest latent ``z``, starting from ``displaced`` (M, 3), the
     model displaced to ``z``. ``interpolator``: the model's
     :class:`~gaussianem.model.displace.AtomInterpolator` (``Result.interpolator``).
     ``indices``: fit to these particles (0-based rows of the training particle file)
-    instead of the ``particles`` nearest ``z``; ``state``: the state's particles, already
-    read."""
+    instead of the ``particles`` nearest ``z`` (among the ``usable`` ones, (N,) bool,
+    :func:`usable_particles`); ``state``: the state's particles, already read."""
     t0 = time.perf_counter()
     x0 = np.asarray(model.coords, dtype=np.float64)
     displaced = np.asarray(displaced, dtype=np.float64)
     if displaced.shape != x0.shape or len(domains.atom_labels) != len(x0):
         raise InputError(f"the displaced model ({displaced.shape}) and domains ({len(domains.atom_labels)} "
                          f"atoms) must match the model ({len(x0)} atoms)")
-    state = state or StateParticles(result, model, z, interpolator, particles, indices, width)
+    state = state or StateParticles(result, model, z, interpolator, particles, indices, width, usable)
     dev = state.device
     groups = [np.flatnonzero(domains.atom_labels == k) for k in range(domains.n)]
     starts = []
@@ -231,12 +262,15 @@ def fitted_models(result: Result, model, z: np.ndarray, interpolator, reference=
     rigid domains fitted to that state's particles (:func:`fit_domains`)."""
     z = result.check_z(z)
     domains = model_domains(result, model, interpolator, reference)
-    progress(f"rigid domains: {domains.n} ({', '.join(str(s) for s in domains.sizes())} residues)")
+    usable, note = usable_particles(result)
+    progress(f"rigid domains: {domains.n} ({', '.join(str(s) for s in domains.sizes())} residues)"
+             + (f"; {note}" if note else ""))
     moved = result.displace_model(model, z, interpolator=interpolator, reference=reference)
     moved = moved if isinstance(moved, list) else [moved]
     models, fits = [], []
     for i, (zi, m) in enumerate(zip(z, moved)):
-        fit = fit_domains(result, model, m.coords, domains, zi, interpolator, particles=particles, steps=steps)
+        fit = fit_domains(result, model, m.coords, domains, zi, interpolator, particles=particles, steps=steps,
+                          usable=usable)
         progress(f"state {i + 1}/{len(z)}: domains fitted to {fit.particles} particles, score "
                  f"{fit.score_start:.4g} -> {fit.score:.4g}, rotations "
                  f"{', '.join(f'{r:.1f}' for r in fit.rotation_deg)} deg ({fit.seconds:.0f} s)")

@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from gaussianem.analysis.domain_fit import fit_domains, nearest_particles, rotation_matrix
+from gaussianem.analysis.domain_fit import fit_domains, nearest_particles, rotation_matrix, usable_particles
 from gaussianem.analysis.domains import Domains, _merge_short_runs, residue_displacements, segment
 from gaussianem.analysis.result import load_result
+from gaussianem.analysis.selection import source_particles
 from gaussianem.cli.main import main
 from gaussianem.errors import InputError
 from gaussianem.io.models import bond_length_rms_change, bond_pairs, read_model
@@ -114,6 +115,27 @@ def test_nearest_particles(tiny_result):
     assert near[0] == 5 or np.allclose(r.z[near[0]], r.z[5])
     d = np.linalg.norm(r.z - r.z[5], axis=1)
     assert d[near].max() <= np.sort(d)[9] + 1e-6
+    usable = np.ones(len(r.z), bool)
+    usable[near[:5]] = False                           # left out: never chosen, the next ones instead
+    near2 = nearest_particles(r, r.z[5], 10, usable)
+    assert not set(near2) & set(near[:5]) and len(near2) == 10
+    assert d[near2].max() <= np.sort(d[usable])[9] + 1e-6
+    with pytest.raises(InputError, match="no particle is left"):
+        nearest_particles(r, r.z[5], 10, np.zeros(len(r.z), bool))
+
+
+def test_usable_particles_leave_out_only_a_runs_junk(tiny_result, noise_run):
+    """A clean run keeps every particle; a run whose images are all noise has its
+    low-signal particles left out (here: over 5% of them, so the rule applies)."""
+    ok, note = usable_particles(load_result(tiny_result))
+    assert ok.all() and note == ""
+    r = load_result(noise_run)
+    ok, note = usable_particles(r)
+    low = r.intensity.low_signal(np.asarray(source_particles(r).optics_group))
+    if low.mean() > 0.05:
+        assert not ok[low].any() and "low-signal" in note
+    else:
+        assert ok[low].all()
 
 
 def test_generate_fit_domains(tiny_trained, tiny_sim, tmp_path, capsys):
