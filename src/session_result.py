@@ -24,7 +24,8 @@ run's consensus map file is there, else rendered from the Gaussians ("gaussians"
 Moving to a latent changes the models in place: the Volume's data is replaced (its
 surface levels, colours and style stay as the user set them) and the atomic model's
 coordinates are set to its coordinates at opening plus the displacements interpolated
-from the Gaussians (the interpolation weights are computed once per model).
+from the Gaussians, relative to the latent the model stands for (:mod:`.live_model`; the
+interpolation weights are computed once per model).
 
 The session's GaussianEM state (:class:`GaussianEMState`, a ChimeraX state manager)
 holds the current result: ``close session`` clears it, and a ChimeraX session file
