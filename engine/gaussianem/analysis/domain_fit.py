@@ -27,7 +27,7 @@ mean heavy-atom RMSD with the true domains, against 4.7 A for the displaced mode
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ import torch
 from gaussianem.analysis.clusters import kmeans
 from gaussianem.analysis.domains import Domains, kabsch, segment
 from gaussianem.analysis.result import Result
-from gaussianem.analysis.selection import source_particles
+from gaussianem.analysis.selection import select_particles
 from gaussianem.errors import InputError
 from gaussianem.model import intensity
 from gaussianem.train import health
@@ -52,9 +52,7 @@ BATCH = 100                 # particles projected at once
 class DomainFit:
     """One state's fit: ``coords`` (M, 3) the fitted model (physical frame); ``score_start``
     and ``score`` the objective at the displaced model and after the fit; per domain the
-    fit's ``rotation_deg`` and ``translation_A`` beyond the displaced model's motion, and
-    ``transforms``: ``(R, p, q)`` taking the model's atoms ``x`` (physical frame) to
-    ``R (x - p) + q``."""
+    fit's ``rotation_deg`` and ``translation_A`` beyond the displaced model's motion."""
 
     coords: np.ndarray
     score_start: float
@@ -63,7 +61,6 @@ class DomainFit:
     translation_A: list[float]
     particles: int
     seconds: float
-    transforms: list = field(default_factory=list, repr=False)
 
     def summary(self) -> dict:
         return {"score_start": round(self.score_start, 5), "score": round(self.score, 5),
@@ -89,19 +86,17 @@ def usable_particles(result: Result) -> tuple[np.ndarray, str]:
     outliers when they are over ``OUTLIER_WARNING`` of the particles and the low-signal
     particles when they are over ``LOW_SIGNAL_WARNING`` (the run health's rules for junk,
     :mod:`gaussianem.train.health`, computed afresh so that runs judged before them count
-    too). On a clean run nothing is left out: particles without a subunit, say, stay."""
-    zs = result.require_z()
-    ok = np.ones(len(zs), dtype=bool)
+    too; the particles are those of :func:`~gaussianem.analysis.selection.select_particles`
+    with ``outliers`` and ``low_signal``). On a clean run nothing is left out: particles
+    without a subunit, say, stay."""
+    ok = np.ones(len(result.require_z()), dtype=bool)
     notes = []
-    moved = health.particle_motion(result.model, zs)
-    out = moved > health.outlier_cut(moved)
-    if out.mean() > health.OUTLIER_WARNING:
-        ok &= ~out
-        notes.append(f"{int(out.sum())} motion outliers")
-    low = result.intensity.low_signal(source_particles(result).optics_group)
-    if low.mean() > health.LOW_SIGNAL_WARNING:
-        ok &= ~low
-        notes.append(f"{int(low.sum())} low-signal particles")
+    for kind, limit, name in (("outliers", health.OUTLIER_WARNING, "motion outliers"),
+                              ("low_signal", health.LOW_SIGNAL_WARNING, "low-signal particles")):
+        chosen = select_particles(result, **{kind: True}).indices
+        if len(chosen) > limit * len(ok):
+            ok[chosen] = False
+            notes.append(f"{len(chosen)} {name}")
     return ok, ("left out: " + " and ".join(notes) + " (the run's junk)") if notes else ""
 
 
@@ -129,7 +124,7 @@ class StateParticles:
 
     def __init__(self, result: Result, model, z: np.ndarray, interpolator, particles: int = PARTICLES,
                  indices=None, width: float = WIDTH, usable: np.ndarray | None = None):
-        self.result, self.device = result, result.device
+        self.device = result.device
         z = result.check_z(z)[0]
         with torch.no_grad():
             amp = result.decode(z[None])["amp_factor"].float().cpu()[0].clamp(0, 1).double()
@@ -153,10 +148,6 @@ class StateParticles:
             raw = images.__getitems__(part)["image"].to(self.device)
             self.batches.append((torch.as_tensor(part, device=self.device),
                                  intensity.normalise(raw, result.image_std, self.phys.remove_offset)))
-
-    def engine(self, xyz: np.ndarray) -> torch.Tensor:
-        """Physical-frame coordinates (M, 3) as the engine-frame tensor :meth:`score` takes."""
-        return torch.from_numpy(self.result.grid.to_engine(xyz).astype(np.float32)).to(self.device)
 
     def score(self, x: torch.Tensor, backward: bool = False) -> float:
         """Mean over the particles of <projection, image> / |projection| for atoms ``x``
@@ -232,11 +223,10 @@ def fit_domains(result: Result, model, displaced: np.ndarray, domains: Domains, 
             x, last = place(fit=False), first
             for p in params:
                 p.zero_()
-        transforms = [tuple(a.double().cpu().numpy() for a in m) for m in motions()]
     fitted = interpolator.keep_bonds(result.grid.to_physical(x.double().cpu().numpy()))
     rot = [float(np.degrees(params[2 * k].detach().norm().cpu())) for k in range(len(groups))]
     shift = [float(TRANSLATION_UNIT * params[2 * k + 1].detach().norm().cpu()) for k in range(len(groups))]
-    return DomainFit(fitted, first, last, rot, shift, state.n, time.perf_counter() - t0, transforms)
+    return DomainFit(fitted, first, last, rot, shift, state.n, time.perf_counter() - t0)
 
 
 SEGMENT_STATES = 16         # k-means centres of the latents the domains are found from

@@ -101,7 +101,7 @@ def _residuals(centres: np.ndarray, disp: np.ndarray, labels: np.ndarray, k: int
     return err
 
 
-def runs(labels: np.ndarray):
+def _runs(labels: np.ndarray):
     """(starts, ends) of the runs of equal labels."""
     starts = np.r_[0, np.flatnonzero(np.diff(labels)) + 1]
     return starts, np.r_[starts[1:], len(labels)]
@@ -115,7 +115,7 @@ def _merge_short_runs(labels: np.ndarray, err: np.ndarray, chains: np.ndarray, m
         idx = np.flatnonzero(chains == chain)
         while True:
             lab = labels[idx]
-            starts, ends = runs(lab)
+            starts, ends = _runs(lab)
             if len(starts) < 2:
                 break
             i = int(np.argmin(ends - starts))

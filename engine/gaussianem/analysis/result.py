@@ -131,7 +131,8 @@ class Result:
         images, phys = self.particle_source(particles, datadir)
         idx = torch.as_tensor(np.atleast_1d(indices), dtype=torch.long)
         if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(images)):
-            raise ResultError(f"particle indices must lie in 0..{len(images) - 1} for {self._encode_cache[0][0]}")
+            raise ResultError(f"particle indices must lie in 0..{len(images) - 1} for "
+                              f"{particles or self.config['train']['particles']}")
         out = [np.zeros((0, self.model_config.zdim), np.float32)]
         for start in range(0, len(idx), 256):            # batched reads, bounded memory
             part = idx[start:start + 256]
