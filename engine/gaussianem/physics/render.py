@@ -75,19 +75,67 @@ def _project_fourier(centres, amplitudes, widths, rotations, shifts, box, apix, 
     s_px = widths.to(dtype) / apix[:, None]                        # (B, N) width in pixels
     # Fourier transform of sum_z of a 3D Gaussian (voxel units): a (2 pi)^{3/2} s^3.
     w = amplitudes.to(dtype) * (TWO_PI ** 1.5) * s_px ** 3           # (B, N)
-    out = torch.zeros(B, box, box // 2 + 1, dtype=torch.complex64, device=device)
-    N = xy.shape[1]
-    for start in range(0, N, chunk):
-        sl = slice(start, min(N, start + chunk))
-        s2 = (s_px[:, sl] ** 2)[..., None]                           # (B, n, 1)
-        px, py = xy[:, sl, 0:1], xy[:, sl, 1:2]
-        # separable factors: envelope and phase per axis
-        ex = torch.exp(-2 * math.pi ** 2 * s2 * kx ** 2)             # (B, n, W)
-        ey = torch.exp(-2 * math.pi ** 2 * s2 * ky ** 2)             # (B, n, H)
-        fx = torch.polar(ex, -TWO_PI * px * kx)                      # (B, n, W)
-        fy = torch.polar(ey * w[:, sl, None], -TWO_PI * py * ky)     # (B, n, H)
-        out = out + torch.bmm(fy.transpose(1, 2), fx)                # (B, H, W)
-    return out
+    return _SeparableSum.apply(xy[..., 0].contiguous(), xy[..., 1].contiguous(), s_px.contiguous(),
+                               w.contiguous(), kx, ky, chunk)
+
+
+def _factors(px, py, s, kx, ky):
+    """Each Gaussian's separable factors, without its weight: (B, n, W) along x and
+    (B, n, H) along y, envelope exp(-2 pi^2 s^2 k^2) and phase exp(-2 pi i p k)."""
+    c = (-2 * math.pi ** 2) * (s * s)[..., None]
+    fx = torch.polar(torch.exp(c * (kx * kx)), (-TWO_PI * px)[..., None] * kx)
+    fy = torch.polar(torch.exp(c * (ky * ky)), (-TWO_PI * py)[..., None] * ky)
+    return fx, fy
+
+
+class _SeparableSum(torch.autograd.Function):
+    """F[b] = sum_n w[b, n] fy[b, n]^T fx[b, n] (a batched complex matrix product, chunked
+    over Gaussians), with an analytic backward that recomputes the factors chunk by chunk
+    instead of keeping them: nothing of size B x N x box is held between the passes, and
+    the backward is a few fused passes instead of autograd's chain through exp and polar.
+
+    With U = conj(G) fx^T and V = fy^T conj(G) (G: the gradient of the output), and
+    RA = fy U, RB = fx V, the gradients are dw = Re sum RB, dpy = 2 pi w sum ky Im RA,
+    dpx = 2 pi w sum kx Im RB, ds = -4 pi^2 s w (sum ky^2 Re RA + sum kx^2 Re RB)."""
+
+    @staticmethod
+    def forward(ctx, px, py, s, w, kx, ky, chunk):
+        ctx.save_for_backward(px, py, s, w, kx, ky)
+        ctx.chunk = chunk
+        B, N = px.shape
+        out = torch.zeros(B, len(ky), len(kx), dtype=torch.complex64, device=px.device)
+        for start in range(0, N, chunk):
+            sl = slice(start, min(N, start + chunk))
+            fx, fy = _factors(px[:, sl], py[:, sl], s[:, sl], kx, ky)
+            fx.mul_(w[:, sl, None])
+            out.baddbmm_(fy.transpose(1, 2), fx)                          # (B, H, W)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        px, py, s, w, kx, ky = ctx.saved_tensors
+        B, N = px.shape
+        gc = grad.conj().resolve_conj()                                   # (B, H, W)
+        # reductions over the frequency axis as one product each with view_as_real's layout
+        ma = torch.stack([torch.stack([ky * ky, torch.zeros_like(ky)], -1),
+                          torch.stack([torch.zeros_like(ky), ky], -1)], 1).reshape(2 * len(ky), 2)
+        mb = torch.stack([torch.stack([kx * kx, torch.zeros_like(kx), torch.ones_like(kx)], -1),
+                          torch.stack([torch.zeros_like(kx), kx, torch.zeros_like(kx)], -1)], 1
+                         ).reshape(2 * len(kx), 3)
+        sums_a = torch.empty(B, N, 2, device=px.device)                  # sum ky^2 Re RA, ky Im RA
+        sums_b = torch.empty(B, N, 3, device=px.device)                  # kx^2 Re RB, kx Im RB, Re RB
+        for start in range(0, N, ctx.chunk):
+            sl = slice(start, min(N, start + ctx.chunk))
+            fx, fy = _factors(px[:, sl], py[:, sl], s[:, sl], kx, ky)
+            ra = torch.bmm(fx, gc.transpose(1, 2)).mul_(fy)               # (B, n, H)
+            rb = torch.bmm(fy, gc).mul_(fx)                               # (B, n, W)
+            sums_a[:, sl] = torch.view_as_real(ra).flatten(-2) @ ma
+            sums_b[:, sl] = torch.view_as_real(rb).flatten(-2) @ mb
+        dpx = TWO_PI * w * sums_b[..., 1]
+        dpy = TWO_PI * w * sums_a[..., 1]
+        ds = (-4 * math.pi ** 2) * s * w * (sums_a[..., 0] + sums_b[..., 0])
+        return dpx, dpy, ds, sums_b[..., 2], None, None, None
 
 
 def project(centres, amplitudes, widths, rotations, shifts, box: int, apix,
