@@ -76,6 +76,10 @@ def build_base_gaussians(cfg: TrainConfig, vol: np.ndarray, grid: Grid, device, 
     else:
         base = init_from_map(vol, grid.apix, n=cfg.num_gaussians, method=cfg.init,
                              threshold=cfg.threshold, seed=cfg.seed, device=device)
+    if cfg.init != "model" and cfg.num_gaussians and len(base) < cfg.num_gaussians:
+        progress.message(f"warning: --num-gaussians {cfg.num_gaussians}: the consensus map has only "
+                         f"{len(base)} voxels above the threshold at {grid.apix:.3f} A, one Gaussian each at "
+                         f"most: using {len(base)} (a lower --threshold or a finer map allows more)")
     progress.message(f"fitting {len(base)} Gaussians to the consensus map")
     base, report = fit_to_map(base, vol, grid.apix, steps=cfg.fit_steps, fit_centres=True, device=device)
     return base, report

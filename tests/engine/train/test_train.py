@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import mrcfile
 import numpy as np
@@ -15,7 +14,6 @@ import torch
 
 from gaussianem.analysis.result import load_result
 from gaussianem.errors import TrainingError
-from gaussianem.io.images import ParticleImages
 from gaussianem.io.particles import load_particles
 from gaussianem.train.config import TrainConfig
 from gaussianem.train.loop import train
@@ -383,6 +381,24 @@ def test_fine_consensus_map_is_fitted_at_the_training_pixel_size(tiny_sim, tmp_p
     with open(out / "config.json") as f:
         assert json.load(f)["fit"]["correlation"] > 0.8
     assert res.volume(res.z[:1]).shape[-3:] == (32, 32, 32)
+
+
+def test_more_gaussians_than_the_map_holds_is_said(tiny_sim, tmp_path):
+    """--num-gaussians beyond the voxels above the threshold cannot all be placed: the
+    run says how many it uses instead of silently using fewer (an H200 run asked for
+    20,000 and fitted 2,870 without a word)."""
+    from gaussianem.io.mrc import read_map
+    from gaussianem.progress import Progress
+    from gaussianem.train.prepare import build_base_gaussians
+    from gaussianem.physics.grid import Grid
+    vol, apix, origin = read_map(str(tiny_sim / "consensus.mrc"))
+    msgs = []
+    progress = Progress("none")
+    progress.message = msgs.append
+    cfg = cfg_for(tiny_sim, tmp_path / "many", num_gaussians=10 ** 6, fit_steps=2)
+    base, _ = build_base_gaussians(cfg, vol, Grid(vol.shape[0], apix, origin), "cpu", progress)
+    assert len(base) < 10 ** 6
+    assert any(m.startswith("warning: --num-gaussians 1000000") and f"using {len(base)}" in m for m in msgs), msgs
 
 
 def _torchrun(args, timeout=400):
