@@ -57,7 +57,8 @@ class TrainConfig:
     zdim_comp: int | None = option(None, "split latent, compositional part: changes amplitudes only",
                                    default_text=str(DEFAULT_SPLIT[1]))
     downsample: int | None = option(None, "train at this box (Fourier cropping)", default_text="min(box, 128)")
-    num_gaussians: int | None = option(None, "number of Gaussians (at most one per map voxel above the threshold)", default_text=(
+    num_gaussians: int | None = option(
+        None, "number of Gaussians (at most one per map voxel above the threshold)", default_text=(
         "one per residue's worth of the molecule's volume, measured on the map smoothed to 2 A sigma: about "
         "1.2 per residue"))
     init: str = option("kmeans", "Gaussian initialisation ('model' needs --model)",
