@@ -118,11 +118,11 @@ class _SeparableSum(torch.autograd.Function):
         B, N = px.shape
         gc = grad.conj().resolve_conj()                                   # (B, H, W)
         # reductions over the frequency axis as one product each with view_as_real's layout
-        ma = torch.stack([torch.stack([ky * ky, torch.zeros_like(ky)], -1),
-                          torch.stack([torch.zeros_like(ky), ky], -1)], 1).reshape(2 * len(ky), 2)
-        mb = torch.stack([torch.stack([kx * kx, torch.zeros_like(kx), torch.ones_like(kx)], -1),
-                          torch.stack([torch.zeros_like(kx), kx, torch.zeros_like(kx)], -1)], 1
-                         ).reshape(2 * len(kx), 3)
+        # (rows alternate real, imaginary): [ky^2 Re, ky Im] and [kx^2 Re, kx Im, Re]
+        ma = kx.new_zeros(2 * len(ky), 2)
+        ma[0::2, 0], ma[1::2, 1] = ky * ky, ky
+        mb = kx.new_zeros(2 * len(kx), 3)
+        mb[0::2, 0], mb[1::2, 1], mb[0::2, 2] = kx * kx, kx, 1.0
         sums_a = torch.empty(B, N, 2, device=px.device)                  # sum ky^2 Re RA, ky Im RA
         sums_b = torch.empty(B, N, 3, device=px.device)                  # kx^2 Re RB, kx Im RB, Re RB
         for start in range(0, N, ctx.chunk):
