@@ -2,8 +2,8 @@
 """GPU check: everything the engine does on an NVIDIA GPU, in one run (``make gpu-check``).
 
 Run with the node's own Python (the one whose torch has CUDA); under 8 minutes on an
-H100 (204 s on an H200, session 10). Steps, each recorded as ok / failed / skipped with its seconds, output tail and
-key figures in the JSON report (default ``gpu_check_out/report.json``):
+H100 (204 s on an H200). Steps, each recorded as ok / failed / skipped with its seconds,
+output tail and key figures in the JSON report (default ``gpu_check_out/report.json``):
 
 1. install: the engine into this Python if it is not importable from this checkout
    (``pip install --no-deps -e engine``, then the missing requirements of
