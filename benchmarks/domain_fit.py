@@ -36,13 +36,15 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200, steps: int = 80) -> dict:
+def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200, steps: int = 80,
+               sort: str = "images") -> dict:
     from realistic import Motion, RealisticSpec
     from gaussianem.analysis import evaluate as ev
-    from gaussianem.analysis.domain_fit import fit_domains, model_domains, usable_particles
+    from gaussianem.analysis.domain_fit import domains_by_images, fit_domains, model_domains, usable_particles
     from gaussianem.analysis.domains import Domains
     from gaussianem.analysis.reference import model_latent
     from gaussianem.analysis.result import load_result
+    from gaussianem.analysis.state_particles import nearest_particles
     from gaussianem.io.models import bond_length_rms_change, bond_pairs, read_model
     with open(f"{cell}/sim/spec.json") as f:
         spec = RealisticSpec(**json.load(f)["spec"])
@@ -71,6 +73,21 @@ def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200
     seg_seconds = time.perf_counter() - t0
     usable, note = usable_particles(res)                  # as generate: the run's junk left out
     agree = float(max(((dom.atom_labels == k) == moving).mean() for k in range(dom.n)))
+    path, path_note = None, {}
+    if sort == "images":
+        t1 = time.perf_counter()
+        found, path = domains_by_images(res, fitted, dom, interp, ref, usable, particles, steps)
+        if domains == "found":                        # oracle domains stay as they are
+            dom = found.domains
+        tp = truth["motion"][path.indices]
+        path_note = {"r2": round(path.r2, 3), "scored": len(path.indices), "seconds": round(time.perf_counter() - t1, 1),
+                     "corr_with_true_motion": round(float(np.corrcoef(path.s, tp)[0, 1]), 3) if spec.motion == "hinge"
+                     else None, "boundaries": found.moves,
+                     "agreement_before": round(agree, 4),
+                     "agreement": round(float(max(((dom.atom_labels == k) == moving).mean() for k in range(dom.n))), 4)}
+        print(json.dumps({"path": path_note}), flush=True)
+        agree = path_note["agreement"]
+        path = path if path.usable else None
     good = ~truth["junk"].astype(bool) & truth["present"].astype(bool)
     levels, t = truth["eval_motion"], truth["motion"]
     half = 0.5 / max(len(levels) - 1, 1)
@@ -79,7 +96,10 @@ def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200
         z = np.median(res.z[good & (np.abs(t - level) <= half * 0.5 + 1e-6)], axis=0).astype(np.float32)
         true = motion.coords(float(level))
         moved = res.displace_model(fitted, z[None], interpolator=interp, reference=ref)
-        fit = fit_domains(res, fitted, moved.coords, dom, z, interp, particles=particles, steps=steps, usable=usable)
+        chosen = path.select(res, z, particles, usable) if path is not None else None
+        fit = fit_domains(res, fitted, moved.coords, dom, z, interp, particles=particles, steps=steps, usable=usable,
+                          indices=chosen)
+        chosen = chosen if chosen is not None else nearest_particles(res, z, particles, usable)
 
         def rmsd(x, sel=moving):
             return round(float(np.sqrt(((x - true)[sel] ** 2).sum(-1).mean())), 3)
@@ -90,13 +110,14 @@ def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200
                                   "displaced": rmsd(moved.coords, slice(None)),
                                   "fitted": rmsd(fit.coords, slice(None))},
                      "bond_length_rms_change": round(bond_length_rms_change(fitted, fit.coords, pairs), 4),
+                     "particles_true_motion": round(float(t[chosen].mean()), 3),
                      "fit": fit.summary()})
         print(json.dumps(rows[-1]), flush=True)
     mean = {k: round(float(np.mean([r["moving_rmsd"][k] for r in rows])), 3) for k in rows[0]["moving_rmsd"]}
     return {"cell": cell, "run": run, "motion": spec.motion, "domains": domains, "found": dom.summary(),
             "segmentation_agreement": round(agree, 4), "segmentation_seconds": round(seg_seconds, 1),
             "left_out": note, "usable_particles": int(usable.sum()),
-            "particles": particles, "steps": steps, "rows": rows, "mean_moving_rmsd": mean,
+            "particles": particles, "steps": steps, "sort": sort, "path": path_note, "rows": rows, "mean_moving_rmsd": mean,
             "max_moving_rmsd": {k: max(r["moving_rmsd"][k] for r in rows) for k in rows[0]["moving_rmsd"]}}
 
 
@@ -108,12 +129,14 @@ def main():
     p.add_argument("--domains", choices=["found", "oracle"], default="found")
     p.add_argument("--particles", type=int, default=200)
     p.add_argument("--steps", type=int, default=80)
+    p.add_argument("--sort", choices=["images", "latent"], default="images",
+                   help="each state's particles: by their place on the domains' path (images) or nearest its latent")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("-o", "--output", required=True)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     from gaussianem.io.atomic import write_json
-    write_json(a.output, domain_fit(a.cell, a.run or f"{a.cell}/run", a.domains, a.particles, a.steps))
+    write_json(a.output, domain_fit(a.cell, a.run or f"{a.cell}/run", a.domains, a.particles, a.steps, a.sort))
 
 
 if __name__ == "__main__":

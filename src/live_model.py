@@ -103,15 +103,15 @@ class LiveModel:
         shape = xyz_map.shape
         return self.to_model.transform_points(xyz_map.reshape(-1, 3)).reshape(shape)
 
-    def fit_domains(self, z, particles: int, steps: int, progress=None):
+    def fit_domains(self, z, particles: int, steps: int, sort: str = "images", progress=None):
         """(copy, domains, fit): a copy of the structure at latent ``z`` with its rigid
-        domains fitted to the ``particles`` particles nearest ``z``
+        domains fitted to ``particles`` particles of that state, chosen by ``sort``
         (:func:`gaussianem.analysis.domain_fit.fitted_models`), its residues coloured by
         domain; not yet added to the session."""
         from gaussianem.analysis.domain_fit import fitted_models
         models, domains, fits = fitted_models(self.result, self.model, np.asarray(z)[None], self.interpolator,
                                               reference=self.reference, particles=particles, steps=steps,
-                                              progress=progress or (lambda message: None))
+                                              sort=sort, progress=progress or (lambda message: None))
         copy = self.structure.copy(name=f"{self.structure.name} domains fitted")
         copy.atoms.coords = self.coords(models[0].coords)
         copy.atoms.colors = DOMAIN_COLORS[domains.atom_labels % len(DOMAIN_COLORS)]

@@ -263,10 +263,10 @@ class GaussianEMResult:
             self.live = None
         return self.live is not None
 
-    def fit_domains(self, particles: int, steps: int):
+    def fit_domains(self, particles: int, steps: int, sort: str = "images"):
         """A copy of the atomic model at the current state with its rigid domains fitted to
-        the particles nearest it (:meth:`.live_model.LiveModel.fit_domains`), added to the
-        session. Returns (copy, domains, fit)."""
+        its particles (:meth:`.live_model.LiveModel.fit_domains`), added to the session.
+        Returns (copy, domains, fit)."""
         if not self._structure_alive():
             raise UserError("no atomic model moves with the map: give one when opening the result "
                             "(gaussianem open RUN model FILE|#N)")
@@ -274,7 +274,8 @@ class GaussianEMResult:
         if self.z is None:
             raise UserError("show a state first (e.g. gaussianem show particle 12): the domains are fitted "
                             "to the particles nearest the state shown")
-        copy, domains, fit = self.live.fit_domains(self.z, particles, steps, progress=self.session.logger.status)
+        copy, domains, fit = self.live.fit_domains(self.z, particles, steps, sort,
+                                                   progress=self.session.logger.status)
         self.session.models.add([copy])
         return copy, domains, fit
 

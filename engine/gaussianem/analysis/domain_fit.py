@@ -34,18 +34,15 @@ import torch
 
 from gaussianem.analysis.clusters import kmeans
 from gaussianem.analysis.domains import Domains, kabsch, segment
+from gaussianem.analysis.domain_boundaries import Boundaries, refine_boundaries
+from gaussianem.analysis.image_path import ImagePath, image_path
 from gaussianem.analysis.result import Result
-from gaussianem.analysis.selection import select_particles
+from gaussianem.analysis.state_particles import PARTICLES, WIDTH, StateParticles, usable_particles
 from gaussianem.errors import InputError
-from gaussianem.model import intensity
-from gaussianem.train import health
 
-PARTICLES = 200
 STEPS = 80
 LEARNING_RATE = 0.01        # radians per step for the rotation vector
 TRANSLATION_UNIT = 10.0     # A per unit of the translation parameter (so one rate serves both)
-WIDTH = 1.5                 # A: the atoms' Gaussian width
-BATCH = 100                 # particles projected at once
 
 
 @dataclass
@@ -61,12 +58,13 @@ class DomainFit:
     translation_A: list[float]
     particles: int
     seconds: float
+    selection: str = "latent"     # how the particles were chosen: nearest the latent, or by images
 
     def summary(self) -> dict:
         return {"score_start": round(self.score_start, 5), "score": round(self.score, 5),
                 "rotation_deg": [round(v, 2) for v in self.rotation_deg],
                 "translation_A": [round(v, 2) for v in self.translation_A],
-                "particles": self.particles, "seconds": round(self.seconds, 1)}
+                "particles": self.particles, "selection": self.selection, "seconds": round(self.seconds, 1)}
 
 
 def rotation_matrix(w: torch.Tensor) -> torch.Tensor:
@@ -79,88 +77,6 @@ def rotation_matrix(w: torch.Tensor) -> torch.Tensor:
     a = torch.where(th2 > 1e-12, torch.sin(th) / th, 1 - th2 / 6)
     b = torch.where(th2 > 1e-12, (1 - torch.cos(th)) / (th2 + 1e-24), 0.5 - th2 / 24)
     return torch.eye(3, dtype=w.dtype, device=w.device) + a * k + b * (k @ k)
-
-
-def usable_particles(result: Result) -> tuple[np.ndarray, str]:
-    """((N,) bool, note): the particles a fit may use. All of them, less the motion
-    outliers when they are over ``OUTLIER_WARNING`` of the particles and the low-signal
-    particles when they are over ``LOW_SIGNAL_WARNING`` (the run health's rules for junk,
-    :mod:`gaussianem.train.health`, computed afresh so that runs judged before them count
-    too; the particles are those of :func:`~gaussianem.analysis.selection.select_particles`
-    with ``outliers`` and ``low_signal``). On a clean run nothing is left out: particles
-    without a subunit, say, stay."""
-    ok = np.ones(len(result.require_z()), dtype=bool)
-    notes = []
-    for kind, limit, name in (("outliers", health.OUTLIER_WARNING, "motion outliers"),
-                              ("low_signal", health.LOW_SIGNAL_WARNING, "low-signal particles")):
-        chosen = select_particles(result, **{kind: True}).indices
-        if len(chosen) > limit * len(ok):
-            ok[chosen] = False
-            notes.append(f"{len(chosen)} {name}")
-    return ok, ("left out: " + " and ".join(notes) + " (the run's junk)") if notes else ""
-
-
-def nearest_particles(result: Result, z: np.ndarray, n: int, usable: np.ndarray | None = None) -> np.ndarray:
-    """Indices of the ``n`` particles whose latents lie nearest ``z`` (nearest first),
-    among the ``usable`` ones ((N,) bool; default all)."""
-    zs = result.require_z()
-    if n < 1:
-        raise InputError(f"the number of particles to fit to must be at least 1, got {n}")
-    d = np.linalg.norm(zs - np.asarray(z, dtype=np.float32)[None], axis=1)
-    if usable is not None:
-        d = np.where(usable, d, np.inf)
-        n = min(int(n), int(np.count_nonzero(usable)))
-        if n == 0:
-            raise InputError("no particle is left to fit to: all are motion outliers or low-signal particles")
-    return np.argsort(d, kind="stable")[:min(int(n), len(zs))]
-
-
-class StateParticles:
-    """The particles of one state, read and normalised as training reads them, and the
-    matched-filter score of a model against them (:meth:`score`). ``z``: the state's
-    latent (the atoms are weighted by the decoded amplitude factor there); ``indices``:
-    the particles (default: the ``particles`` nearest ``z`` among the ``usable`` ones,
-    :func:`usable_particles`)."""
-
-    def __init__(self, result: Result, model, z: np.ndarray, interpolator, particles: int = PARTICLES,
-                 indices=None, width: float = WIDTH, usable: np.ndarray | None = None):
-        self.device = result.device
-        z = result.check_z(z)[0]
-        with torch.no_grad():
-            amp = result.decode(z[None])["amp_factor"].float().cpu()[0].clamp(0, 1).double()
-        weights = (amp[interpolator.idx] * interpolator.weights).sum(-1)          # (M,) per atom
-        weights = weights * torch.from_numpy(model.atomic_numbers().astype(np.float64))
-        images, self.phys = result.particle_source()
-        if indices is None:
-            idx = nearest_particles(result, z, particles, usable)
-        else:
-            idx = np.unique(np.asarray(indices, dtype=np.int64))
-            if len(idx) == 0 or idx[0] < 0 or idx[-1] >= len(images):
-                raise InputError(f"particle indices must lie in 0..{len(images) - 1}, got {len(idx)} indices")
-        self.n = len(idx)
-        self.box = result.model_config.box
-        self.amps = weights.float().to(self.device)
-        self.widths = torch.full((len(weights),), float(width), device=self.device)
-        self.centre = torch.from_numpy(np.asarray(result.grid.centre, dtype=np.float32)).to(self.device)
-        self.batches = []
-        for s in range(0, len(idx), BATCH):
-            part = idx[s:s + BATCH]
-            raw = images.__getitems__(part)["image"].to(self.device)
-            self.batches.append((torch.as_tensor(part, device=self.device),
-                                 intensity.normalise(raw, result.image_std, self.phys.remove_offset)))
-
-    def score(self, x: torch.Tensor, backward: bool = False) -> float:
-        """Mean over the particles of <projection, image> / |projection| for atoms ``x``
-        (M, 3), engine frame; with ``backward`` its negative's gradient is accumulated."""
-        total = 0.0
-        for part, imgs in self.batches:
-            p = self.phys.project(x, self.amps, self.widths, part, self.box)
-            s = (p * imgs).sum((-2, -1)) / p.pow(2).sum((-2, -1)).sqrt().clamp_min(1e-6)
-            s = s.sum() / self.n
-            if backward:
-                (-s).backward(retain_graph=True)
-            total += float(s.detach())
-        return total
 
 
 def fit_domains(result: Result, model, displaced: np.ndarray, domains: Domains, z: np.ndarray,
@@ -232,35 +148,77 @@ def fit_domains(result: Result, model, displaced: np.ndarray, domains: Domains, 
 SEGMENT_STATES = 16         # k-means centres of the latents the domains are found from
 
 
-def model_domains(result: Result, model, interpolator, reference=None, states: int = SEGMENT_STATES,
-                  seed: int = 0) -> Domains:
-    """The model's rigid domains (:func:`gaussianem.analysis.domains.segment`) from its
-    displacements at the k-means centres of the particles' latents, relative to
-    ``reference`` (the latent the model stands for; None: the consensus)."""
+def _centre_displacements(result: Result, interpolator, reference=None, states: int = SEGMENT_STATES,
+                          seed: int = 0) -> np.ndarray:
+    """(centres (S, zdim), displacements (S, M, 3)): the k-means centres of the particles'
+    latents and the model's displacements there, relative to ``reference`` (None: the
+    consensus)."""
     zs = result.require_z()
     centres = kmeans(zs, min(int(states), len(zs)), seed=seed).centres
     with torch.no_grad():
         disp = interpolator(result.decode(centres)["displacement"]).double().numpy()
         if reference is not None:
             disp = disp - interpolator(result.decode(np.asarray(reference)[None])["displacement"]).double().numpy()
-    return segment(model, disp, seed=seed)
+    return centres, disp
+
+
+def model_domains(result: Result, model, interpolator, reference=None, states: int = SEGMENT_STATES,
+                  seed: int = 0) -> Domains:
+    """The model's rigid domains (:func:`gaussianem.analysis.domains.segment`) from its
+    displacements at the k-means centres of the particles' latents, relative to
+    ``reference`` (the latent the model stands for; None: the consensus)."""
+    return segment(model, _centre_displacements(result, interpolator, reference, states, seed)[1], seed=seed)
+
+
+def domains_by_images(result: Result, model, domains: Domains, interpolator, reference=None, usable=None,
+                      particles: int = PARTICLES, steps: int = STEPS, states: int = SEGMENT_STATES,
+                      seed: int = 0) -> tuple[Boundaries, ImagePath]:
+    """The images' word on the domains and the states: the model is fitted to the
+    particles of the k-means centre of the latents that moves it most, the domains'
+    boundaries are moved to where those particles put them
+    (:mod:`gaussianem.analysis.domain_boundaries`), and every particle is placed on the
+    path from the model to that state (:mod:`gaussianem.analysis.image_path`)."""
+    centres, disp = _centre_displacements(result, interpolator, reference, states, seed)
+    most = int(np.argmax((disp ** 2).sum((1, 2))))
+    state = StateParticles(result, model, centres[most], interpolator, particles, usable=usable)
+    end = fit_domains(result, model, np.asarray(model.coords, dtype=np.float64) + disp[most], domains, centres[most],
+                      interpolator, steps=steps, state=state)
+    found = refine_boundaries(result, model, domains, end.coords, state)
+    return found, image_path(result, model, found.domains, found.coords, interpolator, reference, usable, seed=seed)
 
 
 def fitted_models(result: Result, model, z: np.ndarray, interpolator, reference=None, particles: int = PARTICLES,
-                  steps: int = STEPS, progress=print):
+                  steps: int = STEPS, sort: str = "images", progress=print):
     """(models, domains, fits): the model displaced to each latent row of ``z`` with its
-    rigid domains fitted to that state's particles (:func:`fit_domains`)."""
+    rigid domains fitted to that state's particles (:func:`fit_domains`). ``sort``:
+    ``images`` moves the domains' boundaries and takes each state's particles by their
+    place on the domains' path (:func:`domains_by_images`) when the latent agrees with
+    it; ``latent`` keeps the domains and takes the particles nearest each latent."""
+    if sort not in ("images", "latent"):
+        raise InputError(f"unknown particle sort {sort!r}: expected images or latent")
     z = result.check_z(z)
     domains = model_domains(result, model, interpolator, reference)
     usable, note = usable_particles(result)
     progress(f"rigid domains: {domains.n} ({', '.join(str(s) for s in domains.sizes())} residues)"
              + (f"; {note}" if note else ""))
+    path = None
+    if sort == "images" and domains.motion > 0:
+        found, path = domains_by_images(result, model, domains, interpolator, reference, usable, particles, steps)
+        domains = found.domains
+        progress(f"domain boundaries placed by the particles of the most moved state: {found.moved()} residue(s) "
+                 f"changed domain ({', '.join(str(s) for s in domains.sizes())} residues)")
+        progress(f"particles placed along the domains' path by their images ({len(path.indices)} scored): the "
+                 f"latent reads their place with R^2 {path.r2:.2f}" + (
+                     "" if path.usable else "; too low to use, so states take the particles nearest their latent"))
     moved = result.displace_model(model, z, interpolator=interpolator, reference=reference)
     moved = moved if isinstance(moved, list) else [moved]
     models, fits = [], []
     for i, (zi, m) in enumerate(zip(z, moved)):
+        chosen = path.select(result, zi, particles, usable) if path is not None and path.usable else None
         fit = fit_domains(result, model, m.coords, domains, zi, interpolator, particles=particles, steps=steps,
-                          usable=usable)
+                          usable=usable, indices=chosen)
+        if chosen is not None:
+            fit.selection = f"images (R^2 {path.r2:.2f})"
         progress(f"state {i + 1}/{len(z)}: domains fitted to {fit.particles} particles, score "
                  f"{fit.score_start:.4g} -> {fit.score:.4g}, rotations "
                  f"{', '.join(f'{r:.1f}' for r in fit.rotation_deg)} deg ({fit.seconds:.0f} s)")

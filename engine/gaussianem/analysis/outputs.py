@@ -57,7 +57,7 @@ def write_models(result: Result, model_path: str, z: np.ndarray, folder: str,
     (Angstrom, over the input's covalent bonds; with ``fit`` also ``"domains"`` and
     ``"fit"``). ``reference``: the latent the model stands for (displacements relative to
     it; None: relative to the consensus). ``fit``: keyword arguments of
-    :func:`gaussianem.analysis.domain_fit.fitted_models` (``particles``, ``steps``) to fit
+    :func:`gaussianem.analysis.domain_fit.fitted_models` (``particles``, ``steps``, ``sort``) to fit
     the model's rigid domains to each state's particles; None: displaced only. Raises
     :class:`~gaussianem.model.displace.ModelOutsideMapError` if the model does not overlap the
     map."""

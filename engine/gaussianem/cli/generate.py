@@ -7,10 +7,15 @@ an atomic model (--model, by default the one given at training) DIR/model_000.pd
 bond-length RMS change of each model is printed and saved in DIR/generate.json.
 
 --fit-domains: the model's rigid domains (found from the decoded displacements, as
-DynDom finds them) are then fitted as rigid bodies to the particles nearest each latent
+DynDom finds them) are then fitted as rigid bodies to the particles of each latent
 (--fit-particles, default 200): the decoded field shows which parts move and which way,
-the particles give the full amplitude of a large domain motion. About 1.5 minutes per
-latent at box 64 on two CPU threads; use a GPU (--device auto) for many.
+the particles give the full amplitude of a large domain motion. Each latent's particles
+are found by their images (--fit-sort images, the default): every particle is placed on
+the domains' path by the model projection it matches best, and a latent at the end of the
+latent's range takes the particles at the end of the images' range (the latent alone
+compresses the ends of a motion); --fit-sort latent takes the particles nearest the
+latent. About 4 minutes for the path and 1.5 minutes per latent at box 64 on two CPU
+threads; use a GPU (--device auto) for many.
 
 Maps (--map): "deformed" (the default while the consensus map the run was trained on
 still exists) is the consensus map's own density carried by the decoded Gaussians, each
@@ -75,6 +80,9 @@ def add_args(p):
                    help="with --fit-domains: particles per latent (default 200)")
     p.add_argument("--fit-steps", type=int, default=80, metavar="N",
                    help="with --fit-domains: optimiser steps per latent (default 80)")
+    p.add_argument("--fit-sort", choices=["images", "latent"], default="images",
+                   help="with --fit-domains: each latent's particles by their images (default) or the ones "
+                        "nearest the latent")
     p.add_argument("--seed", type=int, default=0, help="with --kmeans: k-means seed (default 0)")
     p.add_argument("--device", default="cpu", help="cpu (default), auto or cuda[:N]")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -139,7 +147,8 @@ def main(args):
                          if not args.no_model else "--fit-domains and --no-model exclude each other")
     if args.fit_particles < 1 or args.fit_steps < 1:
         raise InputError("--fit-particles and --fit-steps must be at least 1")
-    fit = {"particles": args.fit_particles, "steps": args.fit_steps} if args.fit_domains else None
+    fit = ({"particles": args.fit_particles, "steps": args.fit_steps, "sort": args.fit_sort} if args.fit_domains
+           else None)
     reference, ref_info = None, None
     if model and args.reference == "auto":
         from gaussianem.analysis.reference import model_latent

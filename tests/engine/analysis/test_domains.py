@@ -6,7 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from gaussianem.analysis.domain_fit import fit_domains, nearest_particles, rotation_matrix, usable_particles
+from gaussianem.analysis.domain_fit import fit_domains, rotation_matrix
+from gaussianem.analysis.domain_boundaries import boundaries, refine_boundaries, residue_chains
+from gaussianem.analysis.image_path import ImagePath, image_path, path_coords
+from gaussianem.analysis.state_particles import StateParticles
+from gaussianem.analysis.state_particles import nearest_particles, usable_particles
 from gaussianem.analysis.domains import Domains, _merge_short_runs, residue_displacements, segment
 from gaussianem.analysis.result import load_result
 from gaussianem.analysis.selection import source_particles
@@ -109,6 +113,88 @@ def test_fit_domains_recovers_a_domain_rotation(tiny_result, tiny_sim):
         fit_domains(r, model, start, dom, r.z[0], interp, indices=[len(r.z)])
 
 
+def test_path_coords_moves_each_domain_by_a_multiple_of_its_motion():
+    """s = 0 is the model, s = 1 the end state, s = 0.5 and s = 1.5 the hinge at half and
+    one and a half times its angle; the fixed domain stays."""
+    model = build_test_model()
+    mask, point, axis = default_hinge(model)
+    end = hinge_rotation(model, mask, point, axis, 20.0)
+    lab = mask.astype(int)
+    dom = Domains((np.bincount(model.res_index, lab) > 0).astype(int), lab)
+    assert np.allclose(path_coords(model, dom, end, 0.0), model.coords)
+    assert np.allclose(path_coords(model, dom, end, 1.0), end, atol=1e-6)
+    for s in (0.5, 1.5, -1.0):
+        assert np.allclose(path_coords(model, dom, end, s), hinge_rotation(model, mask, point, axis, 20.0 * s),
+                           atol=1e-6)
+
+
+def test_image_path_places_particles_by_their_images(tiny_result, tiny_sim):
+    """Each particle's place on the path from the model to the hinge's far end follows its
+    true angle; a state at the end of the latent's range takes particles from the end of
+    the images' range, and the latent read-out is a least-squares fit."""
+    r = load_result(tiny_result)
+    model = read_model(tiny_sim / "model.pdb")
+    gt = np.load(tiny_sim / "ground_truth.npz")
+    mask, point, axis = default_hinge(model)
+    lo, hi = float(gt["angle"].min()), float(gt["angle"].max())
+    start = hinge_rotation(model, mask, point, axis, lo)
+    end = hinge_rotation(model, mask, point, axis, hi)
+    lab = mask.astype(int)
+    dom = Domains((np.bincount(model.res_index, lab) > 0).astype(int), lab)
+    interp = r.interpolator(start, bonds=bond_pairs(model))
+    path = image_path(r, model.with_coords(start), dom, end, interp, None, max_particles=200)
+    assert len(path.indices) == 200 and np.all(np.diff(path.indices) > 0)
+    present = gt["present"].astype(bool)[path.indices]
+    true = (gt["angle"][path.indices] - lo) / (hi - lo)
+    assert np.corrcoef(path.s[present], true[present])[0, 1] > 0.7
+    a = np.c_[np.ones(len(path.s)), r.z[path.indices]]
+    assert np.allclose(a @ np.r_[path.intercept, path.slope], np.linalg.lstsq(a, path.s, rcond=None)[0] @ a.T)
+    read = r.z[path.indices] @ path.slope
+    top = r.z[path.indices[np.argmax(read)]]
+    bottom = r.z[path.indices[np.argmin(read)]]
+    assert path.target(top, r.z) >= np.quantile(path.s, 0.99)         # the ends of the latent's order
+    assert path.target(bottom, r.z) <= np.quantile(path.s, 0.01)      # are the ends of the images' range
+    chosen = path.select(r, top, 20)
+    assert len(chosen) == 20 and set(chosen) <= set(path.indices)
+    place = dict(zip(path.indices, path.s))
+    assert np.mean([place[i] for i in chosen]) > np.median(path.s)
+
+
+def test_image_path_usable_only_when_the_latent_reads_it():
+    p = ImagePath(np.arange(3), np.zeros(3), np.zeros(2), 0.0, 0.1)
+    assert not p.usable and ImagePath(np.arange(3), np.zeros(3), np.zeros(2), 0.0, 0.5).usable
+
+
+def test_boundaries_move_to_where_the_images_put_them(tiny_result, tiny_sim):
+    """A hinge whose found boundary sits 8 residues inside the moving domain (as a decoded
+    field blurred across the interface puts it): the particles of the far end, with each
+    domain at its rigid motion, move it at least halfway back (at 3 A/pixel the residues
+    next to the axis move under a pixel); a boundary already right stays within three."""
+    r = load_result(tiny_result)
+    model = read_model(tiny_sim / "model.pdb")
+    gt = np.load(tiny_sim / "ground_truth.npz")
+    mask, point, axis = default_hinge(model)
+    sel = np.flatnonzero(gt["present"].astype(bool) & (gt["angle"] > 10))
+    end = hinge_rotation(model, mask, point, axis, float(gt["angle"][sel].mean()))
+    true_res = (np.bincount(model.res_index, mask.astype(int)) > 0).astype(int)
+    chains = residue_chains(model)
+    (cut,) = boundaries(true_res, chains)
+    interp = r.interpolator(model.coords, bonds=bond_pairs(model))
+    state = StateParticles(r, model, r.z[sel[0]], interp, indices=sel)
+    inside = 8 if true_res[cut + 1] == 1 else -8                    # towards the moving side
+    shifted = true_res.copy()
+    lo, hi = sorted((cut + 1, cut + 1 + inside))
+    shifted[lo:hi] = true_res[cut]
+    for labels, start, within in ((shifted, cut + inside, 4), (true_res, cut, 3)):
+        found = refine_boundaries(r, model, Domains(labels, labels[model.res_index]), end, state)
+        (move,) = found.moves
+        assert move["after"] == start and abs(move["now_after"] - cut) <= within, move
+        assert move["score"] >= move["score_found"]
+        assert boundaries(found.domains.residue_labels, chains) == [move["now_after"]]
+        assert found.coords.shape == model.coords.shape
+    assert found.moved() == abs(move["now_after"] - cut)
+
+
 def test_nearest_particles(tiny_result):
     r = load_result(tiny_result)
     near = nearest_particles(r, r.z[5], 10)
@@ -145,9 +231,11 @@ def test_generate_fit_domains(tiny_trained, tiny_sim, tmp_path, capsys):
                  "--fit-particles", "32", "--fit-steps", "5", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "rigid domains:" in printed and "domains fitted to 32 particles" in printed
+    assert "particles placed along the domains' path by their images" in printed
     rep = json.loads((out / "generate.json").read_text())
-    assert rep["fit_domains"] == {"particles": 32, "steps": 5}
+    assert rep["fit_domains"] == {"particles": 32, "steps": 5, "sort": "images"}
     m = rep["models"][0]
+    assert m["fit"]["selection"].startswith("images (R^2") or "too low to use" in printed
     assert m["fit"]["particles"] == 32 and len(m["fit"]["rotation_deg"]) == m["domains"]["domains"]
     assert m["fit"]["score"] >= m["fit"]["score_start"]
     a, b = read_model(src), read_model(out / "model_000.pdb")
