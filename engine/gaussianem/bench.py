@@ -13,10 +13,11 @@ import platform
 import tempfile
 import time
 
+import numpy as np
 import torch
 
 from gaussianem.io.models import write_model
-from gaussianem.physics import render
+from gaussianem.physics import poses, render
 from gaussianem.physics.ctf import CTFParams
 from gaussianem.sim.simulate import SimulationSpec, simulate_from_model
 from gaussianem.sim.testprotein import build_test_model
@@ -35,7 +36,25 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _timeit(fn, device, repeats: int = 3, warmup: int = 1) -> float:
+class SyntheticParticles:
+    """Random poses, shifts (sd 2 A) and CTFs of ``n`` particles at ``box`` and ``apix``:
+    what :class:`~gaussianem.model.encoding.Physics` reads of a particle set, for timing
+    a training step without images on disk."""
+
+    def __init__(self, n: int, box: int, apix: float, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.rotations = poses.random_rotations(n, rng)
+        self.shifts = rng.normal(scale=2.0, size=(n, 2))
+        self.ctf = CTFParams.random(n, rng)
+        self.apix = np.full(n, apix)
+        self.box = box
+
+    def __len__(self) -> int:
+        return len(self.apix)
+
+
+def timeit(fn, device, repeats: int = 3, warmup: int = 1) -> float:
+    """Seconds per call of ``fn`` after ``warmup`` calls, the device synchronised."""
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -69,8 +88,8 @@ def bench_projection(device, sizes=None, amp: bool = False) -> list[dict]:
                 render.project(cc, a, w, R, sh, box, 1.5, ctf_params=ctf).square().mean().backward()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        t1 = _timeit(fwd, device)
-        t2 = _timeit(fwd_bwd, device, repeats=2)
+        t1 = timeit(fwd, device)
+        t2 = timeit(fwd_bwd, device, repeats=2)
         row = {"batch": B, "gaussians": N, "box": box, "forward_images_per_s": B / t1,
                "train_images_per_s": B / t2}
         if device.type == "cuda":
@@ -87,7 +106,7 @@ def bench_volume(device, sizes=((128, 2000), (128, 5000), (64, 2000))) -> list[d
         c = (torch.randn(N, 3, generator=g) * box * 0.2).to(device)
         a = torch.rand(N, generator=g).to(device)
         w = torch.full((N,), 2.5, device=device)
-        t = _timeit(lambda: render.render_volume(c, a, w, box, 1.5), device, repeats=3)
+        t = timeit(lambda: render.render_volume(c, a, w, box, 1.5), device, repeats=3)
         rows.append({"box": box, "gaussians": N, "ms_per_volume": 1e3 * t})
     return rows
 

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from gaussianem.analysis.result import load_result
+from gaussianem.bench import SyntheticParticles
 from gaussianem.model import losses
 from gaussianem.model.encoding import Physics, encoder_inputs
 from gaussianem.model.gaussians import GaussianSet
@@ -152,21 +153,6 @@ def test_projection_stays_float32_under_bf16_autocast():
     assert c.grad.dtype == torch.float32 and torch.isfinite(c.grad).all()
 
 
-class _Poses:
-    """What :class:`~gaussianem.model.encoding.Physics` reads of a particle set."""
-
-    def __init__(self, n: int, box: int, apix: float, seed: int = 0):
-        rng = np.random.default_rng(seed)
-        self.rotations = poses.random_rotations(n, rng)
-        self.shifts = rng.normal(scale=2.0, size=(n, 2))
-        self.ctf = ctf.CTFParams.random(n, rng)
-        self.apix = np.full(n, apix)
-        self.box = box
-
-    def __len__(self) -> int:
-        return len(self.apix)
-
-
 @pytest.mark.parametrize("amp", [False, True], ids=["float32", "bf16"])
 def test_training_step_full_size(amp):
     """One training step at batch 256 x 20,000 Gaussians x box 128 (the issue's size):
@@ -183,7 +169,7 @@ def test_training_step_full_size(amp):
     cfg = ModelConfig(box=box, zdim=9, zdim_conf=8, zdim_comp=1, encoder_input="residual",
                       gaussian_features=True, centre_displacements=True)
     model = HeterogeneityModel(cfg, base).to(CUDA).train()
-    phys = Physics(_Poses(B, box, 1.0), box, CUDA)
+    phys = Physics(SyntheticParticles(B, box, 1.0), box, CUDA)
     images = torch.randn(B, box, box, generator=g).to(CUDA)
     idx = torch.arange(B, device=CUDA)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
