@@ -50,6 +50,7 @@ def main(args):
     check_local(args)
     from gaussianem.progress import Progress
     from gaussianem.train.config import from_arguments
+    from gaussianem.train.distributed import finish_distributed
     from gaussianem.train.loop import train
     cfg = from_arguments(args, resume=args.resume)
     progress = Progress(args.progress)
@@ -58,4 +59,6 @@ def main(args):
     except Exception as e:
         progress.event("error", message=str(e))
         raise
+    finally:
+        finish_distributed()
     return 0
