@@ -21,42 +21,17 @@ import time
 import numpy as np
 import torch
 
+from gaussianem.bench import SyntheticParticles, timeit
 from gaussianem.model import losses
 from gaussianem.model.encoding import Physics, encoder_inputs
 from gaussianem.model.gaussians import GaussianSet
 from gaussianem.model.networks import HeterogeneityModel, ModelConfig
-from gaussianem.physics import ctf, poses, render
-
-
-class _Poses:
-    """What :class:`~gaussianem.model.encoding.Physics` reads of a particle set."""
-
-    def __init__(self, n: int, box: int, apix: float, seed: int = 0):
-        rng = np.random.default_rng(seed)
-        self.rotations = poses.random_rotations(n, rng)
-        self.shifts = rng.normal(scale=2.0, size=(n, 2))
-        self.ctf = ctf.CTFParams.random(n, rng)
-        self.apix = np.full(n, apix)
-        self.box = box
-
-    def __len__(self) -> int:
-        return len(self.apix)
+from gaussianem.physics import poses, render
 
 
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def timed(fn, device, repeats: int) -> float:
-    """Seconds per call after one warm-up call."""
-    fn()
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - t) / repeats
 
 
 def training_step(B: int, N: int, box: int, device, amp: bool):
@@ -66,7 +41,7 @@ def training_step(B: int, N: int, box: int, device, amp: bool):
     cfg = ModelConfig(box=box, zdim=9, zdim_conf=8, zdim_comp=1, encoder_input="residual",
                       gaussian_features=True, centre_displacements=True)
     model = HeterogeneityModel(cfg, base).to(device).train()
-    phys = Physics(_Poses(B, box, 1.0), box, device)
+    phys = Physics(SyntheticParticles(B, box, 1.0), box, device)
     images = torch.randn(B, box, box, generator=g).to(device)
     idx = torch.arange(B, device=device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -132,9 +107,9 @@ def compiled_factors(res, B, N, box, device, repeats, c, a, w, rot, sh):
         def fwd_bwd():
             f = render.project_fourier(c, a, w, rot, sh, box, 1.0)
             torch.autograd.grad(f.abs().square().sum(), (c, a, w))
-        out["forward_backward_s"] = timed(fwd_bwd, device, repeats)
+        out["forward_backward_s"] = timeit(fwd_bwd, device, repeats)
         step, _ = training_step(B, N, box, device, True)
-        out["step_bf16_s"] = sec = timed(step, device, repeats)
+        out["step_bf16_s"] = sec = timeit(step, device, repeats)
         out["images_per_s"] = B / sec
     finally:
         render._factors = eager
@@ -163,9 +138,9 @@ def main(argv=None) -> int:
         name = "bf16" if amp else "float32"
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        sec = timed(step, device, args.repeats)
+        sec = timeit(step, device, args.repeats)
         res["steps"][name] = {"seconds": sec, "images_per_s": B / sec,
-                              "features_seconds": timed(feats, device, args.repeats)}
+                              "features_seconds": timeit(feats, device, args.repeats)}
         if device.type == "cuda":
             res["steps"][name]["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
         print(f"step {name}: {sec * 1e3:.1f} ms ({B / sec:.0f} images/s), features pass "
@@ -197,8 +172,8 @@ def main(argv=None) -> int:
                 f = render.project_fourier(c, a, w, rot, sh, box, 1.0, chunk=chunk)
                 torch.autograd.grad(f.abs().square().sum(), (c, a, w))
             key = f"chunk{chunk}_tf32" if tf32 else f"chunk{chunk}"
-            res["render"][key] = {"forward_s": timed(fwd, device, args.repeats),
-                                  "forward_backward_s": timed(fwd_bwd, device, args.repeats)}
+            res["render"][key] = {"forward_s": timeit(fwd, device, args.repeats),
+                                  "forward_backward_s": timeit(fwd_bwd, device, args.repeats)}
             print(f"render {key}: forward {res['render'][key]['forward_s'] * 1e3:.1f} ms, forward+backward "
                   f"{res['render'][key]['forward_backward_s'] * 1e3:.1f} ms", flush=True)
     if args.compiled:
