@@ -17,6 +17,7 @@ Fields read, and their conversion to the engine's (RELION) conventions:
 ``ctf/accel_kv, cs_mm, amp_contrast``  voltage, Cs, amplitude contrast
 ``ctf/phase_shift_rad``    radians -> degrees (0 when absent)
 ``ctf/bfactor``            A^2 (0 when absent; negative values: 0, with a warning)
+``ctf/scale``              the CTF's scale factor (1 when absent; values <= 0: 1, with a warning)
 ``blob/path, blob/idx``    stack (bytes; a leading ``>`` is dropped) and 0-based index
 ``blob/psize_A``           pixel size (Angstrom)
 ``blob/shape``             (ny, nx) image size
@@ -138,6 +139,18 @@ def read_cs_images(path, datadir=None, passthrough=None, *, check_images: bool =
     return stacks, indices, box, apix
 
 
+def _ctf_scale(field, path: str, n: int) -> np.ndarray:
+    """``ctf/scale`` (RELION's ``rlnCtfScalefactor``), 1 when absent; values that are not
+    positive (a field left unset) are taken as 1, with a warning."""
+    scale = field("ctf/scale", "", default=1.0)
+    unset = ~(scale > 0)
+    if unset.any():
+        warn(f"{path}: field 'ctf/scale' is 0 or negative for {int(unset.sum())} of {n} particles; "
+             "taken as 1 (no scaling of their CTF)")
+        scale = np.where(unset, 1.0, scale)
+    return scale
+
+
 def read_cs(path, datadir=None, passthrough=None, *, check_images: bool = True) -> ParticleData:
     """Read a cryoSPARC particle .cs file into a :class:`ParticleData`.
 
@@ -196,6 +209,8 @@ def read_cs(path, datadir=None, passthrough=None, *, check_images: bool = True) 
                                 f"have shapes {pose.shape[1:]} and {shift_px.shape[1:]}; "
                                 "expected (3,) and (2,)")
 
+    bfactor, scale = ctf_envelope(field("ctf/bfactor", "", default=0.0), _ctf_scale(field, path, n), path,
+                                  "field 'ctf/bfactor'", "field 'ctf/scale'")
     ctf = CTFParams(
         defocus_u=field("ctf/df1_A", "defocus U in Angstrom"),
         defocus_v=field("ctf/df2_A", "defocus V in Angstrom"),
@@ -204,8 +219,7 @@ def read_cs(path, datadir=None, passthrough=None, *, check_images: bool = True) 
         cs=field("ctf/cs_mm", "the spherical aberration in mm"),
         amp_contrast=field("ctf/amp_contrast", "the amplitude contrast fraction"),
         phase_shift=np.rad2deg(field("ctf/phase_shift_rad", "", default=0.0)),
-        bfactor=ctf_envelope(field("ctf/bfactor", "", default=0.0), np.ones(n), path,
-                             "field 'ctf/bfactor'", "")[0],
+        bfactor=bfactor, scale=scale,
     )
     optics_cols = [apix, ctf.voltage, ctf.cs, ctf.amp_contrast]
     if "ctf/exp_group_id" in names:

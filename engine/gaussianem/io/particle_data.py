@@ -178,13 +178,36 @@ def particle_box(paths: np.ndarray, indices: np.ndarray, source: str, expected_b
     """The particles' box: from the stacks' headers (checked) when ``check_images``, else
     from the metadata's ``expected_box``; ``size_field`` names where the metadata keeps it.
     With ``apix`` (per particle) the headers' pixel sizes are compared with it
-    (:func:`check_images_and_box`)."""
+    (:func:`check_images_and_box`). Images named twice are reported
+    (:func:`warn_duplicates`)."""
+    warn_duplicates(paths, indices, source)
     if check_images:
         return check_images_and_box(paths, indices, source, expected_box, apix)
     if expected_box is not None:
         return int(expected_box)
     raise ParticleFileError(f"{source}: image size unknown: no {size_field}, and the "
                             "stacks' headers were not read (check_images=False)")
+
+
+def warn_duplicates(paths: np.ndarray, indices: np.ndarray, source: str) -> None:
+    """Warn when rows name the same image (same stack and index): the particle would count
+    twice in training, in its half set and in any export (a merge of two selections that
+    overlap, or a subset joined again with its source, makes such files)."""
+    n = len(indices)
+    if n < 2:
+        return
+    _, stack = np.unique(np.asarray(paths, dtype=str), return_inverse=True)
+    key = stack.reshape(-1).astype(np.int64) * (int(np.max(indices)) + 1) + np.asarray(indices, np.int64)
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    repeat = np.flatnonzero(first[inverse.reshape(-1)] != np.arange(n))
+    if not repeat.size:
+        return
+    r = int(repeat[0])
+    f = int(first[inverse.reshape(-1)[r]])
+    warn(f"{source}: {repeat.size} of {n} particles name an image that an earlier row already names, "
+         f"e.g. {int(indices[r]) + 1}@{paths[r]} (rows {f + 1} and {r + 1}); each row is used as a "
+         "particle of its own, so these images count twice. Remove the repeated rows if they are "
+         "not meant (two overlapping selections joined?).")
 
 
 def check_images_and_box(paths: np.ndarray, indices: np.ndarray, source: str,

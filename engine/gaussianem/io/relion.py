@@ -14,10 +14,11 @@ Reading (:func:`read_star`):
   is there. Origins in pixels (``rlnOriginX/Y``) are accepted in any version and
   converted with the particle's pixel size. Missing origins mean zero (RELION's own
   default for these labels); missing ``rlnPhaseShift`` and ``rlnCtfBfactor`` mean zero,
-  a missing ``rlnCtfScalefactor`` one. A negative ``rlnCtfBfactor`` (Warp's dose
+  a missing ``rlnCtfScalefactor`` one, a missing ``rlnAmplitudeContrast`` RELION's default
+  0.1 (with a warning). A negative ``rlnCtfBfactor`` (Warp's dose
   weighting) is used as 0, with a warning (:func:`~gaussianem.io.particle_data.ctf_envelope`).
-  Everything else the engine needs (angles, defoci, voltage, Cs, amplitude contrast,
-  pixel size, image names) must be present: a missing column raises
+  Everything else the engine needs (angles, defoci, voltage, Cs, pixel size, image
+  names) must be present: a missing column raises
   :class:`~gaussianem.errors.ParticleFileError` naming the file and the column.
 * ``rlnImageName`` is ``N@stack.mrcs`` with a 1-based ``N``; relative stack paths are
   found as described in :func:`gaussianem.io.particle_data.resolve_stack_paths`. A bare
@@ -49,6 +50,7 @@ from gaussianem.physics import poses
 from gaussianem.physics.ctf import CTFParams
 
 ANGLE_COLUMNS = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
+DEFAULT_AMPLITUDE_CONTRAST = 0.1      # what RELION takes when rlnAmplitudeContrast is absent
 
 
 def _as_table(block) -> pd.DataFrame:
@@ -235,6 +237,16 @@ def _pixel_size(path: str, cols: "_Columns", optics, pname: str, required: bool 
     return apix
 
 
+def _amplitude_contrast(path: str, cols: "_Columns") -> np.ndarray:
+    """``rlnAmplitudeContrast``, or RELION's own default 0.1 (with a warning) when the file
+    has no such column (RELION 3.0 files from some programs, e.g. Warp's)."""
+    if cols.has("rlnAmplitudeContrast"):
+        return cols.get("rlnAmplitudeContrast")
+    warn(f"{path}: no rlnAmplitudeContrast column; using RELION's default amplitude contrast of "
+         f"{DEFAULT_AMPLITUDE_CONTRAST} (add the column if the data need another value)")
+    return np.full(len(cols.p), DEFAULT_AMPLITUDE_CONTRAST)
+
+
 def read_star_images(path, datadir=None, *, check_images: bool = True) -> tuple:
     """Only the images of a particle .star file: ``(stack paths, 0-based indices, box,
     pixel sizes or None)``, for metadata kept elsewhere (cryoDRGN's pose.pkl / ctf.pkl)."""
@@ -291,7 +303,7 @@ def read_star(path, datadir=None, *, check_images: bool = True) -> ParticleData:
         defocus_angle=cols.get("rlnDefocusAngle", "the astigmatism angle in degrees"),
         voltage=cols.get("rlnVoltage", "the acceleration voltage in kV"),
         cs=cols.get("rlnSphericalAberration", "the spherical aberration in mm"),
-        amp_contrast=cols.get("rlnAmplitudeContrast", "the amplitude contrast fraction"),
+        amp_contrast=_amplitude_contrast(path, cols),
         phase_shift=cols.get("rlnPhaseShift", default=0.0),
         bfactor=bfactor, scale=scale,
     )

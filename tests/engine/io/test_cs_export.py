@@ -196,3 +196,25 @@ def test_optics_the_cs_file_cannot_carry_are_reported(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         write_cs(tmp_path / "p.cs", plain)
+
+
+def test_ctf_scale_survives_a_cs_round_trip(tmp_path):
+    """rlnCtfScalefactor -> ctf/scale -> read back: the same factors (they were read as 1)."""
+    data = _star(tmp_path, extra_columns={"rlnCtfScalefactor": [0.5, 1.0, 0.8, 1.2, 0.5, 2.0]})
+    np.testing.assert_allclose(data.ctf.scale, [0.5, 1.0, 0.8, 1.2, 0.5, 2.0])
+    write_cs(tmp_path / "s.cs", data)
+    back = read_cs(tmp_path / "s.cs")
+    np.testing.assert_allclose(back.ctf.scale, data.ctf.scale, rtol=1e-6)
+    # and on to a .star again
+    write_subset(back, np.arange(N), tmp_path / "s.star")
+    np.testing.assert_allclose(read_star(tmp_path / "s.star").ctf.scale, data.ctf.scale, rtol=1e-6)
+    # a .cs without the field, or with an unset (0) scale, means no scaling
+    rec = np.load(tmp_path / "s.cs")
+    with open(tmp_path / "none.cs", "wb") as f:
+        np.save(f, drop_fields(rec, ["ctf/scale"], usemask=False))
+    np.testing.assert_array_equal(read_cs(tmp_path / "none.cs").ctf.scale, 1.0)
+    rec["ctf/scale"] = 0.0
+    with open(tmp_path / "zero.cs", "wb") as f:
+        np.save(f, rec)
+    with pytest.warns(ParticleFileWarning, match="ctf/scale"):
+        np.testing.assert_array_equal(read_cs(tmp_path / "zero.cs").ctf.scale, 1.0)

@@ -1,6 +1,7 @@
 """RELION .star reading and writing, against files written with starfile and mrcfile."""
 
 import os
+import warnings
 
 import mrcfile
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import starfile
 
 from gaussianem.errors import ParticleFileError
+from gaussianem.io.particle_data import ParticleFileWarning
 from gaussianem.io.particles import load_particles
 from gaussianem.io.particles import write_subset
 from gaussianem.io.relion import read_star
@@ -31,10 +33,10 @@ PSI = np.array([-30.0, 60.0, 0.0, -175.0])
 
 def _relion30(folder):
     """RELION 3.0 file: one table, origins in pixels, pixel size from detector/mag."""
-    _stack(os.path.join(folder, "Extract", "a.mrcs"), 3)
+    _stack(os.path.join(folder, "Extract", "a.mrcs"), 4)
     df = pd.DataFrame({
         "rlnImageName": ["000001@Extract/a.mrcs", "3@Extract/a.mrcs", "000002@Extract/a.mrcs",
-                         "1@Extract/a.mrcs"],
+                         "4@Extract/a.mrcs"],
         "rlnAngleRot": ROT, "rlnAngleTilt": TILT, "rlnAnglePsi": PSI,
         "rlnOriginX": [1.5, -2.0, 0.0, 3.0], "rlnOriginY": [0.5, 1.0, -4.0, 0.0],
         "rlnDefocusU": [10000.0, 12000.0, 14000.0, 16000.0],
@@ -98,7 +100,7 @@ def test_relion30(tmp_path):
     np.testing.assert_allclose(data.ctf.defocus_angle, df.rlnDefocusAngle)
     np.testing.assert_allclose(data.ctf.phase_shift, 0.0)  # absent -> 0
     np.testing.assert_allclose(data.ctf.bfactor, 0.0)
-    np.testing.assert_array_equal(data.image_indices, [0, 2, 1, 0])
+    np.testing.assert_array_equal(data.image_indices, [0, 2, 1, 3])
     stack = os.path.join(str(tmp_path), "Extract", "a.mrcs")
     assert all(p == stack for p in data.image_paths)
     np.testing.assert_array_equal(data.optics_group, [1, 1, 2, 1])  # by unique optics values
@@ -163,7 +165,7 @@ def test_missing_stack_names_file_and_stack(tmp_path):
 
 
 @pytest.mark.parametrize("block,column", [("particles", "rlnAngleTilt"), ("particles", "rlnDefocusV"),
-                                          ("optics", "rlnVoltage"), ("optics", "rlnAmplitudeContrast"),
+                                          ("optics", "rlnVoltage"),
                                           ("particles", "rlnImageName")])
 def test_missing_columns(tmp_path, block, column):
     path, optics, particles = _relion31(str(tmp_path))
@@ -174,6 +176,33 @@ def test_missing_columns(tmp_path, block, column):
     with pytest.raises(ParticleFileError) as e:
         read_star(path)
     assert path in str(e.value) and column in str(e.value) and "missing column" in str(e.value)
+
+
+def test_missing_amplitude_contrast_is_relions_default(tmp_path):
+    """RELION 3.0 files (and Warp's) may lack rlnAmplitudeContrast: RELION takes 0.1, so
+    do we, with a warning."""
+    path, df = _relion30(str(tmp_path))
+    starfile.write(df.drop(columns=["rlnAmplitudeContrast"]), path)
+    with pytest.warns(ParticleFileWarning, match="rlnAmplitudeContrast.*0.1"):
+        data = read_star(path)
+    np.testing.assert_allclose(data.ctf.amp_contrast, 0.1)
+    np.testing.assert_array_equal(data.optics_group, [1, 1, 2, 1])
+
+
+def test_duplicate_particles_are_reported(tmp_path):
+    """The same image named twice (same stack and index, however the number is written) is
+    read, with a warning that counts the repeats and names one."""
+    path, df = _relion30(str(tmp_path))
+    df["rlnImageName"] = ["000001@Extract/a.mrcs", "3@Extract/a.mrcs", "1@Extract/a.mrcs",
+                          "3@Extract/a.mrcs"]
+    starfile.write(df, path)
+    with pytest.warns(ParticleFileWarning, match=r"2 of 4 .*(1|3)@.*a\.mrcs") as w:
+        data = read_star(path)
+    assert len(data) == 4 and sum("earlier row" in str(x.message) for x in w) == 1
+    with warnings.catch_warnings(record=True) as w:     # a file without repeats: no such warning
+        warnings.simplefilter("always")
+        read_star(_relion30(str(tmp_path / "clean"))[0])
+    assert not any("earlier row" in str(x.message) for x in w)
 
 
 def test_pixel_size_missing(tmp_path):
