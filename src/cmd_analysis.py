@@ -91,7 +91,7 @@ gaussianem_analyze_desc = CmdDesc(
 def _run_folder(session, outdir, example):
     from gaussianem.io.rundir import RunDir
 
-    from .session_result import unfinished_message
+    from .run_state import unfinished_message
     if outdir is None:
         res = _current(session)
         if res is None:
@@ -102,7 +102,7 @@ def _run_folder(session, outdir, example):
     if not run_dir.exists():
         raise UserError(f"{outdir} holds no GaussianEM training run (no {RunDir.CHECKPOINT})")
     if not run_dir.finished():
-        raise UserError(unfinished_message(run_dir))
+        raise UserError(unfinished_message(run_dir, session))
     return outdir
 
 

@@ -45,13 +45,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import numpy as np
-from chimerax.core.commands import quote_path_if_necessary as _quote
 from chimerax.core.errors import UserError
 
 from gaussianem.errors import GaussianEMError
-from gaussianem.io.rundir import RunDir
 
 from .latent_paths import pc_label, pc_path
+from .run_state import unfinished_message
 from .save_paths import check_save_path
 from .volume_guard import _watch_closed_volumes
 
@@ -153,7 +152,7 @@ class GaussianEMResult:
         """A UserError saying that the run is unfinished, at which epoch, and how to
         resume it, when it has no particle latents yet (:func:`unfinished_message`)."""
         if not self.finished:
-            raise UserError(unfinished_message(self.result.run))
+            raise UserError(unfinished_message(self.result.run, self.session))
 
     def pca(self, part: str = "all"):
         self.require_latents()
@@ -557,29 +556,6 @@ def blue_white_red(t) -> np.ndarray:
     rgb = np.where(t < 0.5, blue + (white - blue) * (2 * t), white + (red - white) * (2 * t - 1))
     rgba = np.concatenate([rgb, np.full((len(rgb), 1), 255.0)], axis=1)
     return np.round(rgba).astype(np.uint8)
-
-
-# ---------------------------------------------------------------------------- run folders
-
-def unfinished_message(run: RunDir) -> str:
-    """What to tell the user about a run that has no particle latents yet: that it is
-    unfinished, after which epoch, and the command that resumes it."""
-    path = run.path
-    if os.path.exists(run.config):
-        config, done = run.read_config(), run.epochs_done()
-    elif os.path.exists(run.coarse.config):           # coarse to fine, still in the coarse stage
-        config, done = run.coarse.read_config(), run.coarse.epochs_done()
-    else:
-        config, done = {}, 0
-    asked = run.epochs_asked()
-    train = config.get("train", {})
-    where = (f"after epoch {done}" if done else "before its first epoch ended") + \
-        (f" of {asked}" if asked else "")
-    resume = (f"gaussianem train {_quote(train.get('particles') or 'PARTICLES')} consensus "
-              f"{_quote(train.get('consensus') or 'MAP')} outdir {_quote(path)} resume true")
-    return (f"the GaussianEM run in {path} is unfinished: training stopped {where}, so there are no "
-            f"particle latents yet ({RunDir.LATENTS} is written when training ends). "
-            f"Resume it with: {resume}")
 
 
 # ---------------------------------------------------------------------------- the session's

@@ -15,7 +15,8 @@ from chimerax.core.state import StateManager
 from gaussianem.errors import GaussianEMError
 from gaussianem.io.rundir import RunDir
 
-from .session_result import GaussianEMResult, resolve_map_kind, unfinished_message
+from .run_state import unfinished_message
+from .session_result import GaussianEMResult, resolve_map_kind
 
 STATE_TAG = "gaussianem"        # the session's state manager (session.get_state_manager)
 
@@ -105,7 +106,7 @@ def open_result(session, path, model=None, device: str = "cpu", map_kind: str | 
         raise UserError(f"no such GaussianEM result folder: {path}")
     run = RunDir(path)
     if run.exists() and not os.path.exists(run.config):      # coarse to fine, in its coarse stage
-        raise UserError(unfinished_message(run))
+        raise UserError(unfinished_message(run, session))
     if device.startswith("cuda"):
         import torch
         if not torch.cuda.is_available():
@@ -156,7 +157,7 @@ def open_result(session, path, model=None, device: str = "cpu", map_kind: str | 
     if gres.finished:
         _log_health(session, result)
     else:
-        session.logger.warning(f"{unfinished_message(result.run)}. Until then only 'gaussianem show z ...' "
+        session.logger.warning(f"{unfinished_message(result.run, session)}. Until then only 'gaussianem show z ...' "
                                "and 'gaussianem markers' work.")
     return gres
 

@@ -37,14 +37,11 @@ def user_error(session, command, match):
 
 
 def unfinished_copy(tiny_result, tmp_path):
-    """A copy of the tiny run as if it had stopped before writing its latents."""
-    from gaussianem.io.rundir import RunDir
-    path = tmp_path / "stopped"
-    shutil.copytree(tiny_result, path)
-    for name in (RunDir.LATENTS, getattr(RunDir, "Z_PKL", "z.pkl")):
-        if (path / name).exists():
-            os.remove(path / name)
-    return path
+    """A copy of the tiny run as if it had stopped a day ago before writing its latents
+    (a log written moments ago would be a run that may still be training:
+    test_bundle_run_state.py)."""
+    from test_bundle_run_state import unfinished
+    return unfinished(tiny_result, tmp_path, age_s=86400)
 
 
 # ---------------------------------------------------------------------------- 1. overwriting
