@@ -176,7 +176,10 @@ def ctf_envelope(bfactor, scale, source: str, bfactor_field: str, scale_field: s
 def particle_box(paths: np.ndarray, indices: np.ndarray, source: str, expected_box,
                  check_images: bool, size_field: str, apix=None) -> int:
     """The particles' box: from the stacks' headers (checked) when ``check_images``, else
-    from the metadata's ``expected_box``; ``size_field`` names where the metadata keeps it.
+    from the metadata's ``expected_box`` or, for metadata without one (RELION 3.0 and Warp
+    files have no ``rlnImageSize``), from the header of the first stack alone (so that a
+    result trained on such a file reads it back for export and reconstruction);
+    ``size_field`` names where the metadata keeps it.
     With ``apix`` (per particle) the headers' pixel sizes are compared with it
     (:func:`check_images_and_box`). Images named twice are reported
     (:func:`warn_duplicates`)."""
@@ -185,8 +188,13 @@ def particle_box(paths: np.ndarray, indices: np.ndarray, source: str, expected_b
         return check_images_and_box(paths, indices, source, expected_box, apix)
     if expected_box is not None:
         return int(expected_box)
-    raise ParticleFileError(f"{source}: image size unknown: no {size_field}, and the "
-                            "stacks' headers were not read (check_images=False)")
+    if not len(paths):
+        raise ParticleFileError(f"{source}: no particles")
+    h = read_header(paths[0])
+    if h.nx != h.ny:
+        raise ParticleFileError(f"{paths[0]}: images are {h.nx} x {h.ny} pixels; expected square "
+                                f"images (stack used by {source})")
+    return int(h.nx)
 
 
 def warn_duplicates(paths: np.ndarray, indices: np.ndarray, source: str) -> None:

@@ -244,3 +244,36 @@ def test_export_relion_project_errors(run, tiny_sim, tmp_path, capsys):
     proj = _relion_project(tmp_path, tiny_sim)
     assert "--job-name 'job1'" in fails("--relion-project", str(proj), "--job-name", "job1")
     assert not (proj / "External").exists() or not any((proj / "External").iterdir())
+
+
+def _without_image_size(run, tiny_sim, tmp_path):
+    """The run's particles as a RELION 3.0 file (one table, no rlnImageSize, as Warp and
+    RELION 3.0 write it, images named by absolute path), made the run's particle file."""
+    import json
+    src = starfile.read(tiny_sim / "particles.star", always_dict=True)
+    optics, particles = src["optics"], src["particles"].copy()
+    for column in ("rlnImagePixelSize", "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast"):
+        particles[column] = particles["rlnOpticsGroup"].map(dict(zip(optics["rlnOpticsGroup"], optics[column])))
+    particles["rlnImageName"] = [f"{n.split('@')[0]}@{tiny_sim / n.split('@')[1]}" for n in particles["rlnImageName"]]
+    star = tmp_path / "warp.star"
+    starfile.write(particles.drop(columns=["rlnOpticsGroup"]), star)
+    config = json.loads((run / "config.json").read_text())
+    config["train"]["particles"] = str(star)
+    (run / "config.json").write_text(json.dumps(config))
+    return star
+
+
+def test_export_and_reconstruct_without_rlnImageSize(run, tiny_sim, tmp_path, capsys):
+    """Trained from a star file without rlnImageSize: export (.star, .cs, --labels) and
+    reconstruct read the box from the stacks (they stopped with 'image size unknown')."""
+    star = _without_image_size(run, tiny_sim, tmp_path)
+    assert "rlnImageSize" not in starfile.read(star).columns
+    for out in ("c0.star", "c0.cs"):
+        assert main(["export", str(run), "--kmeans", "2", "--cluster", "0", "-o", str(tmp_path / out)]) == 0, \
+            capsys.readouterr().err
+    assert main(["export", str(run), "--kmeans", "2", "--labels", "-o", str(tmp_path / "all.star")]) == 0
+    assert len(load_particles(tmp_path / "c0.cs")) + len(load_particles(tmp_path / "c0.star")) > 0
+    assert np.load(tmp_path / "c0.cs")["blob/shape"][0].tolist() == [32, 32]
+    assert main(["reconstruct", str(run), "--kmeans", "2", "--cluster", "0", "-o", str(tmp_path / "r.mrc"),
+                 "--progress", "none"]) in (0, 3), capsys.readouterr().err
+    assert (tmp_path / "r.mrc").exists()
