@@ -53,7 +53,9 @@ def add_args(p):
                    help="with --kmeans: write each particle's cluster (rlnClassNumber = cluster + 1; .cs: "
                         "alignments3D/class); without --cluster, all particles")
     p.add_argument("--invert", action="store_true", help="export every other particle instead")
-    p.add_argument("-o", "--output", help="output particle file (.star or .cs)")
+    p.add_argument("-o", "--output", help="output particle file (.star or .cs); never the particle file the "
+                                           "result was trained on")
+    p.add_argument("--force", action="store_true", help="replace the output file if it exists")
     p.add_argument("--relion-project", metavar="DIR",
                    help="instead of -o: write DIR/External/jobNNN/particles.star and add the job to the "
                         "RELION project's pipeline, so RELION's GUI lists it")
@@ -82,6 +84,8 @@ def main(args):
         raise InputError("--kmeans needs --cluster (e.g. --cluster 0 or --cluster 0,3), or --labels")
     if args.cluster and args.kmeans is None:
         raise InputError("--cluster needs --kmeans K")
+    if args.output is not None:
+        check_output(args.output, args.outdir, args.particles, args.force)
     pc_range = None
     if args.pc_range is not None:
         try:
@@ -120,6 +124,27 @@ def main(args):
     return 0
 
 
+def check_output(output: str, outdir: str, particles: str | None, force: bool) -> None:
+    """Refuse to write onto the files the result was trained on (its particle file, or the
+    one given by --particles, and cryoDRGN's pickles), even with ``force``, and onto any
+    existing file without ``force``."""
+    from gaussianem.errors import InputError, ResultError
+    from gaussianem.io.rundir import RunDir
+    if not os.path.exists(output):
+        return
+    try:
+        train = RunDir(outdir).read_config().get("train", {})
+    except ResultError:
+        train = {}                 # not a result: loading it says so
+    inputs = [particles] + [train.get(k) for k in ("particles", "poses", "ctf", "ind")]
+    for source in (p for p in inputs if p and os.path.exists(p)):
+        if os.path.samefile(output, source):
+            raise InputError(f"-o {output} is the particle file this result was trained on ({source}); "
+                             "exporting would replace it: write the subset to another file")
+    if not force:
+        raise InputError(f"-o {output} exists: choose another file name, or --force to replace it")
+
+
 def _command_line(args) -> str:
     """The command, as it could be typed again (for a RELION job's note.txt)."""
     words = ["gaussianem", "export", args.outdir]
@@ -129,6 +154,6 @@ def _command_line(args) -> str:
         if value is not None and not (option == "part" and value == "all") and not (
                 option == "seed" and value == 0):
             words += ["--" + option.replace("_", "-"), str(value)]
-    words += [f"--{flag.replace('_', '-')}" for flag in ("labels", "invert", "outliers", "low_signal")
+    words += [f"--{flag.replace('_', '-')}" for flag in ("labels", "invert", "outliers", "low_signal", "force")
               if getattr(args, flag)]
     return " ".join(shlex.quote(w) for w in words)

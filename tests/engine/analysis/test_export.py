@@ -75,9 +75,11 @@ def test_export_select_txt_and_errors(run, tiny_sim, tmp_path, capsys):
         return capsys.readouterr().err
 
     sel.write_text("3 256\n")
-    assert "particle index 256 is out of range" in fails("--select", str(sel), "-o", str(out))
-    assert "cluster 2 does not exist" in fails("--kmeans", "2", "--cluster", "2", "-o", str(out))
+    new = tmp_path / "new.star"
+    assert "particle index 256 is out of range" in fails("--select", str(sel), "-o", str(new))
+    assert "cluster 2 does not exist" in fails("--kmeans", "2", "--cluster", "2", "-o", str(new))
     assert "--kmeans needs --cluster" in fails("--kmeans", "2", "-o", str(out))
+    assert not new.exists()
     assert ".star or .cs" in fails("--kmeans", "2", "--cluster", "0", "-o", str(tmp_path / "x.txt"))
     assert _names(out) == src["rlnImageName"].iloc[[3, 17, 250]].tolist()   # left untouched
 
@@ -277,3 +279,22 @@ def test_export_and_reconstruct_without_rlnImageSize(run, tiny_sim, tmp_path, ca
     assert main(["reconstruct", str(run), "--kmeans", "2", "--cluster", "0", "-o", str(tmp_path / "r.mrc"),
                  "--progress", "none"]) in (0, 3), capsys.readouterr().err
     assert (tmp_path / "r.mrc").exists()
+
+
+def test_export_never_replaces_the_particle_file_and_other_files_only_with_force(run, tiny_sim, tmp_path, capsys):
+    """-o onto the run's own particle file is refused, --force or not; any other existing
+    file is replaced only with --force."""
+    src = tiny_sim / "particles.star"
+    before = src.read_bytes()
+    for force in ([], ["--force"]):
+        assert main(["export", str(run), "--kmeans", "2", "--cluster", "0", "-o", str(src), *force]) == 1
+        assert "the particle file this result was trained on" in capsys.readouterr().err
+    assert src.read_bytes() == before
+    out = tmp_path / "c0.star"
+    out.write_text("mine\n")
+    assert main(["export", str(run), "--kmeans", "2", "--cluster", "0", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "exists" in err and "--force" in err
+    assert out.read_text() == "mine\n"
+    assert main(["export", str(run), "--kmeans", "2", "--cluster", "0", "-o", str(out), "--force"]) == 0
+    assert len(_names(out)) > 0
