@@ -445,8 +445,13 @@ def gaussianem_show(session, z=None, particle=None, pc=None, value=None, cluster
     session.logger.info(f"GaussianEM: showing {what}{kind}, z = ({_describe(latent)})")
     if pc is not None:
         warning = res.pc_value_warning(pc, value, part)
-        if warning:
-            session.logger.warning(warning)
+    elif z is not None:
+        from .latent_ranges import check_latent
+        warning = check_latent(res, latent)
+    else:
+        warning = None
+    if warning:
+        session.logger.warning(warning)
     return latent
 
 
@@ -475,6 +480,8 @@ def gaussianem_trajectory(session, pc=None, steps=10, range=None, part=None,  # 
     if copy is not None:
         msg += f", model #{copy.id_string} (coordset #{copy.id_string})"
     session.logger.info(msg)
+    if path.warning:
+        session.logger.warning(path.warning)
     return series, copy
 
 

@@ -28,19 +28,22 @@ class LatentPath:
     labels: list[str]        # one map name per step
     name: str                # the path's title: "conf PC1", "particle 3 to particle 9"
     description: str         # for the log, after the title: "10 steps from -1.2 to 1.5 sd"
+    warning: str | None = None   # a range that goes past the particles' (latent_ranges.check_range)
 
 
 def pc_path(gres, pc: int = 1, steps: int = 10, range_sd=None, part: str = "all") -> LatentPath:
     """Along principal component ``pc`` of ``part``, from ``range_sd[0]`` to ``range_sd[1]``
     sd (default: the particles' 5th to 95th percentiles along it)."""
+    from .latent_ranges import check_range
     given = range_sd is not None
     range_sd = tuple(range_sd) if given else gres.pc_range(pc, part)
+    warning = check_range(gres, pc, range_sd, part) if given else None   # refuses absurd ends
     zs = gres.result.trajectory(pc=int(pc), steps=int(steps), range_sd=range_sd, part=part)
     values = np.linspace(range_sd[0], range_sd[1], int(steps))
     name = pc_label(pc, part)
     where = "" if given else " (the particles' 5th to 95th percentiles)"
     return LatentPath(np.asarray(zs, np.float32), [f"{name} {v:+.2f} sd" for v in values], name,
-                      f"{steps} steps from {range_sd[0]:.3g} to {range_sd[1]:.3g} sd{where}")
+                      f"{steps} steps from {range_sd[0]:.3g} to {range_sd[1]:.3g} sd{where}", warning)
 
 
 def _end(gres, particle, cluster, k, which: str):

@@ -59,7 +59,6 @@ _CACHE_SIZE = 8          # generated states kept, so the tool's commands reuse i
 COLOR_BY = ("displacement", "amplitude")
 MAP_KINDS = ("gaussians", "deformed")      # as gaussianem.analysis.result.MAP_KINDS (no torch here)
 TRAJECTORY_PERCENTILES = (5.0, 95.0)       # default trajectory and slider range (cryoDRGN's)
-PARTICLE_PERCENTILES = (0.5, 99.5)         # beyond these, 'show pc K value V' warns
 
 
 @dataclass
@@ -127,6 +126,7 @@ class GaussianEMResult:
         self._kmeans = {}
         self._medoid = None
         self._columns = None              # the particle file's numbers (particle_columns)
+        self._pc_ranges = {}              # (pc, part, percentiles) -> the particles' range in sd
 
     # ------------------------------------------------------------------ properties
     @property
@@ -170,17 +170,17 @@ class GaussianEMResult:
         """The particles' ``q`` percentiles along principal component ``pc``, in sd
         (``Result.pc_percentiles``): default trajectories and the explorer's sliders."""
         self.require_latents()
-        return self.result.pc_percentiles(int(pc), part, q=q)
+        key = (int(pc), part, tuple(q))
+        if key not in self._pc_ranges:          # asked on every slider move: computed once
+            self._pc_ranges[key] = self.result.pc_percentiles(int(pc), part, q=q)
+        return self._pc_ranges[key]
 
     def pc_value_warning(self, pc: int, value: float, part: str = "all") -> str | None:
         """A warning when ``value`` sd along PC ``pc`` lies beyond the particles'
-        0.5th-99.5th percentiles there (a state no particle has), naming that range."""
-        lo, hi = self.pc_range(pc, part, q=PARTICLE_PERCENTILES)
-        if lo <= value <= hi:
-            return None
-        return (f"GaussianEM: {value:g} sd along {pc_label(pc, part)} is outside the particles' range there, {lo:.2f} to "
-                f"{hi:.2f} sd (their {PARTICLE_PERCENTILES[0]:g}th to {PARTICLE_PERCENTILES[1]:g}th "
-                f"percentiles): the map is an extrapolation no particle supports")
+        0.5th-99.5th percentiles there (a state no particle has), naming that range; a
+        UserError when it is absurd (:func:`.latent_ranges.check_pc_value`)."""
+        from .latent_ranges import check_pc_value
+        return check_pc_value(self, pc, value, part)
 
     def kind_for(self, kind: str | None = None) -> str:
         """The map kind of one call: ``kind``, or the session's choice (:attr:`map_kind`)."""
@@ -289,7 +289,10 @@ class GaussianEMResult:
             raise UserError(f"give only one of z, particle, pc and cluster (got {' and '.join(given)})")
         r = self.result
         if z is not None:
-            return r.check_z(z)[0]
+            z = r.check_z(z)[0]
+            from .latent_ranges import check_latent
+            check_latent(self, z)                   # refuses absurd values (warnings: the commands)
+            return z
         self.require_latents()          # every other choice is made from the particles' latents
         if particle is not None:
             return np.asarray(r.particle_z(int(particle)), dtype=np.float32)
@@ -299,6 +302,7 @@ class GaussianEMResult:
             if not 1 <= int(comp) <= len(p.components):
                 raise UserError(f"principal component {comp} does not exist: this result has "
                                 f"{len(p.components)} (1 to {len(p.components)})")
+            self.pc_value_warning(int(comp), float(value), part)     # refuses absurd values
             return p.latent(int(comp), float(value))
         if cluster is not None:
             km = self.kmeans(k)

@@ -115,3 +115,26 @@ def test_show_pc_beyond_the_particles_warns_naming_their_range(cx, tiny_result):
     lo_c, hi_c = res.result.pc_percentiles(1, "conf", q=(0.5, 99.5))
     _, text = logged(cx, f"gaussianem show pc 1 value {lo_c - 1:.2f} latentPart conf")
     assert "along conf PC1 is outside" in text and f"{lo_c:.2f} to {hi_c:.2f} sd" in text
+
+
+def test_ranges_and_latents_past_the_data_warn_and_absurd_values_are_refused(cx, opened):
+    """Issue 29 item 16: a trajectory's range, a movie's and a latent given by value warn
+    when they leave the particles' 0.5th-99.5th percentiles; absurd values are errors."""
+    from chimerax.core.errors import UserError
+    r = opened.result
+    lo, hi = r.pc_percentiles(1, q=(0.5, 99.5))
+    warned = lambda text: [x for x in text.splitlines() if "outside" in x or "goes past" in x]  # noqa: E731
+    assert not warned(logged(cx, "gaussianem trajectory pc 1 steps 2")[1])             # the defaults
+    assert not warned(logged(cx, f"gaussianem trajectory pc 1 steps 2 range {lo:.3f},{0.5 * hi:.3f}")[1])
+    for rng in (f"{lo - 2:.2f},{hi:.2f}", f"{hi + 3:.2f},{lo - 3:.2f}"):
+        w = warned(logged(cx, f"gaussianem trajectory pc 1 steps 2 range {rng}")[1])
+        assert len(w) == 1 and "goes past the particles' range" in w[0] and f"{lo:.2f} to {hi:.2f} sd" in w[0]
+    w = warned(logged(cx, "gaussianem show z 30,30,30")[1])
+    assert len(w) == 1 and "this latent is outside the particles' range" in w[0] and "along PC1" in w[0]
+    assert not warned(logged(cx, "gaussianem show z " + ",".join(f"{v:.9g}" for v in r.z[5]))[1])
+    for command, match in (("gaussianem show z 1e6,0,0", "this latent is refused"),
+                           ("gaussianem show pc 1 value 1e6", "1e\\+06 sd along PC1 is refused"),
+                           ("gaussianem trajectory pc 1 range 0,1e6", "range end 1e\\+06 sd along PC1 is refused"),
+                           ("gaussianem markers z 0,-1e7,0", "this latent is refused")):
+        with pytest.raises(UserError, match=match):
+            run(cx, command)
