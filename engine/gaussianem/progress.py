@@ -2,7 +2,8 @@
 
 JSON mode (``--progress json``) prints one object per line on stdout, each with an
 ``event`` key (``start``, ``step``, ``epoch``, ``message``, ``done``, ``error``); the
-ChimeraX bundle follows a training job through these lines.
+ChimeraX bundle follows a training job through these lines. The bar mode prints the
+other events on stderr but not ``error``: the command line prints the error itself, once.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ class Progress:
             if event == "step" and fields.get("steps_per_epoch"):
                 if sys.stderr.isatty():
                     self._update_bar(fields)
-            elif event in ("epoch", "message", "done", "error", "start"):
+            elif event == "error":
+                self._close_bar()          # the command line prints the error (cli.main)
+            elif event in ("epoch", "message", "done", "start"):
                 self._close_bar()
                 text = " ".join(f"{k}={_fmt(v)}" for k, v in fields.items())
                 print(f"[{event}] {text}", file=sys.stderr, flush=True)

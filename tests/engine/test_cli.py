@@ -46,3 +46,41 @@ def test_errors_exit_with_one_line(tmp_path, capsys):
     assert code == 1 and "missing.mrc" in err and "Traceback" not in err
     code = main(["simulate", "--test-model", "-o", str(tmp_path / "s"), "--box", "33"])
     assert code == 1 and "--box must be even" in capsys.readouterr().err
+
+
+def _star_with_negative_bfactor(tiny_sim, tmp_path):
+    """tiny_sim's particles with rlnCtfBfactor -40 (Warp's dose weighting): a file the
+    reader warns about."""
+    import starfile
+    blocks = starfile.read(tiny_sim / "particles.star", always_dict=True)
+    p = blocks["particles"]
+    p["rlnImageName"] = [f"{n.split('@')[0]}@{tiny_sim / n.split('@')[1]}" for n in p["rlnImageName"]]
+    p["rlnCtfBfactor"] = -40.0
+    path = tmp_path / "warp.star"
+    starfile.write(blocks, path)
+    return path
+
+
+def test_warnings_and_errors_are_printed_once_without_source_lines(tiny_sim, tmp_path):
+    """A warning met twice in one command (training reads the particle file more than
+    once) is one 'warning:' line without Python's source line; an error under the default
+    progress bar is one 'error:' line. In a process of its own, as users run it."""
+    import subprocess
+    import sys
+    star = _star_with_negative_bfactor(tiny_sim, tmp_path)
+
+    def gaussianem(*argv):
+        return subprocess.run([sys.executable, "-m", "gaussianem.cli.main", *map(str, argv)], capture_output=True,
+                              text=True, timeout=600)
+
+    r = gaussianem("train", star, "--consensus", tiny_sim / "consensus.mrc", "-o", tmp_path / "run", "--epochs", "1",
+                   "--zdim", "1", "--downsample", "16", "--threads", "1", "--num-gaussians", "20", "--progress", "none")
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stderr.splitlines() if "rlnCtfBfactor is negative" in line]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("gaussianem train: warning: ") and "Warning:" not in r.stderr, r.stderr
+    r = gaussianem("train", star, "--consensus", tmp_path / "missing.mrc", "-o", tmp_path / "r2", "--epochs", "1",
+                   "--threads", "1")                                # the default progress: bar
+    assert r.returncode == 1
+    assert r.stderr.count("missing.mrc") == 1, r.stderr
+    assert "gaussianem train: error: " in r.stderr and "Traceback" not in r.stderr

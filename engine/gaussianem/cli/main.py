@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from gaussianem import __version__
 from gaussianem.errors import GaussianEMError
@@ -40,7 +41,9 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
-        return args._main(args) or 0
+        with warnings.catch_warnings():
+            warnings.showwarning = warning_printer(args.command)
+            return args._main(args) or 0
     except KeyboardInterrupt:
         print("interrupted; a resumable checkpoint was kept where one was being written",
               file=sys.stderr)
@@ -50,6 +53,26 @@ def main(argv=None) -> int:
             raise
         print(f"gaussianem {args.command}: error: {e}", file=sys.stderr)
         return 1
+
+
+def warning_printer(command: str):
+    """A ``warnings.showwarning`` for the command line: each warning as one line,
+    ``gaussianem COMMAND: warning: ...``, without Python's file, line and source, and each
+    text once per command (a file read twice, e.g. by training's set-up and its loop, warns
+    once; the filters' once-per-location memory is reset whenever a ``catch_warnings``
+    block changes them, as reading MRC headers does)."""
+    seen = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message)
+        if text in seen:
+            return
+        seen.add(text)
+        try:
+            print(f"gaussianem {command}: warning: {text}", file=file or sys.stderr, flush=True)
+        except OSError:               # stderr gone: as warnings.showwarning, say nothing
+            pass
+    return show
 
 
 if __name__ == "__main__":
