@@ -5,7 +5,7 @@ others from cmd.py's table):
         [skipVolumes true|false] [map gaussians|deformed] [device cpu|auto|cuda] [wait true|false]
     gaussianem movie FILE.mp4 [pc K] [steps N] [range A,B] [latentPart all|conf|comp]
         [fromParticle I | fromCluster A] [toParticle J | toCluster B] [k K] [map gaussians|deformed]
-        [framesPerStep N] [framerate F] [size W,H] [roundTrip true|false] [quality Q]
+        [framesPerStep N] [framerate F] [size W,H] [roundTrip true|false] [quality Q] [replace true|false]
 
     gaussianem reconstruct [OUTDIR] output FILE.mrc [cluster C k K | particles FILE |
         pcRange PC,LO,HI [latentPart P]] [state mean|particle|z] [particle I] [z V1,V2,...]
@@ -175,28 +175,35 @@ gaussianem_reconstruct_desc = CmdDesc(
 
 def gaussianem_movie(session, output, pc=None, steps=10, range=None, latent_part=None,  # noqa: A002
                      from_particle=None, to_particle=None, from_cluster=None, to_cluster=None, k=None,
-                     map=None, frames_per_step=1, framerate=10, size=None, round_trip=False,  # noqa: A002
-                     quality="good"):
+                     map=None, frames_per_step=None, framerate=None, size=None, round_trip=False,  # noqa: A002
+                     quality="good", replace=False):
     """Record the map and model along a path through latent space (as ``gaussianem
     trajectory`` names it: a principal component, or two particles or cluster centres)
-    into a movie file, with ChimeraX's ``movie record`` and ``movie encode``."""
+    into a movie file, with ChimeraX's ``movie record`` and ``movie encode``:
+    ``framesPerStep`` frames (default 10, maps of the latents between them) from each of
+    the ``steps`` states to the next, at ``framerate`` frames per second (default 25)."""
     from .latent_paths import latent_path
-    from .movie import record_path
+    from .movie import FRAMERATE, FRAMES_PER_STEP, check_movie, record_path
     from .session_state import require_result
     res = require_result(session)
+    check_movie(session, output, replace)          # before the path's maps are made
     path = latent_path(res, pc=pc, steps=steps, range_sd=range, part=latent_part or "all",
                        from_particle=from_particle, to_particle=to_particle, from_cluster=from_cluster,
                        to_cluster=to_cluster, k=k)
-    out = record_path(session, res, path, output, kind=map, frames_per_step=frames_per_step, framerate=framerate,
-                      size=size, round_trip=round_trip, quality=quality)
+    if path.warning:
+        session.logger.warning(path.warning)
+    framerate = framerate or FRAMERATE
+    out = record_path(session, res, path, output, kind=map, frames_per_step=frames_per_step or FRAMES_PER_STEP,
+                      framerate=framerate, size=size, round_trip=round_trip, quality=quality, replace=replace)
     session.logger.info(f"GaussianEM movie {quote(out['file'])}: {path.name}, {path.description}, {out['frames']} frames "
-                        f"at {framerate} per second{' (forward and back)' if round_trip else ''}")
+                        f"at {framerate} per second, {out['seconds']:.1f} s"
+                        f"{' (forward and back)' if round_trip else ''}")
     return out
 
 
 gaussianem_movie_desc = CmdDesc(
     required=[("output", SaveFileNameArg)],
     keyword=[*PATH_KEYWORDS, ("frames_per_step", PositiveIntArg), ("framerate", PositiveIntArg), ("size", Int2Arg),
-             ("round_trip", BoolArg),
+             ("round_trip", BoolArg), ("replace", BoolArg),
              ("quality", EnumOf(["highest", "higher", "high", "good", "medium", "fair", "low"]))],
     synopsis="record a movie of the map and model along a path through latent space")

@@ -9,6 +9,7 @@ Fixtures: ``cx`` (embedded session, models closed after each test) and ``tiny_re
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 
@@ -135,19 +136,48 @@ def mp4_frame_count(path) -> int:
 
 
 @pytest.mark.skipif(not osmesa_available(), reason="offscreen rendering (OSMesa) is not installed")
-def test_movie_of_a_trajectory_is_an_mp4_with_one_frame_per_step(cx, opened, tmp_path):
+def test_movie_of_a_trajectory_is_an_mp4_with_frames_between_steps(cx, opened, tmp_path):
     from chimerax.gaussianem.movie import find_ffmpeg
     assert find_ffmpeg() is not None, "tools/install_chimerax.py links ffmpeg into the environment's bin"
     before = opened.z.copy()
     out, text = logged(cx, f"gaussianem movie {tmp_path / 'pc1.mp4'} pc 1 steps 4 framesPerStep 2 size 96,96")
     movie = tmp_path / "pc1.mp4"
     assert movie.is_file() and movie.stat().st_size > 2000
-    assert out["frames"] == 8 and mp4_frame_count(movie) == 8
-    assert "8 frames" in text
+    assert out["frames"] == 7 and mp4_frame_count(movie) == 7           # 3 x 2 frames and the last state
+    assert "7 frames at 25 per second, 0.3 s" in text
     np.testing.assert_array_equal(opened.z, before)                   # back at the state shown before
     out = run(cx, f"gaussianem movie {tmp_path / 'path.mp4'} fromParticle 3 toParticle 40 steps 3 "
-                  "roundTrip true size 64,64")
+                  "framesPerStep 1 roundTrip true size 64,64")
     assert out["frames"] == 6 and mp4_frame_count(tmp_path / "path.mp4") == 6
+
+
+@pytest.mark.skipif(not osmesa_available(), reason="offscreen rendering (OSMesa) is not installed")
+def test_movie_out_of_the_box_is_smooth_and_never_replaces_a_file_unasked(cx, opened, tmp_path, monkeypatch):
+    """Issue 29 item 13: no ffmpeg in ChimeraX's bin folder, on PATH or beside this Python
+    (a ChimeraX started as 'python -m chimerax.core'): the imageio-ffmpeg package's is
+    used. The default movie interpolates 10 frames between states at 25 per second; an
+    existing movie is refused without 'replace true'."""
+    import chimerax
+    import imageio_ffmpeg
+    from chimerax.core.errors import UserError
+    from chimerax.gaussianem.movie import find_ffmpeg
+    empty = tmp_path / "empty_bin"
+    empty.mkdir()
+    monkeypatch.setattr(chimerax, "app_bin_dir", str(empty))
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setattr("sys.executable", str(empty / "python"))
+    assert find_ffmpeg() == imageio_ffmpeg.get_ffmpeg_exe()
+    movie = tmp_path / "default.mp4"
+    out, text = logged(cx, f"gaussianem movie {movie} steps 3 size 48,48")
+    assert out["frames"] == 21 and mp4_frame_count(movie) == 21             # (3 - 1) x 10 + 1
+    assert "21 frames at 25 per second, 0.8 s" in text
+    assert os.environ["PATH"] == "/usr/bin:/bin"                              # PATH as it was
+    movie.write_bytes(b"my own movie")
+    with pytest.raises(UserError, match="already exists: add 'replace true'"):
+        run(cx, f"gaussianem movie {movie} steps 2 framesPerStep 1 size 48,48")
+    assert movie.read_bytes() == b"my own movie"
+    out = run(cx, f"gaussianem movie {movie} steps 2 framesPerStep 1 size 48,48 replace true")
+    assert out["frames"] == 2 and mp4_frame_count(movie) == 2
 
 
 def test_movie_errors(cx, opened, tmp_path):
