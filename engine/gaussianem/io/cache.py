@@ -11,6 +11,12 @@ makes a new one. The cache is built in order, chunk by chunk (sequential reads, 
 cropping in parallel: memory stays flat in the number of particles), into a temporary
 file that replaces nothing until it is complete. Both the build and training read with
 plain file reads, not memory maps (:func:`_read_runs`).
+
+A cache is checked each time it is reused: its size (a truncated file) and a few images
+against the record's ``fingerprint`` (their sums of squares when built: a cache zeroed
+or overwritten since); a damaged cache stops with an error that names it and says how to
+have it rebuilt. A build killed outright leaves its temporary file (``.tmp-*``): the next
+use of the folder removes those not written to for ``STALE_TEMP_SECONDS``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import mrcfile
 import numpy as np
 import torch
 
-from gaussianem.errors import InputError
+from gaussianem.errors import InputError, ParticleFileError
 from gaussianem.io.atomic import atomic_output, write_json
 from gaussianem.io.images import ParticleImages
 from gaussianem.io.mrc import ImageStack
@@ -33,6 +39,8 @@ from gaussianem.progress import Progress
 
 CACHE_VERSION = 1
 CHUNK = 512                  # particles cropped and written at a time while building
+FINGERPRINT = 16             # images whose sums of squares the record keeps
+STALE_TEMP_SECONDS = 600     # a temporary file not written to for this long is a killed build's
 
 
 def cache_dir_for(option: str | None, particle_file: str) -> str | None:
@@ -159,22 +167,89 @@ def build_cache(data: ParticleData, box: int, path: str, num_workers: int = 0,
             "written_mb": n * box ** 2 * 4 / 2 ** 20}
 
 
+def fingerprint(stack_path: str, n: int, box: int) -> dict:
+    """Sums of squares of ``FINGERPRINT`` images spread over the cache stack (first and last
+    included), for the record: a later reuse compares them (:func:`check_cache`)."""
+    idx = np.unique(np.linspace(0, n - 1, min(n, FINGERPRINT)).round().astype(np.int64))
+    images = _read_runs(ImageStack(stack_path), idx, box).astype(np.float64)
+    return {"indices": idx.tolist(), "sumsq": (images ** 2).sum((1, 2)).tolist()}
+
+
+def check_cache(stack: str, meta: str, record: dict, n: int, box: int) -> None:
+    """Raise :class:`InputError` naming the cache and how to rebuild it when ``stack`` is
+    not the cache ``record`` describes: unreadable or truncated, another shape, or images
+    that differ from the record's fingerprint (or, for a record without one, that are all
+    zero)."""
+    rebuild = (f"remove {stack} and {meta} to have it rebuilt from the particle images on the next run "
+               "(or train without --cache)")
+    try:
+        h = ImageStack(stack).header
+    except ParticleFileError as e:
+        raise InputError(f"particle cache damaged: {e}; {rebuild}") from None
+    expected = h.data_offset + n * box * box * 4
+    if (h.nz, h.ny, h.nx) != (n, box, box):
+        raise InputError(f"particle cache {stack} holds images of shape {(h.nz, h.ny, h.nx)}, expected "
+                         f"{(n, box, box)}; {rebuild}")
+    if os.path.getsize(stack) != expected:
+        raise InputError(f"particle cache {stack} is {os.path.getsize(stack)} bytes where its {n} images need "
+                         f"{expected} (truncated, or written over); {rebuild}")
+    fp = record.get("fingerprint")
+    idx = np.asarray(fp["indices"] if fp else np.linspace(0, n - 1, min(n, FINGERPRINT)).round(), np.int64)
+    sumsq = (_read_runs(ImageStack(stack), np.unique(idx), box).astype(np.float64) ** 2).sum((1, 2))
+    if fp is None:                   # a record written before fingerprints: all zero is damage
+        bad = np.arange(len(sumsq)) if np.all(sumsq == 0) else []
+    else:
+        bad = np.flatnonzero(~np.isclose(sumsq, fp["sumsq"], rtol=1e-5, atol=0))
+    if len(bad):
+        i = int(np.unique(idx)[bad[0]])
+        what = "zeros" if sumsq[bad[0]] == 0 else "other values"
+        raise InputError(f"particle cache {stack} does not hold the images it was built with (image {i} reads as "
+                         f"{what}: the file was zeroed or written over since); {rebuild}")
+
+
+def remove_stale_temporaries(folder: str, progress: Progress) -> None:
+    """Remove the temporary files (``.tmp-*``, :func:`~gaussianem.io.atomic.atomic_output`)
+    that a build killed outright left in the cache ``folder``: those not written to for
+    ``STALE_TEMP_SECONDS`` (a running build writes a chunk every few seconds)."""
+    now = time.time()
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        try:
+            stale = name.startswith(".tmp-") and now - os.path.getmtime(path) > STALE_TEMP_SECONDS
+            if stale:
+                os.remove(path)
+        except OSError:              # removed meanwhile, or not ours to remove
+            continue
+        if stale:
+            progress.message(f"particle cache: removed {name}, a temporary file left by a build that was "
+                             "stopped")
+
+
 def cached_images(data: ParticleData, box: int, folder: str, source_file: str, invert: bool = False,
                   window: bool = False, num_workers: int = 0, progress: Progress | None = None) -> CachedImages:
-    """The particles at ``box`` from the cache in ``folder``, built first if it is not there."""
+    """The particles at ``box`` from the cache in ``folder``, built first if it is not there
+    (checked with :func:`check_cache` if it is)."""
     progress = progress or Progress("none")
     key = cache_key(data, box)
     stack, meta = os.path.join(folder, key + ".mrcs"), os.path.join(folder, key + ".json")
+    if os.path.isdir(folder):
+        remove_stale_temporaries(folder, progress)
     if not (os.path.exists(stack) and os.path.exists(meta)):
         os.makedirs(folder, exist_ok=True)
         progress.message(f"building the particle cache at box {box}: {stack}")
         info = build_cache(data, box, stack, num_workers=num_workers, progress=progress)
         write_json(meta, {"version": CACHE_VERSION, "source": os.path.abspath(source_file), **info,
+                          "fingerprint": fingerprint(stack, len(data), box),
                           "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
         progress.message(f"particle cache built: {info['particles']} images in {info['seconds']:.0f} s "
                          f"({info['read_mb'] / max(info['seconds'], 1e-9):.0f} MB/s read)")
     else:
-        with open(meta) as f:
-            json.load(f)                   # a readable record: the cache was completed
+        try:
+            with open(meta) as f:
+                record = json.load(f)      # a readable record: the cache was completed
+        except ValueError as e:
+            raise InputError(f"particle cache record {meta} is not valid JSON ({e}); remove {stack} and {meta} "
+                             "to have the cache rebuilt on the next run") from None
+        check_cache(stack, meta, record, len(data), box)
         progress.message(f"particle cache reused: {stack}")
     return CachedImages(data, box, stack, invert=invert, window=window)

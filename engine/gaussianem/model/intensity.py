@@ -59,7 +59,10 @@ def image_std(images, n: int = 256, seed: int = 0) -> float:
     x = images.__getitems__(np.sort(idx))["image"]
     s = float((x - x.mean((-2, -1), keepdim=True)).std())
     if not np.isfinite(s) or s <= 0:
-        raise TrainingError(f"particle images in {images.data.source} are constant or not finite")
+        cache = getattr(images, "cache", None)          # io.cache.CachedImages
+        where = "" if cache is None else (f" as read from the particle cache {cache.path} (if the images "
+                                          "themselves are fine, remove the cache to have it rebuilt)")
+        raise TrainingError(f"particle images in {images.data.source} are constant or not finite{where}")
     return s
 
 
