@@ -79,6 +79,21 @@ def key_items(color_by: str, scale: tuple[float, float]) -> list[tuple]:
     return [(tuple(cols[0]), "½× amplitude"), (tuple(cols[1]), "1×"), (tuple(cols[2]), "2×")]
 
 
+# the key: a vertical bar at the left, centred in height, its labels to its right. ChimeraX
+# 1.7 scales a key about the image's centre by the saved image's aspect ratio relative to
+# the window's (color_key/model.py, _set_key_image), so a key near the bottom leaves the
+# picture of a wide image or movie; one centred in height stays inside it up to 2:1.
+KEY_POS = (0.03, 0.3)         # lower left corner, fractions of the window
+KEY_SIZE = (0.03, 0.4)        # width, height: taller than wide, so ChimeraX lays it out vertically
+
+
+def key_font_size(window_size) -> int:
+    """Label font size (window pixels) for a window of ``window_size``: 4% of its smaller
+    side, 8 to 24, so that the labels stay beside the bar (and apart) at any window size; a
+    saved image or movie scales them with the picture."""
+    return int(min(24, max(8, round(0.04 * min(window_size)))))
+
+
 def show_key(session, color_by: str, scale: tuple[float, float]):
     """Show (or update) the ChimeraX colour key for the markers' colours."""
     from chimerax.color_key.cmd import key_cmd
@@ -87,7 +102,8 @@ def show_key(session, color_by: str, scale: tuple[float, float]):
     items = [(Color(rgba), label) for rgba, label in key_items(color_by, scale)]
     if get_model(session, create=False) is not None:        # where the user put it
         return key_cmd(session, items)
-    return key_cmd(session, items, pos=(0.05, 0.1), size=(0.3, 0.04))     # room for the labels below
+    return key_cmd(session, items, pos=KEY_POS, size=KEY_SIZE, label_side="right/bottom",
+                   justification="left", font_size=key_font_size(session.main_view.window_size))
 
 
 def close_key(session) -> None:

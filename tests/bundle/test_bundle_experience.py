@@ -14,7 +14,7 @@ import inspect
 import numpy as np
 import pytest
 
-from chimerax_fixture import run
+from chimerax_fixture import osmesa_available, run
 
 
 
@@ -75,6 +75,54 @@ def test_marker_colours_on_one_scale_across_states_with_a_key(cx, opened):
     assert opened.marker_scale == (-1.0, 1.0)
     run(cx, f"close #{ms.id_string}")
     assert _key(cx) is None                                         # closed with the markers
+
+
+def _key_layout(png):
+    """(bar box, label row runs, text box) of a colour key drawn alone on black: the bar is
+    the coloured pixels (viridis, blue-white-red), the labels the grey-white ones outside it."""
+    from PIL import Image
+    with Image.open(png) as im:
+        a = np.asarray(im.convert("RGB"), dtype=int)
+    bright = a.max(axis=2) > 60
+    grey = bright & (a.max(axis=2) - a.min(axis=2) < 40)
+    colour = bright & ~grey
+    ys, xs = np.nonzero(colour)
+    bar = (xs.min(), ys.min(), xs.max(), ys.max())
+    text = grey.copy()
+    text[max(0, bar[1] - 4):bar[3] + 5, max(0, bar[0] - 4):bar[2] + 5] = False      # the bar's border
+    ty, tx = np.nonzero(text)
+    rows = np.zeros(a.shape[0], bool)
+    for gap in range(3):                # rows of one label (an Å's ring, antialiasing) joined
+        rows[np.clip(ty + gap, 0, len(rows) - 1)] = True
+    runs = int(np.sum(rows[1:] & ~rows[:-1]) + rows[0])
+    return bar, runs, (tx.min(), ty.min(), tx.max(), ty.max()), a.shape[:2]
+
+
+@pytest.mark.skipif(not osmesa_available(), reason="offscreen rendering (OSMesa) is not installed")
+def test_colour_key_labels_apart_and_inside_saved_images_at_any_size(cx, opened, tmp_path):
+    """Issue 29 item 15: the key's labels neither overlap nor leave the picture, for square,
+    wide and tall images, large and small, and for both colourings."""
+    ms = run(cx, "gaussianem markers")
+    key = _key(cx)
+    run(cx, "set bgColor black")
+    for m in cx.models.list():
+        if m is not key:
+            m.display = False
+    try:
+        for color_by in ("displacement", "amplitude"):
+            run(cx, f"gaussianem markers colorBy {color_by}")
+            for w, h in ((480, 480), (160, 160), (320, 240), (240, 320), (1280, 720)):
+                png = tmp_path / f"{color_by}_{w}x{h}.png"
+                run(cx, f"save {png} width {w} height {h} supersample 1")
+                bar, runs, text, (ih, iw) = _key_layout(png)
+                where = f"{color_by} {w}x{h}"
+                assert bar[3] - bar[1] > 3 * (bar[2] - bar[0]), where               # a vertical bar
+                assert runs == 3, f"{where}: {runs} label rows (3 labels, apart)"
+                assert text[0] > bar[2], where                                       # beside the bar
+                assert min(text[0], text[1]) > 0 and text[2] < iw - 1 and text[3] < ih - 1, where  # inside
+    finally:
+        run(cx, "set bgColor white")
+        run(cx, f"close #{ms.id_string}")
 
 
 # ---------------------------------------------------------------------------- 9. one vocabulary
