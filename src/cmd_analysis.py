@@ -139,13 +139,20 @@ def gaussianem_reconstruct(session, outdir=None, output=None, cluster=None, k=No
 
     def on_done(job):
         from chimerax.core.commands import run
+
+        from .view import show_reconstruction
         files = output_paths(output)
-        run(session, f"open {quote(files['map'])}", log=False)
+        opened = run(session, f"open {quote(files['masked'])}", log=False) or []
+        res = _current(session)
+        how = show_reconstruction(opened[0], res if res is not None and res.outdir == outdir else None) \
+            if opened else "not opened"
         ev = getattr(job, "result", None) or {}
         session.logger.info(f"GaussianEM reconstruction {quote(files['map'])}: {ev.get('particles')} particles, "
                             f"resolution {ev.get('resolution')} A (rigid {ev.get('rigid_resolution')} A) at "
-                            f"FSC = 0.143; half maps, {os.path.basename(files['rigid'])} and "
-                            f"{os.path.basename(files['fsc_png'])} beside it")
+                            f"FSC = 0.143; opened masked ({os.path.basename(files['masked'])}"
+                            f"{'' if not opened else ' as #' + opened[0].id_string}), {how}; the unmasked map, "
+                            f"half maps, {os.path.basename(files['rigid'])} and {os.path.basename(files['fsc_png'])} "
+                            "beside it")
         if getattr(job, "no_signal", False):
             session.logger.warning(f"GaussianEM reconstruction {quote(files['map'])}: the half maps agree only in "
                                    "the lowest shells; the map holds no signal")

@@ -112,3 +112,32 @@ def first_view(gres) -> None:
         look_across(session, main, also=principal if main is mean else mean)
     from chimerax.std_commands.view import view
     view(session)
+
+
+def _level_enclosing(volume, voxels: int) -> float:
+    values = np.sort(volume.full_matrix().ravel())[::-1]
+    return float(values[int(np.clip(voxels, 1, len(values) - 1)) - 1])
+
+
+def show_reconstruction(volume, gres=None) -> str:
+    """Style a reconstructed map opened beside the live result ``gres`` (or None): its
+    surface at the level enclosing the live atomic model's volume (else the volume the
+    live map's surface encloses, else ChimeraX's initial level), and hidden while the live
+    map is shown, so that the state on screen stays as it was. Returns how, for the log."""
+    structure = gres.structure if gres is not None and gres._structure_alive() else None
+    live = gres.volume if gres is not None and gres._volume_alive() else None
+    level, how = enclosing_level(volume, structure), "enclosing the atomic model's volume"
+    if level is None and live is not None and live.surfaces:
+        above = int(np.count_nonzero(live.full_matrix() >= live.surfaces[0].level))
+        level, how = _level_enclosing(volume, above), "enclosing the live map's volume"
+    if level is not None:
+        volume.set_parameters(surface_levels=[level])
+    else:
+        how = "ChimeraX's initial level"
+    if live is not None and live.display:
+        volume.show(style="surface")
+        volume.display = False
+        return (f"hidden, level {volume.surfaces[0].level:.4g} ({how}), so the live map #{live.id_string} stays as "
+                f"it was: 'volume #{volume.id_string} show' shows it")
+    volume.show(style="surface")
+    return f"level {volume.surfaces[0].level:.4g} ({how})"

@@ -23,8 +23,8 @@ def test_reconstruct_runs_as_a_job_and_opens_the_map(cx, tiny_result, tmp_path):
     assert summary["selection"] == "cluster 0 of k-means with k=2"
     for name in ("cluster0_half1.mrc", "cluster0_rigid.mrc", "cluster0_fsc.png", "cluster0_fsc.txt"):
         assert (tmp_path / name).is_file(), name
-    opened = [m for m in cx.models if isinstance(m, Volume)]
-    assert any(m.data.path == str(out) for m in opened)
+    opened = [m for m in cx.models if isinstance(m, Volume) and m.data.path == str(tmp_path / "cluster0_masked.mrc")]
+    assert len(opened) == 1 and opened[0].display                # no live map: shown
     assert f"{summary['particles']} particles, resolution" in text and "FSC = 0.143" in text
     rows = run(cx, "gaussianem jobs")
     assert rows[-1]["kind"] == "reconstruct" and rows[-1]["state"] == "done"
@@ -38,13 +38,32 @@ def test_reconstruct_into_a_particle_state_with_the_current_result(cx, tiny_resu
     assert summary["box"] == 24 and summary["selection"] == "all particles"
 
 
+def test_reconstruct_opens_masked_at_the_models_level_hidden_beside_the_live_state(cx, opened, tmp_path):
+    """Issue 29 item 17: the map opens masked, at the level enclosing the live model's
+    volume, hidden (with a log line saying how to show it): the live map and model stay as
+    they were."""
+    from chimerax.map import Volume
+    from chimerax.gaussianem.view import enclosing_level
+    live, model = opened.volume, opened.structure
+    level = live.surfaces[0].level
+    job, text = logged(cx, f"gaussianem reconstruct output {tmp_path / 'c0.mrc'} cluster 0 k 2 wait true")
+    assert job.state == "done", job.error
+    new = [m for m in cx.models if isinstance(m, Volume) and m.data.path == str(tmp_path / "c0_masked.mrc")]
+    assert len(new) == 1
+    v = new[0]
+    assert not v.display and live.display and model.display and live.surfaces[0].level == level
+    assert v.surfaces[0].level == pytest.approx(enclosing_level(v, model))
+    assert f"opened masked (c0_masked.mrc as #{v.id_string}), hidden" in text
+    assert f"'volume #{v.id_string} show' shows it" in text
+
+
 def test_no_signal_opens_the_map_with_a_warning(cx, noise_run, tmp_path):
     from chimerax.map import Volume
     out = tmp_path / "noise.mrc"
     job, text = logged(cx, f"gaussianem reconstruct {noise_run} output {out} wait true")
     assert job.state == "done" and job.no_signal, job.error
     assert "the map holds no signal" in text
-    assert any(m.data.path == str(out) for m in cx.models if isinstance(m, Volume))
+    assert any(m.data.path == str(tmp_path / "noise_masked.mrc") for m in cx.models if isinstance(m, Volume))
 
 
 def test_bad_input_is_a_one_line_error(cx, tiny_result, tmp_path):
