@@ -38,3 +38,24 @@ def test_fitdomains_needs_a_model_and_a_state(cx, tiny_trained):
     run(cx, f"close #{res.structure.id_string}")
     with pytest.raises(UserError, match="no atomic model moves with the map"):
         run(cx, "gaussianem fitdomains")
+
+
+def test_fitdomains_log_reads_and_one_domain_says_why(cx, tiny_trained):
+    """Issue 29 item 18: the log line says which particles, and a single domain is
+    explained from the engine's residuals (each case of its rule)."""
+    from chimerax.gaussianem.cmd_model import one_domain_note
+    from gaussianem.analysis.domains import Domains
+    run(cx, f"gaussianem open {tiny_trained}")
+    run(cx, "gaussianem show particle 7")
+    copy, text = logged(cx, "gaussianem fitdomains particles 16 steps 2 sort latent")
+    assert "fitting rigid domains to the 16 particles nearest the state shown in latent space (2 steps;" in text
+    n = len(set(map(tuple, copy.atoms.colors)))
+    assert ("only one rigid domain was found" in text) == (n == 1)
+    one = lambda residual, motion=1.0: Domains(np.zeros(99, int), np.zeros(495, int), residual, motion)  # noqa: E731
+    assert one_domain_note(Domains(np.r_[np.zeros(50, int), np.ones(49, int)], np.zeros(495, int))) is None
+    assert "hardly moves the model" in one_domain_note(one([0.0], motion=0.0))
+    assert "too few residues (99)" in one_domain_note(one([1.0]))
+    assert "moves as one rigid body" in one_domain_note(one([1.0, 0.9]))
+    note = one_domain_note(one([1.049, 0.205]))            # the demo's: the absent chain (18 residues) moved alone
+    assert "1.05 -> 0.205 A^2" in note and "fewer than 20 residues" in note
+    assert note.endswith("The whole model was fitted as one rigid body")
