@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from gaussianem.analysis.plots import plot_density, plot_explained_variance, plot_losses
+from gaussianem.analysis.plots import LOSS_CAPTION, plot_density, plot_explained_variance, plot_losses
 from gaussianem.analysis.result import Result
 from gaussianem.errors import InputError, ResultError
 from gaussianem.io.atomic import atomic_output
@@ -98,13 +98,14 @@ def analyze(result: Result, k: int = 8, pcs: int = 3, umap: bool = True, steps: 
                          "folder": kdir, **{f"{f}_file": kfiles[f] for f in kfiles}}
 
     scores = p.scores
+    in_sd = scores / p.sd              # as the report's tables, the commands and ChimeraX give PC values
     files["pca_density"] = os.path.join(adir, "pca_density.png")
     if zdim >= 2:
-        plot_density(scores[:, :2], files["pca_density"], "PC1", "PC2", f"{n} particles, PCA",
-                     centres=scores[km.centre_index, :2])
+        plot_density(in_sd[:, :2], files["pca_density"], "PC1 (sd)", "PC2 (sd)", f"{n} particles, PCA",
+                     centres=in_sd[km.centre_index, :2])
     else:
-        plot_density(scores[:, :1], files["pca_density"], "PC1", "", f"{n} particles, PCA",
-                     centres=scores[km.centre_index, 0])
+        plot_density(in_sd[:, :1], files["pca_density"], "PC1 (sd)", "", f"{n} particles, PCA",
+                     centres=in_sd[km.centre_index, 0])
 
     # UMAP
     emb = None
@@ -242,7 +243,7 @@ def _report(result: Result, s: dict, rel) -> str:
     if "umap_density" in f:
         lines += ["## UMAP", "", f"![UMAP density]({rel(f['umap_density'])})", ""]
     if "loss" in f:
-        lines += ["## Training", "", f"![loss curves]({rel(f['loss'])})", ""]
+        lines += ["## Training", "", f"![loss curves]({rel(f['loss'])})", "", LOSS_CAPTION, ""]
     lines += ["## Trajectories", ""]
     for t in s["trajectories"]:
         folder = rel(t["folder"])
