@@ -3,9 +3,8 @@
 Run it in the ChimeraX app (command line: ``runscript example_script.py /data/run1``) or
 without a window::
 
-    chimerax --nogui --offscreen --exit --script "docs/example_script.py /data/run1"
-    GAUSSIANEM_RESULT=/data/run1 python -m chimerax.core --nogui --offscreen --exit \\
-        --script docs/example_script.py
+    chimerax --nogui --offscreen --exit --script "docs/example_script.py /data/run1"   # the ChimeraX app
+    tools/chimerax_headless.sh --script "docs/example_script.py /data/run1"   # make setup's (docs/headless_chimerax.md)
 
 The result folder comes from the first argument or the GAUSSIANEM_RESULT environment
 variable. Outputs (a PNG when offscreen rendering is available, a subset .star/.cs) go

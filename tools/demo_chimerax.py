@@ -4,7 +4,7 @@ seen across the main motion), show the two ends of the conformational latent's f
 principal component (the particles' 5th and 95th percentiles), save images and maps.
 
 Run by tools/demo.sh as
-    python -m chimerax.core --nogui --offscreen --exit --script "tools/demo_chimerax.py RUN OUT"
+    tools/chimerax_headless.sh --script "tools/demo_chimerax.py RUN OUT"
 """
 
 import os

@@ -11,7 +11,7 @@ PY=.venv/bin/python
 export XDG_CACHE_HOME="$PWD/.cache/chimerax/xdg/cache" XDG_DATA_HOME="$PWD/.cache/chimerax/xdg/data" \
        XDG_CONFIG_HOME="$PWD/.cache/chimerax/xdg/config" MPLBACKEND=Agg QT_QPA_PLATFORM=offscreen
 $PY tools/build_bundle.py --install > /dev/null
-$PY -m chimerax.core --nogui --offscreen --exit --script "tools/doc_pictures_chimerax.py $RUN $OUT"
+tools/chimerax_headless.sh --script "tools/doc_pictures_chimerax.py $RUN $OUT"
 HELP=src/docs/user/commands/images
 mkdir -p "$HELP"
 for f in explorer_panel markers_displacement demo_conf_pc1_p05 demo_conf_pc1_p95; do

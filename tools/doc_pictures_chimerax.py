@@ -2,7 +2,7 @@
 through the bundle's own commands and its Latent Explorer panel (Qt, offscreen).
 
 Run by tools/doc_pictures.sh as
-    python -m chimerax.core --nogui --offscreen --exit --script "tools/doc_pictures_chimerax.py RUN OUT"
+    tools/chimerax_headless.sh --script "tools/doc_pictures_chimerax.py RUN OUT"
 
 RUN is a trained result with an analysis (``make demo`` leaves one in demo_out/run). Writes
 into OUT:

@@ -7,7 +7,7 @@ Run it with the venv's python (tools/setup_env.sh does):
 
 PyPI carries one wheel of the ChimeraX core, ``ChimeraX==0.1.71`` (built from ChimeraX
 1.7.1; yanked, so the exact pin is needed). It does not run as shipped; this script applies
-the fixes described in ../shared/chimerax/HEADLESS.md:
+the fixes described in docs/headless_chimerax.md:
 
 1. the wheel is installed with ``--no-deps``, then a smaller working set of its
    dependencies, pinned by a constraints file made from the wheel's own ``Requires-Dist``
@@ -17,7 +17,7 @@ the fixes described in ../shared/chimerax/HEADLESS.md:
    patched for Python 3.11 (``collections.Mapping`` and friends moved to ``collections.abc``);
 3. the missing ``chimerax/core/nogui.py`` is written (our own text-only UI, NOGUI_SOURCE);
 4. a ``<Name>-<version>.dist-info`` folder is written for each built-in bundle listed in
-   tools/chimerax/builtin_bundles_1.7.1.json (a copy of ../shared's), so the toolshed registers them and all the
+   tools/chimerax/builtin_bundles_1.7.1.json (in the repository), so the toolshed registers them and all the
    usual commands (open, volume, measure, save, ...) exist;
 5. libOSMesa (Debian's libosmesa6) is installed with apt-get when missing and we are root,
    for offscreen PNG rendering; otherwise it is skipped and recorded as unavailable;
@@ -50,7 +50,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# A copy of shared/chimerax/builtin_bundles_1.7.1.json, kept in the repository so that a
+# The built-in bundles of ChimeraX 1.7.1, kept in the repository so that a
 # clone installs on its own (the data come from ChimeraX 1.7.1's bundle descriptions).
 BUILTIN_BUNDLES_JSON = REPO / "tools" / "chimerax" / "builtin_bundles_1.7.1.json"
 STAMP = Path(sys.prefix) / "chimerax-headless.json"
@@ -440,8 +440,8 @@ def load_builtin_bundles() -> dict:
     if not BUILTIN_BUNDLES_JSON.is_file():
         raise SystemExit(
             f"install_chimerax: {BUILTIN_BUNDLES_JSON} is missing.\n"
-            "It lists ChimeraX 1.7.1's built-in bundles (a copy of the project's\n"
-            "shared/chimerax/builtin_bundles_1.7.1.json). Without it the toolshed\n"
+            "It lists ChimeraX 1.7.1's built-in bundles (it is part of the repository:\n"
+            "'git checkout tools/chimerax' restores it). Without it the toolshed\n"
             "registers no bundle and ChimeraX has no 'open', 'volume', ... commands.")
     return json.loads(BUILTIN_BUNDLES_JSON.read_text())
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv (Python 3.11) with the engine, its pinned dependencies, pytest and a
-# headless ChimeraX core (see ../shared/chimerax/HEADLESS.md). Idempotent.
+# headless ChimeraX core (see docs/headless_chimerax.md). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}

@@ -1,4 +1,4 @@
-"""Real ChimeraX sessions for the tests (no mocks): see ../shared/chimerax/HEADLESS.md.
+"""Real ChimeraX sessions for the tests (no mocks): see docs/headless_chimerax.md.
 
 - ``cx_session`` (pytest fixture, one per test run): an embedded ChimeraX 1.7.1 session
   without a GUI in the pytest process, built the way ``python -m chimerax.core --nogui``
