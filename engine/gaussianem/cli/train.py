@@ -15,6 +15,8 @@ examples:
   gaussianem train J42_particles.cs --datadir /data/P3 --consensus J42_map.mrc \\
       --model fitted.pdb -o run2 --epochs 30 --downsample 128 --zdim-conf 8 --zdim-comp 2
   gaussianem train particles.star --consensus map.mrc -o run1 --resume --epochs 40
+  # continue the run if OUTDIR holds one, else start it (what a submitted job runs)
+  gaussianem train particles.star --consensus map.mrc -o run1 --resume auto
   # coarse to fine, explicit: 10 epochs on the default count, then 10 on 4000 Gaussians
   gaussianem train particles.star --consensus map.mrc -o run4 --epochs 20 --fine-gaussians 4000
   # or by hand, from any finished run (same data, training box and latent sizes)
@@ -26,6 +28,10 @@ examples:
   gaussianem train particles.star --consensus map.mrc -o run5 --device cuda --amp \\
       --submit slurm --partition gpu --gpus 4 --time 12:00:00
   gaussianem status run5;  gaussianem stop run5
+
+Stopping: SIGINT (Ctrl-C), SIGTERM or SIGUSR1 to any of the training's processes saves a
+checkpoint after the current step on all of them and exits with status 130; a checkpoint
+is also written every --checkpoint-minutes (docs/cluster.md, "Preemption and requeue").
 """
 
 from __future__ import annotations
@@ -34,7 +40,10 @@ from __future__ import annotations
 def add_args(p):
     from gaussianem.train.config import add_arguments
     add_arguments(p)                     # every training option, from TrainConfig's fields
-    p.add_argument("--resume", action="store_true", help="continue the run in OUTDIR")
+    p.add_argument("--resume", nargs="?", const=True, default=False, choices=["auto"],
+                   help="continue the run in OUTDIR (with the options given, which must agree with the run's); "
+                        "'auto': continue it if OUTDIR holds one, else start it, and do nothing if it has finished "
+                        "(a requeued or restarted job). A process restarted by SLURM or torchrun acts as 'auto'")
     p.add_argument("--progress", choices=["bar", "json", "none"], default="bar",
                    help="terminal bar, JSON lines on stdout (for ChimeraX), or nothing")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -42,7 +51,18 @@ def add_args(p):
     add_submit_arguments(p)              # --submit slurm and the job's resources (docs/cluster.md)
 
 
+def given_options(args) -> set:
+    """The training options given on the command line (the rest are unset: SUPPRESS)."""
+    from gaussianem.train.config import TrainConfig
+    names = set(TrainConfig.__dataclass_fields__)
+    return {k for k in vars(args) if k in names or k.startswith("weight_")}
+
+
 def main(args):
+    import sys
+    from gaussianem.train import signals
+    if not args.submit:
+        signals.install()                # first: a stop signal during set-up is a request, not death
     from gaussianem.cluster.submit import check_local, submit
     if args.submit:
         submit(args)
@@ -52,10 +72,15 @@ def main(args):
     from gaussianem.train.config import from_arguments
     from gaussianem.train.distributed import finish_distributed
     from gaussianem.train.loop import train
-    cfg = from_arguments(args, resume=args.resume)
+    cfg = from_arguments(args, resume=bool(args.resume))
     progress = Progress(args.progress)
     try:
-        train(cfg, resume=args.resume, progress=progress)
+        train(cfg, resume=args.resume, progress=progress, given=given_options(args))
+    except signals.Stopped as e:
+        if e.main:
+            print(f"gaussianem train: {e}; continue it with the same command and --resume (a requeued job, "
+                  f"or one with --resume auto, does so by itself)", file=sys.stderr, flush=True)
+        return 130
     except Exception as e:
         progress.event("error", message=str(e))
         raise

@@ -4,12 +4,14 @@
 
     RUN/config.json           every setting, the inputs, the consensus grid, the engine version
     RUN/gaussians.pt          the base Gaussians fitted to the consensus map (or model)
-    RUN/checkpoint.pt         the latest state (atomic), checkpoints/epoch_NNN.pt per epoch
+    RUN/checkpoint.pt         the latest state (atomic); checkpoints/epoch_NNN.pt: the latest epochs'
     RUN/z.pkl                 z as cryoDRGN writes it (a pickled float32 particles x zdim
                               array, as its z.pkl / z.{epoch}.pkl), for cryoDRGN's analysis tools
     RUN/latents.npz           z (particles x zdim, input order), z_conf / z_comp when split;
                               written last: its presence means the run finished
-    RUN/log.jsonl             one JSON object per logged step, epoch and recovery
+    RUN/log.jsonl             one JSON object per logged step, epoch, recovery and checkpoint
+    RUN/attempts.jsonl        one JSON object per start of the training (new, resumed, requeued,
+                              restarted) and per stop by a signal (gaussianem status lists them)
     RUN/health.json           the run's health report (gaussianem.train.health)
     RUN/stages.json           coarse to fine: the plan; RUN/coarse/ is the coarse stage's run
     RUN/analysis/             what ``gaussianem analyze`` writes
@@ -35,6 +37,7 @@ class RunDir:
     LATENTS = "latents.npz"
     Z_PKL = "z.pkl"
     LOG = "log.jsonl"
+    ATTEMPTS = "attempts.jsonl"
     HEALTH = "health.json"
     PLAN = "stages.json"
     COARSE = "coarse"
@@ -164,12 +167,20 @@ class RunDir:
         with open(self.log, "a") as f:
             f.write(json.dumps(rec) + "\n")
 
-    def read_log(self) -> list[dict]:
+    def append_attempt(self, rec: dict) -> None:
+        with open(self.file(self.ATTEMPTS), "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    def read_attempts(self) -> list[dict]:
+        return self.read_log(self.file(self.ATTEMPTS))
+
+    def read_log(self, path: str | None = None) -> list[dict]:
         """The log's records (lines that are not JSON, e.g. cut off by a crash, are skipped)."""
-        if not os.path.exists(self.log):
+        path = path or self.log
+        if not os.path.exists(path):
             return []
         out = []
-        with open(self.log) as f:
+        with open(path) as f:
             for line in f:
                 try:
                     out.append(json.loads(line))

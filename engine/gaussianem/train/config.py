@@ -116,7 +116,11 @@ class TrainConfig:
                                                                    "process less one, at most 8")
     log_every: int = option(10, "log a step every N steps", cli=False)
     threads: int | None = option(None, "CPU threads for torch (1 on busy machines)", default_text="all cores")
-    keep_checkpoints: bool = option(True, "keep checkpoints/epoch_NNN.pt", cli=False)
+    checkpoint_minutes: float = option(10.0, "minutes of training between checkpoints within an epoch (one is "
+                                             "also written at each epoch's end and when a signal stops the run): "
+                                             "at most this much work is lost when a run is killed", metavar="MIN")
+    keep_checkpoints: int = option(2, "epoch checkpoints kept in OUTDIR/checkpoints (the latest N; 0: none); "
+                                      "OUTDIR/checkpoint.pt, the latest state, is always kept", metavar="N")
     engine_version: str = field(default=__version__, metadata={"cli": False})
 
     def __post_init__(self):
@@ -174,6 +178,9 @@ class TrainConfig:
 
 # what runs saved before a training setting existed did (a saved config without the key)
 BEFORE_RECORDED = {"distance_robust": 0.0}
+
+# what a resumed run may change (the rest is the run's own: gaussianem.train.resume checks)
+SESSION_FIELDS = ("epochs", "device", "num_workers", "threads", "checkpoint_minutes", "keep_checkpoints", "log_every")
 
 # (flag, LossWeights field, help): the loss weights that have command-line flags
 WEIGHT_FLAGS = (("--beta", "kl", "KL weight"),
@@ -236,14 +243,14 @@ def from_arguments(args: argparse.Namespace, resume: bool = False) -> TrainConfi
 def resumed(cfg: TrainConfig, saved: RunDir) -> TrainConfig:
     """The settings a resumed run goes on with: everything as saved in ``saved`` (the run
     itself, or the coarse stage of a coarse-to-fine run), except what may change between
-    sessions: ``epochs`` (to extend a run), ``device``, ``num_workers`` and ``threads``,
-    which are ``cfg``'s; the output folder stays ``cfg.outdir``."""
+    sessions (:data:`SESSION_FIELDS`: ``epochs`` to extend a run, the device, workers,
+    threads, checkpoint policy and logging), which are ``cfg``'s; the output folder stays
+    ``cfg.outdir``."""
     if not os.path.exists(saved.config):
         raise TrainingError(f"nothing to resume: {saved.path} holds no training run ({RunDir.CONFIG} is missing)")
     # a run saved before a setting existed goes on as it was trained
     old = TrainConfig.from_dict({**BEFORE_RECORDED, **saved.read_config()["train"]})
-    return replace(old, outdir=cfg.outdir, epochs=cfg.epochs, device=cfg.device, num_workers=cfg.num_workers,
-                   threads=cfg.threads)
+    return replace(old, outdir=cfg.outdir, **{k: getattr(cfg, k) for k in SESSION_FIELDS})
 
 
 def command_line(options: dict) -> list[str]:

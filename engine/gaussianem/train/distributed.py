@@ -1,5 +1,6 @@
 """Several processes (``torchrun``): who is who, each rank's share of an epoch, decisions
-all ranks take together, and latents gathered back into particle order.
+all ranks take together, the particle cache built once per file system, and latents
+gathered back into particle order.
 
 The process group is ``cpu:gloo,cuda:nccl`` on GPUs, so that small CPU tensors (flags,
 latents on their way to disk) travel by gloo while gradients use NCCL; on CPU it is gloo.
@@ -8,14 +9,22 @@ latents on their way to disk) travel by gloo while gradients use NCCL; on CPU it
 from __future__ import annotations
 
 import os
-import signal
+import pickle
+import socket
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from gaussianem.device import resolve_device
 from gaussianem.errors import TrainingError
+from gaussianem.io.cache import cache_dir_for, cached_images
+from gaussianem.io.images import ParticleImages, loader_workers, make_loader
+from gaussianem.model.encoding import encode_particles
+from gaussianem.progress import Progress
+from gaussianem.train import signals
 
 
 @dataclass
@@ -37,6 +46,28 @@ class Dist:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
+    def maxima(self, *values: int) -> tuple[int, ...]:
+        """Each value's maximum over the ranks, in one collective: before each step, the
+        stop signal one of them received, a failed loader, a checkpoint due on rank 0."""
+        if self.world <= 1:
+            return tuple(int(v) for v in values)
+        t = torch.tensor([int(v) for v in values], dtype=torch.int64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return tuple(int(v) for v in t.tolist())
+
+    def from_main(self, obj):
+        """Rank 0's ``obj`` on every rank (a decision taken once, from files rank 0 read)."""
+        if self.world <= 1:
+            return obj
+        # pickled into a CPU tensor: gloo carries it, also beside NCCL (broadcast_object_list
+        # would use a GPU, before each process has chosen its own)
+        data = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8) if self.main else None
+        size = torch.tensor([len(data) if self.main else 0], dtype=torch.int64)
+        dist.broadcast(size, src=0)
+        buf = data if self.main else torch.empty(int(size.item()), dtype=torch.uint8)
+        dist.broadcast(buf, src=0)
+        return obj if self.main else pickle.loads(buf.numpy().tobytes())
+
     def barrier(self) -> None:
         if self.world > 1 and dist.is_initialized():
             dist.barrier()
@@ -57,6 +88,17 @@ def init_distributed(device_name: str) -> Dist:
     if not dist.is_initialized():
         dist.init_process_group(backend=backend_for(device_name))
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def process_device(device_name: str, dd: Dist) -> torch.device:
+    """This process's device: under torchrun on GPUs, the node's GPU ``LOCAL_RANK``."""
+    device = resolve_device(device_name)
+    if device.type == "cuda" and dd.world > 1:
+        device = torch.device("cuda", dd.local_rank)
+        torch.cuda.set_device(device)
+    if device.type == "cuda":             # TF32 matmuls: float32 at tensor-core speed
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    return device
 
 
 def finish_distributed() -> None:
@@ -119,6 +161,63 @@ class EpochBatches(torch.utils.data.Sampler):
         return self.steps_per_epoch() - self.skip
 
 
+def shared_folder(folder: str, dd: Dist) -> bool:
+    """Whether every process sees ``folder`` as rank 0 does (one file system): rank 0
+    writes a file with a new name there, every rank looks for it. A node-local folder
+    (a scratch disk) answers False on the other nodes."""
+    if dd.world <= 1:
+        return True
+    probe = None
+    if dd.main:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".gaussianem-probe-{socket.gethostname()}-{uuid.uuid4().hex[:12]}")
+        with open(probe, "w") as f:
+            f.write("a file to see whether all processes share this folder\n")
+    probe = dd.from_main(probe)
+    seen = os.path.exists(probe)
+    missing = dd.maxima(not seen)[0]
+    dd.barrier()
+    if dd.main:
+        os.remove(probe)
+    return not missing
+
+
+def training_images(cfg, data, box: int, dd: Dist, progress: Progress) -> ParticleImages:
+    """The training's images at ``box``: through the particle cache (``cfg.cache``) when
+    they are cropped. Rank 0 builds the cache and the others open it after a barrier; where
+    the folder is not the same for all processes (a node's own disk, :func:`shared_folder`),
+    the first process of each node builds that node's copy, all nodes at once."""
+    folder = cache_dir_for(cfg.cache, cfg.particles)
+    if not folder or box == data.box:
+        return ParticleImages(data, box=box, invert=cfg.invert)
+    shared = shared_folder(folder, dd)
+    if not shared:
+        progress.message(f"the cache folder {folder} is not shared by all nodes: each node builds its own copy "
+                         "there (a folder on a file system all nodes share is built once)")
+    if dd.main or (not shared and dd.local_rank == 0):
+        cached_images(data, box, folder, cfg.particles, num_workers=loader_workers("cuda"), progress=progress)
+    dd.barrier()
+    return cached_images(data, box, folder, cfg.particles, invert=cfg.invert)
+
+
+@torch.no_grad()
+def encode_all(model, images: ParticleImages, batch_size: int, workers: int, phys, image_std, dd: Dist,
+               device) -> np.ndarray:
+    """Posterior means of all particles, in input order: each rank encodes its
+    :func:`share`, gathered on every rank (:func:`gather_rows`)."""
+    mine = share(len(images), dd)
+    loader = make_loader(images, batch_size, shuffle=False, num_workers=workers, sampler=mine.tolist(), device=device)
+    loader.worker_init_fn = signals.ignore_in_worker
+    zs, ids = [], []
+    for b in loader:
+        mu = encode_particles(model, b["image"].to(device), b["index"].to(device), phys, image_std)
+        zs.append(mu.float().cpu())
+        ids.append(b["index"].cpu())
+    z = torch.cat(zs) if zs else torch.zeros(0, model.cfg.zdim)
+    idx = torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long)
+    return gather_rows(z, idx, len(images), dd)
+
+
 def share(n: int, dd: Dist) -> np.ndarray:
     """This rank's contiguous share of ``n`` particles (for encoding them all once)."""
     per = int(np.ceil(n / dd.world))
@@ -143,21 +242,3 @@ def gather_rows(z: torch.Tensor, idx: torch.Tensor, n: int, dd: Dist) -> np.ndar
     full = np.zeros((n, z.shape[1]), dtype=np.float32)
     full[idx.numpy()] = z.numpy()
     return full
-
-
-def install_stop_handlers(handler) -> dict:
-    """SIGINT and SIGTERM call ``handler`` in every process (a cluster's scancel signals
-    them all; the ranks then agree at each step, :meth:`Dist.agree`, so all stop at the
-    same step). Returns the previous handlers for :func:`restore_handlers`."""
-    old = {}
-    for s in (signal.SIGINT, signal.SIGTERM):
-        try:
-            old[s] = signal.signal(s, handler)
-        except ValueError:          # not the main thread (e.g. inside ChimeraX)
-            pass
-    return old
-
-
-def restore_handlers(old: dict) -> None:
-    for s, h in old.items():
-        signal.signal(s, h)

@@ -1,16 +1,16 @@
 """Training the heterogeneity model on particle images with known poses and CTF.
 
 ``train(config)`` writes the run folder (:class:`~gaussianem.io.rundir.RunDir`):
-``config.json``, ``gaussians.pt``, ``checkpoint.pt`` (latest, atomic) and
-``checkpoints/epoch_NNN.pt``, ``log.jsonl``, ``health.json`` and, last, ``latents.npz``.
+``config.json``, ``gaussians.pt``, ``checkpoint.pt`` and ``checkpoints/``
+(:mod:`gaussianem.train.checkpoints`), ``log.jsonl``, ``health.json`` and, last, ``latents.npz``.
 
-Resuming (``resume=True``) continues exactly on a CPU: the epoch's particle order comes
-from ``seed + epoch``, the optimizer/scaler/RNG states (CUDA's too) and the position
-inside the epoch are in the checkpoint. On a GPU the continuation is the same up to
-floating-point rounding (atomic additions and cuBLAS are not bit-reproducible).
-SIGINT/SIGTERM save a checkpoint at the next step boundary, on every process alike.
-Several processes (``torchrun``) train with DistributedDataParallel, each on its share of
-every epoch's permutation (:mod:`gaussianem.train.distributed`).
+Resuming (:mod:`gaussianem.train.resume`) continues exactly on a CPU, from within an epoch
+too: the particle order comes from ``seed + epoch``; the optimizer, scaler and RNG states,
+the position in the epoch and its running sums are in the checkpoint (on a GPU the same up
+to rounding: atomic additions and cuBLAS are not bit-reproducible). SIGINT, SIGTERM and
+SIGUSR1 stop every process at one step boundary with a checkpoint
+(:mod:`gaussianem.train.signals`). Several processes (``torchrun``) train with DDP, each on
+its share of every epoch's permutation (:mod:`gaussianem.train.distributed`).
 
 :class:`Trainer` is one stage; :func:`train` runs one or two (coarse to fine,
 :mod:`gaussianem.train.stages`).
@@ -20,56 +20,61 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
 import time
 
 import numpy as np
 import torch
 
-from gaussianem import __version__
-from gaussianem.device import resolve_device
 from gaussianem.errors import TrainingError
-from gaussianem.io.atomic import atomic_torch_save
-from gaussianem.io.cache import cache_dir_for, cached_images
-from gaussianem.io.images import ParticleImages, loader_workers, make_loader
+from gaussianem.io.images import loader_workers, make_loader
 from gaussianem.io.mrc import read_map
 from gaussianem.io.particles import load_particles
 from gaussianem.io.rundir import RunDir
 from gaussianem.model import intensity
-from gaussianem.model.encoding import Physics, encode_particles
+from gaussianem.model.encoding import Physics
 from gaussianem.model.gaussians import GaussianSet
 from gaussianem.model.networks import HeterogeneityModel, ModelConfig
 from gaussianem.physics.grid import Grid
 from gaussianem.progress import Progress
-from gaussianem.train import health, stages
+from gaussianem.train import health, signals, stages
+from gaussianem.train.checkpoints import Checkpoints, EpochProgress, restore_state, training_state
 from gaussianem.train.config import TrainConfig, resumed
-from gaussianem.train.distributed import (EpochBatches, gather_rows, init_distributed, install_stop_handlers,
-                                          restore_handlers, share)
+from gaussianem.train.distributed import (EpochBatches, encode_all, init_distributed, process_device,
+                                          training_images)
 from gaussianem.train.prepare import (build_base_gaussians, check_consensus, load_networks, plan_stages,
                                       training_box, write_run_config)
+from gaussianem.train.resume import decide
 from gaussianem.train.step import Batch, NeighbourGraph, Schedule, compute_losses, loss_band
 
 MAX_RECOVERIES = 3          # diverged epochs restarted from the last good state ...
 RECOVERY_LR_FACTOR = 0.3    # ... each time with the learning rate times this
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = None) -> str:
+def train(cfg: TrainConfig, resume: bool | str = False, progress: Progress | None = None,
+          given: set | None = None) -> str:
     """Run (or resume) a training job; returns the output folder.
 
     When the training box resolves more detail than the default Gaussian count carries,
     or ``cfg.fine_gaussians`` asks for it, this is two stages, coarse then fine
-    (:mod:`gaussianem.train.stages`); ``resume`` continues whichever was interrupted."""
+    (:mod:`gaussianem.train.stages`); ``resume`` continues whichever was interrupted.
+    ``resume`` is False, True or "auto", ``given`` the options given on the command line,
+    which a resumed run's settings must agree with (:func:`gaussianem.train.resume.decide`)."""
     progress = progress or Progress("none")
     run = RunDir(cfg.outdir)
     dd = init_distributed(cfg.device)
-    if resume:
+    decision = decide(run, cfg, resume, given, dd)
+    if decision.note:
+        progress.message(decision.note)
+    if decision.action == "finished":
+        return run.path
+    if decision.action == "resume":
         plan = stages.load_plan(run)
         if plan is None or run.has_checkpoint():
             return Trainer(cfg, progress, resume=True).run()
-        cfg = resumed(cfg, run.coarse)
+        if os.path.exists(run.coarse.config):        # else the coarse stage starts from the beginning
+            cfg = resumed(cfg, run.coarse)
     else:
-        if dd.agree(dd.main and run.exists()):
-            raise TrainingError(f"{run.path} already holds a training run: use --resume to continue it "
-                                "or choose another output folder")
         plan = plan_stages(cfg)
         if plan is None:
             return Trainer(cfg, progress).run()
@@ -103,25 +108,17 @@ class Trainer:
                                 "it or choose another output folder")
         self.cfg, self.resume, self.final = cfg, resume, final
         self.total_epochs = total_epochs or cfg.epochs
-        self.device = self._device()
-        self.stop_requested = False
+        self.device = process_device(cfg.device, self.dd)
+        self.ckpt = Checkpoints(self.run_dir, cfg.checkpoint_minutes, cfg.keep_checkpoints, writer=self.dd.main)
+        self.loader_error = None
         with torch.enable_grad():
             self._set_up()
 
     # ------------------------------------------------------------------ set-up
-    def _device(self) -> torch.device:
-        device = resolve_device(self.cfg.device)
-        if device.type == "cuda" and self.dd.world > 1:
-            device = torch.device("cuda", self.dd.local_rank)
-            torch.cuda.set_device(device)
-        if device.type == "cuda":             # TF32 matmuls: float32 at tensor-core speed
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        return device
-
     def _set_up(self) -> None:
         cfg, dd, run = self.cfg, self.dd, self.run_dir
         if dd.main:
-            os.makedirs(run.file(RunDir.CHECKPOINTS), exist_ok=True)
+            os.makedirs(run.path, exist_ok=True)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed + dd.rank)
@@ -140,7 +137,7 @@ class Trainer:
                 write_run_config(run, cfg, grid, data, box, fit_report)
             dd.barrier()
         self.base = base = GaussianSet.load(run.gaussians)
-        self.images = self._images(data, box)
+        self.images = training_images(cfg, data, box, dd, self.progress)
         self.mcfg = ModelConfig(box=box, zdim=cfg.zdim, zdim_conf=cfg.zdim_conf, zdim_comp=cfg.zdim_comp,
                                 window=cfg.window, max_displacement=cfg.max_displacement,
                                 encoder_input=cfg.encoder_input, width_change=cfg.width_change,
@@ -158,7 +155,8 @@ class Trainer:
         # one loader for the whole stage (its workers persist); each epoch sets the sampler
         self.loader = make_loader(self.images, cfg.batch_size, shuffle=False, num_workers=self.workers,
                                   batch_sampler=self.sampler, device=self.device)
-        self.start_epoch, self.start_step = cfg.first_epoch, 0
+        self.loader.worker_init_fn = signals.ignore_in_worker
+        self.start_epoch, self.start_step, self.in_epoch = cfg.first_epoch, 0, None
         self.image_std, self.scales, self.history, self.recoveries = None, None, [], []
         if cfg.init_from and not self.resume:
             load_networks(self.model, cfg.init_from, self.device)
@@ -181,29 +179,14 @@ class Trainer:
         if dd.world > 1:
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.good = self._snapshot()       # the last healthy state, restored when an epoch diverges
-
-    def _images(self, data, box: int) -> ParticleImages:
-        folder = cache_dir_for(self.cfg.cache, self.cfg.particles)
-        if not folder or box == data.box:
-            return ParticleImages(data, box=box, invert=self.cfg.invert)
-        if self.dd.main:                   # rank 0 builds the cache, the others then open it
-            cached_images(data, box, folder, self.cfg.particles, num_workers=loader_workers("cuda"),
-                          progress=self.progress)
-        self.dd.barrier()
-        return cached_images(data, box, folder, self.cfg.particles, invert=self.cfg.invert)
+        # the last healthy state, restored when an epoch diverges (resumed within an epoch: its start, if kept)
+        self.good = (self.resume and self.start_step and self.ckpt.epoch_state(self.start_epoch)) or self._snapshot()
 
     def _load_checkpoint(self) -> None:
-        # on the CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest
-        ck = torch.load(self.run_dir.checkpoint, map_location="cpu", weights_only=False)
-        self.model.load_state_dict(ck["model"])
-        self.opt.load_state_dict(ck["optimizer"])
-        self.scaler.load_state_dict(ck["scaler"])
-        torch.set_rng_state(ck["rng"]["torch"])
-        np.random.set_state(ck["rng"]["numpy"])
-        if ck["rng"].get("cuda") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(ck["rng"]["cuda"], self.device)
+        ck = self.ckpt.load()
+        restore_state(ck, self.model, self.opt, self.scaler, self.device)
         self.start_epoch, self.start_step, self.image_std = ck["epoch"], ck["step"], ck["image_std"]
+        self.in_epoch = ck.get("in_epoch") if self.dd.main else None     # rank 0's stand for all
         saved = ModelConfig.from_saved(ck["model_config"])
         self.mcfg.centre_displacements, self.mcfg.centre_by = saved.centre_displacements, saved.centre_by
         self.scales = intensity.IntensityScale.from_dict(ck.get("intensity"), len(self.data))
@@ -226,44 +209,62 @@ class Trainer:
         return copy.deepcopy({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                               "scaler": self.scaler.state_dict()})
 
-    def _state(self, epoch: int, step: int) -> dict:
-        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-               "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
-        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "scaler": self.scaler.state_dict(), "epoch": epoch, "step": step, "image_std": self.image_std,
-                "model_config": self.mcfg.as_dict(), "intensity": self.scales.as_dict(),
-                "health_history": self.history, "recoveries": self.recoveries, "rng": rng,
-                "engine_version": __version__}
-
-    def save(self, epoch: int, step: int, epoch_done: bool = False) -> None:
+    def save(self, epoch: int, step: int, acc: EpochProgress | None = None, epoch_done: bool = False) -> None:
+        """The state after ``step`` steps of epoch ``epoch`` (0-based; ``acc`` its sums), all ranks."""
+        reduce = (lambda x: torch.distributed.all_reduce(x)) if self.dd.world > 1 else None   # noqa: E731
+        in_epoch = acc.state(reduce) if acc is not None and step else None
         if not self.dd.main:
-            return
-        st = self._state(epoch, step)
-        atomic_torch_save(st, self.run_dir.checkpoint)
-        if epoch_done and self.cfg.keep_checkpoints:
-            atomic_torch_save(st, self.run_dir.epoch_checkpoint(epoch))
+            return self.ckpt.save(None)
+        st = training_state(self.model, self.opt, self.scaler, self.device, epoch=epoch, step=step,
+                            image_std=self.image_std, model_config=self.mcfg.as_dict(), intensity=self.scales.as_dict(),
+                            health_history=self.history, recoveries=self.recoveries, in_epoch=in_epoch)
+        self.ckpt.save(st, epoch if epoch_done else None)
+        if in_epoch is not None:
+            self.run_dir.append_log({"kind": "checkpoint", "epoch": epoch + 1, "step": step,
+                                     "seconds": self.ckpt.seconds[-1], "time": time.time()})
+
+    def _stop(self, epoch: int, step: int, acc: EpochProgress, signum: int):
+        """Save the state after the last finished step, say so, and end the run."""
+        self.save(epoch, step, acc)
+        name, ck = signals.name(signum) if signum else None, self.run_dir.checkpoint
+        if self.dd.main:
+            self.run_dir.append_attempt({"kind": "stopped", "signal": name or "loader", "epoch": epoch + 1,
+                                         "step": step, "time": time.time()})
+        if name is None:        # a data-loading worker died, no signal asked for it
+            raise TrainingError(f"{self.loader_error}; the state after epoch {epoch + 1}, step {step} is saved in "
+                                f"{ck}: continue with --resume")
+        self.progress.event("stopped", epoch=epoch + 1, step=step, checkpoint=ck, signal=name)
+        raise signals.Stopped(name, epoch + 1, step, ck, self.dd.main)
 
     # ------------------------------------------------------------------ the loop
-    def _request_stop(self, signum, frame) -> None:
-        self.stop_requested = True
+    def _log_start(self) -> None:
+        """One ``start`` record per session in ``attempts.jsonl`` (``gaussianem status`` lists them)."""
+        if self.resume:
+            self.progress.event("resumed", epoch=self.start_epoch + 1, step=self.start_step)
+        if self.dd.main:
+            self.run_dir.append_attempt({"kind": "start", "resumed": bool(self.resume), "epoch": self.start_epoch + 1,
+                                         "step": self.start_step, "processes": self.dd.world,
+                                         "host": socket.gethostname(), "job": os.environ.get("SLURM_JOB_ID"),
+                                         **signals.restart_count(), "time": time.time()})
 
     @torch.enable_grad()     # also when called inside a no_grad context (e.g. a user's script)
     def run(self) -> str:
-        handlers = install_stop_handlers(self._request_stop)
+        handlers = signals.install()
         try:
+            self._log_start()
             epoch = self.start_epoch
             while epoch < self.cfg.epochs:
                 skip = self.start_step if epoch == self.start_epoch else 0
-                summary, failure, t0, sums, nb, seen = self._epoch(epoch, skip)
+                summary, failure, t0, acc = self._epoch(epoch, skip)
                 if failure is not None:
                     self._recover(epoch, failure, summary)
                     self.start_epoch, self.start_step = epoch, 0       # the epoch again, from its first step
                     continue
-                self._end_epoch(epoch, summary, t0, sums, nb, seen)
+                self._end_epoch(epoch, summary, t0, acc)
                 epoch += 1
             self._finish()
         finally:
-            restore_handlers(handlers)
+            signals.restore(handlers)
             self.dd.barrier()
         return self.run_dir.path
 
@@ -272,13 +273,25 @@ class Trainer:
         steps = self.sampler.steps_per_epoch()
         self.sampler.epoch, self.sampler.skip = epoch, skip_steps
         self.model.train()
-        t0, seen, sums, nb, step = time.time(), 0, {}, 0, skip_steps
-        epoch_health, failure = health.EpochHealth(), None
-        for raw in self.loader:
-            if dd.agree(self.stop_requested):
-                self.save(epoch, step)
-                self.progress.event("stopped", epoch=epoch + 1, step=step, checkpoint=self.run_dir.checkpoint)
-                raise KeyboardInterrupt
+        t0, step, failure = time.time(), skip_steps, None
+        acc = EpochProgress(device, self.in_epoch if skip_steps else None)
+        batches = iter(self.loader)
+        while True:
+            signum, broken, due = dd.maxima(signals.requested(), self.loader_error is not None,
+                                            dd.main and self.ckpt.due())
+            if signum or broken:
+                self._stop(epoch, step, acc, signum)
+            if due and step > skip_steps:
+                self.save(epoch, step, acc)
+            try:
+                raw = next(batches)
+            except StopIteration:
+                break
+            except RuntimeError as e:     # a loader worker died: stop at this step (one process)
+                if "DataLoader worker" not in str(e) or dd.world > 1:
+                    raise
+                self.loader_error = str(e)
+                continue
             batch = Batch(intensity.normalise(raw["image"].to(device, non_blocking=True), self.image_std),
                           raw["index"].to(device, non_blocking=True), self.phys, self.box,
                           self.sampler.noise(epoch, step, self.mcfg.zdim))
@@ -294,18 +307,15 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
             self.scaler.step(self.opt)
             self.scaler.update()
-            step, nb, seen = step + 1, nb + 1, seen + len(batch.images) * dd.world
-            epoch_health.add(stats)
-            for k, v in terms.items():             # on the device; read back only when logging
-                sums[k] = sums.get(k, 0.0) + v
-            sums["total"] = sums.get("total", 0.0) + total.detach()
+            step = step + 1
+            acc.add(total, terms, stats, len(batch.images) * dd.world)
             if step % cfg.log_every == 0 or step == steps:
                 loss_now = float(total.detach())
-                if not np.isfinite(loss_now) or not np.isfinite(float(sums["total"])):
+                if not np.isfinite(loss_now) or not np.isfinite(float(acc.sums["total"])):
                     failure = (f"the loss became non-finite at step {step} (terms: "
                                f"{ {k: float(v) for k, v in terms.items()} })")
                     break
-                pps = seen / max(time.time() - t0, 1e-9)
+                pps = (acc.seen - acc.seen_before) / max(time.time() - t0, 1e-9)
                 self.progress.event("step", epoch=epoch + 1, epochs=self.total_epochs, step=step,
                                     steps_per_epoch=steps, loss=loss_now, particles_per_s=pps)
                 if dd.main:
@@ -313,12 +323,12 @@ class Trainer:
                                              "band": schedule.band, **{k: float(v) for k, v in terms.items()},
                                              "particles_per_s": pps, "time": time.time()})
         if dd.world > 1:
-            epoch_health.reduce(lambda x: torch.distributed.all_reduce(x))
-        summary = epoch_health.summary()
+            acc.health.reduce(lambda x: torch.distributed.all_reduce(x))
+        summary = acc.health.summary()
         failure = failure or health.diverged(summary)
         if dd.agree(failure is not None) and failure is None:
             failure = "another process diverged"
-        return summary, failure, t0, sums, nb, seen
+        return summary, failure, t0, acc
 
     def _recover(self, epoch: int, failure: str, summary: dict) -> None:
         """Restore the last healthy state with a lower learning rate, or give up."""
@@ -345,12 +355,13 @@ class Trainer:
         if self.dd.main:
             self.run_dir.append_log({"kind": "recovery", **rec, "time": time.time()})
 
-    def _end_epoch(self, epoch: int, summary: dict, t0: float, sums: dict, nb: int, seen: int) -> None:
+    def _end_epoch(self, epoch: int, summary: dict, t0: float, acc: EpochProgress) -> None:
         self.history.append({"epoch": epoch + 1, **summary})
         self.good = self._snapshot()
         dt = time.time() - t0
-        rec = {"kind": "epoch", "epoch": epoch + 1, **{k: float(v) / max(nb, 1) for k, v in sums.items()},
-               "seconds": dt, "particles_per_s": seen / max(dt, 1e-9), "time": time.time(), "health": summary}
+        rec = {"kind": "epoch", "epoch": epoch + 1, **{k: float(v) / max(acc.steps, 1) for k, v in acc.sums.items()},
+               "seconds": dt, "particles_per_s": (acc.seen - acc.seen_before) / max(dt, 1e-9), "time": time.time(),
+               "health": summary}
         if self.device.type == "cuda":
             rec["peak_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
         if self.dd.main:
@@ -360,25 +371,10 @@ class Trainer:
         self.save(epoch + 1, 0, epoch_done=True)
 
     # ------------------------------------------------------------------ the end
-    @torch.no_grad()
-    def encode_all(self) -> np.ndarray:
-        """Posterior means of all particles, in input order (gathered across processes)."""
-        self.model.eval()
-        mine = share(len(self.images), self.dd)
-        loader = make_loader(self.images, self.cfg.batch_size * 2, shuffle=False, num_workers=self.workers,
-                             sampler=mine.tolist(), device=self.device)
-        zs, ids = [], []
-        for b in loader:
-            mu = encode_particles(self.model, b["image"].to(self.device), b["index"].to(self.device), self.phys,
-                                  self.image_std)
-            zs.append(mu.float().cpu())
-            ids.append(b["index"].cpu())
-        z = torch.cat(zs) if zs else torch.zeros(0, self.mcfg.zdim)
-        idx = torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long)
-        return gather_rows(z, idx, len(self.images), self.dd)
-
     def _finish(self) -> None:
-        z = self.encode_all()
+        self.model.eval()
+        z = encode_all(self.model, self.images, self.cfg.batch_size * 2, self.workers, self.phys, self.image_std,
+                       self.dd, self.device)
         if not self.dd.main:
             return
         mcfg, cfg = self.mcfg, self.cfg
