@@ -37,6 +37,7 @@ from torch import nn
 
 from gaussianem.errors import InputError
 from gaussianem.model.gaussians import GaussianSet
+from gaussianem.model.segments import SegmentField
 
 
 @dataclass
@@ -66,6 +67,8 @@ class ModelConfig:
                                        # (centre_by says how, remove_translation)
     centre_by: str = "mass"       # "mass": the mass-weighted mean displacement; "median": the
                                   # Gaussians' median displacement per axis (remove_translation)
+    segments: int = 0             # > 0: that many rigid segments move with the latent too
+                                  # (gaussianem.model.segments), the per-Gaussian decoder adds the rest
 
     @property
     def split(self) -> bool:
@@ -82,7 +85,7 @@ class ModelConfig:
 DEFAULT_SPLIT = (8, 1)      # training's latent sizes (conformational, compositional) when none is given
 # what runs made before a setting existed did (a checkpoint without the key)
 BEFORE_RECORDED = {"encoder_input": "image", "gaussian_features": False, "centre_displacements": False,
-                   "width_change": False}
+                   "width_change": False, "segments": 0}
 
 
 def _mlp(din: int, dim: int, dout: int, layers: int, norm: bool = False) -> nn.Sequential:
@@ -212,6 +215,10 @@ class HeterogeneityModel(nn.Module):
         else:
             self.decoder = DeformationDecoder(cfg.zdim, cfg.emb_dim, cfg.dec_dim, cfg.dec_layers,
                                               5 if cfg.width_change else 4)
+        if cfg.segments > 0:
+            self.segment_field = SegmentField(cfg.zdim_conf if cfg.split else cfg.zdim, self.centres,
+                                              self.mass_weights(), cfg.segments, cfg.dec_dim,
+                                              max_shift=cfg.max_displacement)
         # global intensity scale between Gaussian projections and (normalised) images
         self.log_scale = nn.Parameter(torch.zeros(()))
 
@@ -248,6 +255,10 @@ class HeterogeneityModel(nn.Module):
             disp_raw, amp_raw = o[..., :3], o[..., 3]
             width_raw = o[..., 4] if cfg.width_change else None
         disp = cfg.max_displacement * torch.tanh(disp_raw.float() / cfg.max_displacement * 10.0)
+        rigid = None
+        if cfg.segments > 0:
+            rigid = self.segment_field(z[:, :cfg.zdim_conf] if cfg.split else z, self.centres)
+            disp = disp + rigid
         if cfg.centre_displacements:
             disp = remove_translation(disp, cfg.centre_by, self.mass_weights())
         amp_factor = 2 * torch.sigmoid(amp_raw.float())
@@ -261,6 +272,7 @@ class HeterogeneityModel(nn.Module):
             "amplitudes": self.amplitudes * amp_factor,
             "widths": self.widths * width_factor,
             "embedding": emb,
+            "rigid": rigid,
         }
 
     def mass_weights(self) -> torch.Tensor:

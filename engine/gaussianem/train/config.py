@@ -80,6 +80,8 @@ class TrainConfig:
                                     "displacements as their mass-weighted mean, or as their median: a small "
                                     "domain turning on a large body keeps more of its motion (docs/validation.md, "
                                     "\"Displaced models\")", choices=["mass", "median"])
+    segments: int = option(0, "rigid segments of the Gaussians that the latent moves as wholes, under the "
+                              "per-Gaussian displacements (0: none)", metavar="K")
     width_change: bool = option(False, "let the conformational decoder also change Gaussian widths (off by "
                                        "default: width changes can stand in for compositional change)")
     gaussian_features: bool = option(True, "the encoder also reads, per Gaussian, the residual's correlation "
@@ -177,7 +179,7 @@ class TrainConfig:
 
 
 # what runs saved before a training setting existed did (a saved config without the key)
-BEFORE_RECORDED = {"distance_robust": 0.0}
+BEFORE_RECORDED = {"distance_robust": 0.0, "segments": 0}
 
 # what a resumed run may change (the rest is the run's own: gaussianem.train.resume checks)
 SESSION_FIELDS = ("epochs", "device", "num_workers", "threads", "checkpoint_minutes", "keep_checkpoints", "log_every")

@@ -141,7 +141,8 @@ class Trainer:
         self.mcfg = ModelConfig(box=box, zdim=cfg.zdim, zdim_conf=cfg.zdim_conf, zdim_comp=cfg.zdim_comp,
                                 window=cfg.window, max_displacement=cfg.max_displacement,
                                 encoder_input=cfg.encoder_input, width_change=cfg.width_change,
-                                gaussian_features=cfg.gaussian_features, centre_by=cfg.centre_by)
+                                gaussian_features=cfg.gaussian_features, centre_by=cfg.centre_by,
+                                segments=cfg.segments)
         self.model = HeterogeneityModel(self.mcfg, base).to(self.device)
         try:                                   # fused: one kernel for all parameters (CPU and CUDA)
             self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
