@@ -54,6 +54,8 @@ def landing(cell: str, fitted_at: float = 0.0, reference: str = "auto") -> dict:
     far_end = motion.coords(1.0 - fitted_at)
     if spec.motion == "hinge":
         moving = motion.mask.copy()
+    elif spec.motion == "two_hinges":
+        moving = motion.mask | motion.mask2
     else:
         amp = np.linalg.norm(far_end - fitted_xyz, axis=1)
         moving = amp >= np.quantile(amp, 0.7)
@@ -82,9 +84,27 @@ def landing(cell: str, fitted_at: float = 0.0, reference: str = "auto") -> dict:
             "bond_rms_change": round(bond_length_rms_change(fitted, moved, pairs), 4)})
         print(json.dumps(rows[-1]), flush=True)
     keys = [k for k in rows[0] if k not in ("motion", "n")]
+    arrival = motion_arrival(rows)
+    print(json.dumps(arrival), flush=True)
     return {"cell": cell, "fitted_at": fitted_at, "reference": reference,
             "reference_latent": None if ref is None else [float(v) for v in ref],
-            "rows": rows, "mean": {k: round(float(np.mean([r[k] for r in rows])), 3) for k in keys}}
+            "rows": rows, "mean": {k: round(float(np.mean([r[k] for r in rows])), 3) for k in keys},
+            **arrival}
+
+
+def motion_arrival(rows) -> dict:
+    """Issue 27's measure: arrival = 1 - RMSD(displaced, truth) / RMSD(undisplaced, truth)
+    over the moving atoms, per state (states where the fitted model already is, under
+    0.5 A from the truth, have nothing to arrive and are left out), at the far end (the
+    state farthest from the fitted model), the middle one, the first, and the mean."""
+    use = [r for r in rows if r["moving_rmsd_undisplaced"] >= 0.5]
+    if not use:
+        return {"arrival": []}
+    a = [round(1 - r["moving_rmsd_displaced"] / r["moving_rmsd_undisplaced"], 3) for r in use]
+    far = int(np.argmax([r["moving_rmsd_undisplaced"] for r in use]))
+    near = int(np.argmin([r["moving_rmsd_undisplaced"] for r in use]))
+    return {"arrival": a, "arrival_far_end": a[far], "arrival_first": a[near], "arrival_middle": a[len(a) // 2],
+            "arrival_mean": round(float(np.mean(a)), 3)}
 
 
 def main():

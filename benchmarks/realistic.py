@@ -114,12 +114,14 @@ class RealisticSpec:
     snr: float | None = 0.1           # signal var / noise var; None or 0: no noise
     seed: int = 0
     # motion
-    motion: str = "mode"              # mode | hinge | two_modes
+    motion: str = "mode"              # mode | hinge | two_modes | two_hinges
     modes: tuple = (0, 1)             # softest non-trivial ANM modes used (0-based)
     rmsd_range: float = 4.0           # A, end-to-end RMSD of each mode's motion
     anm_cutoff: float = 15.0          # A
     hinge: str | None = None          # moving part, CHAIN or CHAIN:FIRST-LAST (default: automatic)
     hinge_angle: float = 30.0         # degrees, full range
+    hinge2: str | None = None         # two_hinges: the second moving part (default: the last chain)
+    hinge2_angle: float = 20.0        # degrees, full range of the second part (both follow t together)
     states: int = 32                  # motion levels (one motion)
     states2: int = 8                  # levels per axis (two motions)
     eval_bins: int = 5
@@ -146,8 +148,8 @@ class RealisticSpec:
     junk_structure: str = "19hc.pdb.gz"
 
     def check(self):
-        if self.motion not in ("mode", "hinge", "two_modes"):
-            raise ValueError(f"motion must be mode, hinge or two_modes, got {self.motion!r}")
+        if self.motion not in ("mode", "hinge", "two_modes", "two_hinges"):
+            raise ValueError(f"motion must be mode, hinge, two_modes or two_hinges, got {self.motion!r}")
         if self.junk_kind not in ("noise", "protein"):
             raise ValueError(f"junk_kind must be noise or protein, got {self.junk_kind!r}")
         if self.scale_dist not in ("uniform", "normal"):
@@ -327,9 +329,16 @@ class Motion:
         self.model, self.spec = model, spec
         self.kind = spec.motion
         self.eigenvalues = []
-        if self.kind == "hinge":
+        if self.kind in ("hinge", "two_hinges"):
             self.mask, self.point, self.axis = hinge_geometry(model, spec.hinge)
-        else:
+        if self.kind == "two_hinges":
+            # a second part turning about its own interface at the same time (two domains
+            # closing onto a core, as a kinase's lid and NMP domains do)
+            self.mask2, self.point2, self.axis2 = hinge_geometry(model, spec.hinge2 or model.chains()[-1])
+            self.mask2 &= ~self.mask
+            if not self.mask2.any():
+                raise ValueError("two_hinges: the second moving part lies inside the first")
+        elif self.kind != "hinge":
             use = spec.modes[:1] if self.kind == "mode" else spec.modes[:2]
             if len(use) < (1 if self.kind == "mode" else 2):
                 raise ValueError("two_modes needs two entries in modes")
@@ -343,8 +352,11 @@ class Motion:
     def coords(self, t1: float, t2: float = 0.5) -> np.ndarray:
         from gaussianem.sim.geometry import hinge_rotation
         x0 = self.model.coords
-        if self.kind == "hinge":
-            return hinge_rotation(x0, self.mask, self.point, self.axis, (t1 - 0.5) * self.spec.hinge_angle)
+        if self.kind in ("hinge", "two_hinges"):
+            xyz = hinge_rotation(x0, self.mask, self.point, self.axis, (t1 - 0.5) * self.spec.hinge_angle)
+            if self.kind == "two_hinges":
+                xyz = hinge_rotation(xyz, self.mask2, self.point2, self.axis2, (t1 - 0.5) * self.spec.hinge2_angle)
+            return xyz
         a = self.spec.rmsd_range
         xyz = x0 + (t1 - 0.5) * a * self.fields[0]
         if self.two:
@@ -499,7 +511,7 @@ def simulate(spec: RealisticSpec, outdir: str, progress=None) -> dict:
     if motion.two:
         arrays["motion2"] = t2.astype(np.float32)
         arrays["rmsd_range2"] = rmsd(motion.coords(0.5, 0.0), motion.coords(0.5, 1.0))
-    if spec.motion == "hinge":
+    if spec.motion in ("hinge", "two_hinges"):
         arrays["angle"] = ((t1 - 0.5) * spec.hinge_angle).astype(np.float32)
     tmp = os.path.join(outdir, ".ground_truth.tmp.npz")
     np.savez(tmp, **arrays)

@@ -107,6 +107,13 @@ CELLS = {
                {"box": 256, "apix": 0.5, "n": 1000, "states": 24}, False),
     "hinge": ("hinge: chain A's C-terminal third turns 30 deg", {"motion": "hinge"}, True),
     "two_motions": ("two ANM modes at once (each 4 A)", {"motion": "two_modes"}, True),
+    "two_hinges": ("two domains at once: chain A's C-terminal third and chain B (absent in 30%) each turn "
+                   "30 deg about their interface (moving atoms 11.8 A end to end)",
+                   {"motion": "two_hinges", "hinge2_angle": 30.0}, True),
+    "two_hinges_19hc": ("19hc (not tuned on), two domains at once: chain A's C-terminal third and chain B "
+                        "(absent in 30%) each turn 40 deg (12.8 A end to end)",
+                        {"structure": "19hc.pdb.gz", "motion": "two_hinges", "hinge_angle": 40.0,
+                         "hinge2_angle": 40.0}, True),
     "scale20": ("per-particle scale U(0.8, 1.2)", {"scale_jitter": 0.2}, True),
     "pose_err": ("star poses off by 3 deg RMS and 1 px RMS", {"pose_error_deg": 3.0, "shift_error_px": 1.0}, True),
     "rot_err": ("star rotations off by 3 deg RMS (shifts exact)", {"pose_error_deg": 3.0}, False),
