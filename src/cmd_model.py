@@ -55,8 +55,8 @@ def gaussianem_fitdomains(session, particles=PARTICLES, steps=STEPS, sort="image
     sizes = ", ".join(str(s) for s in domains.sizes())
     turns = ", ".join(f"{r:.1f}" for r in fit.rotation_deg)
     session.logger.info(f"GaussianEM: model #{copy.id_string}, {domains.n} rigid domain(s) of {sizes} residues "
-                        f"(coloured), fitted to {fit.particles} particles ({fit.selection}): score {fit.score_start:.4g} -> "
-                        f"{fit.score:.4g}, turned {turns} degrees beyond the displaced model")
+                        f"(coloured), fitted to {fit.particles} particles ({fit.selection}): score "
+                        f"{fit.score_start:.4g} -> {fit.score:.4g}, turned {turns} degrees beyond the displaced model")
     note = one_domain_note(domains)
     if note:
         session.logger.warning(note)
