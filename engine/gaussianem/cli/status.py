@@ -3,7 +3,10 @@
 For a run submitted with 'gaussianem train ... --submit slurm', the job's state (PENDING,
 RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT ...) from squeue or sacct, why it waits or
 ended, and its output file; for every run, the epoch and step reached, the loss, whether
-a checkpoint exists, whether the run finished (latents.npz) and its health report.
+a checkpoint exists, whether the run finished (latents.npz), its health report, and each
+attempt: every start of the training (new, resumed, requeued by SLURM, restarted by
+torchrun), where it began and how it ended (stopped by a signal at an epoch and step,
+killed, running, finished).
 
 examples:
   gaussianem status run1

@@ -7,9 +7,15 @@ the checkpoint, ``latents.npz`` (finished), ``health.json``, and the job's outpu
 last JSON progress event: ``stopped``, ``error``, ``done``). Runs trained without
 SLURM have only the second half.
 
-:func:`stop` sends a running job SIGTERM on every process (``scancel --signal=TERM
---full``): training saves a checkpoint at its next step and stops, and the job script
-then cancels the job (SLURM records it CANCELLED). A pending job is simply cancelled.
+:func:`stop` writes ``RUN/slurm-JOBID.stop``, then sends a running job SIGTERM on every
+process (``scancel --signal=TERM --full``): training saves a checkpoint at its next step
+and stops, and the job script, finding that file, cancels the job (SLURM records it
+CANCELLED; without the file, a SIGTERM from SLURM is a requeue or a preemption and the job
+goes on). A pending job is simply cancelled.
+
+Each start of the training (a new run, a resume, a requeued job, a torchrun restart) is
+an *attempt*: ``RUN/attempts.jsonl`` says where each began, where it stopped and why
+(:func:`attempts`).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import shlex
 import time
 
 from gaussianem.cluster import slurm
-from gaussianem.cluster.submit import RECORD, read_record
+from gaussianem.cluster.submit import RECORD, STOP_FILE, read_record
 from gaussianem.io.atomic import write_json
 from gaussianem.io.rundir import RunDir
 from gaussianem.train import health
@@ -45,11 +51,31 @@ def _job_output(path: str | None) -> dict:
             continue
         if isinstance(ev, dict) and "event" in ev:
             out["last_event"] = ev
+            if ev["event"] in ("start", "resumed"):        # a new attempt: what the last one said is history
+                out["error"] = out["stopped"] = None
             if ev["event"] == "error":
                 out["error"] = ev.get("message")
             if ev["event"] == "stopped":
                 out["stopped"] = ev
     out["tail"] = out["tail"][-8:]
+    return out
+
+
+def attempts(run: RunDir) -> list[dict]:
+    """Each start of the training, in order (both stages of coarse to fine): when and where
+    it started, from which epoch and step, and how it ended (``stopped`` by a signal at an
+    epoch and step; ``ended`` when the next attempt began without a stop: killed, a lost
+    node, an error; None for the last one)."""
+    recs = sorted(run.coarse.read_attempts() + run.read_attempts(), key=lambda r: r.get("time", 0))
+    out = []
+    for r in recs:
+        if r["kind"] == "start":
+            if out and out[-1]["end"] is None:
+                out[-1]["end"] = "ended without stopping (killed, a node lost, or an error: see the output)"
+            out.append({**{k: r.get(k) for k in ("time", "resumed", "epoch", "step", "host", "job", "processes",
+                                                   "slurm_restart", "torchrun_restart")}, "end": None})
+        elif out and out[-1]["end"] is None:
+            out[-1]["end"] = f"stopped by {r.get('signal')} at epoch {r.get('epoch')}, step {r.get('step')}"
     return out
 
 
@@ -64,7 +90,8 @@ def _training(run: RunDir) -> dict:
     t = {"epochs": run.epochs_asked(), "epochs_done": max([int(r.get("epoch", 0)) for r in epochs] or [0]),
          "stage": stage, "epoch": None, "step": None, "loss": None, "epoch_loss": None, "explained": None,
          "recoveries": sum(r.get("kind") == "recovery" for r in log), "checkpoint": run.has_checkpoint(),
-         "finished": run.finished(), "last_log": max([r.get("time", 0) for r in log] or [0]) or None}
+         "finished": run.finished(), "last_log": max([r.get("time", 0) for r in log] or [0]) or None,
+         "attempts": attempts(run)}
     if steps:
         t.update(epoch=steps[-1].get("epoch"), step=steps[-1].get("step"), loss=steps[-1].get("loss"))
     if epochs:
@@ -115,8 +142,10 @@ def resume_command(rec: dict) -> str | None:
     if "--progress" in argv:
         i = argv.index("--progress")
         argv = argv[:i] + argv[i + 2:]
-    if "--resume" not in argv:
-        argv.append("--resume")
+    if "--resume" in argv:                      # a job runs --resume auto; the user asks --resume
+        i = argv.index("--resume")
+        argv = argv[:i] + argv[i + (2 if argv[i + 1:i + 2] == ["auto"] else 1):]
+    argv.append("--resume")
     argv += ["--submit", "slurm"]
     for key, value in (rec.get("options") or {}).items():
         if value and key != "job_name":
@@ -162,6 +191,7 @@ def format_summary(s: dict) -> str:
                 f"last epoch's loss {t['epoch_loss']:.4g}" if t["epoch_loss"] is not None else None,
                 f"recoveries {t['recoveries']}" if t["recoveries"] else None]
         lines.append("          " + ", ".join(x for x in loss if x))
+    lines += _attempt_lines(t, job)
     if s["health"]:
         h = s["health"]
         lines.append(f"health    {h['status']}" + (f": {h['summary']}" if h.get("summary") not in (None, h["status"])
@@ -181,6 +211,23 @@ def format_summary(s: dict) -> str:
             if cmd:
                 lines.append(f"resume    {cmd}")
     return "\n".join(lines)
+
+
+def _attempt_lines(t: dict, job: dict | None) -> list[str]:
+    out = []
+    for i, a in enumerate(t.get("attempts") or [], 1):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a["time"])) if a.get("time") else "?"
+        again = ", ".join(x for x in (f"requeue {a['slurm_restart']}" if a.get("slurm_restart") else None,
+                                      f"torchrun restart {a['torchrun_restart']}" if a.get("torchrun_restart")
+                                      else None) if x)
+        who = " ".join(x for x in (f"job {a['job']}" if a.get("job") else None, f"({again})" if again else None,
+                                   f"on {a['host']}" if a.get("host") else None,
+                                   f"({a['processes']} processes)" if (a.get("processes") or 1) > 1 else None) if x)
+        start = f"from epoch {a['epoch']}, step {a['step']}" if a.get("resumed") else "new run"
+        end = a["end"] or ("finished" if t["finished"] else
+                           "ended" if job is not None and job["state"] in slurm.ENDED else "running")
+        out.append(f"{'attempts' if i == 1 else '':10}{i}. {when} {who}: {start}; {end}")
+    return out
 
 
 def stop(path) -> str:
@@ -205,6 +252,8 @@ def stop(path) -> str:
     if state == "PENDING":
         cmd = slurm.scancel(job_id, cluster=cluster)
         return f"SLURM job {job_id} was waiting in the queue: cancelled ({cmd})"
+    with open(run.file(STOP_FILE.format(job_id=job_id)), "w") as f:      # the job cancels itself, no requeue
+        f.write(f"gaussianem stop {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
     cmd = slurm.scancel(job_id, signal="TERM", full=True, cluster=cluster)
     note = "" if run.has_checkpoint() or run.coarse.has_checkpoint() else (
         " (no checkpoint yet: a job stopped while it is still setting up saves nothing and starts over)")

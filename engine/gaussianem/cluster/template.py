@@ -9,6 +9,11 @@ A template is a shell script with placeholders in braces (as RELION's queue temp
 {time}         --time (SLURM's formats, e.g. 2:00:00 or 1-12:00:00)
 {gpus}         --gpus: GPUs on the node (0: none; more than 1: torchrun, one process each)
 {cpus}         --cpus: CPU cores per task
+{mem}          --mem: memory of the job's node (default 16G per training process)
+{warn_seconds} seconds before the time limit at which SLURM sends the batch shell SIGUSR1
+               (--signal=B:USR1@N: 120, less for limits under 10 minutes)
+{stop_file}    the file 'gaussianem stop' writes before it signals the job (the job then
+               cancels itself instead of waiting for a requeue): RUN/slurm-$SLURM_JOB_ID.stop
 {outdir}       the run folder (absolute)
 {output}       the job's output file: RUN/slurm-%j.out (SLURM puts the job id for %j)
 {workdir}      the folder the job was submitted from (relative paths refer to it)
@@ -32,8 +37,8 @@ import sys
 
 from gaussianem.cluster.slurm import ClusterError
 
-PLACEHOLDERS = ("job_name", "partition", "account", "time", "gpus", "cpus", "outdir", "output", "workdir",
-                "python", "command")
+PLACEHOLDERS = ("job_name", "partition", "account", "time", "gpus", "cpus", "mem", "warn_seconds", "stop_file",
+                "outdir", "output", "workdir", "python", "command")
 TEMPLATE_ENV = "GAUSSIANEM_SLURM_TEMPLATE"
 
 DEFAULT_SLURM = """\
@@ -45,9 +50,13 @@ DEFAULT_SLURM = """\
 #SBATCH --nodes=1
 #SBATCH --ntasks=1
 #SBATCH --cpus-per-task={cpus}
+#SBATCH --mem={mem}
 #SBATCH --gres=gpu:{gpus}
 #SBATCH --chdir={workdir}
 #SBATCH --output={output}
+#SBATCH --open-mode=append
+#SBATCH --requeue
+#SBATCH --signal=B:USR1@{warn_seconds}
 #
 # GaussianEM training job, written by 'gaussianem train --submit slurm' from its
 # default template (gaussianem.cluster.template; --template FILE uses your own).
@@ -55,20 +64,37 @@ DEFAULT_SLURM = """\
 #   module load cuda
 #   source /path/to/venv/bin/activate
 
-echo "gaussianem: job $SLURM_JOB_ID on $(hostname) started $(date -Is)" >&2
+attempt=$((${SLURM_RESTART_COUNT:-0} + 1))
+echo "gaussianem: job $SLURM_JOB_ID attempt $attempt on $(hostname) started $(date -Is)" >&2
+rm -f "{stop_file}"
 
-# 'gaussianem stop RUN' runs 'scancel --signal=TERM --full JOBID': every process of the
-# job receives SIGTERM; training saves a checkpoint at its next step and exits. This
-# shell waits for it, then cancels the job so that SLURM records it as CANCELLED.
-stopped=0
-trap 'stopped=1' TERM
-{command}
-rc=$?
-if [ "$stopped" = 1 ] && [ "$rc" != 0 ]; then
-    echo "gaussianem: stopped by SIGTERM (exit status $rc); continue with --resume" >&2
+# The training runs with --resume auto: a requeued job (a preemption, 'scontrol requeue',
+# the warning below) continues from the run's last checkpoint. Every signal below makes
+# the training save a checkpoint after its current step and stop (exit status 130).
+# - SIGUSR1 comes from SLURM {warn_seconds} s before the time limit (--signal above), to
+#   this shell only: it is passed on to the training (torchrun: --signals-to-handle), and
+#   once that has stopped the job is requeued, to go on in a new allocation.
+# - SIGTERM reaches every process of the job from SLURM itself: 'gaussianem stop' (which
+#   writes the stop file first: the job then cancels itself, CANCELLED), scancel, a
+#   requeue or a preemption (SLURM starts the job again), the time limit (TIMEOUT).
+warned=0
+trap 'warned=1; kill -USR1 "$pid" 2>/dev/null' USR1
+trap ':' TERM
+{command} &
+pid=$!
+rc=
+while [ -z "$rc" ]; do          # 'wait' returns early when this shell receives a signal
+    wait "$pid"; s=$?
+    if [ "$s" -le 128 ] || ! kill -0 "$pid" 2>/dev/null; then rc=$s; fi
+done
+if [ "$warned" = 1 ] && [ "$rc" != 0 ]; then
+    echo "gaussianem: SIGUSR1 (time limit near): checkpoint saved; requeueing job $SLURM_JOB_ID to go on" >&2
+    scontrol requeue "$SLURM_JOB_ID"
+elif [ -e "{stop_file}" ] && [ "$rc" != 0 ]; then
+    echo "gaussianem: stopped by 'gaussianem stop' (exit status $rc); continue with --resume" >&2
     scancel "$SLURM_JOB_ID"
 fi
-echo "gaussianem: job $SLURM_JOB_ID ended $(date -Is), exit status $rc" >&2
+echo "gaussianem: job $SLURM_JOB_ID attempt $attempt ended $(date -Is), exit status $rc" >&2
 exit $rc
 """
 

@@ -22,11 +22,36 @@ def test_render_fills_placeholders_and_drops_empty_sbatch_lines():
             "echo ${HOME} {outdir}\n{command}\n")
     out = template.render(text, {"partition": None, "gpus": "", "job_name": "j", "outdir": "/r", "command": "run"})
     assert out == "#!/bin/bash\n#SBATCH -J j\necho ${HOME} /r\nrun\n"
-    with pytest.raises(ClusterError, match=r"unknown placeholder\(s\) \{mem\}"):
-        template.render("#SBATCH --mem={mem}\n{command}\n", {})
+    with pytest.raises(ClusterError, match=r"unknown placeholder\(s\) \{memory\}"):
+        template.render("#SBATCH --mem={memory}\n{command}\n", {})
     with pytest.raises(ClusterError, match="no {command}"):
         template.render("#!/bin/bash\n", {})
     assert template.placeholders(template.DEFAULT_SLURM) <= set(template.PLACEHOLDERS)
+
+
+def test_the_default_job_survives_requeues_and_time_limits(tmp_path, capsys):
+    """The built-in script asks for an early warning, requeueing, an appended output and
+    memory; it passes SIGUSR1 on and requeues, and cancels itself only after
+    'gaussianem stop' (its stop file); the training runs with --resume auto."""
+    rc = main([*_inputs(tmp_path), "--submit", "slurm", "--dry-run", "--time", "2:00:00", "--gpus", "2"])
+    assert rc == 0
+    script = (tmp_path / "run" / "slurm_job.sh").read_text()
+    for line in ("#SBATCH --signal=B:USR1@120", "#SBATCH --requeue", "#SBATCH --open-mode=append",
+                 "#SBATCH --mem=32G", "--signals-to-handle SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 -m gaussianem",
+                 'scontrol requeue "$SLURM_JOB_ID"', f'rm -f "{tmp_path / "run"}/slurm-$SLURM_JOB_ID.stop"'):
+        assert line in script, line
+    assert script.count('scancel "$SLURM_JOB_ID"') == 1
+    stop_file = f'[ -e "{tmp_path / "run"}/slurm-$SLURM_JOB_ID.stop" ]'
+    assert script.index(stop_file) < script.index('scancel "$SLURM_JOB_ID"')
+    line = [x for x in script.splitlines() if "--nproc_per_node" in x][0]
+    assert line.endswith(" &")                      # in the background: this shell can pass SIGUSR1 on
+    cmd = shlex.split(line[:-2])
+    assert cmd[-4:] == ["--resume", "auto", "--progress", "json"]
+    from gaussianem.cluster.submit import time_limit_seconds, warning_seconds
+    assert [time_limit_seconds(t) for t in ("30", "5:00", "1:00:00", "2-00", "1-2:03", "1-00:00:05", "x", None)] == \
+        [1800, 300, 3600, 172800, 93780, 86405, None, None]
+    assert (warning_seconds("2:00:00"), warning_seconds(None), warning_seconds("5"), warning_seconds("1")) == \
+        (120, 120, 60, 12)
 
 
 def _args(*argv):
@@ -122,3 +147,24 @@ def test_submission_options_need_submit(tmp_path, capsys):
     assert main([*_inputs(tmp_path), "--gpus", "2", "--time", "1:00:00"]) == 1
     assert "--gpus, --time: only with --submit slurm" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_status_lists_each_attempt(tmp_path):
+    """RUN/attempts.jsonl: a run stopped by a signal, resumed, killed without a stop (a
+    dead node), restarted by torchrun and still running."""
+    run = RunDir(tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    run.write_config({"train": {"epochs": 5}})
+    for rec in ({"kind": "start", "resumed": False, "epoch": 1, "step": 0, "host": "n1", "job": "7", "time": 1.0},
+                {"kind": "stopped", "signal": "SIGUSR1", "epoch": 2, "step": 3, "time": 2.0},
+                {"kind": "start", "resumed": True, "epoch": 2, "step": 3, "host": "n2", "job": "7",
+                 "slurm_restart": 1, "processes": 2, "time": 3.0},
+                {"kind": "start", "resumed": True, "epoch": 3, "step": 0, "host": "n2", "job": "7",
+                 "slurm_restart": 1, "torchrun_restart": 1, "time": 4.0}):
+        run.append_attempt(rec)
+    lines = [x for x in format_summary(summary(run.path)).splitlines() if x[10:12] in ("1.", "2.", "3.")]
+    assert lines[0].startswith("attempts  1. ")
+    assert lines[0].endswith("job 7 on n1: new run; stopped by SIGUSR1 at epoch 2, step 3")
+    assert lines[1].endswith("job 7 (requeue 1) on n2 (2 processes): from epoch 2, step 3; ended without stopping "
+                             "(killed, a node lost, or an error: see the output)")
+    assert lines[2].endswith("job 7 (requeue 1, torchrun restart 1) on n2: from epoch 3, step 0; running")

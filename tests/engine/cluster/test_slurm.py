@@ -48,8 +48,9 @@ def gem(*args, timeout=CLI_TIMEOUT, check=True) -> subprocess.CompletedProcess:
 
 
 def submit(sim, run, *extra, jobs) -> dict:
+    mem = [] if "--mem" in extra else ["--mem", "1G"]        # not the default 16G: jobs may run side by side
     proc = gem("train", sim / "particles.star", "--consensus", sim / "consensus.mrc", "-o", run, *TINY, *extra,
-               "--submit", "slurm")
+               *mem, "--submit", "slurm")
     rec = json.loads((run / "slurm.json").read_text())
     jobs.append(rec["job_id"])
     assert f"submitted SLURM job {rec['job_id']}" in proc.stdout
@@ -139,19 +140,100 @@ def test_sbatch_failure_is_reported(slurm_up, tiny_sim, tmp_path):
 
 def test_torchrun_job_stops_on_every_rank(slurm_up, tiny_sim, tmp_path, jobs):
     """--gpus 2 runs torchrun with two processes (here on the CPU, from a user's template
-    without the GPU request, as this cluster has no GPUs); stop reaches both ranks."""
+    without the GPU request, as this cluster has no GPUs). SLURM's warning (SIGUSR1 to the
+    batch shell) reaches both ranks through torchrun: checkpoint, requeue, resumed on two
+    processes; then stop reaches both ranks and the job ends CANCELLED."""
     tpl = tmp_path / "cpu.sh"
     tpl.write_text("".join(line for line in template.DEFAULT_SLURM.splitlines(keepends=True) if "--gres" not in line))
     run = tmp_path / "ddp"
     rec = submit(tiny_sim, run, "--epochs", "100", "--gpus", "2", "--cpus", "2", "--template", tpl, jobs=jobs)
-    cmd = rec["command"]
+    cmd, job = rec["command"], rec["job_id"]
     assert "--nproc_per_node" in cmd and cmd[cmd.index("--nproc_per_node") + 1] == "2"
-    deadline = time.monotonic() + 120
-    while not RunDir(run).has_checkpoint():
-        assert time.monotonic() < deadline, f"no checkpoint after 120 s: {gem('status', run).stdout}"
-        time.sleep(0.5)
+    _wait(lambda: RunDir(run).has_checkpoint(), 120, "a first checkpoint", run)
+    _slurm("scancel", "--signal=USR1", "--batch", job)
+    _wait(lambda: _stops(run, "SIGUSR1"), 60, "the training stopped on SIGUSR1", run)
+    _release_when_requeued(job, run)
+    _wait(lambda: len([r for r in RunDir(run).read_attempts() if r["kind"] == "start"]) == 2
+          and RunDir(run).read_log()[-1]["time"] > RunDir(run).read_attempts()[-1]["time"], 120,
+          "the requeued job training again", run)
+    starts = [r for r in RunDir(run).read_attempts() if r["kind"] == "start"]
+    assert [(r["resumed"], r["processes"]) for r in starts] == [(False, 2), (True, 2)]
     gem("stop", run)
     s = status(run, wait=90)
-    assert s["slurm"]["state"] == "CANCELLED" and s["slurm"]["stopped"] is not None, s
+    assert s["slurm"]["state"] == "CANCELLED" and s["slurm"]["stopped"]["signal"] == "SIGTERM", s
     assert RunDir(run).has_checkpoint() and not RunDir(run).finished()
-    assert "--gpus 2 --cpus 2 --template" in gem("status", run).stdout         # the resume command
+    assert "--gpus 2 --cpus 2 --mem 1G --template" in gem("status", run).stdout         # the resume command
+
+
+def _slurm(*args) -> str:
+    proc = subprocess.run(list(map(str, args)), capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    assert proc.returncode == 0, f"{' '.join(map(str, args))}: {proc.stderr}"
+    return proc.stdout
+
+
+def _wait(condition, seconds: float, what: str, run=None):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {seconds} s" + (
+            f"\n{gem('status', run).stdout}" if run else "")
+        time.sleep(0.5)
+
+
+def _state(job: str) -> str:
+    return _slurm("squeue", "-h", "-j", job, "-t", "all", "-o", "%T").strip()
+
+
+def _release_when_requeued(job: str, run) -> None:
+    """A requeued job waits two minutes (its BeginTime); start it earlier, as an idle
+    cluster does once that time has passed. (Not at once: slurmd refuses the job's
+    credential for the second in which the last attempt was revoked.)"""
+    _wait(lambda: _state(job) == "PENDING", 90, f"job {job} requeued", run)
+    time.sleep(3)
+    _slurm("scontrol", "update", f"jobid={job}", "StartTime=now")
+
+
+def _stops(run, sig: str) -> list[dict]:
+    return [r for r in RunDir(run).read_attempts() if r["kind"] == "stopped" and r["signal"] == sig]
+
+
+def test_warning_and_requeue_continue_the_run(slurm_up, tiny_sim, tmp_path, jobs):
+    """SIGUSR1 to the batch shell (what '#SBATCH --signal=B:USR1@120' has SLURM send before
+    the time limit): the shell passes it on, the training (and its loader workers) stops
+    with a checkpoint, the job requeues itself and goes on; 'scontrol requeue' (a
+    preemption, an administrator) stops it with SIGTERM and SLURM starts it again, not
+    CANCELLED. The job completes, every epoch trained once; status lists the attempts."""
+    run = tmp_path / "rq"
+    rec = submit(tiny_sim, run, "--epochs", "40", "--num-workers", "2", jobs=jobs)
+    job = rec["job_id"]
+    _wait(lambda: RunDir(run).has_checkpoint(), 120, "a first checkpoint", run)
+    _slurm("scancel", "--signal=USR1", "--batch", job)          # SLURM's warning, to the batch shell
+    _wait(lambda: _stops(run, "SIGUSR1"), 60, "the training stopped on SIGUSR1", run)
+    _release_when_requeued(job, run)
+    _wait(lambda: len([r for r in RunDir(run).read_attempts() if r["kind"] == "start"]) == 2
+          and RunDir(run).read_log()[-1]["time"] > RunDir(run).read_attempts()[-1]["time"], 120,
+          "the requeued job training again", run)
+    _slurm("scontrol", "requeue", job)                           # SIGTERM to every process
+    _wait(lambda: _stops(run, "SIGTERM"), 60, "the training stopped on SIGTERM", run)
+    _release_when_requeued(job, run)
+    s = status(run, wait=180)
+    assert s["slurm"]["state"] == "COMPLETED", s
+    t = s["training"]
+    assert t["finished"] and [r["epoch"] for r in RunDir(run).read_log() if r["kind"] == "epoch"] == \
+        list(range(1, 41))                                      # each epoch once: nothing lost, nothing repeated
+    a = t["attempts"]
+    assert [x["resumed"] for x in a] == [False, True, True] and [x.get("slurm_restart") for x in a] == [None, 1, 2]
+    usr1, term = _stops(run, "SIGUSR1")[0], _stops(run, "SIGTERM")[0]
+    assert (a[1]["epoch"], a[1]["step"]) == (usr1["epoch"], usr1["step"])
+    assert (a[2]["epoch"], a[2]["step"]) == (term["epoch"], term["step"])
+    lines = gem("status", run).stdout.splitlines()
+    first = [i for i, x in enumerate(lines) if x.startswith("attempts  1. ")][0]
+    assert lines[first].endswith(f"job {job} on {a[0]['host']}: new run; stopped by SIGUSR1 at epoch "
+                                 f"{usr1['epoch']}, step {usr1['step']}"), lines
+    assert lines[first + 1].endswith(f"job {job} (requeue 1) on {a[0]['host']}: from epoch {usr1['epoch']}, step "
+                                     f"{usr1['step']}; stopped by SIGTERM at epoch {term['epoch']}, step "
+                                     f"{term['step']}"), lines
+    assert lines[first + 2].startswith("          3. ") and lines[first + 2].endswith("; finished"), lines
+    out = Path(rec["output"]).read_text()                       # appended to, not truncated, by each attempt
+    for i in (1, 2, 3):
+        assert f"gaussianem: job {job} attempt {i} on" in out
+    assert f"requeueing job {job}" in out and out.count('"event": "stopped"') == 2
