@@ -37,7 +37,6 @@ for name, value in (("demo_conf_pc1_p05", lo), ("demo_conf_pc1_p95", hi)):
 run(session, f"gaussianem show pc 1 value {hi:.3f} latentPart {part}")
 run(session, f"hide #{gres.volume.id_string} models")
 markers = run(session, "gaussianem markers colorBy displacement")
-run(session, "key fontSize 11 size 0.45,0.04 pos 0.08,0.1")     # the offscreen window is smaller than the picture
 run(session, f"transparency #{gres.structure.id_string} 70 target c" if gres.structure else "wait 1")
 run(session, f"save {out}/markers_displacement.png {SIZE}")
 run(session, f"close #{markers.id_string}")
