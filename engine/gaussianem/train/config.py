@@ -82,6 +82,9 @@ class TrainConfig:
                                     "\"Displaced models\")", choices=["mass", "median"])
     segments: int = option(0, "rigid segments of the Gaussians that the latent moves as wholes, under the "
                               "per-Gaussian displacements (0: none)", metavar="K")
+    unsmear: int = option(0, "times in training (evenly spaced) the base Gaussians are refitted so that the "
+                             "decoded states average to the consensus: the consensus of a flexible sample is their "
+                             "smear, not a state (0: never)", metavar="N")
     width_change: bool = option(False, "let the conformational decoder also change Gaussian widths (off by "
                                        "default: width changes can stand in for compositional change)")
     gaussian_features: bool = option(True, "the encoder also reads, per Gaussian, the residual's correlation "
@@ -179,7 +182,7 @@ class TrainConfig:
 
 
 # what runs saved before a training setting existed did (a saved config without the key)
-BEFORE_RECORDED = {"distance_robust": 0.0, "segments": 0}
+BEFORE_RECORDED = {"distance_robust": 0.0, "segments": 0, "unsmear": 0}
 
 # what a resumed run may change (the rest is the run's own: gaussianem.train.resume checks)
 SESSION_FIELDS = ("epochs", "device", "num_workers", "threads", "checkpoint_minutes", "keep_checkpoints", "log_every")

@@ -56,6 +56,10 @@ OUTLIER_DIP = 0.5
 # consensus at under half the usual strength) above which junk is suspected: 11.6% on the
 # junk_noise cell, 0.05-1.9% on the cells without junk
 LOW_SIGNAL_WARNING = 0.05
+# the particles at the ends of the motion preferring over ASKED_WARNING times the decoded
+# motion (gaussianem.train.arrival): 2.0 on the hinge cell, whose decoder carries a tenth
+# of the motion (docs/validation.md, "The whole motion")
+ASKED_WARNING = 1.6
 MIN_EPOCHS_TO_JUDGE = 5        # shorter runs (smoke tests) only warn about an unused latent
 
 
@@ -286,6 +290,7 @@ def final_report(last: dict, usage: dict, recoveries: list, intensity: dict | No
         + ("" if judge_latent else f" (a run of fewer than {MIN_EPOCHS_TO_JUDGE} epochs is not judged on this)"),
         [UNUSED_DISPLACEMENT, UNUSED_AMPLITUDE]))
     checks += motion_checks(usage) if used and judge_latent else []
+    checks += arrival_checks(usage) if used and judge_latent else []
     low = (intensity or {}).get("low_signal_fraction")
     if low is not None:
         checks.append(_check(
@@ -328,6 +333,22 @@ def motion_checks(usage: dict) -> list:
         f"{out:.1%} of the particles move by over {cut:.2f} A RMS", OUTLIER_WARNING))
     return checks
 
+
+
+def arrival_checks(usage: dict) -> list:
+    """A warning when the particles at the ends of the motion ask for much more motion than
+    the decoder gives (``usage["arrival"]``, :func:`gaussianem.train.arrival.measure`);
+    none when it was not measured."""
+    asked = ((usage or {}).get("arrival") or {}).get("asked")
+    if asked is None:
+        return []
+    bad = asked > ASKED_WARNING
+    return [_check(
+        "motion_arrived", asked, "warning" if bad else "healthy",
+        f"the particles at the ends of the motion ask for {asked:.1f} times the decoded motion: the maps, the "
+        "slider and displaced models show too little of it (try --unsmear 2; for models 'generate --model M "
+        "--fit-domains'; docs/validation.md, \"The whole motion\")" if bad else
+        f"the particles at the ends of the motion ask for {asked:.2f} times the decoded motion", ASKED_WARNING)]
 
 def diverged_report(last: dict, recoveries: list, intensity_summary: dict, split: bool, failure: str) -> dict:
     """The report of a run that diverged and did not recover."""

@@ -37,7 +37,7 @@ from gaussianem.model.gaussians import GaussianSet
 from gaussianem.model.networks import HeterogeneityModel, ModelConfig
 from gaussianem.physics.grid import Grid
 from gaussianem.progress import Progress
-from gaussianem.train import health, signals, stages
+from gaussianem.train import arrival, health, rebase, signals, stages
 from gaussianem.train.checkpoints import Checkpoints, EpochProgress, restore_state, training_state
 from gaussianem.train.config import TrainConfig, resumed
 from gaussianem.train.distributed import (EpochBatches, encode_all, init_distributed, process_device,
@@ -358,6 +358,7 @@ class Trainer:
 
     def _end_epoch(self, epoch: int, summary: dict, t0: float, acc: EpochProgress) -> None:
         self.history.append({"epoch": epoch + 1, **summary})
+        rebase.after_epoch(self, epoch + 1)        # --unsmear: the base sharpened by the decoded motion
         self.good = self._snapshot()
         dt = time.time() - t0
         rec = {"kind": "epoch", "epoch": epoch + 1, **{k: float(v) / max(acc.steps, 1) for k, v in acc.sums.items()},
@@ -384,7 +385,7 @@ class Trainer:
             arrays.update(z_conf=z[:, :mcfg.zdim_conf], z_comp=z[:, mcfg.zdim_conf:])
         self.run_dir.write_latents(arrays)
         judge = self.final and cfg.epochs - cfg.first_epoch >= health.MIN_EPOCHS_TO_JUDGE
-        report = health.final_report(self.history[-1] if self.history else {}, health.latent_usage(self.model, z),
+        report = health.final_report(self.history[-1] if self.history else {}, arrival.usage(self, z),
                                      self.recoveries, self.scales.summary(self.data.optics_group), mcfg.split,
                                      judge_latent=judge)
         health.write(self.run_dir, report)

@@ -458,3 +458,20 @@ def test_training_from_cryodrgn_inputs_matches_the_star(tiny_sim, tmp_path):
     zb = np.load(tmp_path / "pkl" / "latents.npz")["z"]
     assert np.abs(za - zb).max() < 1e-2 * np.abs(za).max(), np.abs(za - zb).max()
     assert (tmp_path / "pkl" / "z.pkl").exists()
+
+
+def test_unsmear_and_segments_train_and_reload(tiny_sim, tmp_path):
+    """--unsmear refits the base after an epoch (logged, gaussians.pt rewritten with the
+    base the networks trained on) and --segments trains; the result reloads with both,
+    its decoded states from its own base."""
+    from gaussianem.model.gaussians import GaussianSet
+    out = train(cfg_for(tiny_sim, tmp_path / "us", epochs=2, zdim_conf=2, zdim_comp=1, unsmear=1, segments=3))
+    log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
+    passes = [r for r in log if r.get("kind") == "unsmear"]
+    assert [p["epoch"] for p in passes] == [1]
+    assert passes[0]["misfit_after"] <= passes[0]["misfit_before"]
+    r = load_result(out)
+    assert r.model_config.segments == 3
+    saved = GaussianSet.load(os.path.join(out, "gaussians.pt"))
+    assert torch.equal(saved.centres, r.model.centres.cpu()) and torch.equal(saved.widths, r.model.widths.cpu())
+    assert r.decode(r.z[:2])["rigid"].shape == (2, len(saved), 3)
