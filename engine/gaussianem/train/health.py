@@ -346,8 +346,8 @@ def arrival_checks(usage: dict) -> list:
     return [_check(
         "motion_arrived", asked, "warning" if bad else "healthy",
         f"the particles at the ends of the motion ask for {asked:.1f} times the decoded motion: the maps, the "
-        "slider and displaced models show too little of it (try --unsmear 2; for models 'generate --model M "
-        "--fit-domains'; docs/validation.md, \"The whole motion\")" if bad else
+        "slider and displaced models show too little of it; for models, 'generate --model M --fit-domains' "
+        "fits their domains to the images (docs/validation.md, \"The whole motion\")" if bad else
         f"the particles at the ends of the motion ask for {asked:.2f} times the decoded motion", ASKED_WARNING)]
 
 def diverged_report(last: dict, recoveries: list, intensity_summary: dict, split: bool, failure: str) -> dict:
