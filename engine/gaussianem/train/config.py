@@ -112,6 +112,9 @@ class TrainConfig:
     amp: bool = option(False, "mixed precision (bf16) on CUDA")
     seed: int = option(0, "random seed (particle order, initialisation)")
     invert: bool = option(False, "multiply images by -1 (for images with dark protein)")
+    skip_consensus_check: bool = option(False, "train even when the consensus map does not clearly match the "
+                                               "images better than its mirror image, its low-pass and itself "
+                                               "rescaled (docs/engine.md, \"Consensus check\")")
     window: bool = option(True, "soft circular mask on the images", cli=False)
     cache: str | None = option(None, "keep the particles Fourier-cropped to the training box in this folder "
                                      "and reuse them in later runs of the same particles ('auto': "

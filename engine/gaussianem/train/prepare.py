@@ -1,5 +1,6 @@
 """What training reads and builds before its first step: the consensus map checked
-against the particles, the base Gaussians (from the map or an atomic model, fitted to
+against the particles (box and pixel size, then its projections against the images:
+:mod:`gaussianem.model.consensus_check`), the base Gaussians (from the map or an atomic model, fitted to
 the map), the coarse-to-fine plan, and networks started from an earlier run."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from gaussianem.io.models import read_model
 from gaussianem.io.mrc import read_map
 from gaussianem.io.particles import load_particles
 from gaussianem.io.rundir import RunDir
+from gaussianem.model.consensus_check import consensus_match
 from gaussianem.model.gaussians import fit_to_map, init_from_atoms, init_from_map
 from gaussianem.model.networks import HeterogeneityModel
 from gaussianem.physics.grid import Grid
@@ -38,7 +40,9 @@ def training_box(cfg: TrainConfig, particle_box: int) -> int:
 
 def check_consensus(cfg: TrainConfig, data, grid: Grid) -> None:
     """The consensus map must describe the particles' box: same physical pixel size (1%)
-    as at least one optics group, and a physical extent no smaller than the images'."""
+    as at least one optics group, and a physical extent no smaller than the images'. Then
+    (a new run, unless ``skip_consensus_check``) it must match the images clearly better
+    than its mirror image, its low-pass and itself rescaled (:func:`match_images`)."""
     groups = np.unique(np.round(data.apix, 4))
     if not np.any(np.abs(groups - grid.apix) / groups < 0.01):
         raise TrainingError(
@@ -49,6 +53,24 @@ def check_consensus(cfg: TrainConfig, data, grid: Grid) -> None:
         raise TrainingError(
             f"the consensus map {cfg.consensus} ({grid.box} voxels at {grid.apix:.3f} A) is smaller "
             f"than the particle images ({data.box} pixels at {np.max(data.apix):.3f} A)")
+    fresh = cfg.first_epoch == 0 and not RunDir(cfg.outdir).has_checkpoint()   # not a fine stage, nor resumed
+    if fresh and not cfg.skip_consensus_check:
+        match_images(cfg, data)
+
+
+def match_images(cfg: TrainConfig, data) -> None:
+    """Stop with a :class:`TrainingError` saying what looks wrong when the consensus map's
+    projections do not match the images clearly better than those of its controls
+    (:func:`gaussianem.model.consensus_check.consensus_match`)."""
+    vol, apix, _ = read_map(cfg.consensus)
+    match = consensus_match(vol, apix, data, invert=cfg.invert, seed=cfg.seed)
+    problems = match.problems() if match is not None else []
+    if problems:
+        raise TrainingError(
+            f"the consensus map {cfg.consensus} does not match the particle images of {cfg.particles}: compared "
+            f"on {match.particles} particles (their poses and CTFs, at {match.apix:.2f} A/pixel), "
+            + "; ".join(problems) + ". Check that the map is the one these poses were refined against, with the "
+            "same hand, box and pixel size as the particles; --skip-consensus-check trains on it anyway")
 
 
 def build_base_gaussians(cfg: TrainConfig, vol: np.ndarray, grid: Grid, device, progress: Progress,
