@@ -22,7 +22,7 @@ def one_domain_note(domains) -> str | None:
     """Why the engine found a single rigid domain (None when it found more), from what
     :func:`gaussianem.analysis.domains.segment` records: the motion, and the residual each
     number of domains tried leaves (a second one is kept only if it leaves under
-    ``ACCEPT`` of one domain's and every domain keeps ``MIN_DOMAIN`` residues)."""
+    ``ACCEPT`` of one domain's; parts under ``MIN_DOMAIN`` residues are given back at the end)."""
     if domains.n != 1:
         return None
     from gaussianem.analysis.domains import ACCEPT, MIN_DOMAIN
@@ -37,9 +37,9 @@ def one_domain_note(domains) -> str | None:
                "as one rigid body")
     else:
         why = (f"two rigid parts would explain the decoded motion ({r[0]:.3g} -> {r[1]:.3g} A^2 left unexplained) "
-               f"but the split was refused because one part has fewer than {MIN_DOMAIN} residues: a small chain or "
-               "loop that moves on its own (e.g. a part the conformational latent moves to stand in for its "
-               "absence), and no more domains are tried after a refused split")
+               f"but one of them has fewer than {MIN_DOMAIN} residues: a small chain or loop that moves on its own "
+               "(e.g. a part the conformational latent moves to stand in for its absence), given back to the rest; "
+               "no larger part moves on its own")
     return f"GaussianEM: only one rigid domain was found: {why}. The whole model was fitted as one rigid body"
 
 

@@ -56,6 +56,25 @@ def test_segment_finds_the_hinge_also_near_its_axis():
     assert dom.summary()["domains"] == 2 and sum(dom.summary()["residues"]) == model.n_residues()
 
 
+
+def test_a_small_loose_part_does_not_stop_the_hinge_from_being_found():
+    """The demo protein's short chain B moved on its own, by more than the hinge (as a
+    decoder moves an absent subunit): splitting it off first is refused (under 20
+    residues), which used to end the search with one domain; it is now given back and the
+    hinge of chain A is found."""
+    model = build_test_model()
+    disp, mask = _hinge_states(model)
+    chain_b = model.chain_ids == model.chains()[-1]
+    assert 0 < model.n_residues() and np.unique(model.res_index[chain_b]).size < 20
+    rng = np.random.default_rng(3)
+    disp = disp.copy()
+    for s in range(len(disp)):
+        disp[s, chain_b] += rng.normal(0, 4.0, 3)
+    dom = segment(model, disp)
+    assert dom.n >= 2
+    a = ~chain_b
+    assert _agreement(dom.atom_labels[a], mask[a]) >= 0.95
+
 def test_one_rigid_motion_is_one_domain():
     model = build_test_model()
     c = model.coords.mean(0)
