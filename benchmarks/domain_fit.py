@@ -56,6 +56,8 @@ def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200
     pairs = bond_pairs(fitted)
     if spec.motion == "hinge":
         moving = motion.mask
+    elif spec.motion == "two_hinges":
+        moving = motion.mask | motion.mask2
     else:
         far = np.linalg.norm(motion.coords(1.0) - fitted.coords, axis=1)
         moving = far > np.median(far)
