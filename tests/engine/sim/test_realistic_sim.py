@@ -285,6 +285,26 @@ def test_two_motions_and_hinge_truth(tmp_path):
     assert np.allclose(t["angle"], (t["motion"] - 0.5) * 20.0, atol=1e-5)
 
 
+
+def test_two_domains_turn_at_once_each_about_its_own_interface():
+    """two_hinges: chain A's C-terminal third and chain B turn together with the motion,
+    each rigidly about its own axis; the rest stays; the middle of the motion is the model."""
+    m = rs.load_structure("1a28.pdb.gz")
+    m = m.with_coords(m.coords - m.coords.mean(0))
+    motion = rs.Motion(m, rs.RealisticSpec(structure="1a28.pdb.gz", motion="two_hinges", hinge2_angle=30.0))
+    assert not (motion.mask & motion.mask2).any() and motion.mask.any() and motion.mask2.any()
+    assert (m.chain_ids[motion.mask2] == "B").all()
+    x0, x1 = motion.coords(0.0), motion.coords(1.0)
+    assert np.allclose(motion.coords(0.5), m.coords)
+    rest = ~(motion.mask | motion.mask2)
+    assert np.allclose(x0[rest], x1[rest])
+    for part in (motion.mask, motion.mask2):                 # rigid: distances within a part kept
+        a, b = x0[part][::40], x1[part][::40]
+        da = np.linalg.norm(a[:, None] - a[None], axis=-1)
+        db = np.linalg.norm(b[:, None] - b[None], axis=-1)
+        assert np.allclose(da, db, atol=1e-4)
+        assert rs.rmsd(a, b) > 5.0
+
 def test_structures_read_and_reserved_refused():
     with pytest.raises(ValueError, match="reserved"):
         rs.structure_path("adk_open.pdb")
