@@ -162,23 +162,20 @@ class EpochBatches(torch.utils.data.Sampler):
 
 
 def shared_folder(folder: str, dd: Dist) -> bool:
-    """Whether every process sees ``folder`` as rank 0 does (one file system): rank 0
-    writes a file with a new name there, every rank looks for it. A node-local folder
-    (a scratch disk) answers False on the other nodes."""
+    """Whether every process's ``folder`` is rank 0's (one file system): rank 0 writes a
+    file with a new name in its folder, every rank looks for that name in its own. A
+    node-local folder (a scratch disk) answers False on the other nodes."""
     if dd.world <= 1:
         return True
-    probe = None
+    name = dd.from_main(f".gaussianem-probe-{socket.gethostname()}-{uuid.uuid4().hex[:12]}")
     if dd.main:
         os.makedirs(folder, exist_ok=True)
-        probe = os.path.join(folder, f".gaussianem-probe-{socket.gethostname()}-{uuid.uuid4().hex[:12]}")
-        with open(probe, "w") as f:
+        with open(os.path.join(folder, name), "w") as f:
             f.write("a file to see whether all processes share this folder\n")
-    probe = dd.from_main(probe)
-    seen = os.path.exists(probe)
-    missing = dd.maxima(not seen)[0]
     dd.barrier()
+    missing = dd.maxima(not os.path.exists(os.path.join(folder, name)))[0]
     if dd.main:
-        os.remove(probe)
+        os.remove(os.path.join(folder, name))
     return not missing
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 import time
 
 import numpy as np
@@ -44,7 +43,7 @@ from gaussianem.train.distributed import (EpochBatches, encode_all, init_distrib
                                           training_images)
 from gaussianem.train.prepare import (build_base_gaussians, check_consensus, load_networks, plan_stages,
                                       training_box, write_run_config)
-from gaussianem.train.resume import decide
+from gaussianem.train.resume import decide, record_attempt
 from gaussianem.train.step import Batch, NeighbourGraph, Schedule, compute_losses, loss_band
 
 MAX_RECOVERIES = 3          # diverged epochs restarted from the last good state ...
@@ -64,7 +63,7 @@ def train(cfg: TrainConfig, resume: bool | str = False, progress: Progress | Non
     run = RunDir(cfg.outdir)
     dd = init_distributed(cfg.device)
     decision = decide(run, cfg, resume, given, dd)
-    if decision.note:
+    if decision.note and dd.main:
         progress.message(decision.note)
     if decision.action == "finished":
         return run.path
@@ -229,8 +228,7 @@ class Trainer:
         self.save(epoch, step, acc)
         name, ck = signals.name(signum) if signum else None, self.run_dir.checkpoint
         if self.dd.main:
-            self.run_dir.append_attempt({"kind": "stopped", "signal": name or "loader", "epoch": epoch + 1,
-                                         "step": step, "time": time.time()})
+            record_attempt(self.run_dir, "stopped", signal=name or "loader", epoch=epoch + 1, step=step)
         if name is None:        # a data-loading worker died, no signal asked for it
             raise TrainingError(f"{self.loader_error}; the state after epoch {epoch + 1}, step {step} is saved in "
                                 f"{ck}: continue with --resume")
@@ -238,21 +236,15 @@ class Trainer:
         raise signals.Stopped(name, epoch + 1, step, ck, self.dd.main)
 
     # ------------------------------------------------------------------ the loop
-    def _log_start(self) -> None:
-        """One ``start`` record per session in ``attempts.jsonl`` (``gaussianem status`` lists them)."""
-        if self.resume:
-            self.progress.event("resumed", epoch=self.start_epoch + 1, step=self.start_step)
-        if self.dd.main:
-            self.run_dir.append_attempt({"kind": "start", "resumed": bool(self.resume), "epoch": self.start_epoch + 1,
-                                         "step": self.start_step, "processes": self.dd.world,
-                                         "host": socket.gethostname(), "job": os.environ.get("SLURM_JOB_ID"),
-                                         **signals.restart_count(), "time": time.time()})
-
     @torch.enable_grad()     # also when called inside a no_grad context (e.g. a user's script)
     def run(self) -> str:
         handlers = signals.install()
         try:
-            self._log_start()
+            if self.resume:
+                self.progress.event("resumed", epoch=self.start_epoch + 1, step=self.start_step)
+            if self.dd.main:
+                record_attempt(self.run_dir, "start", resumed=bool(self.resume), epoch=self.start_epoch + 1,
+                               step=self.start_step, processes=self.dd.world)
             epoch = self.start_epoch
             while epoch < self.cfg.epochs:
                 skip = self.start_step if epoch == self.start_epoch else 0

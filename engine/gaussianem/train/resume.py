@@ -19,16 +19,22 @@ different commands never mix in one folder, the options given on the command lin
 (:data:`~gaussianem.train.config.SESSION_FIELDS`: epochs, device, workers, threads,
 checkpoint policy); any other difference is an error that names the options. (From
 Python, ``given`` None, the saved settings win as before.)
+
+Each start of the training is an *attempt*: ``RUN/attempts.jsonl`` records where each
+began and, for a stop by a signal, where it ended (:func:`record_attempt`; ``gaussianem
+status`` lists them).
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import time
 from dataclasses import dataclass, fields
 
 from gaussianem.errors import TrainingError
 from gaussianem.io.rundir import RunDir
-from gaussianem.train import signals
+from gaussianem.train import health, signals
 from gaussianem.train.config import BEFORE_RECORDED, SESSION_FIELDS, WEIGHT_FLAGS, TrainConfig, cli_fields
 from gaussianem.train.distributed import Dist
 
@@ -140,9 +146,21 @@ def _decide(run: RunDir, cfg: TrainConfig, resume, given) -> Decision:
                                "setting up, before its first step): starting it from the beginning")
     asked = run.epochs_asked()
     if run.finished() and cfg.epochs <= max(run.epochs_done(), asked or 0):
+        report = health.read(run) or {}
+        if report.get("status") == "failed":          # a restart must not turn a failed run into success
+            raise TrainingError(f"{run.path} has finished but failed its health checks: {report.get('summary')} "
+                                f"(details in {run.health})")
         return Decision("finished", f"{run.path} has finished its {run.epochs_done()} epoch(s): nothing to do "
                                     f"(--epochs N with a larger N trains it longer)")
     note = None
     if why:
         note = "restarted (" + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in why.items()) + "): continuing the run"
     return Decision("resume", note)
+
+
+def record_attempt(run: RunDir, kind: str, **fields) -> None:
+    """A ``start`` (where, from which epoch and step, how many processes, and SLURM's and
+    torchrun's restart counts) or ``stopped`` record in ``RUN/attempts.jsonl``."""
+    if kind == "start":
+        fields.update(host=socket.gethostname(), job=os.environ.get("SLURM_JOB_ID"), **signals.restart_count())
+    run.append_attempt({"kind": kind, **fields, "time": time.time()})

@@ -16,6 +16,12 @@ Both forms of docs/engine.md ("Several nodes") are run: the c10d rendezvous
 cache and the other node opens it after the barrier. The two "nodes" share this machine's file system
 and loopback network; what a real cluster adds (the network interface, a shared file
 system) is in the docs.
+
+A node or a process that dies does not end the run: with an elastic rendezvous
+(``--nnodes 1:2 --max-restarts N``) torchrun restarts the processes, which continue from
+the last checkpoint (a restart acts as ``--resume auto``), on the nodes left. And a
+``--cache`` folder that is not the same on every node (here: a relative path, each
+launcher in its own folder) is built once per node, at the same time.
 """
 
 import json
@@ -41,18 +47,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train_args(sim, out, cache) -> list[str]:
+def _train_args(sim, out, cache, epochs: int = 2) -> list[str]:
     return ["-m", "gaussianem.cli.main", "train", str(sim / "particles.star"),
-            "--consensus", str(sim / "consensus.mrc"), "-o", str(out), "--epochs", "2", "--batch-size", "32",
+            "--consensus", str(sim / "consensus.mrc"), "-o", str(out), "--epochs", str(epochs), "--batch-size", "32",
             "--zdim", "3", "--seed", "3", "--downsample", "24", "--cache", str(cache), "--device", "cpu",
-            "--progress", "json"]
+            "--threads", "1", "--progress", "json"]
 
 
-def _launch(launcher_args: list[str], train_args: list[str], cwd) -> subprocess.Popen:
+def _launch(launcher_args: list[str], train_args: list[str], cwd, **env_extra) -> subprocess.Popen:
     """One torchrun launcher, in its own folder and process group (ended whole on failure);
     its output goes to files there (a pipe left unread could stall it, and its peer with it)."""
     os.makedirs(cwd, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", **env_extra)
     with open(os.path.join(cwd, "stdout.txt"), "w") as out, open(os.path.join(cwd, "stderr.txt"), "w") as err:
         p = subprocess.Popen([sys.executable, "-m", "torch.distributed.run"] + launcher_args + train_args,
                              cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
@@ -132,3 +138,86 @@ def test_two_nodes_train_the_single_node_run(form, tiny_sim, single_node, tmp_pa
     w1 = torch.load(single_node / "checkpoint.pt", weights_only=False)["model"]
     assert w.keys() == w1.keys()
     assert all(torch.equal(w[k], w1[k]) for k in w1)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(p))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _until(condition, seconds: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds} s"
+        time.sleep(0.2)
+
+
+def test_a_node_local_cache_folder_is_built_on_each_node(tiny_sim, single_node, tmp_path):
+    """``--cache cache``, relative: each launcher's own folder, as a node's scratch disk.
+    Rank 0 finds it is not shared; each node builds its copy; the run is the one-node run."""
+    run = tmp_path / "run"
+    launchers = _node_launchers("static", _free_port())
+    procs = [_launch(opts, _train_args(tiny_sim, run, "cache"), tmp_path / f"node{r}")
+             for r, opts in enumerate(launchers)]
+    results = _wait_all(procs)
+    for r, (rc, out, err) in enumerate(results):
+        assert rc == 0, f"node {r} exited {rc}:\n{err[-3000:]}"
+    for r in (0, 1):
+        assert len(os.listdir(tmp_path / f"node{r}" / "cache")) == 2        # its own copy
+    texts = [e.get("text", "") for e in _events(results[0][1]) if e["event"] == "message"]
+    assert any("is not shared by all nodes: each node builds its own copy" in t for t in texts), texts
+    w = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+    w1 = torch.load(single_node / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(w[k], w1[k]) for k in w1)
+
+
+@pytest.mark.parametrize("killed", ["node", "rank 0's process"])
+def test_the_run_goes_on_when_a_node_or_a_process_dies(killed, tiny_sim, tmp_path):
+    """Two launchers (c10d, ``--nnodes 1:2 --max-restarts 2``), checkpoints about every
+    step. Killing the second node (its launcher and its process, SIGKILL: no handler runs)
+    leaves the first to restart its process, which resumes alone; killing rank 0's process
+    (the one that writes checkpoints) has both launchers restart theirs, which resume
+    together. Either way the run finishes, from where the last checkpoint left it."""
+    port, run = _free_port(), tmp_path / "run"
+    opts = ["--nnodes", "1:2", "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+            f"127.0.0.1:{port}", "--rdzv-id", f"el{port}", "--max-restarts", "2", "--rdzv-conf",
+            "join_timeout=60,last_call_timeout=5,keep_alive_interval=1,keep_alive_max_attempt=3"]
+    args = _train_args(tiny_sim, run, tmp_path / "cache", epochs=6) + ["--checkpoint-minutes", "0.002"]
+    procs = []
+    for r in (0, 1):                       # the first hosts the rendezvous: the second may die
+        # a new store for each round (torch 2.13 shares one, and its restarted processes
+        # then find the last round's addresses: 'Gloo connectFullMesh failed', 4 times in 6)
+        procs.append(_launch(opts, args, tmp_path / f"node{r}", TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1"))
+        time.sleep(0.5)
+
+    def in_epoch_2():
+        return any(e["event"] == "step" and e["epoch"] >= 2 for p in procs
+                   for e in _events(open(os.path.join(p.folder, "stdout.txt")).read()))
+    _until(in_epoch_2)
+    if killed == "node":
+        victims = [procs[1].pid, *_children(procs[1].pid)]
+    else:
+        rank0 = [p for p in procs if _events(open(os.path.join(p.folder, "stdout.txt")).read())][0]
+        victims = _children(rank0.pid)
+    assert victims
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    survivors = procs[:1] if killed == "node" else procs
+    for r, (rc, out, err) in enumerate(_wait_all(survivors)):
+        assert rc == 0, f"launcher {r} exited {rc}:\n{err[-3000:]}"
+    if killed == "node":
+        procs[1].wait()
+    z = np.load(run / "latents.npz")["z"]
+    assert z.shape == (256, 3) and np.all(np.isfinite(z))
+    starts = [json.loads(x) for x in open(run / "attempts.jsonl") if '"start"' in x]
+    assert [(s["resumed"], s["processes"], s.get("torchrun_restart")) for s in starts] == \
+        [(False, 2, None), (True, 1 if killed == "node" else 2, 1)], starts
+    epochs = [json.loads(x)["epoch"] for x in open(run / "log.jsonl") if '"kind": "epoch"' in x]
+    assert set(epochs) == set(range(1, 7))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -167,3 +168,10 @@ def test_resume_refuses_another_command_and_a_finished_run_does_nothing(tiny_sim
     assert r.returncode == 0 and "has finished its 3 epoch(s): nothing to do" in r.stdout, r.stderr
     after = {f: os.stat(straight / f).st_mtime_ns for f in before}
     assert before == after
+    # a finished run that failed its health checks stays failed when its job starts again
+    failed = tmp_path / "failed"
+    shutil.copytree(straight, failed, ignore=shutil.ignore_patterns("checkpoints"))
+    rep = json.loads((failed / "health.json").read_text())
+    (failed / "health.json").write_text(json.dumps({**rep, "status": "failed", "summary": "the latent is unused"}))
+    r = _run(_cmd(tiny_sim, failed, "--resume", "auto"))
+    assert r.returncode == 1 and "has finished but failed its health checks: the latent is unused" in r.stderr
