@@ -74,7 +74,13 @@ def _wait_all(procs: list[subprocess.Popen]) -> list[tuple[int | None, str, str]
         try:
             p.wait(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            workers = _children(p.pid)           # torchrun starts them in sessions of their own
             os.killpg(p.pid, signal.SIGKILL)
+            for w in workers:
+                try:
+                    os.kill(w, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             p.wait()
         with open(os.path.join(p.folder, "stdout.txt")) as out, open(os.path.join(p.folder, "stderr.txt")) as err:
             results.append((p.returncode if p.returncode >= 0 else None, out.read(), err.read()))
