@@ -311,7 +311,8 @@ def gaussianem_train(session, particles, consensus=None, model=None, outdir=None
 TRAIN_OPTIONS = (("epochs", PositiveIntArg), ("zdim", PositiveIntArg), ("zdim_conf", PositiveIntArg),
                  ("zdim_comp", PositiveIntArg), ("batch_size", PositiveIntArg), ("downsample", PositiveIntArg),
                  ("fine_gaussians", NonNegativeIntArg), ("device", EnumOf(DEVICES)), ("invert", BoolArg),
-                 ("lr", PositiveFloatArg), ("datadir", OpenFolderNameArg), ("num_gaussians", PositiveIntArg))
+                 ("lr", PositiveFloatArg), ("datadir", OpenFolderNameArg), ("num_gaussians", PositiveIntArg),
+                 ("skip_consensus_check", BoolArg))
 gaussianem_train_desc = CmdDesc(
     required=[("particles", OpenFileNameArg)],
     keyword=[("consensus", MapOrFileArg), ("model", StructureOrFileArg), ("outdir", SaveFileNameArg),

@@ -433,3 +433,12 @@ def test_train_that_diverges_fails_with_the_engine_reason(cx, tiny_sim, tmp_path
     assert run(cx, "gaussianem jobs")[-1]["state"] == "failed"
     import json
     assert json.loads((tmp_path / "diverges" / "health.json").read_text())["status"] == "failed"
+
+
+def test_train_takes_skip_consensus_check(cx):
+    """The engine's consensus check can be overridden from ChimeraX, as its error says
+    (``skipConsensusCheck true``, the engine's --skip-consensus-check)."""
+    from gaussianem.train.config import command_line
+    _, text = logged(cx, "usage gaussianem train")
+    assert "skipConsensusCheck" in text, text
+    assert command_line({"skip_consensus_check": True}) == ["--skip-consensus-check"]
