@@ -81,10 +81,12 @@ class TrainConfig:
                                     "domain turning on a large body keeps more of its motion (docs/validation.md, "
                                     "\"Displaced models\")", choices=["mass", "median"])
     segments: int = option(0, "rigid segments of the Gaussians that the latent moves as wholes, under the "
-                              "per-Gaussian displacements (0: none)", metavar="K")
+                              "per-Gaussian displacements (0: none). Experimental: docs/validation.md, \"The whole "
+                              "motion\"", metavar="K")
     unsmear: int = option(0, "times in training (evenly spaced) the base Gaussians are refitted so that the "
                              "decoded states average to the consensus: the consensus of a flexible sample is their "
-                             "smear, not a state (0: never)", metavar="N")
+                             "smear, not a state (0: never). Experimental: with the default loss it lost the motion "
+                             "on a hinge (docs/validation.md, \"The whole motion\")", metavar="N")
     width_change: bool = option(False, "let the conformational decoder also change Gaussian widths (off by "
                                        "default: width changes can stand in for compositional change)")
     gaussian_features: bool = option(True, "the encoder also reads, per Gaussian, the residual's correlation "
