@@ -87,11 +87,24 @@ def noise_run(tiny_result, tmp_path_factory):
     return run
 
 
+def _slurm_running() -> bool:
+    """Whether a SLURM cluster answers on this machine."""
+    import shutil
+    if not shutil.which("sinfo"):
+        return False
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        return False
+    return proc.returncode == 0 and bool(proc.stdout.strip())
+
+
 @pytest.fixture(scope="session")
 def slurm_up():
     """A real one-node SLURM on this machine (tools/setup_slurm.sh), or a skip with the reason."""
     if os.environ.get("GAUSSIANEM_TEST_SLURM", "1") == "0":
         pytest.skip("GAUSSIANEM_TEST_SLURM=0")
+    was_running = _slurm_running()
     # output to a file, not a pipe: the daemons it starts must not hold our pipe open;
     # its own session, so that a time-out ends apt-get too
     with tempfile.TemporaryFile(mode="w+") as log:
@@ -107,4 +120,8 @@ def slurm_up():
         text = log.read().strip()
     if proc.returncode != 0:
         pytest.skip(f"no SLURM for these tests: {text.splitlines()[-1] if text else 'setup_slurm.sh failed'}")
-    return text
+    yield text
+    # daemons this session started are stopped when it ends (a cluster that was up before,
+    # someone else's or started with 'make slurm', is left running)
+    if not was_running and os.geteuid() == 0:
+        subprocess.run(["bash", str(SLURM_SETUP), "--stop"], capture_output=True, timeout=120)
