@@ -7,35 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from scipy.stats import norm
 
 from gaussianem.train import health
 
+from known_decoder import KnownDecoder
+
 OK = {"finite": True, "explained": 1.02, "amplitude_mean": 0.98, "near_bound": 0.0, "displacement_rms": 1.0,
       "kl_per_dim": [3.0], "l2_model": 1, "l2_consensus": 1, "l2_zero": 1.1}
-
-
-class _Decoder(torch.nn.Module):
-    """Particle latent z moves four of five equal-mass Gaussians by (z, 0, 0) Angstrom (the
-    fifth is absent): each particle moves by exactly z."""
-
-    def __init__(self):
-        super().__init__()
-        self.p = torch.nn.Parameter(torch.zeros(()))
-
-    def embed(self):
-        return torch.zeros(5, 1)
-
-    def mass_weights(self):
-        return torch.full((5,), 0.2)
-
-    def decode(self, z, emb):
-        d = torch.zeros(len(z), 5, 3)
-        d[..., 0] = z[:, :1]
-        amp = torch.ones(len(z), 5)
-        amp[:, 4] = 0.0
-        return {"displacement": d, "amp_factor": amp}
 
 
 def _quantiles(n):
@@ -73,7 +52,7 @@ def test_a_continuous_tail_is_no_outlier_group_and_a_separate_one_is():
 def test_health_warns_about_junk_but_not_about_a_large_motion(case):
     moved = large_motion() if case == "large_motion" else junk()
     z = np.random.default_rng(0).permutation(moved)[:, None].astype(np.float32)
-    usage = health.latent_usage(_Decoder(), z)
+    usage = health.latent_usage(KnownDecoder(), z)
     assert usage["displacement_median"] == pytest.approx(np.median(moved), rel=1e-4)
     report = health.final_report(OK, usage, [], None, True)
     check = next(c for c in report["checks"] if c["name"] == "motion_outliers")

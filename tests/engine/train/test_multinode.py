@@ -38,6 +38,8 @@ import torch
 
 from gaussianem.analysis.result import load_result
 
+from processes import children
+
 TIMEOUT = 180         # for all launchers of a run; a lone launcher would wait much longer for its peer
 
 
@@ -74,7 +76,7 @@ def _wait_all(procs: list[subprocess.Popen]) -> list[tuple[int | None, str, str]
         try:
             p.wait(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            workers = _children(p.pid)           # torchrun starts them in sessions of their own
+            workers = children(p.pid)           # torchrun starts them in sessions of their own
             os.killpg(p.pid, signal.SIGKILL)
             for w in workers:
                 try:
@@ -146,18 +148,6 @@ def test_two_nodes_train_the_single_node_run(form, tiny_sim, single_node, tmp_pa
     assert all(torch.equal(w[k], w1[k]) for k in w1)
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for p in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(p))
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
-
-
 def _until(condition, seconds: float = TIMEOUT) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -208,10 +198,10 @@ def test_the_run_goes_on_when_a_node_or_a_process_dies(killed, tiny_sim, tmp_pat
                    for e in _events(open(os.path.join(p.folder, "stdout.txt")).read()))
     _until(in_epoch_2)
     if killed == "node":
-        victims = [procs[1].pid, *_children(procs[1].pid)]
+        victims = [procs[1].pid, *children(procs[1].pid)]
     else:
         rank0 = [p for p in procs if _events(open(os.path.join(p.folder, "stdout.txt")).read())][0]
-        victims = _children(rank0.pid)
+        victims = children(rank0.pid)
     assert victims
     for pid in victims:
         os.kill(pid, signal.SIGKILL)

@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 import torch
 
+from processes import children
+
 TIMEOUT = 240
 ARGS = ["--epochs", "3", "--batch-size", "16", "--zdim", "2", "--device", "cpu", "--threads", "1",
         "--num-workers", "2", "--progress", "json"]
@@ -37,19 +39,6 @@ def _env():
 
 def _run(cmd) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
-
-
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (the data-loading workers)."""
-    out = []
-    for p in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(p))
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
 
 
 def _until_step(cmd, epoch: int = 1):
@@ -107,7 +96,7 @@ def test_a_stop_signal_checkpoints_the_step_and_the_resumed_run_is_the_same(sig,
     event, a line that says so, exit 130; resumed, the run ends as the unbroken one."""
     out = tmp_path / "run"
     proc, _ = _until_step(_cmd(tiny_sim, out))
-    workers = _children(proc.pid)
+    workers = children(proc.pid)
     assert len(workers) == 2, workers
     if to == "all":
         os.killpg(proc.pid, signal.Signals[sig])

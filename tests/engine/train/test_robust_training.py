@@ -25,6 +25,8 @@ from gaussianem.model.encoding import Physics
 from gaussianem.model.gaussians import GaussianSet, init_from_map
 from gaussianem.train import health
 
+from known_decoder import KnownDecoder
+
 
 def rescaled_copy(src, dst, image_factor=1.0, image_offset=0.0, map_factor=1.0, per_particle=None,
                   negate=False):
@@ -167,34 +169,10 @@ def test_health_checks_name_what_failed():
     assert health.final_report(ok, unused, [], None, False, judge_latent=False)["status"] == "warning"
 
 
-class _KnownDecoder(torch.nn.Module):
-    """A decoder whose displacements are known by hand: particle latent z moves four of five
-    equal-mass Gaussians by (z, 0, 0) Angstrom; the fifth is absent (amplitude factor 0)
-    and displaced 30 A, which must not count as the particle moving."""
-
-    def __init__(self):
-        super().__init__()
-        self.p = torch.nn.Parameter(torch.zeros(()))
-
-    def embed(self):
-        return torch.zeros(5, 1)
-
-    def mass_weights(self):
-        return torch.full((5,), 0.2)
-
-    def decode(self, z, emb):
-        d = torch.zeros(len(z), 5, 3)
-        d[..., 0] = z[:, :1]
-        d[:, 4, 0] = 30.0                      # a fifth Gaussian, absent (amplitude 0), far away
-        amp = torch.ones(len(z), 5)
-        amp[:, 4] = 0.0
-        return {"displacement": d, "amp_factor": amp}
-
-
 def test_latent_usage_measures_how_far_particles_move_and_how_many_move_far():
     z = np.full((100, 1), 0.1, np.float32)
     z[:8] = 5.0                                   # 8% of the particles move 50 times further
-    u = health.latent_usage(_KnownDecoder(), z, n=100)
+    u = health.latent_usage(KnownDecoder(), z, n=100)
     assert u["displacement_median"] == pytest.approx(0.1)
     assert u["outlier_threshold"] == pytest.approx(0.5)          # the floor: 3 x 0.1 is below it
     assert u["displacement_outliers"] == pytest.approx(0.08)
