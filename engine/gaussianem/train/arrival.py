@@ -40,9 +40,9 @@ def _preferred(losses: np.ndarray) -> np.ndarray:
     for i, j in enumerate(k):
         if 0 < j < len(s) - 1:
             x, y = s[j - 1:j + 2], losses[i, j - 1:j + 2]
-            a = np.polyfit(x, y, 2)[0]
+            a, b, _ = np.polyfit(x, y, 2)
             if a > 0:
-                out[i] = float(np.clip(-np.polyfit(x, y, 2)[1] / (2 * a), s[j - 1], s[j + 1]))
+                out[i] = float(np.clip(-b / (2 * a), s[j - 1], s[j + 1]))
     return out
 
 
@@ -51,15 +51,16 @@ def measure(model, images, phys, image_std: float, z: np.ndarray, box: int, part
             batch: int = 32) -> dict:
     """``asked`` (the median preferred scale of the decoded motion, see the module
     docstring), the preferred scales at each end, and the RMS decoded motion between the
-    ends (Angstrom), for a trained ``model``, its ``images`` (a dataset giving ``image`` and
-    ``index``), ``phys`` and the latents ``z`` (n, zdim) of every particle."""
+    ends (Angstrom), for a trained ``model``, its ``images``
+    (:class:`~gaussianem.io.images.ParticleImages`), ``phys`` and the latents ``z`` (n, zdim)
+    of every particle."""
     z = np.asarray(z, np.float32)
     dims = part_dims or (model.cfg.zdim_conf if model.cfg.split else model.cfg.zdim)
     zc = z[:, :dims]
     centre = np.median(zc, 0)
     if len(z) < 4 * ENDS:
         return {"asked": None, "reason": f"too few particles ({len(z)}) to judge"}
-    u, _, vt = np.linalg.svd(zc - zc.mean(0), full_matrices=False)
+    _, _, vt = np.linalg.svd(zc - zc.mean(0), full_matrices=False)
     pc = (zc - zc.mean(0)) @ vt[0]
     order = np.argsort(pc)
     ends = {"low": order[:ENDS], "high": order[-ENDS:]}
@@ -73,9 +74,7 @@ def measure(model, images, phys, image_std: float, z: np.ndarray, box: int, part
         losses = []
         for s0 in range(0, len(idx), batch):
             rows = np.sort(idx[s0:s0 + batch])
-            items = images.__getitems__(rows.tolist()) if hasattr(images, "__getitems__") else None
-            img = items["image"] if items is not None else torch.stack([images[int(r)]["image"] for r in rows])
-            target = intensity.normalise(img.to(dev), image_std)
+            target = intensity.normalise(images.__getitems__(rows)["image"].to(dev), image_std)
             ti = torch.from_numpy(rows).to(dev)
             out = model.decode(torch.from_numpy(z[rows]).to(dev), emb)
             rel = out["displacement"].float() - d_mid

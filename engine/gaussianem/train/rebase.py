@@ -37,8 +37,7 @@ def rebase(model, images, phys, image_std: float, box: int, apix: float, seed: i
     dev = model.centres.device
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(images), size=min(STATES, len(images)), replace=False))
-    items = [images[int(r)] for r in rows]
-    raw = torch.stack([it["image"] for it in items]).to(dev)
+    raw = images.__getitems__(rows)["image"].to(dev)
     idx = torch.from_numpy(rows).to(dev)
     was_training = model.training
     model.eval()
