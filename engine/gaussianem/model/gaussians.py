@@ -162,7 +162,7 @@ def init_from_map(vol, apix: float, n: int | None = None, method: str = "kmeans"
         pts = _voxel_coords(vol, apix, mask & sub)
         cell = stride * apix
     elif method == "kmeans":
-        pts = _weighted_kmeans(_voxel_coords(vol, apix, mask), vol[mask], min(n, int(mask.sum())),
+        pts = weighted_kmeans(_voxel_coords(vol, apix, mask), vol[mask], min(n, int(mask.sum())),
                                rng, iterations, device)
         cell = (mask.sum() * apix ** 3 / len(pts)) ** (1 / 3)
     else:
@@ -173,7 +173,7 @@ def init_from_map(vol, apix: float, n: int | None = None, method: str = "kmeans"
     return GaussianSet(centres, amps, widths)
 
 
-def _weighted_kmeans(x: np.ndarray, w: np.ndarray, k: int, rng, iterations: int, device) -> np.ndarray:
+def weighted_kmeans(x: np.ndarray, w: np.ndarray, k: int, rng, iterations: int, device) -> np.ndarray:
     """Lloyd's algorithm with density weights; initial centres drawn with probability ~ w."""
     p = np.clip(w, 0, None).astype(np.float64)
     p = p / p.sum() if p.sum() > 0 else np.full(len(w), 1 / len(w))

@@ -8,7 +8,8 @@ but carried only half of it or less (docs/validation.md, "The whole motion").
 
 This module adds what 3DFlex's coarse mesh and cryoSPHERE's segments give their models:
 ``K`` soft segments of the base Gaussians, each moved rigidly per particle. Segment ``k``
-has a centre ``m_k`` (learned; started from a mass-weighted k-means of the Gaussians) and
+has a centre ``m_k`` (learned; started from a mass-weighted k-means of the Gaussians,
+:func:`gaussianem.model.gaussians.weighted_kmeans`) and
 owns Gaussian ``j`` with weight ``w_jk = softmax_k(-|c_j - m_k|^2 / (2 s^2))`` (a soft
 Voronoi partition; ``s`` learned). A small network maps the latent to one rotation
 (axis-angle) and one translation per segment, and Gaussian ``j`` moves by::
@@ -29,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from gaussianem.model.gaussians import weighted_kmeans
+
 
 def rotation_matrices(omega: torch.Tensor) -> torch.Tensor:
     """Rotation matrices (..., 3, 3) for axis-angle vectors ``omega`` (..., 3), radians
@@ -45,28 +48,6 @@ def rotation_matrices(omega: torch.Tensor) -> torch.Tensor:
     return eye + a * k + b * (k @ k)
 
 
-def initial_centres(centres: np.ndarray, mass: np.ndarray, k: int, iterations: int = 30) -> np.ndarray:
-    """``k`` mass-weighted k-means centres (k, 3) of the Gaussian ``centres`` (N, 3),
-    deterministic (started from the farthest-point sampling of the mass centre)."""
-    c = np.asarray(centres, np.float64)
-    w = np.asarray(mass, np.float64) / max(float(np.sum(mass)), 1e-30)
-    k = min(k, len(c))
-    first = int(np.argmin(((c - (w[:, None] * c).sum(0)) ** 2).sum(1)))
-    picks = [first]
-    d = ((c - c[first]) ** 2).sum(1)
-    for _ in range(1, k):
-        picks.append(int(np.argmax(d)))
-        d = np.minimum(d, ((c - c[picks[-1]]) ** 2).sum(1))
-    m = c[picks].copy()
-    for _ in range(iterations):
-        lab = np.argmin(((c[:, None, :] - m[None]) ** 2).sum(-1), 1)
-        for j in range(k):
-            s = lab == j
-            if s.any():
-                m[j] = (w[s, None] * c[s]).sum(0) / w[s].sum()
-    return m
-
-
 class SegmentField(nn.Module):
     """Latent (B, zdim) -> rigid-segment displacements (B, N, 3) of the base Gaussians
     ``centres`` (N, 3) (``mass`` (N,) weights the initial k-means). ``max_angle``
@@ -76,7 +57,8 @@ class SegmentField(nn.Module):
                  dim: int = 128, layers: int = 2, max_angle: float = math.pi / 3, max_shift: float = 20.0):
         super().__init__()
         c = centres.detach().cpu().double().numpy()
-        m = initial_centres(c, mass.detach().cpu().double().numpy(), n_segments)
+        m = weighted_kmeans(c, mass.detach().cpu().double().numpy(), min(n_segments, len(c)),
+                            np.random.default_rng(0), 30, "cpu").astype(np.float64)
         self.n = len(m)
         self.max_angle, self.max_shift = float(max_angle), float(max_shift)
         self.seg_centres = nn.Parameter(torch.from_numpy(m).float())

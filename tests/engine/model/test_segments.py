@@ -7,7 +7,7 @@ import torch
 
 from gaussianem.model.gaussians import GaussianSet
 from gaussianem.model.networks import HeterogeneityModel, ModelConfig
-from gaussianem.model.segments import SegmentField, initial_centres, rotation_matrices
+from gaussianem.model.segments import SegmentField, rotation_matrices
 
 
 def _skew(w):
@@ -28,11 +28,12 @@ def test_rotation_matrices_are_the_exponential_map():
     assert torch.allclose(w0.grad, torch.tensor([[0.0, 0.0, 1.0]]))
 
 
-def test_initial_centres_follow_the_mass():
+def test_segments_start_on_the_mass():
     rng = np.random.default_rng(0)
     a = rng.normal(0, 1, (50, 3)) + [20, 0, 0]
     b = rng.normal(0, 1, (50, 3)) - [20, 0, 0]
-    m = initial_centres(np.concatenate([a, b]), np.ones(100), 2)
+    f = SegmentField(2, torch.from_numpy(np.concatenate([a, b])).float(), torch.full((100,), 0.01), 2)
+    m = f.seg_centres.detach().numpy()
     assert sorted(np.round(m[:, 0] / 20).astype(int).tolist()) == [-1, 1]
 
 
