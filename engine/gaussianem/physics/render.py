@@ -14,18 +14,41 @@ ky, so a batch of images is a complex batched matrix product
 ``F[b] = Fy[b] (d x N) @ diag(w[b]) Fx[b] (N x d/2+1)``. Projections are scaled as a sum
 of voxel values along z (what a voxel projector such as RELION's computes), so that the
 render of a Gaussian set and the Fourier-slice projection of its voxelised volume agree.
+
+On CUDA with Triton the same sum runs as two fused kernels that keep the factors on the
+chip (:mod:`gaussianem.physics.render_triton`); ``GAUSSIANEM_FUSED=0`` (or ``fused=False``)
+keeps the batched products, the only path on the CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+import os
 from dataclasses import dataclass
 
 import torch
 
 from gaussianem.physics import ctf as ctf_mod
+from gaussianem.physics import render_triton
 
 TWO_PI = 2 * math.pi
+
+_VALUES_KNOWN = contextvars.ContextVar("gaussianem_render_values_known", default=False)
+
+
+@contextlib.contextmanager
+def gradients_only():
+    """Inside, :func:`project_fourier` returns zeros in place of the projections' values
+    (none of the forward's work) with its exact backward. For a caller that already knows
+    the values (cached) and differentiates a function linear in the projections, such as
+    ``<project(...), r>`` with ``r`` fixed: what flows back does not depend on the values."""
+    token = _VALUES_KNOWN.set(True)
+    try:
+        yield
+    finally:
+        _VALUES_KNOWN.reset(token)
 
 
 def _freqs_1d(box: int, device, dtype):
@@ -34,9 +57,18 @@ def _freqs_1d(box: int, device, dtype):
     return kx, ky
 
 
+def use_fused(device, fused: bool | None = None) -> bool:
+    """Whether projections on ``device`` use the fused kernels: ``fused`` if given, else on
+    CUDA with Triton installed unless ``GAUSSIANEM_FUSED=0``."""
+    if fused is not None:
+        return bool(fused)
+    return (torch.device(device).type == "cuda" and render_triton.AVAILABLE
+            and os.environ.get("GAUSSIANEM_FUSED", "1") != "0")
+
+
 def project_fourier(centres: torch.Tensor, amplitudes: torch.Tensor, widths: torch.Tensor,
                     rotations: torch.Tensor, shifts: torch.Tensor, box: int, apix,
-                    chunk: int | None = None) -> torch.Tensor:
+                    chunk: int | None = None, fused: bool | None = None) -> torch.Tensor:
     """Fourier transforms (``rfft2`` layout) of projections of Gaussian sets.
 
     centres: (N, 3) or (B, N, 3) Angstrom; amplitudes, widths: (N,) or (B, N);
@@ -46,16 +78,17 @@ def project_fourier(centres: torch.Tensor, amplitudes: torch.Tensor, widths: tor
     Work is chunked over Gaussians to bound memory (B x chunk x box per factor; default
     chunk 4096 on CUDA, 512 on CPU, where cache-sized pieces run ~3x faster). Always
     computed in float32/complex64, also inside an autocast region: positions in bf16 would
-    be off by a large fraction of a pixel.
+    be off by a large fraction of a pixel. ``fused``: the fused kernels (:func:`use_fused`;
+    they need Triton, and a CUDA device outside Triton's interpreter).
     """
     if chunk is None:
         chunk = 4096 if rotations.device.type == "cuda" else 512
     with torch.autocast(rotations.device.type, enabled=False):
         return _project_fourier(centres.float(), amplitudes.float(), widths.float(), rotations.float(),
-                                shifts.float(), box, apix, chunk)
+                                shifts.float(), box, apix, chunk, use_fused(rotations.device, fused))
 
 
-def _project_fourier(centres, amplitudes, widths, rotations, shifts, box, apix, chunk):
+def _project_fourier(centres, amplitudes, widths, rotations, shifts, box, apix, chunk, fused=False):
     B = rotations.shape[0]
     device = rotations.device
     dtype = torch.float32
@@ -75,6 +108,9 @@ def _project_fourier(centres, amplitudes, widths, rotations, shifts, box, apix, 
     s_px = widths.to(dtype) / apix[:, None]                        # (B, N) width in pixels
     # Fourier transform of sum_z of a 3D Gaussian (voxel units): a (2 pi)^{3/2} s^3.
     w = amplitudes.to(dtype) * (TWO_PI ** 1.5) * s_px ** 3           # (B, N)
+    if fused:
+        return render_triton.FusedSum.apply(xy[..., 0].contiguous(), xy[..., 1].contiguous(), s_px.contiguous(),
+                                            w.contiguous(), box, not _VALUES_KNOWN.get())
     return _SeparableSum.apply(xy[..., 0].contiguous(), xy[..., 1].contiguous(), s_px.contiguous(),
                                w.contiguous(), kx, ky, chunk)
 
@@ -104,6 +140,8 @@ class _SeparableSum(torch.autograd.Function):
         ctx.chunk = chunk
         B, N = px.shape
         out = torch.zeros(B, len(ky), len(kx), dtype=torch.complex64, device=px.device)
+        if _VALUES_KNOWN.get():
+            return out
         for start in range(0, N, chunk):
             sl = slice(start, min(N, start + chunk))
             fx, fy = _factors(px[:, sl], py[:, sl], s[:, sl], kx, ky)
@@ -140,14 +178,14 @@ class _SeparableSum(torch.autograd.Function):
 
 def project(centres, amplitudes, widths, rotations, shifts, box: int, apix,
             ctf_params: torch.Tensor | None = None, real_space: bool = True,
-            chunk: int | None = None, lowpass: float | None = None) -> torch.Tensor:
+            chunk: int | None = None, lowpass: float | None = None, fused: bool | None = None) -> torch.Tensor:
     """Projections of Gaussians for a batch of poses, multiplied by each particle's CTF.
 
     ctf_params: (B, 9) (or (B, 8): see ctf.evaluate) from :meth:`gaussianem.physics.ctf.CTFParams.as_tensor` or None.
     lowpass: a resolution in Angstrom; Fourier components beyond it are set to zero.
-    Returns real images (B, box, box) when ``real_space`` else their rfft2 (complex).
+    fused: as in :func:`project_fourier`. Returns real images (B, box, box) when ``real_space`` else their rfft2 (complex).
     """
-    f = project_fourier(centres, amplitudes, widths, rotations, shifts, box, apix, chunk)
+    f = project_fourier(centres, amplitudes, widths, rotations, shifts, box, apix, chunk, fused)
     with torch.autocast(rotations.device.type, enabled=False):
         if ctf_params is not None or lowpass:
             if not isinstance(apix, torch.Tensor):
