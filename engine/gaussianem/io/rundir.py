@@ -14,7 +14,13 @@
                               restarted) and per stop by a signal (gaussianem status lists them)
     RUN/health.json           the run's health report (gaussianem.train.health)
     RUN/stages.json           coarse to fine: the plan; RUN/coarse/ is the coarse stage's run
-    RUN/analysis/             what ``gaussianem analyze`` writes
+    RUN/analysis/             what ``gaussianem analyze`` writes; analysis/embeddings.npz: its
+                              latents, PCA scores and UMAP, which the explorer and subsets read
+
+The rules for a training run's folder live here too: a new run goes only into a folder
+that holds none (:meth:`RunDir.require_new`), a resumed one only into a folder that holds
+one (:meth:`RunDir.require_resumable`); the command line, the SLURM submission, the training
+loop and the ChimeraX bundle all ask these two, so that users read the same words.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import pickle
 
 import numpy as np
 
-from gaussianem.errors import ResultError
+from gaussianem.errors import ResultError, TrainingError
 from gaussianem.io.atomic import atomic_output, write_json
 
 
@@ -42,6 +48,10 @@ class RunDir:
     PLAN = "stages.json"
     COARSE = "coarse"
     ANALYSIS = "analysis"
+    EMBEDDINGS = "embeddings.npz"      # in ANALYSIS
+    # how to go on when a new run is refused, in the command line's words
+    NEW_RUN_HINT = ("use --resume to continue it (--resume auto: continue it if there is one, else start it) "
+                    "or choose another output folder")
 
     def __init__(self, path):
         self.path = os.path.abspath(os.fspath(path))
@@ -92,6 +102,11 @@ class RunDir:
         return self.file(self.ANALYSIS)
 
     @property
+    def embeddings(self) -> str:
+        """``analysis/embeddings.npz``: what ``gaussianem analyze`` computed of the latents."""
+        return self.file(self.ANALYSIS, self.EMBEDDINGS)
+
+    @property
     def coarse(self) -> "RunDir":
         """The coarse stage of a coarse-to-fine run (a run folder of its own)."""
         return RunDir(self.file(self.COARSE))
@@ -107,6 +122,23 @@ class RunDir:
 
     def has_checkpoint(self) -> bool:
         return os.path.exists(self.checkpoint)
+
+    # ------------------------------------------------------------------ the rules of a run folder
+    def require_new(self, hint: str = NEW_RUN_HINT, holds: bool | None = None) -> None:
+        """A new run goes only into a folder that holds no training run (its work is never
+        started over silently): :class:`TrainingError` otherwise. ``hint``: how to go on, in
+        the caller's words (the bundle names its ``resume true``); ``holds``: whether the
+        folder holds one, when the caller has decided it (e.g. rank 0 for every process);
+        by default :meth:`exists`."""
+        if self.exists() if holds is None else holds:
+            raise TrainingError(f"{self.path} already holds a training run: {hint}")
+
+    def require_resumable(self, holds: bool | None = None, missing: str = CHECKPOINT) -> None:
+        """A resumed run needs a training run in its folder: :class:`TrainingError`
+        otherwise. ``holds``: whether it has one, when the caller has decided it (default
+        :meth:`exists`); ``missing``: the file whose absence the message names."""
+        if not (self.exists() if holds is None else holds):
+            raise TrainingError(f"nothing to resume: {self.path} holds no training run (no {missing})")
 
     def finished(self) -> bool:
         """The run wrote its latents (the last thing training writes)."""

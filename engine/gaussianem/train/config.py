@@ -256,8 +256,7 @@ def resumed(cfg: TrainConfig, saved: RunDir) -> TrainConfig:
     sessions (:data:`SESSION_FIELDS`: ``epochs`` to extend a run, the device, workers,
     threads, checkpoint policy and logging), which are ``cfg``'s; the output folder stays
     ``cfg.outdir``."""
-    if not os.path.exists(saved.config):
-        raise TrainingError(f"nothing to resume: {saved.path} holds no training run ({RunDir.CONFIG} is missing)")
+    saved.require_resumable(holds=os.path.exists(saved.config), missing=RunDir.CONFIG)
     # a run saved before a setting existed goes on as it was trained
     old = TrainConfig.from_dict({**BEFORE_RECORDED, **saved.read_config()["train"]})
     return replace(old, outdir=cfg.outdir, **{k: getattr(cfg, k) for k in SESSION_FIELDS})

@@ -99,12 +99,10 @@ class Trainer:
         self.progress = progress if self.dd.main else Progress("none")
         self.run_dir = RunDir(cfg.outdir)
         if resume:
-            if not self.run_dir.has_checkpoint():
-                raise TrainingError(f"nothing to resume: {self.run_dir.checkpoint} does not exist")
+            self.run_dir.require_resumable(holds=self.run_dir.has_checkpoint())
             cfg = resumed(cfg, self.run_dir)
-        elif self.dd.agree(self.dd.main and self.run_dir.has_checkpoint()):
-            raise TrainingError(f"{self.run_dir.path} already holds a training run: use --resume to continue "
-                                "it or choose another output folder")
+        else:
+            self.run_dir.require_new(holds=self.dd.agree(self.dd.main and self.run_dir.has_checkpoint()))
         self.cfg, self.resume, self.final = cfg, resume, final
         self.total_epochs = total_epochs or cfg.epochs
         self.device = process_device(cfg.device, self.dd)

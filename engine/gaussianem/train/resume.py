@@ -126,13 +126,11 @@ def _decide(run: RunDir, cfg: TrainConfig, resume, given) -> Decision:
     trained = run.exists()                            # a checkpoint, a plan or a coarse stage's checkpoint
     saved, staged = saved_settings(run)
     if resume is False:
-        if trained:
-            raise TrainingError(f"{run.path} already holds a training run: use --resume to continue it (--resume "
-                                "auto: continue it if there is one, else start it) or choose another output folder")
+        run.require_new(holds=trained)
         return Decision("new")
     if saved is None and not trained:
         if resume is True:
-            raise TrainingError(f"nothing to resume: {run.path} holds no training run")
+            run.require_resumable(holds=False)
         return Decision("new")
     if saved is not None and given is not None:
         diff = differences(cfg, saved, given, staged)
