@@ -7,7 +7,6 @@ dict (written as JSON by the CLI) with the device's name.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import tempfile
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from gaussianem.io.models import write_model
+from gaussianem.io.rundir import RunDir
 from gaussianem.physics import poses, render
 from gaussianem.physics.ctf import CTFParams
 from gaussianem.sim.simulate import SimulationSpec, simulate_from_model
@@ -121,7 +121,7 @@ def bench_training(device, n: int = 2000, box: int = 64, epochs: int = 1, amp: b
         train(TrainConfig(particles=os.path.join(d, "particles.star"), consensus=os.path.join(d, "consensus.mrc"),
                           outdir=out, epochs=epochs, device=str(device), amp=amp, fit_steps=50))
         total = time.perf_counter() - t
-        recs = [json.loads(l) for l in open(os.path.join(out, "log.jsonl"))]
+        recs = RunDir(out).read_log()
         ep = [r for r in recs if r["kind"] == "epoch"][-1]
         return {"particles": n, "box": box, "seconds_per_epoch": ep["seconds"],
                 "particles_per_s": ep["particles_per_s"], "total_seconds": total,

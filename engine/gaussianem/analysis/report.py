@@ -1,21 +1,15 @@
-"""Latent-space analysis of a training result: PCA, UMAP, k-means, reports (plots in
-:mod:`gaussianem.analysis.plots`).
+"""``gaussianem analyze``: the whole ``RUN/analysis/`` folder of a training result.
 
-Everything here takes arrays or a :class:`~gaussianem.analysis.result.Result` and writes plain
-files; the ``analyze``, ``generate`` and ``export`` commands are thin layers over it.
+:func:`analyze` takes a :class:`~gaussianem.analysis.result.Result` and writes PCA and
+explained-variance plots, a UMAP (when it can be made), k-means clusters, the maps along
+the first principal components and at the k-means centres, the loss curves, the run's
+health, ``summary.json``, ``embeddings.npz`` (:attr:`~gaussianem.io.rundir.RunDir.embeddings`)
+and ``report.md``, which links them all.
 
-* :func:`kmeans`: k-means on the latents with each centre snapped to the nearest real
-  particle's latent (as cryoDRGN does), clusters numbered along the first principal
-  component. :func:`kmeans_for_result` reuses ``analysis/kmeansK/`` when it is newer
-  than the latents, so ``analyze`` and ``export`` always agree on the labels.
-* :func:`umap_embedding`: a 2D UMAP, or None with a note when it cannot be made.
-* :func:`write_volumes` / :func:`write_models`: maps on the consensus grid (or a
-  resampled one, :func:`output_grid`) and displaced atomic models for latent rows.
-* :func:`analyze`: the whole ``OUTDIR/analysis/`` folder (plots, trajectories, k-means
-  volumes, ``report.md`` and ``summary.json``).
-
-Reading latents and particle selections and writing subsets live in
-:mod:`gaussianem.analysis.selection`.
+What it is made from lives beside it: k-means and UMAP in
+:mod:`gaussianem.analysis.clusters`, maps and models for latents in
+:mod:`gaussianem.analysis.outputs`, the plots in :mod:`gaussianem.analysis.plots`; reading
+latents and particle selections and writing subsets in :mod:`gaussianem.analysis.selection`.
 
 Every file is written to a temporary name beside its destination and renamed.
 """
@@ -27,23 +21,18 @@ from typing import Callable
 
 import numpy as np
 
+from gaussianem.analysis.clusters import kmeans_dir, kmeans_for_result, save_kmeans, umap_embedding
+from gaussianem.analysis.outputs import output_grid, remove_stale, write_volumes
 from gaussianem.analysis.plots import LOSS_CAPTION, plot_density, plot_explained_variance, plot_losses
 from gaussianem.analysis.result import Result
 from gaussianem.errors import InputError, ResultError
-from gaussianem.io.atomic import atomic_output
-
-from gaussianem.analysis.clusters import kmeans_dir, kmeans_for_result, save_kmeans, umap_embedding
-from gaussianem.analysis.outputs import output_grid, remove_stale, write_volumes
-from gaussianem.io.atomic import write_array_text, write_json, write_text
+from gaussianem.io.atomic import atomic_output, write_array_text, write_json, write_text
+from gaussianem.io.rundir import RunDir
 
 
 def _note(log: Callable | None, text: str) -> None:
     if log is not None:
         log(text)
-
-
-# ---------------------------------------------------------------------------------------
-# Volumes and models for latent rows
 
 
 # ---------------------------------------------------------------------------------------
@@ -122,7 +111,7 @@ def analyze(result: Result, k: int = 8, pcs: int = 3, umap: bool = True, steps: 
     arrays = {"pca_scores": scores.astype(np.float32), "kmeans_labels": km.labels}
     if emb is not None:
         arrays["umap"] = emb
-    files["embeddings"] = os.path.join(adir, "embeddings.npz")
+    files["embeddings"] = result.run.embeddings
     with atomic_output(files["embeddings"]) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
@@ -133,7 +122,7 @@ def analyze(result: Result, k: int = 8, pcs: int = 3, umap: bool = True, steps: 
     if plot_losses([f for f in stage_logs if os.path.exists(f)], lpath):
         files["loss"] = lpath
     else:
-        note("loss curves skipped: log.jsonl holds no losses")
+        note(f"loss curves skipped: {RunDir.LOG} holds no losses")
 
     # Trajectories and k-means volumes
     n_pcs = min(int(pcs), len(p.components))
@@ -269,5 +258,5 @@ def _report(result: Result, s: dict, rel) -> str:
     lines += ["", "Export a cluster: `gaussianem export "
               f"{result.outdir} --kmeans {km['k']} --cluster 0 -o cluster0.star`", "",
               f"Numbers: [summary.json]({rel(f['summary'])}); embeddings: "
-              f"[embeddings.npz]({rel(f['embeddings'])}).", ""]
+              f"[{RunDir.EMBEDDINGS}]({rel(f['embeddings'])}).", ""]
     return "\n".join(lines)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from gaussianem.analysis.vocabulary import LATENT_PARTS, MAP_KINDS
 from gaussianem.errors import ResultError
 from gaussianem.io.images import ParticleImages
 from gaussianem.io.models import AtomicModel, bond_pairs, read_model
@@ -39,8 +40,6 @@ from gaussianem.physics.grid import Grid
 from gaussianem.physics.render import render_volume
 from gaussianem.physics.resample import even_box, fourier_crop_volume
 from gaussianem.train.health import read
-
-MAP_KINDS = ("gaussians", "deformed")
 
 
 @dataclass
@@ -172,8 +171,9 @@ class Result:
         mc = self.model_config
         if part == "all":
             return slice(0, mc.zdim)
-        if part not in ("conf", "comp"):
-            raise ResultError(f"unknown latent part {part!r}: expected all, conf or comp")
+        if part not in LATENT_PARTS:
+            raise ResultError(f"unknown latent part {part!r}: expected {', '.join(LATENT_PARTS[:-1])} or "
+                              f"{LATENT_PARTS[-1]}")
         if not mc.split:
             raise ResultError("this result's latent is not split into conformation and composition "
                               "(train with --zdim-conf/--zdim-comp); use part 'all'")

@@ -111,7 +111,7 @@ PLOT_VIEWS = ("pca", "umap")
 def read_umap(result: Result) -> np.ndarray | None:
     """The (N, 2) UMAP embedding written by ``gaussianem analyze``
     (``analysis/embeddings.npz``), or None when there is none for these latents."""
-    path = os.path.join(result.run.analysis, "embeddings.npz")
+    path = result.run.embeddings
     if result.z is None or not os.path.exists(path):
         return None
     try:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gaussianem.analysis.vocabulary import MAP_KINDS
+
 
 def add_args(p):
     p.add_argument("outdir", help="training output folder")
@@ -30,7 +32,7 @@ def add_args(p):
     p.add_argument("--range", type=float, nargs=2, metavar=("A", "B"),
                    help="principal-component trajectories from A to B standard deviations (default: the "
                         "particles' 5th to 95th percentiles along each component)")
-    p.add_argument("--map", choices=["deformed", "gaussians"],
+    p.add_argument("--map", choices=MAP_KINDS,
                    help="deformed: the consensus map carried by the decoded motions (default while the run's "
                         "consensus map is there); gaussians: maps rendered from the Gaussians")
     p.add_argument("--between", type=int, nargs=2, action="append", default=[], metavar=("I", "J"),

@@ -27,6 +27,8 @@ from __future__ import annotations
 import os
 import shlex
 
+from gaussianem.analysis.vocabulary import LATENT_PARTS
+
 
 def add_args(p):
     p.add_argument("outdir", help="training output folder")
@@ -45,7 +47,7 @@ def add_args(p):
     how.add_argument("--low-signal", action="store_true",
                      help="the particles whose images match the consensus projections at under half their "
                           "optics group's intensity scale (junk without the protein); with --invert, the others")
-    p.add_argument("--part", choices=["all", "conf", "comp"], default="all",
+    p.add_argument("--part", choices=LATENT_PARTS, default="all",
                    help="with --pc-range: principal components of the whole latent (default) or of its "
                         "conformational or compositional part")
     p.add_argument("--cluster", metavar="C[,C2...]", help="with --kmeans: the cluster(s) to export")

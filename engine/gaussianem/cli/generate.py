@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import os
 
+from gaussianem.analysis.vocabulary import LATENT_PARTS, MAP_KINDS, pc_label
+
 
 def add_args(p):
     p.add_argument("outdir", help="training output folder")
@@ -55,11 +57,11 @@ def add_args(p):
     p.add_argument("--range", type=float, nargs=2, metavar=("A", "B"),
                    help="with --pc: from A to B standard deviations (default: the particles' 5th to 95th "
                         "percentiles along the PC, as cryoDRGN)")
-    p.add_argument("--part", choices=["all", "conf", "comp"], default="all",
+    p.add_argument("--part", choices=LATENT_PARTS, default="all",
                    help="with --pc: components of all of z, or of the conformational / compositional "
                         "part of a split latent (default all)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--map", choices=["deformed", "gaussians"], default=None,
+    p.add_argument("--map", choices=MAP_KINDS, default=None,
                    help="deformed: the consensus map carried by the decoded Gaussian motions and amplitude "
                         "changes (default while the run's consensus map file exists); gaussians: maps "
                         "rendered from the deformed Gaussians (the fallback)")
@@ -105,7 +107,7 @@ def latents(args, result):
     if args.pc is not None:
         rng = tuple(args.range) if args.range else result.pc_percentiles(args.pc, args.part)
         z = result.trajectory(pc=args.pc, steps=args.steps or 10, range_sd=rng, part=args.part)
-        name = f"PC{args.pc}" if args.part == "all" else f"{args.part} PC{args.pc}"
+        name = pc_label(args.pc, args.part)
         return z, (f"{name} from {rng[0]:.3g} to {rng[1]:.3g} sd"
                    + ("" if args.range else " (the particles' 5th to 95th percentiles)"))
     km = kmeans_for_result(result, args.kmeans, seed=args.seed)

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import os
 
+from gaussianem.analysis.vocabulary import LATENT_PARTS
+
 
 def add_args(p):
     p.add_argument("outdir", help="training output folder")
@@ -39,7 +41,7 @@ def add_args(p):
     how.add_argument("--pc-range", metavar="PC,LO,HI",
                      help="particles whose score along principal component PC lies between LO and HI sd")
     p.add_argument("--cluster", metavar="C[,C2...]", help="with --kmeans: the cluster(s) to reconstruct")
-    p.add_argument("--part", choices=["all", "conf", "comp"], default="all",
+    p.add_argument("--part", choices=LATENT_PARTS, default="all",
                    help="with --pc-range: components of all of z (default) or of one part of a split latent")
     p.add_argument("--state", choices=["mean", "particle", "z"], default=None,
                    help="the state to reconstruct into: mean (default: the selection's mean latent), "
