@@ -106,11 +106,6 @@ def _mapped(path: str, header: MRCHeader) -> np.ndarray:
     return data
 
 
-def close_stacks() -> None:
-    """Drop every memory map this process holds."""
-    _open_maps.clear()
-
-
 class ImageStack:
     """A memory-mapped image stack, opened on first read (cheap to create and to pickle).
 

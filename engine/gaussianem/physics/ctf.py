@@ -23,12 +23,6 @@ import numpy as np
 import torch
 
 
-def electron_wavelength(voltage_kv) -> np.ndarray:
-    """Relativistic electron wavelength in Angstrom for an acceleration voltage in kV."""
-    v = np.asarray(voltage_kv, dtype=np.float64) * 1e3
-    return 12.2642598 / np.sqrt(v * (1 + v * 0.978466e-6))
-
-
 @dataclass
 class CTFParams:
     """Per-particle CTF parameters, arrays of shape (N,), in RELION units."""
