@@ -1,4 +1,4 @@
-"""Tests for gaussianem.io.models: model I/O, bonds, hinge motion, molmap-like density."""
+"""gaussianem.io.models (model I/O, bonds) and the models of gaussianem.sim it is used with (the test protein, hinge motion, molmap-like density)."""
 
 import os
 
