@@ -9,7 +9,8 @@ BENCH   ?= bench_out
 
 setup: .venv/.stamp
 
-.venv/.stamp: tools/setup_env.sh tools/install_chimerax.py requirements/engine.txt engine/pyproject.toml
+.venv/.stamp: tools/setup_env.sh tools/install_chimerax.py tools/chimerax_mend.py tools/chimerax/nogui.py \
+              requirements/engine.txt engine/pyproject.toml
 	bash tools/setup_env.sh
 
 test: setup

@@ -37,69 +37,16 @@ import shutil
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu_check_steps import (PROBE, bench_figures, fit_figures, junit, jsonl,  # noqa: E402
+                             pytest_counts, recon_figures, run_figures)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENGINE = os.path.join(REPO, "engine")
 REQUIREMENTS = os.path.join(REPO, "requirements", "engine.txt")
 TAIL = 4000                      # characters of output kept per step in the report
 ESSENTIAL = ["numpy", "scipy", "mrcfile", "starfile", "gemmi", "tqdm", "pandas", "pytest"]
-
-PROBE = r"""
-import importlib, importlib.metadata as md, json, os, platform, sys
-out = {"python": sys.version.split()[0], "executable": sys.executable, "platform": platform.platform()}
-dists = {}
-for name in json.loads(sys.argv[1]):
-    try:
-        dists[name] = md.version(name)
-    except md.PackageNotFoundError:
-        dists[name] = None
-out["distributions"] = dists
-try:
-    import torch
-    out["torch"] = torch.__version__
-    out["torch_cuda"] = torch.version.cuda
-    out["cuda_available"] = torch.cuda.is_available()
-    out["gpus"] = []
-    if out["cuda_available"]:
-        for i in range(torch.cuda.device_count()):
-            p = torch.cuda.get_device_properties(i)
-            out["gpus"].append({"name": p.name, "memory_gb": round(p.total_memory / 2 ** 30, 1),
-                                "capability": f"{p.major}.{p.minor}"})
-        out["bf16_supported"] = torch.cuda.is_bf16_supported()
-        out["cudnn"] = torch.backends.cudnn.version()
-    import torch.distributed as dist
-    out["nccl_available"] = dist.is_available() and dist.is_nccl_available()
-except Exception as e:
-    out["torch_error"] = f"{type(e).__name__}: {e}"
-try:
-    import numpy
-    out["numpy"] = numpy.__version__
-except Exception as e:
-    out["numpy"] = None
-try:
-    import gaussianem
-    out["gaussianem"] = gaussianem.__version__
-    out["gaussianem_path"] = os.path.dirname(os.path.abspath(gaussianem.__file__))
-except Exception as e:
-    out["gaussianem"] = None
-    out["gaussianem_error"] = f"{type(e).__name__}: {e}"
-missing = []
-for m in json.loads(sys.argv[2]):
-    try:
-        importlib.import_module(m)
-    except Exception:
-        missing.append(m)
-out["missing_modules"] = missing
-print("PROBE" + json.dumps(out))
-"""
-
-LATENTS = r"""
-import json, sys, numpy as np
-z = np.load(sys.argv[1])["z"]
-print(json.dumps({"shape": list(z.shape), "finite": bool(np.isfinite(z).all())}))
-"""
-
 
 # ----------------------------------------------------------------------------- steps
 
@@ -312,7 +259,7 @@ class Check:
         if self.args.skip_tests:
             self.skip("cpu_tests", "--skip-tests")
         else:
-            self.command("cpu_tests", pytest + ["tests/engine/physics"], 180, figures=_pytest_counts)
+            self.command("cpu_tests", pytest + ["tests/engine/physics"], 180, figures=pytest_counts)
         if not gpu or self.args.skip_tests:
             self.skip("cuda_tests", "no CUDA device" if not gpu else "--skip-tests")
             return
@@ -322,7 +269,7 @@ class Check:
             os.remove(figs_path)
         env = dict(self.env, GAUSSIANEM_GPU_FIGURES=figs_path)
         self.command("cuda_tests", pytest + ["-s", "-m", "cuda", "tests/engine/test_cuda.py", f"--junitxml={xml}"],
-                     330, figures=lambda out: {**_junit(xml), "measured": _jsonl(figs_path)}, env=env,
+                     330, figures=lambda out: {**junit(xml), "measured": jsonl(figs_path)}, env=env,
                      verify=lambda f: None if f.get("passed") else "a CUDA device is present but no CUDA test ran")
 
     # -- 5. training
@@ -351,21 +298,21 @@ class Check:
         common = [os.path.join(sim, "particles.star"), "--consensus", os.path.join(sim, "consensus.mrc"),
                   "-o", run, "--device", "cuda", "--amp", "--batch-size", str(self.args.batch_size)]
         if not self.command("train_box128_amp", self.engine("train", *common, "--epochs", "2"), 240,
-                            figures=lambda out: _run_figures(self, run, 2), min_seconds=60):
+                            figures=lambda out: run_figures(self, run, 2), min_seconds=60):
             self.skip("resume_box128_amp", "the training failed")
             return
         if not self.command("resume_box128_amp", self.engine("train", *common, "--resume", "--epochs", "3"), 150,
-                            figures=lambda out: _run_figures(self, run, 3), min_seconds=40):
+                            figures=lambda out: run_figures(self, run, 3), min_seconds=40):
             self.skip("reconstruct_box128", "the training failed")
             return
         recon = os.path.join(self.out, "recon128", "all.mrc")
         self.command("reconstruct_box128", self.engine("reconstruct", run, "--box", "128", "--device", "cuda",
                                                        "-o", recon, "--force", "--progress", "none"), 150,
-                     figures=lambda out: _recon_figures(recon), min_seconds=20)
+                     figures=lambda out: recon_figures(recon), min_seconds=20)
         gen = os.path.join(self.out, "fit128")
         self.command("fit_domains_box128", self.engine(
             "generate", run, "--kmeans", "2", "-o", gen, "--force", "--model", os.path.join(sim, "model.pdb"),
-            "--fit-domains", "--device", "cuda"), 150, figures=lambda out: _fit_figures(gen), min_seconds=20)
+            "--fit-domains", "--device", "cuda"), 150, figures=lambda out: fit_figures(gen), min_seconds=20)
 
     def cpu_smoke(self) -> None:
         """No GPU: the same commands on a tiny set on the CPU (simulate, train, resume)."""
@@ -391,7 +338,7 @@ class Check:
                             "timed out" if rc is None else f"exit status {rc}", "\n".join(log))
                 return
         self.record("cpu_train_smoke", "ok", time.time() - t, output="\n".join(log),
-                    figures=_run_figures(self, run, 2))
+                    figures=run_figures(self, run, 2))
 
     # -- 6. bench
     def bench(self, gpu: bool) -> None:
@@ -400,7 +347,7 @@ class Check:
             return
         path = os.path.join(self.out, "bench.json")
         self.command("bench", self.engine("bench", "--device", "cuda", "--amp", "-o", path), 240,
-                     figures=lambda out: _bench_figures(path), min_seconds=60)
+                     figures=lambda out: bench_figures(path), min_seconds=60)
 
     # -- all
     def main(self) -> int:
@@ -432,85 +379,6 @@ class Check:
 
 
 # ----------------------------------------------------------------------------- figures
-
-
-def _pytest_counts(out: str) -> dict:
-    last = [l for l in out.splitlines() if re.search(r"\d+ (passed|failed|skipped|error)", l)]
-    return {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", last[-1])} \
-        if last else {}
-
-
-def _junit(path: str) -> dict:
-    root = ET.parse(path).getroot()
-    tests = {}
-    for case in root.iter("testcase"):
-        status = "passed"
-        for child in case:
-            if child.tag in ("failure", "error"):
-                status = "failed"
-            elif child.tag == "skipped":
-                status = "skipped: " + (child.get("message") or "")
-        tests[case.get("name")] = status
-    return {"passed": sum(v == "passed" for v in tests.values()),
-            "failed": sum(v == "failed" for v in tests.values()),
-            "skipped": sum(v.startswith("skipped") for v in tests.values()), "tests": tests}
-
-
-def _jsonl(path: str) -> list:
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(l) for l in f if l.strip()]
-
-
-def _run_figures(check: Check, run: str, epochs: int) -> dict:
-    """Particles/s, seconds and peak memory of a run's last epoch (each stage's), latents."""
-    figs = {}
-    for stage, d in (("coarse", os.path.join(run, "coarse")), ("", run)):
-        recs = [r for r in _jsonl(os.path.join(d, "log.jsonl")) if r.get("kind") == "epoch"]
-        if recs:
-            last = recs[-1]
-            key = f"{stage}_" if stage else ""
-            figs[f"{key}epochs_logged"] = [r["epoch"] for r in recs]
-            for k in ("particles_per_s", "seconds", "peak_memory_gb", "total"):
-                if k in last:
-                    figs[f"{key}{k}"] = round(float(last[k]), 4)
-    rc, out, _ = check.run([check.py, "-c", LATENTS, os.path.join(run, "latents.npz")], 60)
-    figs["latents"] = json.loads(out.strip().splitlines()[-1]) if rc == 0 else f"unreadable: {out[-300:]}"
-    last_epoch = max(figs.get("epochs_logged") or [0])
-    if last_epoch != epochs:
-        raise RuntimeError(f"the run's log ends at epoch {last_epoch}, expected {epochs}")
-    return figs
-
-
-def _recon_figures(path: str) -> dict:
-    """Particles/s and resolutions of a reconstruction (its MAP_fsc.json)."""
-    try:
-        with open(path[:-4] + "_fsc.json") as f:
-            s = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return {k: s.get(k) for k in ("particles", "seconds", "particles_per_s", "resolution_0.143")}
-
-
-def _fit_figures(folder: str) -> dict:
-    """Per state: seconds of the rigid-domain fit and its score before and after."""
-    rep = json.load(open(os.path.join(folder, "generate.json")))
-    return {"fits": [m.get("fit") for m in rep.get("models", [])],
-            "domains": rep["models"][0].get("domains") if rep.get("models") else None}
-
-
-def _bench_figures(path: str) -> dict:
-    with open(path) as f:
-        res = json.load(f)
-    t = res.get("training", {})
-    return {"device": res.get("device"), "training_particles_per_s": t.get("particles_per_s"),
-            "training_peak_memory_gb": t.get("peak_memory_gb"),
-            "projection": [{k: r[k] for k in ("batch", "gaussians", "box", "forward_images_per_s",
-                                              "train_images_per_s", "peak_memory_gb") if k in r}
-                           for r in res.get("projection", [])],
-            "volume_ms": [{"box": r["box"], "gaussians": r["gaussians"], "ms": r["ms_per_volume"]}
-                          for r in res.get("volume", [])]}
 
 
 def main(argv=None) -> int:

@@ -7,7 +7,8 @@ Run it with the venv's python (tools/setup_env.sh does):
 
 PyPI carries one wheel of the ChimeraX core, ``ChimeraX==0.1.71`` (built from ChimeraX
 1.7.1; yanked, so the exact pin is needed). It does not run as shipped; this script applies
-the fixes described in docs/headless_chimerax.md:
+the fixes described in docs/headless_chimerax.md (steps 2-4 and 7 are in
+tools/chimerax_mend.py):
 
 1. the wheel is installed with ``--no-deps``, then a smaller working set of its
    dependencies, pinned by a constraints file made from the wheel's own ``Requires-Dist``
@@ -15,7 +16,8 @@ the fixes described in docs/headless_chimerax.md:
    already in the environment keep their version, so the engine's pins are never changed;
 2. the dependencies the wheel forgets (tinyarray, tomli, grako) are added and grako is
    patched for Python 3.11 (``collections.Mapping`` and friends moved to ``collections.abc``);
-3. the missing ``chimerax/core/nogui.py`` is written (our own text-only UI, NOGUI_SOURCE);
+3. the missing ``chimerax/core/nogui.py`` is written (our own text-only UI,
+   tools/chimerax/nogui.py);
 4. a ``<Name>-<version>.dist-info`` folder is written for each built-in bundle listed in
    tools/chimerax/builtin_bundles_1.7.1.json (in the repository), so the toolshed registers them and all the
    usual commands (open, volume, measure, save, ...) exist;
@@ -29,7 +31,7 @@ the fixes described in docs/headless_chimerax.md:
 
 Then a short headless ChimeraX run checks the result (open a map, set a level, measure it,
 save a PNG when OSMesa is there). A stamp file in the environment (``sys.prefix``) records
-success; a later run with the same script and bundle list returns at once.
+success; a later run with the same scripts, nogui.py and bundle list returns at once.
 """
 
 from __future__ import annotations
@@ -49,10 +51,14 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import chimerax_mend  # noqa: E402
+from chimerax_mend import (BUILTIN_BUNDLES_JSON, NOGUI, link_ffmpeg, load_builtin_bundles, log,  # noqa: E402
+                           patch_grako, write_bundle_dist_infos, write_nogui)
+
 REPO = Path(__file__).resolve().parent.parent
 # The built-in bundles of ChimeraX 1.7.1, kept in the repository so that a
 # clone installs on its own (the data come from ChimeraX 1.7.1's bundle descriptions).
-BUILTIN_BUNDLES_JSON = REPO / "tools" / "chimerax" / "builtin_bundles_1.7.1.json"
 STAMP = Path(sys.prefix) / "chimerax-headless.json"
 SCRATCH = REPO / ".cache" / "chimerax"  # git-ignored; XDG dirs for ChimeraX runs
 
@@ -92,15 +98,6 @@ WORKING_SET = [
 ]
 NO_DEPS = ["tcia-utils"]
 
-# grako 3.16.5 takes these names from `collections`; Python 3.10+ has them only in
-# `collections.abc`.
-GRAKO_ABC_NAMES = ("Mapping", "Iterable", "Callable", "MutableMapping", "Sequence")
-
-
-def log(msg: str) -> None:
-    print(f"[install_chimerax] {msg}", flush=True)
-
-
 def pip(*args: str) -> None:
     cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", *args]
     log("$ pip install " + " ".join(args))
@@ -119,9 +116,11 @@ def canonical(name: str) -> str:
 
 
 def fingerprint() -> str:
-    """Hash of what decides the result: this script and the built-in bundle list."""
+    """Hash of what decides the result: this script, its mends, nogui.py and the built-in
+    bundle list."""
     h = hashlib.sha256(Path(__file__).read_bytes())
-    h.update(BUILTIN_BUNDLES_JSON.read_bytes())
+    for part in (Path(chimerax_mend.__file__), NOGUI, BUILTIN_BUNDLES_JSON):
+        h.update(part.read_bytes())
     h.update(sys.prefix.encode())
     return h.hexdigest()[:16]
 
@@ -200,308 +199,7 @@ def chimerax_dir() -> Path:
     raise SystemExit("install_chimerax: chimerax package not found after install")
 
 
-def patch_grako() -> None:
-    import importlib.util
-
-    spec = importlib.util.find_spec("grako")
-    if spec is None or spec.origin is None:
-        raise SystemExit("install_chimerax: grako is not installed")
-    names = "|".join(GRAKO_ABC_NAMES)
-    patched = []
-    for py in Path(spec.origin).parent.rglob("*.py"):
-        text = py.read_text()
-        new = re.sub(rf"\bcollections\.({names})\b", r"collections.abc.\1", text)
-        # `from collections import defaultdict, Mapping` -> split the abc names out.
-        def split_import(m: re.Match) -> str:
-            items = [s.strip() for s in m.group(2).split(",")]
-            plain = [s for s in items if s not in GRAKO_ABC_NAMES]
-            abc = [s for s in items if s in GRAKO_ABC_NAMES]
-            out = []
-            if plain:
-                out.append(f"{m.group(1)}from collections import {', '.join(plain)}")
-            if abc:
-                out.append(f"{m.group(1)}from collections.abc import {', '.join(abc)}")
-            return "\n".join(out)
-        new = re.sub(r"^([ \t]*)from collections import ([\w, ]+)$", split_import, new,
-                     flags=re.M)
-        if new != text:
-            if "collections.abc." in new and "import collections.abc" not in new:
-                new = re.sub(r"^import collections$", "import collections\nimport collections.abc",
-                             new, count=1, flags=re.M)
-            py.write_text(new)
-            patched.append(py.name)
-    if patched:
-        log(f"patched grako for Python 3.11: {', '.join(sorted(patched))}")
-
-
-NOGUI_SOURCE = '''\
-"""Text-only user interface for ChimeraX without a GUI (``--nogui``, embedded sessions).
-
-Written by ChimeraX-GaussianEM's tools/install_chimerax.py: the ChimeraX 0.1.71 wheel
-(ChimeraX 1.7.1 core) lacks this module, which ``Session()`` and
-``python -m chimerax.core --nogui`` import.
-"""
-
-import sys
-import weakref
-
-from .logger import PlainTextLog
-from .tasks import FINISHED, TERMINATED, Task
-
-_LEVEL_NAMES = {
-    PlainTextLog.LEVEL_INFO: "INFO",
-    PlainTextLog.LEVEL_WARNING: "WARNING",
-    PlainTextLog.LEVEL_ERROR: "ERROR",
-    PlainTextLog.LEVEL_BUG: "BUG",
-}
-_COLORS = {}  # level name -> (start, end) escape codes, filled when colour is on
-
-
-def _emit(kind, msg):
-    start, end = _COLORS.get(kind, ("", ""))
-    text = msg if msg.endswith("\\n") else msg + "\\n"
-    if _COLORS:
-        sys.stdout.write(f"{start}{text}{end}")
-    else:
-        sys.stdout.write(f"{kind}:\\n{text}")
-    sys.stdout.flush()
-
-
-class NoGuiLog(PlainTextLog):
-    """Print log messages and primary status messages on standard output."""
-
-    def log(self, level, msg):
-        _emit(_LEVEL_NAMES.get(level, "INFO"), msg)
-        return True
-
-    def status(self, msg, color, secondary):
-        if msg and not secondary:
-            _emit("STATUS", msg)
-        return True
-
-
-class UI:
-    """The user interface of a session without a GUI (one per process)."""
-
-    _instance = None
-
-    def __new__(cls, session):
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-            cls._instance._queue = None
-            cls._instance._qt_app = None
-        ui = cls._instance
-        # The latest session owns the UI (tests may build more than one).
-        ui._session = weakref.ref(session)
-        ui.is_gui = False
-        ui.has_graphics = False
-        ui.stereo = False
-        ui.autostart_tools = False
-        return ui
-
-    @classmethod
-    def instance(cls):
-        return cls._instance
-
-    def initialize_color_output(self, color_output):
-        """Colour log text when asked, or by default on a terminal (needs colorama)."""
-        if not (color_output or (color_output is None and sys.stdout.isatty())):
-            return
-        try:
-            from colorama import Fore, Style
-        except ImportError:
-            return
-        reset = Style.RESET_ALL
-        _COLORS.update({
-            "INFO": (Fore.GREEN, reset), "WARNING": (Fore.YELLOW, reset),
-            "ERROR": (Fore.RED, reset), "BUG": (Fore.RED + Style.BRIGHT, reset),
-            "STATUS": (Fore.MAGENTA, reset),
-        })
-
-    def initialize_offscreen_rendering(self):
-        """Render with OSMesa; without it the session runs with has_graphics False."""
-        session = self._session()
-        from chimerax import graphics
-        try:
-            context = graphics.OffScreenRenderingContext()
-        except Exception as e:  # libOSMesa missing or too old
-            if not session.silent:
-                session.logger.info(f"Offscreen rendering is not available: {e}")
-            self.has_graphics = False
-            return
-        session.main_view.initialize_rendering(context)
-        self.has_graphics = True
-        self._start_offscreen_qt()
-
-    def _start_offscreen_qt(self):
-        # 2D labels draw their text with Qt; an offscreen QApplication is enough.
-        try:
-            from PyQt6.QtWidgets import QApplication
-        except ImportError:
-            return
-        if QApplication.instance() is None:
-            self._qt_app = QApplication(["ChimeraX", "-platform", "offscreen"])
-
-    def splash_info(self, message, splash_step=None, num_splash_steps=None):
-        if splash_step is None:
-            print(message, file=sys.stderr)
-        else:
-            print(f"{100 * splash_step / num_splash_steps:.2f}% done: {message}",
-                  file=sys.stderr)
-
-    def build(self):
-        pass  # nothing to build without a GUI
-
-    def quit(self):
-        import os
-        session = self._session()
-        session.logger.status("Exiting ...", blank_after=0)
-        session.logger.clear()  # stop the status timers
-        sys.exit(os.EX_OK)
-
-    def event_loop(self):
-        """Read commands from standard input until end of file."""
-        from queue import Queue
-        self._queue = Queue()
-        reader = _Input(self._session())
-        reader.start()
-        try:
-            while reader.state not in (FINISHED, TERMINATED):
-                func, args, kw = self._queue.get()
-                try:
-                    func(*args, **kw)
-                finally:
-                    self._queue.task_done()
-        finally:
-            self._queue = None
-
-    def thread_safe(self, func, *args, **kw):
-        """Run func in the main thread: queued while the event loop runs, else now."""
-        if self._queue is not None:
-            self._queue.put((func, args, kw))
-        else:
-            func(*args, **kw)
-
-
-class _Input(Task):
-    """Reads command lines in a thread and runs them in the main thread."""
-
-    SESSION_ENDURING = True
-
-    def __init__(self, session):
-        super().__init__(session)
-        from threading import Semaphore
-        from .commands import Command
-        self._command = Command(session)
-        self._turn = Semaphore()  # one command at a time
-
-    def run(self):
-        ui = self.session.ui
-        while True:
-            self._turn.acquire()
-            try:
-                text = input("cmd> ")
-            except EOFError:
-                ui.thread_safe(self.session.logger.clear)  # wake the main loop
-                break
-            ui.thread_safe(self._execute, text)
-
-    def _execute(self, text):
-        from . import errors
-        logger = self.session.logger
-        try:
-            if text.strip():
-                self._command.run(text.strip())
-        except errors.NotABug as e:
-            logger.error(str(e))
-        except Exception:
-            import traceback
-            logger.bug(traceback.format_exc())
-        finally:
-            self._turn.release()
-
-    def take_snapshot(self, session, flags):
-        return None
-
-    @staticmethod
-    def restore_snapshot(session, data):
-        return None
-'''
-
-
-def write_nogui(cx: Path) -> None:
-    target = cx / "core" / "nogui.py"
-    if not target.exists() or target.read_text() != NOGUI_SOURCE:
-        target.write_text(NOGUI_SOURCE)
-        log(f"wrote {target}")
-
-
-def load_builtin_bundles() -> dict:
-    if not BUILTIN_BUNDLES_JSON.is_file():
-        raise SystemExit(
-            f"install_chimerax: {BUILTIN_BUNDLES_JSON} is missing.\n"
-            "It lists ChimeraX 1.7.1's built-in bundles (it is part of the repository:\n"
-            "'git checkout tools/chimerax' restores it). Without it the toolshed\n"
-            "registers no bundle and ChimeraX has no 'open', 'volume', ... commands.")
-    return json.loads(BUILTIN_BUNDLES_JSON.read_text())
-
-
-def write_bundle_dist_infos(cx: Path, bundles: dict) -> int:
-    """One dist-info per built-in bundle, carrying its ChimeraX classifiers.
-
-    The toolshed finds bundles by these classifiers (METADATA) and finds a bundle's
-    packages from the ``__init__.py`` rows of its RECORD. RECORD lists only those
-    ``__init__.py`` files and the dist-info itself, so uninstalling a bundle's record
-    never removes the core's other files.
-    """
-    site = cx.parent
-    stale = {p.name for p in site.glob("ChimeraX_*.dist-info")
-             if (p / "INSTALLER").is_file()
-             and (p / "INSTALLER").read_text().strip() == "gaussianem-install-chimerax"}
-    written = 0
-    for name, b in bundles.items():
-        pkg_dir = site / Path(*b["package"].split("."))
-        if not (pkg_dir / "__init__.py").is_file():
-            log(f"warning: {name}: package {b['package']} not in the wheel; skipped")
-            continue
-        info_name = f"{name.replace('-', '_')}-{b['version']}.dist-info"
-        info = site / info_name
-        stale.discard(info_name)
-        info.mkdir(exist_ok=True)
-        md = [
-            "Metadata-Version: 2.1",
-            f"Name: {name}",
-            f"Version: {b['version']}",
-            f"Summary: {b['summary']}",
-            *(f"Classifier: {c}" for c in b["classifiers"]),
-        ]
-        (info / "METADATA").write_text("\n".join(md) + "\n")
-        (info / "INSTALLER").write_text("gaussianem-install-chimerax\n")
-        rows = sorted(str(p.relative_to(site)) + ",," for p in pkg_dir.rglob("__init__.py"))
-        rows += [f"{info_name}/{f},," for f in ("METADATA", "INSTALLER", "RECORD")]
-        (info / "RECORD").write_text("\n".join(rows) + "\n")
-        written += 1
-    for old in stale:  # from an older bundle list
-        shutil.rmtree(site / old)
-    return written
-
-
 # --------------------------------------------------------------------------- OSMesa
-
-def link_ffmpeg() -> Path:
-    """``<env>/bin/ffmpeg`` -> the imageio-ffmpeg package's ffmpeg binary, where ChimeraX's
-    ``movie encode`` looks first (``chimerax.app_bin_dir``)."""
-    import importlib
-    importlib.invalidate_caches()
-    import imageio_ffmpeg
-    exe = Path(imageio_ffmpeg.get_ffmpeg_exe())
-    link = Path(sys.prefix) / "bin" / ("ffmpeg.exe" if os.name == "nt" else "ffmpeg")
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(exe)
-    log(f"ffmpeg for movie encode: {link} -> {exe}")
-    return link
-
 
 def ensure_osmesa() -> bool:
     """libOSMesa for offscreen rendering: apt-get install it when root, else skip."""
