@@ -1,5 +1,6 @@
-"""Benchmarks on the current device: projection throughput, training throughput and
-memory, and volume-generation latency. ``python -m gaussianem.bench`` or ``make bench``.
+"""Benchmarks on the current device: projection throughput, the real training step
+(:func:`real_step`), training throughput and memory, and volume-generation latency.
+``gaussianem bench`` or ``make bench``.
 
 Numbers, not pass/fail: each section prints a table and the whole run is returned as a
 dict (written as JSON by the CLI) with the device's name.
@@ -17,12 +18,16 @@ import torch
 
 from gaussianem.io.models import write_model
 from gaussianem.io.rundir import RunDir
+from gaussianem.model.encoding import Physics
+from gaussianem.model.gaussians import init_from_map
+from gaussianem.model.networks import HeterogeneityModel, ModelConfig
 from gaussianem.physics import poses, render
 from gaussianem.physics.ctf import CTFParams
 from gaussianem.sim.simulate import SimulationSpec, simulate_from_model
 from gaussianem.sim.testprotein import build_test_model
 from gaussianem.train.config import TrainConfig
 from gaussianem.train.loop import train
+from gaussianem.train.step import Batch, NeighbourGraph, Schedule, compute_losses
 
 
 def device_name(device: torch.device) -> str:
@@ -98,6 +103,83 @@ def bench_projection(device, sizes=None, amp: bool = False) -> list[dict]:
     return rows
 
 
+def blob_map(box: int, apix: float, seed: int = 0) -> np.ndarray:
+    """A protein-like density that holds tens of thousands of Gaussians: 1.5 A-wide "atoms"
+    at random in a ball of radius 0.35 box, at about a protein's density of heavy atoms (0.05
+    per A^3: at box 128 and 1 A/pixel, 18,800 atoms in 377,000 A^3, a ~300 kDa complex)."""
+    rng = np.random.default_rng(seed)
+    radius = 0.35 * box * apix
+    n = int(0.05 * 4 / 3 * np.pi * radius ** 3)
+    xyz = rng.normal(size=(n, 3))
+    xyz *= (radius * rng.random(n) ** (1 / 3) / np.linalg.norm(xyz, axis=1))[:, None]
+    vol = render.render_volume(torch.from_numpy(xyz).float(), torch.ones(n), torch.full((n,), 1.5), box, apix)
+    return vol.numpy()
+
+
+def real_step(B: int, N: int, box: int, device, amp: bool = False, apix: float | None = None,
+              references: bool = True, seed: int = 0):
+    """One real training step (``train.step.compute_losses``: every loss and the health
+    statistics, backward, gradient clipping, AdamW) at batch ``B`` x ``N`` Gaussians x
+    ``box``, with the default model and losses, the Gaussians placed in a map that holds
+    that many (:func:`blob_map`), ``B`` synthetic particles (their images: the consensus
+    projection and noise). Returns ``step()`` (the loss, a tensor) and the pieces
+    (``model``, ``batch``, ``graph``, ``schedule``). ``references``: the consensus
+    projections read from the ReferenceCache (the loop's default) or rendered each step."""
+    device = torch.device(device)
+    apix = apix or 128.0 / box
+    base = init_from_map(blob_map(box, apix, seed), apix, n=N, iterations=5, seed=seed, device=device)
+    cfg = TrainConfig(particles="", consensus="", outdir="")
+    mcfg = ModelConfig(box=box, zdim=cfg.zdim, zdim_conf=cfg.zdim_conf, zdim_comp=cfg.zdim_comp, window=cfg.window,
+                       max_displacement=cfg.max_displacement, encoder_input=cfg.encoder_input,
+                       width_change=cfg.width_change, gaussian_features=cfg.gaussian_features,
+                       centre_by=cfg.centre_by, segments=cfg.segments)
+    model = HeterogeneityModel(mcfg, base).to(device).train()
+    phys = Physics(SyntheticParticles(B, box, apix, seed), box, device)
+    idx = torch.arange(B, device=device)
+    g = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        clean = phys.project(model.centres, model.amplitudes, model.widths, idx, box)
+        clean = clean / clean.std()
+        images = clean + 3 * torch.randn(clean.shape, generator=g, device=device)
+    batch = Batch(images / images.std(), idx, phys, box, references=references)
+    graph = NeighbourGraph.build(base, cfg.radius, device)
+    schedule = Schedule.at(cfg, cfg.lowpass_epochs, apix)            # full band, KL warmed up half way
+    try:
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
+    except (RuntimeError, TypeError):
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            total, _, _ = compute_losses(model, batch, graph, schedule)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        return total.detach()
+    return step, dict(model=model, batch=batch, graph=graph, schedule=schedule)
+
+
+def bench_step(device, sizes=None, amp: bool = False, repeats: int = 5) -> list[dict]:
+    """Seconds per real training step (:func:`real_step`), the consensus projections
+    rendered each step (as before the ReferenceCache) and read from it: the two steps
+    alternate, ``repeats`` times each, and each keeps its fastest (others' load on a
+    shared machine only adds time)."""
+    if sizes is None:
+        sizes = [(32, 2000, 64), (16, 5000, 128)] if device.type == "cpu" else [(256, 20000, 128)]
+    rows = []
+    for B, N, box in sizes:
+        steps = {name: real_step(B, N, box, device, amp, references=name == "cached")[0]
+                 for name in ("rendered", "cached")}
+        best = {name: timeit(fn, device, repeats=1) for name, fn in steps.items()}     # after a warm-up
+        for _ in range(repeats - 1):
+            for name, fn in steps.items():
+                best[name] = min(best[name], timeit(fn, device, repeats=1, warmup=0))
+        rows.append({"batch": B, "gaussians": N, "box": box,
+                     **{name: {"seconds": sec, "images_per_s": B / sec} for name, sec in best.items()}})
+    return rows
+
+
 def bench_volume(device, sizes=((128, 2000), (128, 5000), (64, 2000))) -> list[dict]:
     """Milliseconds to render one volume from a Gaussian set (the slider's cost)."""
     rows = []
@@ -141,6 +223,7 @@ def run_all(device=None, quick: bool = False, amp: bool = False) -> dict:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = {"device": device_name(device), "torch": torch.__version__, "amp": amp}
     out["projection"] = bench_projection(device, amp=amp)
+    out["step"] = bench_step(device, amp=amp)
     out["volume"] = bench_volume(device)
     out["training"] = bench_training(device, n=512 if quick else 2000, amp=amp)
     return out
@@ -153,6 +236,12 @@ def print_report(res: dict) -> None:
     for r in res["projection"]:
         print(f"{r['batch']:>6} {r['gaussians']:>10} {r['box']:>5} {r['forward_images_per_s']:>12.0f} "
               f"{r['train_images_per_s']:>14.0f}")
+    print("\nreal training step (compute_losses, backward, clipping, AdamW): consensus projections "
+          "rendered each step -> cached")
+    for r in res.get("step", []):
+        a, b = r["rendered"], r["cached"]
+        print(f"  batch {r['batch']} x {r['gaussians']} Gaussians x box {r['box']}: {a['seconds'] * 1e3:.0f} -> "
+              f"{b['seconds'] * 1e3:.0f} ms/step ({a['images_per_s']:.0f} -> {b['images_per_s']:.0f} images/s)")
     print("\nvolume generation (one map from a Gaussian set)")
     for r in res["volume"]:
         print(f"  box {r['box']:>4}, {r['gaussians']:>6} Gaussians: {r['ms_per_volume']:8.1f} ms")

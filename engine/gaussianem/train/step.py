@@ -1,10 +1,17 @@
 """One training step's loss: the image term on deformed, re-weighted Gaussians projected
 with each particle's pose, CTF and intensity scale, the KL term, and the neighbour-graph
 terms that keep local structure (:class:`NeighbourGraph`); the :class:`Schedule` says
-where in training the step is (KL warm-up, loss band)."""
+where in training the step is (KL warm-up, loss band).
+
+The consensus projection of each particle (the base Gaussians with its pose, CTF and
+intensity scale), which the encoder's inputs are made from, is the same in every epoch:
+:class:`ReferenceCache` renders it once for all particles and each step reads it
+(``GAUSSIANEM_REFERENCE_CACHE_GB``: its memory budget, 0 turns it off)."""
 
 from __future__ import annotations
 
+import os
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +48,7 @@ class Batch:
     phys: Physics                # poses, CTF, scales of every particle (on the device)
     box: int
     noise: torch.Tensor | None = None   # (B, zdim) reparameterisation noise (default: drawn here)
+    references: bool = True             # read the consensus projections from a ReferenceCache
 
 
 @dataclass
@@ -80,7 +88,8 @@ def compute_losses(model, batch: Batch, graph: NeighbourGraph, schedule: Schedul
     core = model.module if hasattr(model, "module") else model
     images, idx, phys, box, band = batch.images, batch.index, batch.phys, batch.box, schedule.band
     emb = core.embed()                           # once per step: the features and the decoder read it
-    ref, feats = encoder_inputs(core, images, idx, phys, box, emb)
+    cached = ReferenceCache.of(phys, core, box) if batch.references and core.needs_reference else None
+    ref, feats = encoder_inputs(core, images, idx, cached or phys, box, emb)
     mu, logvar = model(images, ref, feats)       # forward = image encoder (DDP-wrapped or not)
     eps = torch.randn_like(mu) if batch.noise is None else batch.noise.to(mu)
     z = mu + eps * torch.exp(0.5 * logvar) if core.training else mu
@@ -110,3 +119,78 @@ def compute_losses(model, batch: Batch, graph: NeighbourGraph, schedule: Schedul
         cons = render.lowpass(ref, phys.apix[idx], band) if band else ref
         stats = health.step_stats(pred, cons, target, mu, logvar, out, mass, core.cfg.max_displacement)
     return total, {k: v.detach() for k, v in terms.items()}, stats
+
+
+def reference_budget(device: torch.device) -> float:
+    """Bytes the consensus projections may take: ``GAUSSIANEM_REFERENCE_CACHE_GB`` (GiB; 0:
+    no cache), by default a quarter of a GPU's memory, 4 GiB on the CPU."""
+    env = os.environ.get("GAUSSIANEM_REFERENCE_CACHE_GB")
+    if env not in (None, ""):
+        return float(env) * 2 ** 30
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory / 4
+    return 4.0 * 2 ** 30
+
+
+class ReferenceCache:
+    """Every particle's consensus projection ``phys.project(base, idx)`` (pose, CTF and
+    intensity scale; float32, on the device), rendered once and read by each step in its
+    place. It stands in for ``phys`` where only the base is projected (the encoder's
+    inputs): :meth:`project` returns the stored values and, when a gradient is asked (the
+    Gaussian features' residual correlations), adds the renderer's backward alone
+    (:func:`~gaussianem.physics.render.gradients_only`): the same values and gradients as
+    rendering, without the forward. Rendered again whenever the base Gaussians (``--unsmear``,
+    a recovery), the box or the particles' poses, CTF and scales change."""
+
+    _of = weakref.WeakKeyDictionary()       # Physics -> its cache (lives as long as it)
+    BATCH = 64
+
+    def __init__(self, phys, box: int):
+        self.phys, self.box, self.values, self.key, self.base = phys, box, None, None, None
+
+    @classmethod
+    def of(cls, phys, core, box: int) -> "ReferenceCache | None":
+        """The cache of ``phys``'s particles for ``core``'s base at ``box``, rendered if
+        needed; None when it does not fit :func:`reference_budget`."""
+        n = len(phys.rot)
+        if n * box * box * 4 > reference_budget(phys.rot.device):
+            return None
+        cache = cls._of.get(phys)
+        if cache is None or cache.box != box:
+            cache = cls._of[phys] = cls(phys, box)
+        cache._refresh(core)
+        return cache
+
+    def _state(self, core):
+        p = self.phys
+        return ((p.rot, p.shift, p.ctf, p.apix, p.scale), p.remove_offset,
+                tuple((t.data_ptr(), t._version) for t in (core.centres, core.amplitudes, core.widths)))
+
+    def _refresh(self, core) -> None:
+        key = self._state(core)
+        if self.key is not None and all(a is b for a, b in zip(key[0], self.key[0])) and key[1] == self.key[1]:
+            if key[2] == self.key[2]:
+                return                                     # nothing written to the base since
+            if all(torch.equal(a, b) for a, b in zip((core.centres, core.amplitudes, core.widths), self.base)):
+                self.key = key                             # written with the same values (a broadcast)
+                return
+        self.base = tuple(t.detach().clone() for t in (core.centres, core.amplitudes, core.widths))
+        n, dev = len(self.phys.rot), self.phys.rot.device
+        values = torch.empty(n, self.box, self.box, device=dev)
+        with torch.no_grad():
+            for start in range(0, n, self.BATCH):
+                stop = min(n, start + self.BATCH)
+                values[start:stop] = self.phys.project(*self.base, torch.arange(start, stop, device=dev), self.box)
+        self.values, self.key = values, key
+
+    def project(self, centres, amplitudes, widths, idx, box: int, band: float | None = None,
+                scaled: bool = True) -> torch.Tensor:
+        """``phys.project`` of the base Gaussians (given here as they were cached, or
+        expanded per particle) for particles ``idx``: stored values, exact gradients."""
+        if band or not scaled or box != self.box:
+            return self.phys.project(centres, amplitudes, widths, idx, box, band, scaled)
+        values = self.values[idx]
+        if not torch.is_grad_enabled() or not any(t.requires_grad for t in (centres, amplitudes, widths)):
+            return values
+        with render.gradients_only():
+            return values + self.phys.project(centres, amplitudes, widths, idx, box)
