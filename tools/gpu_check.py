@@ -12,8 +12,9 @@ output tail and key figures in the JSON report (default ``gpu_check_out/report.j
    ``PYTHONPATH=engine``);
 2. environment: GPU, driver, torch, CUDA, bf16 support, NCCL, Python, numpy;
 3. cpu_tests: ``pytest tests/engine/physics`` (the renderer's CPU reference tests);
-4. cuda_tests: ``pytest -m cuda tests/engine/test_cuda.py`` (GPU = CPU numbers, bf16
-   autocast, a batch-256 x 20,000-Gaussian x box-128 step, train + resume, torchrun/NCCL);
+4. cuda_tests: ``pytest -m cuda tests/engine/test_cuda.py`` (GPU = CPU numbers, the fused
+   renderer = float64, bf16 autocast, the real step at batch 256 x 20,000 Gaussians x box
+   128 with each renderer, timed, train + resume, torchrun/NCCL);
 5. simulate / train / resume: ``gaussianem simulate`` at box 128, ``gaussianem train
    --amp --epochs 2`` on the GPU, then ``--resume --epochs 3``; particles/s, peak memory;
    then ``gaussianem reconstruct`` of that run and ``gaussianem generate --kmeans 2

@@ -1,5 +1,6 @@
 """The engine on an NVIDIA GPU: the same numbers as on the CPU, float32 where it must be,
-and the training paths (a full-size step, train + resume, torchrun/NCCL) running.
+the fused renderer's kernels against float64, and the training paths (the real step at
+full size with each renderer, train + resume, torchrun/NCCL) running.
 
 Every test is marked ``cuda`` (``pytest -m cuda``) and skipped without a CUDA device.
 ``tools/gpu_check.py`` runs this file; with ``GAUSSIANEM_GPU_FIGURES`` set to a path,
@@ -21,12 +22,8 @@ import pytest
 import torch
 
 from gaussianem.analysis.result import load_result
-from gaussianem.bench import SyntheticParticles
-from gaussianem.model import losses
-from gaussianem.model.encoding import Physics, encoder_inputs
-from gaussianem.model.gaussians import GaussianSet
-from gaussianem.model.networks import HeterogeneityModel, ModelConfig
-from gaussianem.physics import ctf, poses, render
+from gaussianem.bench import real_step
+from gaussianem.physics import ctf, poses, render, render_triton
 from gaussianem.train.config import TrainConfig
 from gaussianem.train.loop import train
 
@@ -88,6 +85,12 @@ def _project_with_grads(scene: dict, device, box=64, apix=1.5):
     return img.detach().cpu(), [p.grad.cpu() for p in params]
 
 
+def _ctf_images(params, box: int, apix, device) -> torch.Tensor:
+    """CTF images (B, box, box//2+1) of ``params`` at pixel size ``apix`` (a scalar or one per particle)."""
+    a = apix if np.ndim(apix) == 0 else torch.as_tensor(np.asarray(apix, dtype=np.float32))
+    return ctf.evaluate(ctf.fourier_grid(box, a, device=device), params.as_tensor(device=device))
+
+
 def _ctf_close(gpu: torch.Tensor, params, box: int, apix) -> None:
     """The GPU's float32 CTF is as close to a float64 evaluation as the CPU's float32 one.
 
@@ -95,7 +98,7 @@ def _ctf_close(gpu: torch.Tensor, params, box: int, apix) -> None:
     float32 rounding of the phase is ~6e-5: GPU and CPU sines differ by that much (H200,
     torch 2.11: 7.6e-5), so a fixed 1e-5 tolerance tests the float format, not the code.
     """
-    cpu = ctf.compute_ctf(params, box, apix)
+    cpu = _ctf_images(params, box, apix, "cpu")
     a = apix if np.ndim(apix) == 0 else torch.as_tensor(np.asarray(apix, dtype=np.float64))
     ref = ctf.evaluate(ctf.fourier_grid(box, a, dtype=torch.float64), params.as_tensor().double())
     cpu_err = float((cpu.double() - ref).abs().max())
@@ -118,7 +121,7 @@ def test_projection_ctf_and_gradients_match_cpu():
     # the CTF itself, and the Fourier-space render without it
     params = ctf.CTFParams.random(6, np.random.default_rng(3))
     for apix in (1.5, np.array([1.0, 1.2, 1.5, 2.0, 2.5, 3.0])):
-        _ctf_close(ctf.compute_ctf(params, 128, apix, device=CUDA), params, 128, apix)
+        _ctf_close(_ctf_images(params, 128, apix, CUDA), params, 128, apix)
     args = [scene[k] for k in ("centres", "amplitudes", "widths", "rotations", "shifts")]
     f_cpu = render.project_fourier(*args, 64, 1.5)
     f_gpu = render.project_fourier(*(a.to(CUDA) for a in args), 64, 1.5)
@@ -153,56 +156,82 @@ def test_projection_stays_float32_under_bf16_autocast():
     assert c.grad.dtype == torch.float32 and torch.isfinite(c.grad).all()
 
 
+def _direct64(px, py, s, w, box):
+    """The renderer's separable sum in float64, term by term (autograd gives its gradients)."""
+    kx, ky = render._freqs_1d(box, px.device, torch.float64)
+    px, py, s, w = (t.double() for t in (px, py, s, w))
+    c = (-2 * np.pi ** 2) * (s * s)[..., None]
+    fx = torch.exp(c * kx ** 2) * torch.exp(-2j * np.pi * px[..., None] * kx)
+    fy = torch.exp(c * ky ** 2) * torch.exp(-2j * np.pi * py[..., None] * ky)
+    return torch.einsum("bn,bny,bnx->byx", w.to(torch.complex128), fy, fx)
+
+
+@pytest.mark.skipif(not render_triton.AVAILABLE, reason="Triton is not installed")
+@pytest.mark.parametrize("B,N,box", [(2, 300, 67), (2, 1000, 128)], ids=["odd67", "box128"])
+def test_fused_renderer_matches_float64_and_the_torch_renderer(B, N, box):
+    """The compiled kernels (TF32 off: the fixture) against float64 and the batched products,
+    values and gradients, with negative weights and positions beyond the box."""
+    g = torch.Generator().manual_seed(box)
+    px = torch.rand(B, N, generator=g) * 1.4 * box - 0.2 * box
+    py = torch.rand(B, N, generator=g) * 1.4 * box - 0.2 * box
+    s = torch.rand(B, N, generator=g) * 2 + 0.6
+    w = torch.randn(B, N, generator=g) * 3
+    ins = [t.to(CUDA).requires_grad_(True) for t in (px, py, s, w)]
+    kx, ky = render._freqs_1d(box, CUDA, torch.float32)
+    fused = render_triton.FusedSum.apply(*ins, box)
+    batched = render._SeparableSum.apply(*ins, kx, ky, 4096)
+    ref = _direct64(*ins, box)
+    target = torch.randn(ref.shape, dtype=torch.complex128, generator=g).to(CUDA)
+
+    def loss(f):
+        return (f * target.to(f.dtype)).real.sum() + 1e-3 * f.abs().square().sum()
+    rel = lambda a, b: float((a.detach().double() - b.detach().double()).abs().max()  # noqa: E731
+                             / b.detach().double().abs().max())
+    assert rel(fused, ref) < 1e-5 and rel(fused, batched) < 1e-5
+    got = torch.autograd.grad(loss(fused), ins)
+    want = torch.autograd.grad(loss(ref), ins)
+    other = torch.autograd.grad(loss(batched), ins)
+    for name, a, b, c in zip(("px", "py", "s", "w"), got, want, other):
+        assert rel(a, b) < 5e-5, f"{name}: {rel(a, b):.2e} from float64"
+        assert rel(a, c) < 5e-5, f"{name}: {rel(a, c):.2e} from the batched renderer"
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "batched"])
 @pytest.mark.parametrize("amp", [False, True], ids=["float32", "bf16"])
-def test_training_step_full_size(amp):
-    """One training step at batch 256 x 20,000 Gaussians x box 128 (the issue's size):
-    residual encoder input with Gaussian features, split decoders, CTF renderer, backward,
-    AdamW. Records seconds per step and peak memory; asserts only that it ran and stayed
-    finite."""
+def test_training_step_full_size(amp, fused, monkeypatch):
+    """The real training step (train.step.compute_losses: every loss, the health statistics;
+    backward, clipping, AdamW: gaussianem.bench.real_step) at batch 256 x 20,000 Gaussians
+    placed in a map that holds them x box 128, the consensus projections cached, with the
+    fused renderer and with the batched products (GAUSSIANEM_FUSED=0). Records seconds per
+    step, images/s and peak memory; asserts that it ran and stayed finite."""
     B, N, box = 256, 20000, 128
     total_gb = torch.cuda.get_device_properties(CUDA).total_memory / 2 ** 30
     if total_gb < 48:
         pytest.skip(f"{total_gb:.0f} GiB of GPU memory; batch 256 at box 128 needs about 40 GiB")
-    g = torch.Generator().manual_seed(0)
-    base = GaussianSet(torch.randn(N, 3, generator=g) * 25, torch.rand(N, generator=g) + 0.5,
-                       torch.rand(N, generator=g) + 1.5)
-    cfg = ModelConfig(box=box, zdim=9, zdim_conf=8, zdim_comp=1, encoder_input="residual",
-                      gaussian_features=True, centre_displacements=True)
-    model = HeterogeneityModel(cfg, base).to(CUDA).train()
-    phys = Physics(SyntheticParticles(B, box, 1.0), box, CUDA)
-    images = torch.randn(B, box, box, generator=g).to(CUDA)
-    idx = torch.arange(B, device=CUDA)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-
-    def step() -> float:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            emb = model.embed()
-            ref, feats = encoder_inputs(model, images, idx, phys, box, emb)
-            mu, logvar = model(images, ref, feats)
-            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-            out = model.decode(z, emb)
-            pred = phys.project(out["centres"], out["amplitudes"], out["widths"], idx, box) * model.scale
-            assert pred.dtype == torch.float32
-            loss = losses.image_loss(pred, images, "l2") + 1e-6 * losses.kl_divergence(mu.float(), logvar.float())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
-        return float(loss.detach())
-
-    step()                                          # warm-up (allocator, kernels)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats(CUDA)
-    t = time.perf_counter()
-    repeats = 2
-    vals = [step() for _ in range(repeats)]
-    torch.cuda.synchronize()
-    sec = (time.perf_counter() - t) / repeats
+    if fused and not render_triton.AVAILABLE:
+        pytest.skip("Triton is not installed")
+    monkeypatch.setenv("GAUSSIANEM_FUSED", "1" if fused else "0")
+    torch.backends.cuda.matmul.allow_tf32 = True            # as training sets it
+    try:
+        step, p = real_step(B, N, box, CUDA, amp)
+        step()                                              # warm-up (allocator, kernels, the cache)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(CUDA)
+        t = time.perf_counter()
+        repeats = 3
+        vals = [float(step()) for _ in range(repeats)]
+        torch.cuda.synchronize()
+        sec = (time.perf_counter() - t) / repeats
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
     peak = torch.cuda.max_memory_allocated(CUDA) / 2 ** 30
-    _record(f"training_step_{'bf16' if amp else 'float32'}", batch=B, gaussians=N, box=box,
-            seconds_per_step=sec, images_per_s=B / sec, peak_memory_gb=peak)
+    _record(f"training_step_{'fused' if fused else 'batched'}_{'bf16' if amp else 'float32'}", batch=B,
+            gaussians=len(p["model"].centres), box=box, fused=render.use_fused(CUDA), seconds_per_step=sec,
+            images_per_s=B / sec, peak_memory_gb=peak)
+    assert render.use_fused(CUDA) == fused
+    assert len(p["model"].centres) == N
     assert all(np.isfinite(vals))
-    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert all(torch.isfinite(q).all() for q in p["model"].parameters())
 
 
 def _config(tiny_sim, outdir, **kw) -> TrainConfig:
