@@ -383,6 +383,6 @@ class Trainer:
             raise TrainingError(f"training finished but the run failed its health checks: {report['summary']}. "
                                 f"Latents and maps are kept for inspection; details in {self.run_dir.health}")
         if report["status"] == "warning":
-            self.progress.message(f"warning: {report['summary']} (details in {self.run_dir.health})")
+            self.progress.message(f"{report['summary']} (details in {self.run_dir.health})")
         if self.final:
             self.progress.event("done", outdir=self.run_dir.path, epochs=cfg.epochs, health=report["status"])
