@@ -70,6 +70,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -176,11 +177,11 @@ def gaussianem_cmd():
     return [sys.executable, "-m", "gaussianem.cli.main"]
 
 
-def train_cell(simdir, run, epochs, threads, timeout) -> dict:
+def train_cell(simdir, run, epochs, threads, timeout, extra=()) -> dict:
     if os.path.exists(run):
         shutil.rmtree(run)
     cmd = gaussianem_cmd() + ["train", os.path.join(simdir, "particles.star"), "--consensus",
-                              os.path.join(simdir, "consensus.mrc"), "-o", run, "--epochs", str(epochs)]
+                              os.path.join(simdir, "consensus.mrc"), "-o", run, "--epochs", str(epochs), *extra]
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -295,7 +296,19 @@ def evaluate_cell(simdir, run) -> dict:
     m["median_map_std_over_base_gaussians_std"] = ratio_base
     m["median_map_finite"] = bool(np.all(np.isfinite(vol)))
     m["collapse"] = bool(not m["median_map_finite"] or ratio < COLLAPSE_RATIO)
+    m.update(arrival_metrics(os.path.dirname(run)))
     return m
+
+
+def arrival_metrics(work) -> dict:
+    """Issue 27's motion arrival (``model_landing.landing``: the true model at the motion's
+    start moved by the plain ``generate --model`` to each level) for a cell folder with
+    ``sim`` and ``run``; empty when the cell has no model to move."""
+    from model_landing import landing
+    if not os.path.exists(os.path.join(work, "sim", "model.pdb")):
+        return {}
+    out = landing(work)
+    return {k: out[k] for k in ("arrival_first", "arrival_middle", "arrival_far_end", "arrival_mean") if k in out}
 
 
 def verdict(cell) -> str:
@@ -335,8 +348,8 @@ def _f(v, nd=3):
 
 def markdown(res) -> str:
     rows = ["| cell | what changed | exit | health | motion PC1 | motion probe | presence 2-means | "
-            "presence probe | FSC AUC | collapse | verdict | sim s | train s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "presence probe | FSC AUC | arrival mean (far) | collapse | verdict | sim s | train s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, c in res["cells"].items():
         m = c.get("metrics") or {}
         t = c.get("train") or {}
@@ -344,7 +357,7 @@ def markdown(res) -> str:
         rows.append(f"| {name} | {c['what']} | {t.get('exit_code', '-')} | {c.get('health', {}).get('status', '-')} | "
                     f"{_f(m.get('motion_spearman_pc1'))} | {_f(m.get('motion_probe'))} | "
                     f"{_f(m.get('presence_kmeans'))} | {_f(m.get('presence_probe'))} | {_f(m.get('fsc_auc_mean'))} | "
-                    f"{col} | {c.get('verdict', '-')} | {_f((c.get('simulation') or {}).get('seconds'), 0)} | "
+                    f"{_f(m.get('arrival_mean'))} ({_f(m.get('arrival_far_end'))}) | {col} | {c.get('verdict', '-')} | {_f((c.get('simulation') or {}).get('seconds'), 0)} | "
                     f"{_f(t.get('wall_s'), 0)} |")
     notes = []
     for name, c in res["cells"].items():
@@ -397,6 +410,9 @@ def main(argv=None):
     p.add_argument("--reuse", action="store_true", help="skip cells done with the same spec and epochs (data sets "
                                                       "made from the same spec are always reused)")
     p.add_argument("--tag", help="results file tag (default cpu_e<epochs>, quick_e<epochs> with --quick)")
+    p.add_argument("--train-args", default="",
+                   help="extra training flags, e.g. \"--w-distance 0.01 --seed 1\" (a screen of a candidate default; "
+                        "recorded in the results)")
     p.add_argument("--fresh", action="store_true",
                    help="start the tag's results file anew (default: cells run before under the tag are kept "
                         "and the cells run now replace theirs)")
@@ -417,6 +433,7 @@ def main(argv=None):
     else:
         names = [c for c, v in CELLS.items() if v[2] or a.all]
     a.epochs = a.epochs or (3 if a.quick else 12)
+    extra = shlex.split(a.train_args)
     n_override = a.n or (800 if a.quick else None)
     tag = a.tag or f"{'quick' if a.quick else 'cpu'}_e{a.epochs}"
     os.makedirs(a.outdir, exist_ok=True)
@@ -432,17 +449,18 @@ def main(argv=None):
     res.update(created=time.strftime("%Y-%m-%dT%H:%M:%S"), host=socket.gethostname(), cpus=os.cpu_count(),
                epochs=a.epochs, threads=a.threads, thresholds=THRESHOLDS, collapse_ratio=COLLAPSE_RATIO,
                training_command="gaussianem train DATA/particles.star --consensus DATA/consensus.mrc -o RUN "
-                                f"--epochs {a.epochs}")
+                                f"--epochs {a.epochs}" + (f" {a.train_args}" if extra else ""))
     t_all = time.time()
     for name in names:
         spec = cell_spec(name, n_override)
         old = res["cells"].get(name)
         if (a.reuse and old and old.get("done") and old.get("spec") == _spec_json(spec)
-                and old.get("epochs") == a.epochs and (not a.cryodrgn or name not in CRYODRGN_CELLS
+                and old.get("epochs") == a.epochs and old.get("train_args", "") == a.train_args and (not a.cryodrgn or name not in CRYODRGN_CELLS
                                                        or old.get("cryodrgn"))):
             print(f"== {name}: done before, kept", flush=True)
             continue
         cell = {"what": CELLS[name][0], "spec": _spec_json(spec), "epochs": a.epochs, "errors": {},
+                "train_args": a.train_args,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "engine": engine_state()}
         res["cells"][name] = cell
         work = os.path.join(a.outdir, name)
@@ -450,7 +468,7 @@ def main(argv=None):
         t_cell = time.time()
         print(f"== {name}: {cell['what']}", flush=True)
         for stage, fn in (("simulate", lambda: simulate_cell(spec, simdir)),
-                          ("train", lambda: train_cell(simdir, run, a.epochs, a.threads, a.timeout)),
+                          ("train", lambda: train_cell(simdir, run, a.epochs, a.threads, a.timeout, extra)),
                           ("evaluate", lambda: evaluate_cell(simdir, run))):
             if stage == "evaluate" and (cell.get("train") or {}).get("exit_code") != 0:
                 break
