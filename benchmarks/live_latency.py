@@ -47,8 +47,8 @@ def measure(cx, qapp, run_dir: str, kind: str, moves: int, device: str) -> dict:
     import numpy as np
     from chimerax.core.commands import run
 
-    from chimerax.gaussianem.session_result import format_latent
-    from chimerax.gaussianem.tool import LiveUpdater, make_panel
+    from chimerax.gaussianem.generation import format_latent
+    from chimerax.gaussianem.explorer.tool import LiveUpdater, make_panel
     run(cx, "close", log=False)
     t0 = time.perf_counter()
     res = run(cx, f"gaussianem open {run_dir} map {kind} device {device}", log=False)

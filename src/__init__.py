@@ -5,15 +5,16 @@ first time the command is used, a tool's the first time it is started. The comma
 the tool are listed in bundle_info.xml; the numerics live in the separate ``gaussianem``
 engine package, which this bundle never re-implements.
 
-Scripting: ``from chimerax.gaussianem import open_result`` (see session_state.py). The
-name is loaded on first use, so importing the package does not import torch.
+Scripting: ``from chimerax.gaussianem import open_result`` (see opening.py and
+session_result.py). The name is loaded on first use, so importing the package does not
+import torch. The modules are mapped in docs/engine.md ("The bundle's map").
 """
 
 from chimerax.core.toolshed import BundleAPI
 
 # The tool named in bundle_info.xml -> (module, class) that implements it.
 _TOOLS = {
-    "GaussianEM Latent Explorer": ("tool", "LatentExplorer"),
+    "GaussianEM Latent Explorer": ("explorer.tool", "LatentExplorer"),
 }
 
 # Classes a ChimeraX session file names, found by get_class when it is restored:
@@ -31,8 +32,8 @@ class _API(BundleAPI):
     @staticmethod
     def register_command(bi, ci, logger):
         """Register the command ``ci.name`` ("gaussianem <subcommand>")."""
-        from . import cmd
-        cmd.register_command(ci.name, logger)
+        from . import commands
+        commands.register_command(ci.name, logger)
 
     @staticmethod
     def start_tool(session, bi, ti):
@@ -59,7 +60,7 @@ bundle_api = _API()
 
 # Names of the scripting interface -> module that defines them (imported on first use).
 _LAZY = {
-    "open_result": "session_state",
+    "open_result": "opening",
     "current_result": "session_state",
     "GaussianEMResult": "session_result",
 }

@@ -15,11 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from chimerax.core.errors import UserError
 
+from gaussianem.analysis.vocabulary import pc_label
 
-def pc_label(pc: int, part: str = "all") -> str:
-    """A principal component's name in messages, map names and the explorer: ``PC1`` of
-    all of z, ``conf PC1`` / ``comp PC1`` of a part of a split latent (values are in sd)."""
-    return f"PC{int(pc)}" if part == "all" else f"{part} PC{int(pc)}"
+from .latent_ranges import check_range
 
 
 @dataclass
@@ -34,7 +32,6 @@ class LatentPath:
 def pc_path(gres, pc: int = 1, steps: int = 10, range_sd=None, part: str = "all") -> LatentPath:
     """Along principal component ``pc`` of ``part``, from ``range_sd[0]`` to ``range_sd[1]``
     sd (default: the particles' 5th to 95th percentiles along it)."""
-    from .latent_ranges import check_range
     given = range_sd is not None
     range_sd = tuple(range_sd) if given else gres.pc_range(pc, part)
     warning = check_range(gres, pc, range_sd, part) if given else None   # refuses absurd ends

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from chimerax.core.errors import UserError
 
-from .latent_paths import pc_label
+from gaussianem.analysis.vocabulary import pc_label
 
 PARTICLE_PERCENTILES = (0.5, 99.5)     # beyond these, a warning
 ABSURD_SD = 1000.0                     # beyond this many sd from the particles' mean, an error

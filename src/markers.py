@@ -8,12 +8,17 @@ at every state; longer displacements take the top colour. Amplitude: log2 of the
 amplitude factor clipped to [-1, 1] (half to double), blue-white-red, so that vanished
 Gaussians (log2 -> -inf) do not wash out the rest. A ChimeraX colour key (``key``)
 shows the colours and the scale; it is updated with the markers and closed with them.
+
+:func:`show_markers` makes (or reuses) the result's marker set, one marker per Gaussian at
+its centre (physical frame), radius its width; :func:`update_markers` moves and recolours
+it for a state (the live result calls it whenever the map moves).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+COLOR_BY = ("displacement", "amplitude")
 AMPLITUDE_CLIP = 1.0        # |log2 amplitude factor| shown: half (blue) to double (red)
 SCALE_PCS = 3               # principal components whose trajectories set the displacement scale
 SCALE_STEPS = 5             # latents decoded along each of them
@@ -33,6 +38,15 @@ def sequential(t) -> np.ndarray:
     f = (t - i)[:, None]
     rgb = VIRIDIS[i] + (VIRIDIS[i + 1] - VIRIDIS[i]) * f
     return np.round(np.concatenate([rgb, np.full((len(rgb), 1), 255.0)], axis=1)).astype(np.uint8)
+
+
+def blue_white_red(t) -> np.ndarray:
+    """RGBA uint8 colours for values in [0, 1]: blue, white at 0.5, red."""
+    t = np.clip(np.asarray(t, dtype=np.float64), 0.0, 1.0)[:, None]
+    blue, white, red = np.array([0, 0, 255.0]), np.array([255.0, 255, 255]), np.array([255.0, 0, 0])
+    rgb = np.where(t < 0.5, blue + (white - blue) * (2 * t), white + (red - white) * (2 * t - 1))
+    rgba = np.concatenate([rgb, np.full((len(rgb), 1), 255.0)], axis=1)
+    return np.round(rgba).astype(np.uint8)
 
 
 def displacement_scale(gres) -> float:
@@ -60,7 +74,6 @@ def marker_colors(gres, gen, color_by: str):
         top = displacement_scale(gres) or float(values.max(initial=0.0))
         top = max(top, 1e-6)
         return sequential(values / top), values, (0.0, top)
-    from .session_result import blue_white_red
     values = np.log2(np.maximum(np.asarray(gen.amp_factor, dtype=np.float64), 1e-30))
     t = 0.5 + 0.5 * np.clip(values, -AMPLITUDE_CLIP, AMPLITUDE_CLIP) / AMPLITUDE_CLIP
     return blue_white_red(t), values, (-AMPLITUDE_CLIP, AMPLITUDE_CLIP)
@@ -74,7 +87,6 @@ def key_items(color_by: str, scale: tuple[float, float]) -> list[tuple]:
         labels = [f"{t * top:.3g} Å" if i in (0, len(ts) - 1) else "" for i, t in enumerate(ts)]
         labels[len(ts) // 2] = f"{0.5 * top:.3g}"
         return [(tuple(c / 255.0), lab) for c, lab in zip(sequential(ts), labels)]
-    from .session_result import blue_white_red
     cols = blue_white_red(np.array([0.0, 0.5, 1.0])) / 255.0
     return [(tuple(cols[0]), "½× amplitude"), (tuple(cols[1]), "1×"), (tuple(cols[2]), "2×")]
 
@@ -121,3 +133,47 @@ def close_key_with(session, marker_set) -> None:
         from chimerax.core.triggerset import DEREGISTER
         return DEREGISTER
     marker_set.triggers.add_handler("deleted", closed)
+
+
+# ---------------------------------------------------------------------------- the marker set
+
+def show_markers(gres, color_by: str = "displacement", z=None, particle=None):
+    """The Gaussians of ``gres`` (a GaussianEMResult) as a marker set coloured by
+    ``color_by`` (:data:`COLOR_BY`), with a colour key: at the latent given, else at the
+    current state (the consensus Gaussians while no latent has been shown). The marker set
+    and its key follow later ``show`` commands; closing the markers closes the key."""
+    from chimerax.core.errors import UserError
+
+    from .generation import consensus_state
+    if color_by not in COLOR_BY:
+        raise UserError(f"colorBy must be one of {', '.join(COLOR_BY)}, not {color_by!r}")
+    if z is not None or particle is not None:
+        gen = gres.generate(gres.latent(z=z, particle=particle))
+    elif gres.z is not None:
+        gen = gres.generate(gres.z)
+    else:
+        gen = consensus_state(gres.result.base)
+    gres.marker_color_by = color_by
+    ms = gres.marker_set
+    if ms is None or ms.deleted or ms.num_atoms != len(gen.centres):
+        from chimerax.markers import MarkerSet
+        ms = MarkerSet(gres.session, name=f"{gres.name} Gaussians")
+        for i in range(len(gen.centres)):
+            ms.create_marker((0.0, 0.0, 0.0), (180, 180, 180, 255), 1.0, id=i + 1)
+        if gres.volume_alive():
+            ms.position = gres.volume.scene_position      # the map's frame
+        gres.session.models.add([ms])
+        gres.marker_set = ms
+        close_key_with(gres.session, ms)
+    return update_markers(gres, gen)
+
+
+def update_markers(gres, gen):
+    """Move and recolour ``gres``'s marker set to the state ``gen``; updates the key."""
+    atoms = gres.marker_set.atoms
+    atoms.coords = gres.grid.to_physical(gen.centres)
+    atoms.radii = np.asarray(gen.widths, dtype=np.float32)
+    atoms.colors, values, gres.marker_scale = marker_colors(gres, gen, gres.marker_color_by)
+    gres.marker_range = (float(values.min()), float(values.max())) if len(values) else (0.0, 0.0)
+    show_key(gres.session, gres.marker_color_by, gres.marker_scale)
+    return gres.marker_set

@@ -26,7 +26,7 @@ def _session_job(session, path: str):
     """The last job of this session that trained into ``path``, or None."""
     if session is None:
         return None
-    from .jobs import registry
+    from .jobs.registry import registry
     reg = registry(session)          # not polled here: a job's end may open its result, not from inside this
     jobs = [j for j in reg.jobs.values() if j.outdir == path and getattr(j, "kind", "train") == "train"]
     return jobs[-1] if jobs else None

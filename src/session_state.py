@@ -1,22 +1,25 @@
 """The session's GaussianEM state: the current result (:class:`GaussianEMState`, saved
-and restored with ChimeraX sessions, cleared on ``close session``), and
-:func:`open_result`, which makes a result current.
+and restored with ChimeraX sessions, cleared on ``close session``).
+
+A ChimeraX session file (.cxs) keeps the result folder, the current latent, and which map,
+atomic model and marker set are the live ones (:func:`result_snapshot`); restoring it
+reopens the result from its folder with the restored models as its live ones
+(:func:`result_from_snapshot`), so that after ``open x.cxs`` the commands move the restored
+map instead of making another. :func:`.opening.open_result` makes a result current.
 
 Scripting: ``from chimerax.gaussianem import open_result, current_result``.
 """
 
 from __future__ import annotations
 
-import os
-
+import numpy as np
 from chimerax.core.errors import UserError
 from chimerax.core.state import StateManager
 
 from gaussianem.errors import GaussianEMError
-from gaussianem.io.rundir import RunDir
 
-from .run_state import unfinished_message
 from .session_result import GaussianEMResult, resolve_map_kind
+from .volume_guard import watch_closed_volumes
 
 STATE_TAG = "gaussianem"        # the session's state manager (session.get_state_manager)
 
@@ -42,7 +45,7 @@ class GaussianEMState(StateManager):
         return self.result is not None
 
     def take_snapshot(self, session, flags) -> dict:
-        return {"version": 1, "result": None if self.result is None else self.result.snapshot()}
+        return {"version": 1, "result": None if self.result is None else result_snapshot(self.result)}
 
     @classmethod
     def restore_snapshot(cls, session, data) -> "GaussianEMState":
@@ -51,7 +54,7 @@ class GaussianEMState(StateManager):
         if snap is None:
             return state
         try:
-            state.result = GaussianEMResult.from_snapshot(session, snap)
+            state.result = result_from_snapshot(session, snap)
         except (GaussianEMError, OSError, RuntimeError, KeyError, ValueError) as e:
             # the rest of the session still opens; only the link to the result is lost
             session.logger.warning(
@@ -91,107 +94,63 @@ def require_result(session) -> GaussianEMResult:
     return r
 
 
-def open_result(session, path, model=None, device: str = "cpu", map_kind: str | None = None) -> GaussianEMResult:
-    """Open a GaussianEM training result and make it the session's current result.
+# ---------------------------------------------------------------------------- a result in a session file
 
-    ``model``: an AtomicStructure already open, or a .pdb/.cif path; by default the model
-    the result was trained with, if its file still exists. ``map_kind``: "deformed" or
-    "gaussians" (:func:`resolve_map_kind`; default deformed when the consensus map file is
-    there). A finished run shows its medoid particle's state. Returns the
-    :class:`GaussianEMResult`.
-    """
+def result_snapshot(gres: GaussianEMResult) -> dict:
+    """What a ChimeraX session file keeps of a result (models by reference)."""
+    structure = gres.structure if gres.structure_alive() else None
+    live = gres.live
+    return {
+        "version": 1,
+        "outdir": gres.outdir,
+        "device": str(gres.result.device),
+        "name": gres.name,
+        "k": int(gres.k),
+        "z": None if gres.z is None else [float(v) for v in np.asarray(gres.z).reshape(-1)],
+        "volume": gres.volume if gres.volume_alive() else None,
+        "structure": structure,
+        "base_coords": None if structure is None else np.asarray(live.base, dtype=np.float64),
+        "to_model": None if structure is None else live.to_model,
+        "reference": None if structure is None or live.reference is None
+        else [float(v) for v in live.reference],
+        "marker_set": gres.marker_set if gres.marker_set is not None and not gres.marker_set.deleted
+        else None,
+        "marker_color_by": gres.marker_color_by,
+        "map": gres.map_kind,
+    }
+
+
+def result_from_snapshot(session, data) -> GaussianEMResult:
+    """The result of :func:`result_snapshot`, reopened from its folder, with the restored
+    models as its live map, atomic model and markers."""
     from gaussianem.analysis.result import load_result
-    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    if not os.path.exists(path):
-        raise UserError(f"no such GaussianEM result folder: {path}")
-    run = RunDir(path)
-    if run.exists() and not os.path.exists(run.config):      # coarse to fine, in its coarse stage
-        raise UserError(unfinished_message(run, session))
+    device = data.get("device") or "cpu"
     if device.startswith("cuda"):
         import torch
         if not torch.cuda.is_available():
-            raise UserError(f"device {device} was asked for but no CUDA device is available")
-    try:
-        result = load_result(path, device=device)
-    except (OSError, RuntimeError, KeyError) as e:
-        raise UserError(f"cannot read the GaussianEM result in {path}: {e}") from None
-    kind, note = resolve_map_kind(result, map_kind)
-    gres = GaussianEMResult(session, result, map_kind=kind)
-    if gres.finished:            # the medoid's map first, so the map opens at a state particles have
-        gres._set_volume_data(gres.generate(result.particle_z(gres.medoid)).volume)
-    else:
-        gres.show_consensus()
-    try:
-        structure, opened, is_default = _structure_for(session, gres, model)
-    except UserError:
-        session.models.close([gres.volume])
-        raise
-    if structure is not None:
-        try:
-            gres.attach_structure(structure)
-        except (UserError, GaussianEMError) as e:
-            if not is_default:
-                session.models.close([gres.volume] + ([structure] if opened else []))
-                raise
-            session.logger.warning(f"the training model is not moved with the map: {e}")
-    if gres.finished:
-        gres.show(particle=gres.medoid)                  # and the atomic model moved with it
-    from .view import first_view
-    first_view(gres)                                     # transparent map, cartoon, across the motion
-    session_state(session, create=True).result = gres
-    mc = result.model_config
-    latent = (f"{mc.zdim} ({mc.zdim_conf} conformational + {mc.zdim_comp} compositional)"
-              if mc.split else f"{mc.zdim}")
-    particles = (f"epoch {result.epoch}, {result.n_particles} particles" if gres.finished
-                 else f"unfinished run ({result.run.epochs_done()} epochs trained)")
-    what = "deformed consensus" if kind == "deformed" else "rendered from the Gaussians"
-    msg = (f"Opened GaussianEM result {path}: {particles}, latent size {latent}, {len(result.base)} "
-           f"Gaussians; map #{gres.volume.id_string} ({what})")
-    if gres.structure is not None:
-        msg += f", atomic model #{gres.structure.id_string}"
-    if gres.finished:
-        msg += f"; showing the medoid particle {gres.medoid}"
-    session.logger.info(msg)
+            device = "cpu"
+    result = load_result(data["outdir"], device=device)
+    kind, note = (resolve_map_kind(result) if data.get("map") == "deformed"   # sessions saved before
+                  else ("gaussians", None))                               # deformed maps: gaussians
     if note:
         session.logger.info(note)
-    if gres.finished:
-        _log_health(session, result)
-    else:
-        session.logger.warning(f"{unfinished_message(result.run, session)}. Until then only 'gaussianem show z ...' "
-                               "and 'gaussianem markers' work.")
+    gres = GaussianEMResult(session, result, name=data.get("name"), map_kind=kind)
+    gres.k = int(data.get("k") or gres.k)
+    volume = data.get("volume")
+    if volume is not None and not volume.deleted:
+        gres.volume = volume
+        watch_closed_volumes(session)
+    structure, base = data.get("structure"), data.get("base_coords")
+    if structure is not None and not structure.deleted and base is not None \
+            and len(base) == structure.num_atoms:
+        gres.attach_structure(structure, base=base, to_model=data.get("to_model"),
+                              reference=data.get("reference", "auto"))   # older sessions: found now
+    markers = data.get("marker_set")
+    if markers is not None and not markers.deleted:
+        from .markers import close_key_with
+        gres.marker_set = markers
+        close_key_with(session, markers)
+    gres.marker_color_by = data.get("marker_color_by") or gres.marker_color_by
+    z = data.get("z")
+    gres.z = None if z is None else gres.result.check_z(z)[0]
     return gres
-
-
-def _log_health(session, result) -> None:
-    """The run's health (health.json): a warning in the log unless it is healthy."""
-    h = result.health
-    if h is None:
-        session.logger.info("GaussianEM: this run has no health report (trained before health checks existed)")
-    elif h["status"] == "healthy":
-        session.logger.info(f"GaussianEM run health: {h['summary']}")
-    else:
-        session.logger.warning(f"GaussianEM run health: {h['summary']} (details in {result.outdir}/health.json)")
-
-
-def _structure_for(session, gres: GaussianEMResult, model):
-    """(structure, opened here, is the training model) for ``model``: an AtomicStructure,
-    a file to open, or None for the model the result was trained with."""
-    from chimerax.atomic import AtomicStructure
-    if isinstance(model, AtomicStructure):
-        return model, False, False
-    default = model is None
-    path = gres.result.default_model_path() if default else os.path.abspath(os.fspath(model))
-    if path is None:
-        return None, False, default
-    if not os.path.exists(path):
-        raise UserError(f"no such atomic model file: {path}")
-    from chimerax.core.commands import quote_path_if_necessary as q
-    from chimerax.core.commands import run
-    models = run(session, f"open {q(path)}", log=False)
-    structures = [m for m in (models or []) if isinstance(m, AtomicStructure)]
-    others = [m for m in (models or []) if m not in structures[:1]]
-    if others:
-        session.models.close(others)
-    if not structures:
-        raise UserError(f"{path} holds no atomic structure")
-    return structures[0], True, default

@@ -39,7 +39,7 @@ def motion_vectors(gres):
     the particles' 5th and 95th percentiles along conformational PC1, or None (unfinished
     run, no motion): their mean direction, and their principal direction (the first
     right singular vector, signed along the mean)."""
-    if not gres.finished or not gres._volume_alive():
+    if not gres.finished or not gres.volume_alive():
         return None
     from .markers import main_part
     r = gres.result
@@ -92,8 +92,8 @@ def look_across(session, direction, also=None) -> None:
 def first_view(gres) -> None:
     """Style the opened result's map and model, light softly, and look across the motion."""
     session = gres.session
-    vol, structure = gres.volume, gres.structure if gres._structure_alive() else None
-    if gres._volume_alive():
+    vol, structure = gres.volume, gres.structure if gres.structure_alive() else None
+    if gres.volume_alive():
         level = enclosing_level(vol, structure)
         kw = {"surface_levels": [level]} if level is not None else {}
         vol.set_parameters(transparency=MAP_TRANSPARENCY, **kw)
@@ -124,8 +124,8 @@ def show_reconstruction(volume, gres=None) -> str:
     surface at the level enclosing the live atomic model's volume (else the volume the
     live map's surface encloses, else ChimeraX's initial level), and hidden while the live
     map is shown, so that the state on screen stays as it was. Returns how, for the log."""
-    structure = gres.structure if gres is not None and gres._structure_alive() else None
-    live = gres.volume if gres is not None and gres._volume_alive() else None
+    structure = gres.structure if gres is not None and gres.structure_alive() else None
+    live = gres.volume if gres is not None and gres.volume_alive() else None
     level, how = enclosing_level(volume, structure), "enclosing the atomic model's volume"
     if level is None and live is not None and live.surfaces:
         above = int(np.count_nonzero(live.full_matrix() >= live.surfaces[0].level))

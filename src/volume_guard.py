@@ -6,7 +6,7 @@ from __future__ import annotations
 
 
 class _UpdateQueue(set):
-    """A set whose ``remove`` of a missing member does nothing (see :func:`_watch_closed_volumes`)."""
+    """A set whose ``remove`` of a missing member does nothing (see :func:`watch_closed_volumes`)."""
 
     def remove(self, item) -> None:
         self.discard(item)
@@ -34,7 +34,7 @@ def _guard_volume_updates(session) -> None:
             setattr(vm, name, _UpdateQueue(queue))
 
 
-def _watch_closed_volumes(session) -> None:
+def watch_closed_volumes(session) -> None:
     """Work around two ChimeraX 1.7 volume-update bugs. Closed maps that were hidden (as
     in a map series) stay queued in the session's volume update manager; closed models
     are removed from its queues as they are closed (touched only with ``discard``). And

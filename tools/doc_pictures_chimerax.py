@@ -46,8 +46,8 @@ run(session, f"show #{gres.volume.id_string} models")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from Qt.QtWidgets import QApplication  # noqa: E402
 
-from chimerax.gaussianem.latent_plot import KMEANS  # noqa: E402
-from chimerax.gaussianem.tool import make_panel  # noqa: E402
+from chimerax.gaussianem.explorer.latent_plot import KMEANS  # noqa: E402
+from chimerax.gaussianem.explorer.tool import make_panel  # noqa: E402
 
 app = QApplication.instance() or QApplication([])
 panel = make_panel(gres, lambda z: None, on_save_region=lambda region: None)

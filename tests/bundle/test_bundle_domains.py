@@ -43,7 +43,7 @@ def test_fitdomains_needs_a_model_and_a_state(cx, tiny_trained):
 def test_fitdomains_log_reads_and_one_domain_says_why(cx, tiny_trained):
     """Issue 29 item 18: the log line says which particles, and a single domain is
     explained from the engine's residuals (each case of its rule)."""
-    from chimerax.gaussianem.cmd_model import one_domain_note
+    from chimerax.gaussianem.commands.explore import one_domain_note
     from gaussianem.analysis.domains import Domains
     run(cx, f"gaussianem open {tiny_trained}")
     run(cx, "gaussianem show particle 7")

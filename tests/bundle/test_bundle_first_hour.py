@@ -108,7 +108,7 @@ def test_subset_pc_range_along_a_latent_part(cx, tiny_result, tmp_path):
 # ---------------------------------------------------------------------------- 6. model frame
 
 def test_train_refuses_a_model_outside_the_map_before_starting(cx, tiny_sim, tmp_path):
-    from chimerax.gaussianem.jobs import registry
+    from chimerax.gaussianem.jobs.registry import registry
     s = run(cx, f"open {tiny_sim / 'model.pdb'}")[0]
     run(cx, f"move x 400 models #{s.id_string}")
     jobs_before = len(registry(cx).jobs)
@@ -149,7 +149,7 @@ def test_unfinished_run_says_so_and_how_to_resume(cx, tiny_sim, tiny_result, tmp
 
 
 def test_resume_with_nothing_to_train_says_so(cx, tiny_sim, tiny_result, tmp_path):
-    from chimerax.gaussianem.jobs import registry
+    from chimerax.gaussianem.jobs.registry import registry
     run_dir = tmp_path / "done"
     shutil.copytree(tiny_result, run_dir)
     base = (f"gaussianem train {tiny_sim / 'particles.star'} consensus {tiny_sim / 'consensus.mrc'} "

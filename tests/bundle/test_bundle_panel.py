@@ -27,7 +27,7 @@ def engine_result(tiny_result):
 
 
 def _panel(qapp, result, **kw):
-    from chimerax.gaussianem.panel import LatentPanel
+    from chimerax.gaussianem.explorer.panel import LatentPanel
     calls = []
     panel = LatentPanel(result.z, result.pca(), on_latent=calls.append,
                         split=(result.model_config.zdim_conf, result.model_config.zdim_comp), **kw)
@@ -113,7 +113,7 @@ def test_umap_view_when_analysis_has_one(qapp, engine_result):
 def test_live_updater_shows_latest_latent_through_logged_command(qapp, cx, tiny_result):
     from chimerax.core.logger import StringPlainTextLog
 
-    from chimerax.gaussianem.tool import LiveUpdater, make_panel
+    from chimerax.gaussianem.explorer.tool import LiveUpdater, make_panel
     from chimerax.core.commands import run
     res = run(cx, f"gaussianem open {tiny_result}")
     updater = LiveUpdater(cx, res)
@@ -142,7 +142,7 @@ def test_explorer_needs_the_gui(cx, tiny_result):
     from chimerax.core.commands import run
     from chimerax.core.errors import UserError
 
-    from chimerax.gaussianem.tool import LatentExplorer
+    from chimerax.gaussianem.explorer.tool import LatentExplorer
     run(cx, f"gaussianem open {tiny_result}")
     with pytest.raises(UserError, match="needs the ChimeraX window"):
         LatentExplorer(cx)
@@ -164,7 +164,7 @@ def test_player_steps_between_the_given_pc_range_ends(qapp, engine_result):
 def test_explorer_panel_starts_at_the_medoid_with_sliders_over_the_particles(qapp, cx, tiny_result):
     from chimerax.core.commands import run
 
-    from chimerax.gaussianem.tool import make_panel
+    from chimerax.gaussianem.explorer.tool import make_panel
     res = run(cx, f"gaussianem open {tiny_result}")
     r = res.result
     calls = []
@@ -200,7 +200,7 @@ def test_fit_domains_button_only_when_asked_and_calls_back(qapp, engine_result):
 
 def test_explorer_fit_domains_button_runs_the_command(qapp, cx, tiny_result):
     """make_panel wires Fit domains to the logged command when the result has a model."""
-    from chimerax.gaussianem.tool import make_panel
+    from chimerax.gaussianem.explorer.tool import make_panel
     from chimerax.core.commands import run
     gres = run(cx, f"gaussianem open {tiny_result}")
     asked = []

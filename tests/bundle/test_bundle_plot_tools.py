@@ -25,7 +25,7 @@ def qapp():
 @pytest.fixture
 def explorer(qapp, cx, tiny_result):
     """(result, panel, saved regions): the tool's panel for the opened tiny result."""
-    from chimerax.gaussianem.tool import make_panel
+    from chimerax.gaussianem.explorer.tool import make_panel
     res = run(cx, f"gaussianem open {tiny_result}")
     regions = []
     panel = make_panel(res, lambda z: None, on_save_region=regions.append)
@@ -64,7 +64,7 @@ def test_colour_by_kmeans_and_by_particle_file_columns(explorer):
 
 
 def test_box_drawn_with_the_mouse_is_saved_by_the_subset_command(explorer, cx, tmp_path):
-    from chimerax.gaussianem.tool import region_command
+    from chimerax.gaussianem.explorer.tool import region_command
     res, panel, regions = explorer
     xy = panel.plot_coordinates()
     panel.select_menu.setCurrentText("box")
@@ -87,7 +87,7 @@ def test_box_drawn_with_the_mouse_is_saved_by_the_subset_command(explorer, cx, t
 def test_lasso_drawn_with_the_mouse(explorer, cx, tmp_path):
     from matplotlib.path import Path
 
-    from chimerax.gaussianem.tool import region_command
+    from chimerax.gaussianem.explorer.tool import region_command
     res, panel, regions = explorer
     panel.select_menu.setCurrentText("lasso")
     t = np.linspace(0, 2 * np.pi, 200)

@@ -71,14 +71,14 @@ def test_cli_help_is_built_from_the_fields():
 
 
 def test_bundle_keywords_are_engine_options():
-    """src/cmd.py's TRAIN_OPTIONS names only TrainConfig command-line fields (read from the
+    """src/commands/train.py's TRAIN_OPTIONS names only TrainConfig command-line fields (read from the
     source: the bundle module needs ChimeraX to import)."""
-    tree = ast.parse(open(os.path.join(ROOT, "src", "cmd.py")).read())
+    tree = ast.parse(open(os.path.join(ROOT, "src", "commands", "train.py")).read())
     names = None
     for node in tree.body:
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "TRAIN_OPTIONS":
             names = [elt.elts[0].value for elt in node.value.elts]
-    assert names, "TRAIN_OPTIONS not found in src/cmd.py"
+    assert names, "TRAIN_OPTIONS not found in src/commands/train.py"
     known = {f.name for f in cli_fields()}
     assert set(names) <= known, set(names) - known
 

@@ -26,17 +26,15 @@ Lasso, a region drawn on it rings the particles inside, and Save hands the regio
 from __future__ import annotations
 
 import numpy as np
-from Qt.QtCore import Qt, QTimer
-from Qt.QtWidgets import (QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QLabel, QPushButton,
+from Qt.QtCore import Qt
+from Qt.QtWidgets import (QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QLabel,
                           QSizePolicy, QSlider, QVBoxLayout, QWidget)
 
 from .latent_plot import DENSITY, RegionSelector, draw_particles
+from .panel_player import SLIDER_TICKS_PER_SD, PlayerMixin
 from .panel_selection import PlotSelectionMixin
 
-SLIDER_TICKS_PER_SD = 10        # slider resolution: 0.1 standard deviation
-
-
-class LatentPanel(PlotSelectionMixin, QWidget):
+class LatentPanel(PlayerMixin, PlotSelectionMixin, QWidget):
     """Latent-space plot, PC sliders and player.
 
     ``z`` (N, zdim) latents; ``pca`` with ``mean``, ``components`` (k, zdim), ``sd``,
@@ -129,34 +127,7 @@ class LatentPanel(PlotSelectionMixin, QWidget):
             self._slider_labels.append(label)
         layout.addLayout(grid)
 
-        player = QHBoxLayout()
-        self.play_pc = QComboBox()
-        for k in range(len(self.sliders)):
-            self.play_pc.addItem(f"PC{k + 1}")
-        self.play_button = QPushButton("Play")
-        self.play_button.setCheckable(True)
-        self.play_button.toggled.connect(lambda on: self.play() if on else self.stop())
-        self.loop = QCheckBox("Loop")
-        self.loop.setChecked(True)
-        self.mean_button = QPushButton("Mean" if self.home_particle is None else "Medoid")
-        if self.home_particle is not None:
-            self.mean_button.setToolTip(f"Back to particle {self.home_particle}, the medoid: the particle "
-                                        "nearest all the others in latent space")
-        self.mean_button.clicked.connect(self.reset)
-        player.addWidget(QLabel("Trajectory"))
-        player.addWidget(self.play_pc)
-        player.addWidget(self.play_button)
-        player.addWidget(self.loop)
-        player.addStretch(1)
-        self.fit_button = None
-        if on_fit_domains is not None:
-            self.fit_button = QPushButton("Fit domains")
-            self.fit_button.setToolTip("A copy of the atomic model at the state shown, its rigid domains fitted "
-                                       "to the particles nearest that state (gaussianem fitdomains)")
-            self.fit_button.clicked.connect(lambda _checked=False: on_fit_domains())
-            player.addWidget(self.fit_button)
-        player.addWidget(self.mean_button)
-        layout.addLayout(player)
+        layout.addLayout(self._build_player(on_fit_domains))
 
         self.composition = None
         if split is not None:
@@ -169,9 +140,7 @@ class LatentPanel(PlotSelectionMixin, QWidget):
             self.composition.toggled.connect(lambda _on: self._emit())
             layout.addWidget(self.composition)
 
-        self.timer = QTimer(self)
-        self.timer.setInterval(int(play_interval_ms))
-        self.timer.timeout.connect(self._play_tick)
+        self._start_timer(play_interval_ms)
         self._sync_sliders()
         self._draw()
 
@@ -348,53 +317,3 @@ class LatentPanel(PlotSelectionMixin, QWidget):
     def _emit(self) -> None:
         if self.on_latent is not None:
             self.on_latent(self.latent_to_send())
-
-    # ------------------------------------------------------------------ player
-    @property
-    def playing(self) -> bool:
-        return self.timer.isActive()
-
-    def play_range(self, pc: int) -> tuple[float, float]:
-        """(low, high) sd the player steps between along PC ``pc``: its slider's range
-        with ``pc_ranges``, else +-``play_range_sd``."""
-        if self._pc_ranges is None:
-            return -self.play_range_sd, self.play_range_sd
-        lo, hi = self.slider_ticks[pc - 1]
-        return lo / SLIDER_TICKS_PER_SD, hi / SLIDER_TICKS_PER_SD
-
-    def play(self, pc: int | None = None) -> None:
-        """Step along a PC from the low to the high end of :meth:`play_range` (back and
-        forth with Loop)."""
-        if not self.sliders:
-            return
-        if pc is not None:
-            self.play_pc.setCurrentIndex(pc - 1)
-        self._play_direction = 1
-        pc = self.play_pc.currentIndex() + 1
-        self.set_pc_value(pc, self.play_range(pc)[0])
-        if not self.play_button.isChecked():
-            self.play_button.blockSignals(True)
-            self.play_button.setChecked(True)
-            self.play_button.blockSignals(False)
-        self.timer.start()
-
-    def stop(self) -> None:
-        self.timer.stop()
-        if self.play_button.isChecked():
-            self.play_button.blockSignals(True)
-            self.play_button.setChecked(False)
-            self.play_button.blockSignals(False)
-
-    def _play_tick(self) -> None:
-        pc = self.play_pc.currentIndex() + 1
-        lo, hi = self.play_range(pc)
-        now = self.pc_value(pc)
-        end = hi if self._play_direction > 0 else lo
-        if abs(now - end) < 1e-9:                  # at an end: back (Loop) or stop
-            if not self.loop.isChecked():
-                self.stop()
-                return
-            self._play_direction *= -1
-            end = hi if self._play_direction > 0 else lo
-        v = now + self._play_direction * self.play_step_sd
-        self.set_pc_value(pc, min(v, end) if self._play_direction > 0 else max(v, end))

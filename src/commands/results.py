@@ -1,45 +1,88 @@
-"""The ``gaussianem analyze`` and ``gaussianem movie`` commands (registered with the
-others from cmd.py's table):
+"""The commands that make files from a result:
 
+    gaussianem subset (cluster C[,C...] [k K] | particles FILE | pcRange K,A,B [latentPart all|conf|comp]
+        | box X0,Y0,X1,Y1 [plot pca|umap] | polygon X1,Y1,X2,Y2,X3,Y3,... [plot pca|umap]
+        | outliers only|exclude | lowSignal only|exclude) save FILE.star|.cs [replace true|false]
     gaussianem analyze [OUTDIR] [k K] [pcs N] [steps N] [range A,B] [umap true|false]
         [skipVolumes true|false] [map gaussians|deformed] [device cpu|auto|cuda] [wait true|false]
+    gaussianem reconstruct [OUTDIR] output FILE.mrc [cluster C k K | particles FILE |
+        pcRange PC,LO,HI [latentPart P]] [state mean|particle|z] [particle I] [z V1,V2,...]
+        [box N] [replace true|false] [device cpu|auto|cuda] [wait true|false]
     gaussianem movie FILE.mp4 [pc K] [steps N] [range A,B] [latentPart all|conf|comp]
         [fromParticle I | fromCluster A] [toParticle J | toCluster B] [k K] [map gaussians|deformed]
         [framesPerStep N] [framerate F] [size W,H] [roundTrip true|false] [quality Q] [replace true|false]
 
-    gaussianem reconstruct [OUTDIR] output FILE.mrc [cluster C k K | particles FILE |
-        pcRange PC,LO,HI [latentPart P]] [state mean|particle|z] [particle I] [z V1,V2,...]
-        [box N] [replace true|false] [device cpu|auto|cuda] [wait true|false]
-
+``subset`` writes the particles of a selection in the latent space (:mod:`..subsets`).
 ``analyze`` runs the engine's ``gaussianem analyze`` in its own process, as a job like
-``train`` (:class:`~.analysis_job.AnalyzeJob`); ``reconstruct`` runs ``gaussianem reconstruct`` (deformable backprojection, half maps, FSC)
-as a job too and opens the map when it is done; ``movie`` records a path through latent
-space on the live map and model with ChimeraX's ``movie record/encode`` (:mod:`.movie`).
+``train``; ``reconstruct`` runs ``gaussianem reconstruct`` (deformable backprojection, half
+maps, FSC) as a job too and opens the map when it is done (:mod:`..jobs`); ``movie`` records
+a path through latent space on the live map and model with ChimeraX's ``movie
+record/encode`` (:mod:`..movie`).
 """
 
 from __future__ import annotations
 
 import os
 
-from chimerax.core.commands import (BoolArg, CmdDesc, EnumOf, Float2Arg, Float3Arg, FloatsArg, Int2Arg, IntArg,
+import numpy as np
+from chimerax.core.commands import (BoolArg, CmdDesc, EnumOf, Float2Arg, Float3Arg, FloatArg, FloatsArg, Int2Arg,
                                     ListOf, NonNegativeIntArg, OpenFileNameArg, OpenFolderNameArg, PositiveIntArg,
                                     SaveFileNameArg)
 from chimerax.core.commands import quote_path_if_necessary as quote
 from chimerax.core.errors import UserError
 
-LATENT_PARTS = ["all", "conf", "comp"]          # whose principal components: all of z, or a part
-MAP_KINDS = ["gaussians", "deformed"]           # as session_result.MAP_KINDS
-IntsArg = ListOf(IntArg)
-# a path through latent space, as gaussianem_trajectory and gaussianem_movie take it (latent_paths.py)
-PATH_KEYWORDS = [("pc", PositiveIntArg), ("steps", PositiveIntArg), ("range", Float2Arg),
-                 ("latent_part", EnumOf(LATENT_PARTS)), ("from_particle", NonNegativeIntArg),
-                 ("to_particle", NonNegativeIntArg), ("from_cluster", NonNegativeIntArg),
-                 ("to_cluster", NonNegativeIntArg), ("k", PositiveIntArg), ("map", EnumOf(MAP_KINDS))]
+from ..session_state import current_result, require_result
+from .args import PATH_KEYWORDS, IntsArg, LatentPartArg, MapKindArg
 
 
-def _current(session):
-    from .session_state import current_result
-    return current_result(session)
+# ---------------------------------------------------------------------------- subset
+
+def gaussianem_subset(session, save=None, cluster=None, k=None, particles=None, pc_range=None, latent_part=None,
+                      replace=False, box=None, polygon=None, plot=None, outliers=None, low_signal=None):
+    """Save the particles of k-means clusters, of a selection file, of a range along a
+    principal component (of all of z, or of its conformational or compositional part), or
+    inside a region of the latent plot (a ``box`` x0,y0,x1,y1 or a lasso ``polygon``
+    x1,y1,x2,y2,... on the ``plot`` pca (PC1/PC2 in sd, the default) or umap), or the
+    motion ``outliers`` or the ``low_signal`` particles (``only`` those, or all but them:
+    ``exclude``) to a RELION
+    .star or cryoSPARC .cs file (original rows). An existing file is replaced only with
+    ``replace true``; the run's own files and inputs never are."""
+    from gaussianem.analysis.selection import box_corners
+    res = require_result(session)
+    if k is not None and cluster is None:
+        raise UserError("k (the number of k-means clusters) goes with cluster")
+    if latent_part is not None and pc_range is None:
+        raise UserError("latentPart (whose principal components) goes with pcRange, "
+                        "e.g. 'pcRange 1,-1,1 latentPart conf'")
+    if box is not None and polygon is not None:
+        raise UserError("give box or polygon, not both")
+    if plot is not None and box is None and polygon is None:
+        raise UserError("plot (pca or umap) goes with box or polygon: the plot the region is drawn on")
+    region = None
+    if box is not None:
+        region = box_corners(box)
+    elif polygon is not None:
+        if len(polygon) < 6 or len(polygon) % 2:
+            raise UserError(f"polygon takes the x,y of at least 3 corners (an even count of numbers), "
+                            f"got {len(polygon)} numbers")
+        region = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    save = os.path.abspath(os.path.expanduser(save))
+    if os.path.splitext(save)[1].lower() not in (".star", ".cs"):
+        raise UserError(f"cannot save {save}: the subset is saved as a .star or .cs file")
+    out = res.subset(save, cluster=cluster, k=k, particles=particles, pc_range=pc_range,
+                     part=latent_part or "all", replace=replace, region=region, view=plot or "pca",
+                     outliers=outliers, low_signal=low_signal)
+    session.logger.info(f"GaussianEM: saved {out['n']} particles ({out['what']}) to {out['file']}")
+    return out
+
+
+gaussianem_subset_desc = CmdDesc(
+    keyword=[("save", SaveFileNameArg), ("cluster", IntsArg), ("k", PositiveIntArg),
+             ("particles", OpenFileNameArg), ("pc_range", Float3Arg), ("latent_part", LatentPartArg),
+             ("replace", BoolArg), ("box", ListOf(FloatArg, 4, 4)), ("polygon", FloatsArg), ("plot", EnumOf(["pca", "umap"])),
+             ("outliers", EnumOf(["only", "exclude"])), ("low_signal", EnumOf(["only", "exclude"]))],
+    required_arguments=["save"],
+    synopsis="save a subset of particles picked in latent space")
 
 
 # ---------------------------------------------------------------------------- analyze
@@ -52,8 +95,9 @@ def gaussianem_analyze(session, outdir=None, k=None, pcs=None, steps=None, range
     Latent Explorer of that result then shows the UMAP view."""
     from gaussianem.io.rundir import RunDir
 
-    from .analysis_job import AnalyzeJob, analyze_args, start_job
-    from .jobs import registry
+    from ..jobs.arguments import analyze_args
+    from ..jobs.local import ANALYSIS, EngineJob
+    from ..jobs.registry import registry, start_job
     outdir = _run_folder(session, outdir, "gaussianem analyze /data/P3/gem1")
     run_dir = RunDir(outdir)
     if steps is not None and steps < 2:
@@ -68,20 +112,20 @@ def gaussianem_analyze(session, outdir=None, k=None, pcs=None, steps=None, range
     def on_done(job):
         report = os.path.join(run_dir.analysis, "report.md")
         session.logger.info(f"GaussianEM analysis of {outdir} written: {report}")
-        res = _current(session)
+        res = current_result(session)
         if res is not None and res.outdir == outdir and session.ui.is_gui:
-            from .tool import show_explorer                      # now with the UMAP view
+            from ..explorer.tool import show_explorer                      # now with the UMAP view
             show_explorer(session, res)
 
-    job = AnalyzeJob(reg.new_id(), args, outdir, logger=session.logger, on_done=on_done,
-                     status_every=0.0 if session.ui.is_gui else 10.0)
+    job = EngineJob(reg.new_id(), args, outdir, ANALYSIS, logger=session.logger, on_done=on_done,
+                    status_every=0.0 if session.ui.is_gui else 10.0)
     return start_job(session, job, "analysis", f"analysing {outdir}", wait)
 
 
 gaussianem_analyze_desc = CmdDesc(
     optional=[("outdir", OpenFolderNameArg)],
     keyword=[("k", PositiveIntArg), ("pcs", PositiveIntArg), ("steps", PositiveIntArg), ("range", Float2Arg),
-             ("umap", BoolArg), ("skip_volumes", BoolArg), ("map", EnumOf(MAP_KINDS)),
+             ("umap", BoolArg), ("skip_volumes", BoolArg), ("map", MapKindArg),
              ("device", EnumOf(["cpu", "auto", "cuda"])), ("wait", BoolArg)],
     synopsis="analyse a GaussianEM result's latent space (PCA, UMAP, k-means, maps)")
 
@@ -89,11 +133,12 @@ gaussianem_analyze_desc = CmdDesc(
 # ---------------------------------------------------------------------------- reconstruct
 
 def _run_folder(session, outdir, example):
+    """The finished run folder a job works on: ``outdir``, or the current result's."""
     from gaussianem.io.rundir import RunDir
 
-    from .run_state import unfinished_message
+    from ..run_state import unfinished_message
     if outdir is None:
-        res = _current(session)
+        res = current_result(session)
         if res is None:
             raise UserError(f"no GaussianEM result is open: give the run folder, e.g. '{example}'")
         outdir = res.outdir
@@ -115,8 +160,9 @@ def gaussianem_reconstruct(session, outdir=None, output=None, cluster=None, k=No
     (``gaussianem reconstruct``); the map opens when it is done. ``wait true`` blocks."""
     from gaussianem.analysis.reconstruct import output_paths
 
-    from .analysis_job import ReconstructJob, reconstruct_args, start_job
-    from .jobs import registry
+    from ..jobs.arguments import reconstruct_args
+    from ..jobs.local import RECONSTRUCTION, EngineJob
+    from ..jobs.registry import registry, start_job
     outdir = _run_folder(session, outdir, "gaussianem reconstruct /data/P3/gem1 output cluster3.mrc cluster 3")
     if not output or not output.lower().endswith(".mrc"):
         raise UserError(f"output {output!r}: give a .mrc map file name")
@@ -140,20 +186,20 @@ def gaussianem_reconstruct(session, outdir=None, output=None, cluster=None, k=No
     def on_done(job):
         from chimerax.core.commands import run
 
-        from .view import show_reconstruction
+        from ..view import show_reconstruction
         files = output_paths(output)
         opened = run(session, f"open {quote(files['masked'])}", log=False) or []
-        res = _current(session)
+        res = current_result(session)
         how = show_reconstruction(opened[0], res if res is not None and res.outdir == outdir else None) \
             if opened else "not opened"
-        ev = getattr(job, "result", None) or {}
+        ev = job.result or {}
         session.logger.info(f"GaussianEM reconstruction {quote(files['map'])}: {ev.get('particles')} particles, "
                             f"resolution {ev.get('resolution')} A (rigid {ev.get('rigid_resolution')} A) at "
                             f"FSC = 0.143; opened masked ({os.path.basename(files['masked'])}"
                             f"{'' if not opened else ' as #' + opened[0].id_string}), {how}; the unmasked map, "
                             f"half maps, {os.path.basename(files['rigid'])} and {os.path.basename(files['fsc_png'])} "
                             "beside it")
-        if getattr(job, "no_signal", False):
+        if job.no_signal:
             session.logger.warning(f"GaussianEM reconstruction {quote(files['map'])}: the half maps agree only in "
                                    "the lowest shells; the map holds no signal")
         if os.path.exists(files["fsc_png"]):
@@ -162,15 +208,15 @@ def gaussianem_reconstruct(session, outdir=None, output=None, cluster=None, k=No
                 data = base64.b64encode(f.read()).decode()
             session.logger.info(f'<img src="data:image/png;base64,{data}" width="420">', is_html=True)
 
-    job = ReconstructJob(registry(session).new_id(), args, outdir, logger=session.logger, on_done=on_done,
-                         status_every=0.0 if session.ui.is_gui else 10.0)
+    job = EngineJob(registry(session).new_id(), args, outdir, RECONSTRUCTION, logger=session.logger,
+                    on_done=on_done, status_every=0.0 if session.ui.is_gui else 10.0)
     return start_job(session, job, "reconstruction", f"reconstructing {quote(output)} from {outdir}", wait)
 
 
 gaussianem_reconstruct_desc = CmdDesc(
     optional=[("outdir", OpenFolderNameArg)],
     keyword=[("output", SaveFileNameArg), ("cluster", IntsArg), ("k", PositiveIntArg),
-             ("particles", OpenFileNameArg), ("pc_range", Float3Arg), ("latent_part", EnumOf(LATENT_PARTS)),
+             ("particles", OpenFileNameArg), ("pc_range", Float3Arg), ("latent_part", LatentPartArg),
              ("state", EnumOf(["mean", "particle", "z"])), ("particle", NonNegativeIntArg), ("z", FloatsArg),
              ("box", PositiveIntArg), ("replace", BoolArg), ("device", EnumOf(["cpu", "auto", "cuda"])),
              ("wait", BoolArg)],
@@ -189,9 +235,8 @@ def gaussianem_movie(session, output, pc=None, steps=10, range=None, latent_part
     into a movie file, with ChimeraX's ``movie record`` and ``movie encode``:
     ``framesPerStep`` frames (default 10, maps of the latents between them) from each of
     the ``steps`` states to the next, at ``framerate`` frames per second (default 25)."""
-    from .latent_paths import latent_path
-    from .movie import FRAMERATE, FRAMES_PER_STEP, check_movie, record_path
-    from .session_state import require_result
+    from ..latent_paths import latent_path
+    from ..movie import FRAMERATE, FRAMES_PER_STEP, check_movie, record_path
     res = require_result(session)
     check_movie(session, output, replace)          # before the path's maps are made
     path = latent_path(res, pc=pc, steps=steps, range_sd=range, part=latent_part or "all",

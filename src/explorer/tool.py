@@ -22,7 +22,7 @@ from chimerax.core.errors import UserError
 from chimerax.core.tools import ToolInstance
 from Qt.QtCore import QObject, Signal
 
-from .session_result import user_errors
+from ..errors import user_errors
 
 TOOL_NAME = "GaussianEM Latent Explorer"
 
@@ -98,8 +98,8 @@ class LiveUpdater:
             return
         from chimerax.core.commands import run
 
-        from .session_result import format_latent
-        from .session_state import current_result
+        from ..generation import format_latent
+        from ..session_state import current_result
         if current_result(self.session) is not self.gres:
             return                     # another result was opened meanwhile
         run(self.session, f"gaussianem show z {format_latent(gen.z)}")
@@ -175,7 +175,7 @@ class LatentExplorer(ToolInstance):
         if not session.ui.is_gui:
             raise UserError("the GaussianEM Latent Explorer needs the ChimeraX window; without it "
                             "use the commands ('gaussianem show', 'gaussianem trajectory', ...)")
-        from .session_state import require_result
+        from ..session_state import require_result
         gres = result or require_result(session)
         super().__init__(session, tool_name)
         from chimerax.ui import MainToolWindow
