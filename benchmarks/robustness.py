@@ -433,7 +433,7 @@ def main(argv=None):
     else:
         names = [c for c, v in CELLS.items() if v[2] or a.all]
     a.epochs = a.epochs or (3 if a.quick else 12)
-    extra = shlex.split(a.train_args)
+    train_extra = shlex.split(a.train_args)
     n_override = a.n or (800 if a.quick else None)
     tag = a.tag or f"{'quick' if a.quick else 'cpu'}_e{a.epochs}"
     os.makedirs(a.outdir, exist_ok=True)
@@ -449,7 +449,7 @@ def main(argv=None):
     res.update(created=time.strftime("%Y-%m-%dT%H:%M:%S"), host=socket.gethostname(), cpus=os.cpu_count(),
                epochs=a.epochs, threads=a.threads, thresholds=THRESHOLDS, collapse_ratio=COLLAPSE_RATIO,
                training_command="gaussianem train DATA/particles.star --consensus DATA/consensus.mrc -o RUN "
-                                f"--epochs {a.epochs}" + (f" {a.train_args}" if extra else ""))
+                                f"--epochs {a.epochs}" + (f" {a.train_args}" if train_extra else ""))
     t_all = time.time()
     for name in names:
         spec = cell_spec(name, n_override)
@@ -468,7 +468,7 @@ def main(argv=None):
         t_cell = time.time()
         print(f"== {name}: {cell['what']}", flush=True)
         for stage, fn in (("simulate", lambda: simulate_cell(spec, simdir)),
-                          ("train", lambda: train_cell(simdir, run, a.epochs, a.threads, a.timeout, extra)),
+                          ("train", lambda: train_cell(simdir, run, a.epochs, a.threads, a.timeout, train_extra)),
                           ("evaluate", lambda: evaluate_cell(simdir, run))):
             if stage == "evaluate" and (cell.get("train") or {}).get("exit_code") != 0:
                 break
