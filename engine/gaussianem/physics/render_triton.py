@@ -24,120 +24,132 @@ FLOPs and bytes. Products follow torch's TF32 setting
 (``torch.backends.cuda.matmul.allow_tf32``), as the batched products they replace do.
 
 Triton is optional: without it :data:`AVAILABLE` is False and the renderer keeps its
-torch path. Tests run these kernels on the CPU with Triton's interpreter
-(``TRITON_INTERPRET=1``).
+torch path. It is imported, and the kernels made, only when they first run
+(:func:`_jit`): Triton's LLVM and the one of ChimeraX's offscreen renderer (OSMesa's
+llvmpipe) crash a process that loads both. Tests run these kernels on the CPU with
+Triton's interpreter (``TRITON_INTERPRET=1``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:                    # the CPU path needs no Triton
-    triton = tl = None
-
-AVAILABLE = triton is not None
+AVAILABLE = importlib.util.find_spec("triton") is not None
 TWO_PI = 2 * math.pi
 #: (BLOCK_N, BLOCK_Y, BLOCK_X) of the two kernels: tile sizes of tl.dot (each at least 16)
 FORWARD_BLOCKS = (32, 64, 32)
 BACKWARD_BLOCKS = (32, 32, 32)
+triton = tl = None                     # Triton, once _jit has run
 
-if AVAILABLE:
-    @triton.jit
-    def _freqs(i, n):
-        """fftfreq(n)[i] (cycles per pixel) for rows; rfftfreq is i / n."""
-        return tl.where(i < (n + 1) // 2, i, i - n).to(tl.float32) / n
 
-    @triton.jit
-    def _factor(c, p, k):
-        """exp(c k^2) (cos, sin)(-2 pi p k) for Gaussians (rows) and frequencies (columns)."""
-        env = tl.exp(c[:, None] * (k * k)[None, :])
-        ang = (-6.283185307179586 * p)[:, None] * k[None, :]
-        return env * tl.cos(ang), env * tl.sin(ang)
+def _jit() -> None:
+    """Import Triton and turn the kernels below (plain functions until then) into Triton
+    kernels, once: they find one another and ``tl`` among this module's globals."""
+    global triton, tl, _freqs, _factor, _forward_kernel, _backward_kernel
+    if triton is not None:
+        return
+    import triton as triton_module
+    import triton.language as language
+    tl = language
+    _freqs, _factor = triton_module.jit(_freqs), triton_module.jit(_factor)
+    _forward_kernel, _backward_kernel = triton_module.jit(_forward_kernel), triton_module.jit(_backward_kernel)
+    triton = triton_module
 
-    @triton.jit
-    def _forward_kernel(px_ptr, py_ptr, s_ptr, w_ptr, out_ptr, N, H, W,
-                        BLOCK_N: tl.constexpr, BLOCK_Y: tl.constexpr, BLOCK_X: tl.constexpr,
-                        PRECISION: tl.constexpr):
-        b = tl.program_id(0)
-        ys = tl.program_id(1) * BLOCK_Y + tl.arange(0, BLOCK_Y)
-        xs = tl.program_id(2) * BLOCK_X + tl.arange(0, BLOCK_X)
+
+# The kernels' source, in Triton's language: plain functions until _jit makes them kernels.
+def _freqs(i, n):
+    """fftfreq(n)[i] (cycles per pixel) for rows; rfftfreq is i / n."""
+    return tl.where(i < (n + 1) // 2, i, i - n).to(tl.float32) / n
+
+
+def _factor(c, p, k):
+    """exp(c k^2) (cos, sin)(-2 pi p k) for Gaussians (rows) and frequencies (columns)."""
+    env = tl.exp(c[:, None] * (k * k)[None, :])
+    ang = (-6.283185307179586 * p)[:, None] * k[None, :]
+    return env * tl.cos(ang), env * tl.sin(ang)
+
+
+def _forward_kernel(px_ptr, py_ptr, s_ptr, w_ptr, out_ptr, N, H, W,
+                    BLOCK_N: tl.constexpr, BLOCK_Y: tl.constexpr, BLOCK_X: tl.constexpr,
+                    PRECISION: tl.constexpr):
+    b = tl.program_id(0)
+    ys = tl.program_id(1) * BLOCK_Y + tl.arange(0, BLOCK_Y)
+    xs = tl.program_id(2) * BLOCK_X + tl.arange(0, BLOCK_X)
+    ky = _freqs(ys, H)
+    kx = xs.to(tl.float32) / H
+    re = tl.zeros((BLOCK_Y, BLOCK_X), dtype=tl.float32)
+    im = tl.zeros((BLOCK_Y, BLOCK_X), dtype=tl.float32)
+    for n0 in range(0, N, BLOCK_N):
+        ns = n0 + tl.arange(0, BLOCK_N)
+        m = ns < N
+        px = tl.load(px_ptr + b * N + ns, mask=m, other=0.0)
+        py = tl.load(py_ptr + b * N + ns, mask=m, other=0.0)
+        s = tl.load(s_ptr + b * N + ns, mask=m, other=0.0)
+        w = tl.load(w_ptr + b * N + ns, mask=m, other=0.0)          # 0: padding adds nothing
+        c = -19.739208802178716 * (s * s)                             # -2 pi^2 s^2
+        fxr, fxi = _factor(c, px, kx)
+        fxr, fxi = fxr * w[:, None], fxi * w[:, None]
+        fyr, fyi = _factor(c, py, ky)
+        fyr, fyi = tl.trans(fyr), tl.trans(fyi)                       # (BLOCK_Y, BLOCK_N)
+        re += tl.dot(fyr, fxr, input_precision=PRECISION) - tl.dot(fyi, fxi, input_precision=PRECISION)
+        im += tl.dot(fyr, fxi, input_precision=PRECISION) + tl.dot(fyi, fxr, input_precision=PRECISION)
+    at = ((b * H + ys[:, None]) * W + xs[None, :]) * 2
+    m = (ys[:, None] < H) & (xs[None, :] < W)
+    tl.store(out_ptr + at, re, mask=m)
+    tl.store(out_ptr + at + 1, im, mask=m)
+
+
+def _backward_kernel(px_ptr, py_ptr, s_ptr, grad_ptr, sums_ptr, N, H, W,
+                     BLOCK_N: tl.constexpr, BLOCK_Y: tl.constexpr, BLOCK_X: tl.constexpr,
+                     PRECISION: tl.constexpr):
+    b = tl.program_id(0)
+    ns = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mn = ns < N
+    px = tl.load(px_ptr + b * N + ns, mask=mn, other=0.0)
+    py = tl.load(py_ptr + b * N + ns, mask=mn, other=0.0)
+    s = tl.load(s_ptr + b * N + ns, mask=mn, other=0.0)
+    c = -19.739208802178716 * (s * s)
+    re_b = tl.zeros((BLOCK_N,), dtype=tl.float32)       # sum Re RB
+    kx_b = tl.zeros((BLOCK_N,), dtype=tl.float32)       # sum kx Im RB
+    kx2_b = tl.zeros((BLOCK_N,), dtype=tl.float32)      # sum kx^2 Re RB
+    ky_a = tl.zeros((BLOCK_N,), dtype=tl.float32)       # sum ky Im RA
+    ky2_a = tl.zeros((BLOCK_N,), dtype=tl.float32)      # sum ky^2 Re RA
+    for y0 in range(0, H, BLOCK_Y):
+        ys = y0 + tl.arange(0, BLOCK_Y)
         ky = _freqs(ys, H)
-        kx = xs.to(tl.float32) / H
-        re = tl.zeros((BLOCK_Y, BLOCK_X), dtype=tl.float32)
-        im = tl.zeros((BLOCK_Y, BLOCK_X), dtype=tl.float32)
-        for n0 in range(0, N, BLOCK_N):
-            ns = n0 + tl.arange(0, BLOCK_N)
-            m = ns < N
-            px = tl.load(px_ptr + b * N + ns, mask=m, other=0.0)
-            py = tl.load(py_ptr + b * N + ns, mask=m, other=0.0)
-            s = tl.load(s_ptr + b * N + ns, mask=m, other=0.0)
-            w = tl.load(w_ptr + b * N + ns, mask=m, other=0.0)          # 0: padding adds nothing
-            c = -19.739208802178716 * (s * s)                             # -2 pi^2 s^2
-            fxr, fxi = _factor(c, px, kx)
-            fxr, fxi = fxr * w[:, None], fxi * w[:, None]
-            fyr, fyi = _factor(c, py, ky)
-            fyr, fyi = tl.trans(fyr), tl.trans(fyi)                       # (BLOCK_Y, BLOCK_N)
-            re += tl.dot(fyr, fxr, input_precision=PRECISION) - tl.dot(fyi, fxi, input_precision=PRECISION)
-            im += tl.dot(fyr, fxi, input_precision=PRECISION) + tl.dot(fyi, fxr, input_precision=PRECISION)
-        at = ((b * H + ys[:, None]) * W + xs[None, :]) * 2
-        m = (ys[:, None] < H) & (xs[None, :] < W)
-        tl.store(out_ptr + at, re, mask=m)
-        tl.store(out_ptr + at + 1, im, mask=m)
-
-    @triton.jit
-    def _backward_kernel(px_ptr, py_ptr, s_ptr, grad_ptr, sums_ptr, N, H, W,
-                         BLOCK_N: tl.constexpr, BLOCK_Y: tl.constexpr, BLOCK_X: tl.constexpr,
-                         PRECISION: tl.constexpr):
-        b = tl.program_id(0)
-        ns = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-        mn = ns < N
-        px = tl.load(px_ptr + b * N + ns, mask=mn, other=0.0)
-        py = tl.load(py_ptr + b * N + ns, mask=mn, other=0.0)
-        s = tl.load(s_ptr + b * N + ns, mask=mn, other=0.0)
-        c = -19.739208802178716 * (s * s)
-        re_b = tl.zeros((BLOCK_N,), dtype=tl.float32)       # sum Re RB
-        kx_b = tl.zeros((BLOCK_N,), dtype=tl.float32)       # sum kx Im RB
-        kx2_b = tl.zeros((BLOCK_N,), dtype=tl.float32)      # sum kx^2 Re RB
-        ky_a = tl.zeros((BLOCK_N,), dtype=tl.float32)       # sum ky Im RA
-        ky2_a = tl.zeros((BLOCK_N,), dtype=tl.float32)      # sum ky^2 Re RA
-        for y0 in range(0, H, BLOCK_Y):
-            ys = y0 + tl.arange(0, BLOCK_Y)
-            ky = _freqs(ys, H)
-            fyr, fyi = _factor(c, py, ky)                                  # (BLOCK_N, BLOCK_Y)
-            for x0 in range(0, W, BLOCK_X):
-                xs = x0 + tl.arange(0, BLOCK_X)
-                kx = xs.to(tl.float32) / H
-                fxr, fxi = _factor(c, px, kx)                              # (BLOCK_N, BLOCK_X)
-                at = ((b * H + ys[:, None]) * W + xs[None, :]) * 2
-                m = (ys[:, None] < H) & (xs[None, :] < W)
-                gr = tl.load(grad_ptr + at, mask=m, other=0.0)             # conj(G): gr - i gi
-                gi = -tl.load(grad_ptr + at + 1, mask=m, other=0.0)
-                # RB = fx (fy conj(G)): (BLOCK_N, BLOCK_X)
-                ur = tl.dot(fyr, gr, input_precision=PRECISION) - tl.dot(fyi, gi, input_precision=PRECISION)
-                ui = tl.dot(fyr, gi, input_precision=PRECISION) + tl.dot(fyi, gr, input_precision=PRECISION)
-                rbr = fxr * ur - fxi * ui
-                rbi = fxr * ui + fxi * ur
-                re_b += tl.sum(rbr, 1)
-                kx_b += tl.sum(rbi * kx[None, :], 1)
-                kx2_b += tl.sum(rbr * (kx * kx)[None, :], 1)
-                # RA = fy (fx conj(G)^T): (BLOCK_N, BLOCK_Y)
-                grt, git = tl.trans(gr), tl.trans(gi)
-                vr = tl.dot(fxr, grt, input_precision=PRECISION) - tl.dot(fxi, git, input_precision=PRECISION)
-                vi = tl.dot(fxr, git, input_precision=PRECISION) + tl.dot(fxi, grt, input_precision=PRECISION)
-                rar = fyr * vr - fyi * vi
-                rai = fyr * vi + fyi * vr
-                ky_a += tl.sum(rai * ky[None, :], 1)
-                ky2_a += tl.sum(rar * (ky * ky)[None, :], 1)
-        at = (b * N + ns) * 4
-        tl.store(sums_ptr + at, re_b, mask=mn)
-        tl.store(sums_ptr + at + 1, kx_b, mask=mn)
-        tl.store(sums_ptr + at + 2, ky_a, mask=mn)
-        tl.store(sums_ptr + at + 3, kx2_b + ky2_a, mask=mn)
+        fyr, fyi = _factor(c, py, ky)                                  # (BLOCK_N, BLOCK_Y)
+        for x0 in range(0, W, BLOCK_X):
+            xs = x0 + tl.arange(0, BLOCK_X)
+            kx = xs.to(tl.float32) / H
+            fxr, fxi = _factor(c, px, kx)                              # (BLOCK_N, BLOCK_X)
+            at = ((b * H + ys[:, None]) * W + xs[None, :]) * 2
+            m = (ys[:, None] < H) & (xs[None, :] < W)
+            gr = tl.load(grad_ptr + at, mask=m, other=0.0)             # conj(G): gr - i gi
+            gi = -tl.load(grad_ptr + at + 1, mask=m, other=0.0)
+            # RB = fx (fy conj(G)): (BLOCK_N, BLOCK_X)
+            ur = tl.dot(fyr, gr, input_precision=PRECISION) - tl.dot(fyi, gi, input_precision=PRECISION)
+            ui = tl.dot(fyr, gi, input_precision=PRECISION) + tl.dot(fyi, gr, input_precision=PRECISION)
+            rbr = fxr * ur - fxi * ui
+            rbi = fxr * ui + fxi * ur
+            re_b += tl.sum(rbr, 1)
+            kx_b += tl.sum(rbi * kx[None, :], 1)
+            kx2_b += tl.sum(rbr * (kx * kx)[None, :], 1)
+            # RA = fy (fx conj(G)^T): (BLOCK_N, BLOCK_Y)
+            grt, git = tl.trans(gr), tl.trans(gi)
+            vr = tl.dot(fxr, grt, input_precision=PRECISION) - tl.dot(fxi, git, input_precision=PRECISION)
+            vi = tl.dot(fxr, git, input_precision=PRECISION) + tl.dot(fxi, grt, input_precision=PRECISION)
+            rar = fyr * vr - fyi * vi
+            rai = fyr * vi + fyi * vr
+            ky_a += tl.sum(rai * ky[None, :], 1)
+            ky2_a += tl.sum(rar * (ky * ky)[None, :], 1)
+    at = (b * N + ns) * 4
+    tl.store(sums_ptr + at, re_b, mask=mn)
+    tl.store(sums_ptr + at + 1, kx_b, mask=mn)
+    tl.store(sums_ptr + at + 2, ky_a, mask=mn)
+    tl.store(sums_ptr + at + 3, kx2_b + ky2_a, mask=mn)
 
 
 def _precision(device: torch.device) -> str:
@@ -148,6 +160,7 @@ def _precision(device: torch.device) -> str:
 def forward(px, py, s, w, box: int, blocks=FORWARD_BLOCKS) -> torch.Tensor:
     """The separable sum, complex64 (B, box, box//2+1): ``rfft2`` of the projections of
     Gaussians at pixel positions (px, py) (B, N), widths s (pixels) and weights w."""
+    _jit()
     B, N = px.shape
     H, W = box, box // 2 + 1
     out = torch.empty(B, H, W, 2, device=px.device, dtype=torch.float32)
@@ -161,6 +174,7 @@ def forward(px, py, s, w, box: int, blocks=FORWARD_BLOCKS) -> torch.Tensor:
 def backward_sums(px, py, s, grad: torch.Tensor, blocks=BACKWARD_BLOCKS) -> torch.Tensor:
     """(B, N, 4): per Gaussian ``sum Re RB, sum kx Im RB, sum ky Im RA, sum (ky^2 Re RA
     + kx^2 Re RB)`` for the output gradient ``grad`` (complex, B x box x box//2+1)."""
+    _jit()
     B, N = px.shape
     H, W = grad.shape[-2:]
     g = torch.view_as_real(grad.resolve_conj().contiguous()).contiguous()

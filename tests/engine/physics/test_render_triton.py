@@ -19,9 +19,11 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("triton")
+from gaussianem.physics import poses, render, render_triton
 
-from gaussianem.physics import poses, render, render_triton  # noqa: E402
+# not imported here: Triton's LLVM must stay out of this process, where ChimeraX's tests
+# render offscreen (render_triton's docstring)
+pytestmark = pytest.mark.skipif(not render_triton.AVAILABLE, reason="Triton is not installed")
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 in_interpreter = pytest.mark.skipif(not INTERPRETED, reason="run under TRITON_INTERPRET=1 by "
