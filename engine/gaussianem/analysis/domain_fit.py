@@ -37,7 +37,8 @@ from gaussianem.analysis.domains import Domains, kabsch, segment
 from gaussianem.analysis.domain_boundaries import Boundaries, refine_boundaries
 from gaussianem.analysis.image_path import ImagePath, image_path
 from gaussianem.analysis.result import Result
-from gaussianem.analysis.state_particles import PARTICLES, WIDTH, StateParticles, usable_particles
+from gaussianem.analysis.state_particles import (PARTICLES, WIDTH, StateParticles, nearest_particles,
+                                                  usable_particles)
 from gaussianem.errors import InputError
 
 STEPS = 80
@@ -59,12 +60,15 @@ class DomainFit:
     particles: int
     seconds: float
     selection: str = "latent"     # how the particles were chosen: nearest the latent, or by images
+    held_out: float | None = None  # t of the held-out half's gain over the displaced model (checked_fit)
+    kept: str = "fitted"          # "fitted", or "displaced" when the check fell back to the plain displacement
 
     def summary(self) -> dict:
         return {"score_start": round(self.score_start, 5), "score": round(self.score, 5),
                 "rotation_deg": [round(v, 2) for v in self.rotation_deg],
                 "translation_A": [round(v, 2) for v in self.translation_A],
-                "particles": self.particles, "selection": self.selection, "seconds": round(self.seconds, 1)}
+                "particles": self.particles, "selection": self.selection, "seconds": round(self.seconds, 1),
+                "held_out_t": None if self.held_out is None else round(self.held_out, 2), "kept": self.kept}
 
 
 def rotation_matrix(w: torch.Tensor) -> torch.Tensor:
@@ -145,6 +149,43 @@ def fit_domains(result: Result, model, displaced: np.ndarray, domains: Domains, 
     return DomainFit(fitted, first, last, rot, shift, state.n, time.perf_counter() - t0)
 
 
+HELD_OUT_T = 3.0            # the held-out half's gain must be this many standard errors above 0
+HELD_OUT_MIN = 20           # particles: fewer than this in a half and nothing can be checked
+
+
+def checked_fit(result: Result, model, displaced: np.ndarray, domains: Domains, z: np.ndarray, interpolator,
+                particles: int = PARTICLES, steps: int = STEPS, indices=None,
+                usable: np.ndarray | None = None) -> DomainFit:
+    """:func:`fit_domains`, checked on particles it did not see: the state's particles
+    (``indices``, or the ``particles`` nearest ``z``) are split in two alternate halves;
+    the domains are fitted to the first, and the second half's per-particle scores, fitted
+    against displaced, must gain by ``HELD_OUT_T`` standard errors (a paired t). If they do,
+    the fit goes on from there on all the particles; if not (too few particles, noise, or
+    domains the particles cannot tell apart), the plain displaced model is kept
+    (``kept == "displaced"``): a fit the images do not confirm is not written."""
+    t0 = time.perf_counter()
+    chosen = np.asarray(indices if indices is not None else nearest_particles(result, z, particles, usable))
+    halves = chosen[0::2], chosen[1::2]
+    t = None
+    if min(len(h) for h in halves) >= HELD_OUT_MIN:
+        first = fit_domains(result, model, displaced, domains, z, interpolator, steps=steps, indices=halves[0])
+        check = StateParticles(result, model, z, interpolator, indices=halves[1])
+        at = [torch.from_numpy(np.asarray(x, dtype=np.float32)).to(check.device) - check.centre
+              for x in (displaced, first.coords)]
+        gain = check.scores(at[1]) - check.scores(at[0])
+        t = float(gain.mean() / max(gain.std(ddof=1) / np.sqrt(len(gain)), 1e-12))
+    if t is None or t < HELD_OUT_T:
+        score = first.score_start if t is not None else float("nan")
+        fit = DomainFit(interpolator.keep_bonds(np.asarray(displaced, dtype=np.float64)), score, score,
+                        [0.0] * domains.n, [0.0] * domains.n, len(chosen), 0.0, held_out=t, kept="displaced")
+    else:
+        fit = fit_domains(result, model, first.coords, domains, z, interpolator, steps=max(1, steps // 2),
+                          indices=chosen)
+        fit.held_out = t
+    fit.seconds = time.perf_counter() - t0
+    return fit
+
+
 SEGMENT_STATES = 16         # k-means centres of the latents the domains are found from
 
 
@@ -215,13 +256,21 @@ def fitted_models(result: Result, model, z: np.ndarray, interpolator, reference=
     models, fits = [], []
     for i, (zi, m) in enumerate(zip(z, moved)):
         chosen = path.select(result, zi, particles, usable) if path is not None and path.usable else None
-        fit = fit_domains(result, model, m.coords, domains, zi, interpolator, particles=particles, steps=steps,
+        fit = checked_fit(result, model, m.coords, domains, zi, interpolator, particles=particles, steps=steps,
                           usable=usable, indices=chosen)
         if chosen is not None:
             fit.selection = f"images (R^2 {path.r2:.2f})"
-        progress(f"state {i + 1}/{len(z)}: domains fitted to {fit.particles} particles, score "
-                 f"{fit.score_start:.4g} -> {fit.score:.4g}, rotations "
-                 f"{', '.join(f'{r:.1f}' for r in fit.rotation_deg)} deg ({fit.seconds:.0f} s)")
+        if fit.kept == "displaced":
+            progress(f"state {i + 1}/{len(z)}: the fitted domains did not match the held-out half of its "
+                     f"{fit.particles} particles better than the displaced model ("
+                     + (f"t = {fit.held_out:.1f}, {HELD_OUT_T:g} needed" if fit.held_out is not None
+                        else f"under {2 * HELD_OUT_MIN} particles") + "): the plain displaced model is kept "
+                     f"({fit.seconds:.0f} s)")
+        else:
+            progress(f"state {i + 1}/{len(z)}: domains fitted to {fit.particles} particles, score "
+                     f"{fit.score_start:.4g} -> {fit.score:.4g}, rotations "
+                     f"{', '.join(f'{r:.1f}' for r in fit.rotation_deg)} deg, held-out gain t = {fit.held_out:.1f} "
+                     f"({fit.seconds:.0f} s)")
         models.append(model.with_coords(fit.coords))
         fits.append(fit)
     return models, domains, fits

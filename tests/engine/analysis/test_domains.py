@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from gaussianem.analysis.domain_fit import fit_domains, rotation_matrix
+from gaussianem.analysis.domain_fit import HELD_OUT_MIN, checked_fit, fit_domains, rotation_matrix
 from gaussianem.analysis.domain_boundaries import boundaries, refine_boundaries, residue_chains
 from gaussianem.analysis.image_path import ImagePath, image_path, path_coords
 from gaussianem.analysis.state_particles import StateParticles
@@ -132,6 +132,35 @@ def test_fit_domains_recovers_a_domain_rotation(tiny_result, tiny_sim):
         fit_domains(r, model, start, dom, r.z[0], interp, indices=[len(r.z)])
 
 
+def test_checked_fit_keeps_what_held_out_particles_confirm(tiny_result, tiny_sim):
+    """The same particles: a domain 12 degrees off is fitted and confirmed by the half the
+    fit did not see; a model already at their state gains nothing there, so the
+    displaced model is kept as it is; too few particles to check keep it too."""
+    r = load_result(tiny_result)
+    model = read_model(tiny_sim / "model.pdb")
+    gt = np.load(tiny_sim / "ground_truth.npz")
+    mask, point, axis = default_hinge(model)
+    sel = np.flatnonzero(gt["present"].astype(bool) & (gt["angle"] > 6))
+    assert len(sel) >= 2 * HELD_OUT_MIN
+    true = hinge_rotation(model, mask, point, axis, float(gt["angle"][sel].mean()))
+    lab = mask.astype(int)
+    dom = Domains((np.bincount(model.res_index, lab) > 0).astype(int), lab)
+    interp = r.interpolator(model.coords, bonds=bond_pairs(model))
+
+    def rmsd(x):
+        return float(np.sqrt(((x - true)[mask] ** 2).sum(-1).mean()))
+    off = checked_fit(r, model, hinge_rotation(true, mask, point, axis, 12.0), dom, r.z[sel[0]], interp,
+                      indices=sel, steps=60)
+    assert off.kept == "fitted" and off.held_out >= 3.0 and rmsd(off.coords) < 1.5
+    right = checked_fit(r, model, true, dom, r.z[sel[0]], interp, indices=sel, steps=60)
+    if right.kept == "displaced":
+        assert right.held_out < 3.0 and rmsd(right.coords) < 0.05
+    else:                                          # confirmed: then it stays where the particles are
+        assert rmsd(right.coords) < 1.0
+    few = checked_fit(r, model, true, dom, r.z[sel[0]], interp, indices=sel[:2 * HELD_OUT_MIN - 2], steps=5)
+    assert few.kept == "displaced" and few.held_out is None and rmsd(few.coords) < 0.05
+
+
 def test_path_coords_moves_each_domain_by_a_multiple_of_its_motion():
     """s = 0 is the model, s = 1 the end state, s = 0.5 and s = 1.5 the hinge at half and
     one and a half times its angle; the fixed domain stays."""
@@ -249,14 +278,15 @@ def test_generate_fit_domains(tiny_trained, tiny_sim, tmp_path, capsys):
     assert main(["generate", str(tiny_trained), "--particle", "3", "--model", str(src), "--fit-domains",
                  "--fit-particles", "32", "--fit-steps", "5", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "rigid domains:" in printed and "domains fitted to 32 particles" in printed
+    assert "rigid domains:" in printed
+    assert "did not match the held-out half of its 32 particles" in printed and "under 40 particles" in printed
     assert "particles placed along the domains' path by their images" in printed
     rep = json.loads((out / "generate.json").read_text())
     assert rep["fit_domains"] == {"particles": 32, "steps": 5, "sort": "images"}
     m = rep["models"][0]
     assert m["fit"]["selection"].startswith("images (R^2") or "too low to use" in printed
     assert m["fit"]["particles"] == 32 and len(m["fit"]["rotation_deg"]) == m["domains"]["domains"]
-    assert m["fit"]["score"] >= m["fit"]["score_start"]
+    assert m["fit"]["kept"] == "displaced" and m["fit"]["held_out_t"] is None    # 32 are too few to check
     a, b = read_model(src), read_model(out / "model_000.pdb")
     assert len(a) == len(b) and bond_length_rms_change(a, b.coords) < 0.1
     assert main(["generate", str(tiny_trained), "--particle", "3", "--no-model", "--fit-domains", "-o",
