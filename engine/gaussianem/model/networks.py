@@ -187,7 +187,28 @@ def remove_translation(disp: torch.Tensor, by: str, mass: torch.Tensor) -> torch
         return disp - disp.median(dim=1, keepdim=True).values
     if by == "mass":
         return disp - torch.einsum("bnk,n->bk", disp, mass)[:, None, :]
-    raise InputError(f"unknown translation removal {by!r}: expected median or mass")
+    if by == "core":
+        return disp - core_translation(disp, mass)[:, None, :]
+    if by == "none":
+        return disp
+    raise InputError(f"unknown translation removal {by!r}: expected mass, median, core or none")
+
+
+CORE_SCALE = 1.0        # Angstrom: a Gaussian this far from the common translation counts half
+
+
+def core_translation(disp: torch.Tensor, mass: torch.Tensor, scale: float = CORE_SCALE) -> torch.Tensor:
+    """(B, 3) each particle's translation of its core: the mass-weighted mean displacement
+    with each Gaussian weighted down by ``1 / (1 + (r / scale)^2)``, ``r`` its distance
+    from the Gaussians' median displacement (weights held fixed, Cauchy M-estimator's
+    first step). Parts that move by several Angstrom against the rest hardly count, so
+    they keep their motion; a rigid translation of everything goes entirely."""
+    with torch.no_grad():
+        med = disp.median(dim=1, keepdim=True).values
+        r2 = (disp - med).pow(2).sum(-1) / scale ** 2
+        w = mass[None, :] / (1 + r2)
+        w = w / w.sum(1, keepdim=True).clamp_min(1e-30)
+    return torch.einsum("bnk,bn->bk", disp, w)
 
 
 class HeterogeneityModel(nn.Module):

@@ -79,7 +79,8 @@ class TrainConfig:
     centre_by: str = option("mass", "each particle's common translation (a pose error) is removed from the "
                                     "displacements as their mass-weighted mean, or as their median: a small "
                                     "domain turning on a large body keeps more of its motion (docs/validation.md, "
-                                    "\"Displaced models\")", choices=["mass", "median"])
+                                    "\"Displaced models\"); core: the mean of the parts that move least (experimental); none: "
+                                    "kept (poses trusted)", choices=["mass", "median", "core", "none"])
     segments: int = option(0, "rigid segments of the Gaussians that the latent moves as wholes, under the "
                               "per-Gaussian displacements (0: none). Experimental: docs/validation.md, \"The whole "
                               "motion\"", metavar="K")

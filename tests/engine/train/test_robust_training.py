@@ -140,8 +140,24 @@ def test_a_moving_domain_keeps_its_motion_and_the_rest_stays():
     mean = remove_translation(disp, "mass", mass)[0]
     assert torch.allclose(mean[~domain], torch.tensor([-2.0, 0, 0]), atol=1e-5)
     assert torch.allclose(mean[domain], torch.tensor([4.0, 0, 0]), atol=1e-5)
-    with pytest.raises(GaussianEMError, match="median or mass"):
+    core = remove_translation(disp, "core", mass)[0]           # the domain counts 1/37 of the rest
+    assert core[~domain].abs().max() < 0.15 and core[domain, 0].min() > 5.85
+    assert torch.equal(remove_translation(disp, "none", mass), disp)
+    with pytest.raises(GaussianEMError, match="mass, median, core or none"):
         remove_translation(disp, "mode", mass)
+
+
+def test_core_translation_removes_a_rigid_shift_and_passes_its_gradient():
+    """A rigid shift goes entirely; the gradient of the core translation reaches the
+    displacements (its weights are held fixed)."""
+    from gaussianem.model.networks import core_translation
+    mass = torch.rand(20) + 0.5
+    mass = mass / mass.sum()
+    d = (torch.tensor([1.0, -2.0, 0.5]).expand(2, 20, 3) + 0.0).requires_grad_(True)
+    t = core_translation(d, mass)
+    assert torch.allclose(t, torch.tensor([[1.0, -2.0, 0.5]] * 2), atol=1e-6)
+    t.sum().backward()
+    assert torch.allclose(d.grad.sum(1), torch.ones(2, 3), atol=1e-5)
 
 
 def test_amplitude_hinge_penalises_a_global_loss_of_density():
