@@ -19,6 +19,13 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 export PIP_NO_CACHE_DIR=1
 python -m pip install -q -r requirements/engine.txt
 python -m pip install -q --no-deps -e ./engine
+# Triton (the version torch 2.13.0's CUDA wheels pin), for the tests that run the fused CUDA
+# renderer's kernels on the CPU in its interpreter (tests/engine/physics/test_render_triton.py,
+# in a process of their own). Kept out of .venv's site-packages: torch imports an installed
+# Triton by itself, and Triton's LLVM crashes a process that has loaded ChimeraX's.
+if [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ] && [ ! -d .venv/triton/triton-3.7.1.dist-info ]; then
+    python -m pip install -q --no-deps --target .venv/triton triton==3.7.1
+fi
 if [ -f tools/install_chimerax.py ]; then
     python tools/install_chimerax.py
 fi

@@ -24,10 +24,12 @@ FLOPs and bytes. Products follow torch's TF32 setting
 (``torch.backends.cuda.matmul.allow_tf32``), as the batched products they replace do.
 
 Triton is optional: without it :data:`AVAILABLE` is False and the renderer keeps its
-torch path. It is imported, and the kernels made, only when they first run
-(:func:`_jit`): Triton's LLVM and the one of ChimeraX's offscreen renderer (OSMesa's
-llvmpipe) crash a process that loads both. Tests run these kernels on the CPU with
-Triton's interpreter (``TRITON_INTERPRET=1``).
+torch path. It is imported, and the kernels made, only when they first run (:func:`_jit`),
+so that importing the engine does not load it. (That alone does not keep it out of a
+process: torch imports an installed Triton itself, e.g. when an optimizer is made, and
+Triton's LLVM crashes a process that has loaded ChimeraX's offscreen renderer; ``make
+setup`` therefore keeps it out of .venv's site-packages, in ``.venv/triton``.) Tests run
+these kernels on the CPU with Triton's interpreter (``TRITON_INTERPRET=1``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,10 @@ Triton. On a GPU, tests/engine/test_cuda.py compares the compiled kernels the sa
 
 Triton reads the variable when it is imported (its own library functions are kernels
 too), so :func:`test_kernels_under_triton_interpreter` runs the other tests of this file
-in a process started with it; in this process they are skipped."""
+in a process started with it, with Triton from ``.venv/triton`` (where ``make setup`` puts
+it, outside .venv's site-packages: torch imports an installed Triton by itself, and
+Triton's LLVM crashes a process that has loaded ChimeraX's, as this one may have); in
+this process they are skipped."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,19 +25,19 @@ import torch
 
 from gaussianem.physics import poses, render, render_triton
 
-# not imported here: Triton's LLVM must stay out of this process, where ChimeraX's tests
-# render offscreen (render_triton's docstring)
-pytestmark = pytest.mark.skipif(not render_triton.AVAILABLE, reason="Triton is not installed")
-
+TRITON_DIR = Path(__file__).resolve().parents[3] / ".venv" / "triton"
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-in_interpreter = pytest.mark.skipif(not INTERPRETED, reason="run under TRITON_INTERPRET=1 by "
-                                                            "test_kernels_under_triton_interpreter")
+in_interpreter = pytest.mark.skipif(not (INTERPRETED and render_triton.AVAILABLE),
+                                    reason="run under TRITON_INTERPRET=1 by test_kernels_under_triton_interpreter")
 
 
 def test_kernels_under_triton_interpreter():
     if INTERPRETED:
         pytest.skip("this is the interpreter's process")
-    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    if not (TRITON_DIR / "triton").is_dir() and not render_triton.AVAILABLE:
+        pytest.skip(f"Triton is not installed (make setup puts it in {TRITON_DIR})")
+    path = os.pathsep.join(p for p in (str(TRITON_DIR), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1", PYTHONPATH=path)
     p = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider", "-rs"],
                        capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 0 and " passed" in p.stdout, p.stdout[-4000:] + p.stderr[-2000:]
