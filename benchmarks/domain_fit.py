@@ -61,8 +61,8 @@ def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200
     else:
         far = np.linalg.norm(motion.coords(1.0) - fitted.coords, axis=1)
         moving = far > np.median(far)
-    interp = res.interpolator(fitted.coords, name="the fitted model", bonds=pairs)
     ref = model_latent(res, fitted).z
+    interp = res.interpolator(fitted.coords, name="the fitted model", bonds=pairs, reference=ref)
     t0 = time.perf_counter()
     if domains == "oracle":
         if spec.motion != "hinge":

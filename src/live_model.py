@@ -62,18 +62,13 @@ class LiveModel:
         self.to_model = to_model
         a1, a2 = structure.bonds.atoms
         bonds = np.stack([structure.atoms.indices(a1), structure.atoms.indices(a2)], 1)
-        self.interpolator = result.interpolator(self.base, name=f"model #{structure.id_string}",
-                                                bonds=bonds[(bonds >= 0).all(1)])
         self.model = engine_model(structure, self.base)
         if isinstance(reference, str):
             reference = self._find_reference()
         self.reference = None if reference is None else result.check_z(reference)[0]
-        self._reference_atoms = None
-        if self.reference is not None:
-            import torch
-            with torch.no_grad():
-                out = result.decode(self.reference[None])["displacement"]
-            self._reference_atoms = self.interpolator(out).numpy().astype(np.float64)[0]
+        # the atoms follow the Gaussians of the state they stand for, and move relative to it
+        self.interpolator = result.interpolator(self.base, name=f"model #{structure.id_string}",
+                                                bonds=bonds[(bonds >= 0).all(1)], reference=self.reference)
 
     def _find_reference(self):
         if self.result.z is None:
@@ -92,8 +87,6 @@ class LiveModel:
         import torch
         d = self.interpolator(torch.from_numpy(np.asarray(gaussian_displacement, dtype=np.float32)))
         d = d.numpy().astype(np.float64)
-        if self._reference_atoms is not None:
-            d = d - self._reference_atoms
         return self.interpolator.keep_bonds(self.base + d) - self.base
 
     def coords(self, xyz_map: np.ndarray) -> np.ndarray:

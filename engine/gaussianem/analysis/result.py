@@ -329,23 +329,33 @@ class Result:
             return self.grid
         return self.grid.scaled(int(box) if box else self.grid.box, apix)
 
-    def interpolator(self, atoms_xyz_physical, name="the atomic model", bonds=None):
-        """Atoms (physical frame) following the base Gaussians; ``bonds`` (E, 2) keep their
-        lengths (:class:`~gaussianem.model.displace.AtomInterpolator`)."""
+    def interpolator(self, atoms_xyz_physical, name="the atomic model", bonds=None, reference=None):
+        """Atoms (physical frame) following the Gaussians; ``bonds`` (E, 2) keep their
+        lengths (:class:`~gaussianem.model.displace.AtomInterpolator`). ``reference``: the
+        latent the atoms stand for (:func:`gaussianem.analysis.reference.model_latent`):
+        they follow the Gaussians of that state, and a displacement moves them relative to
+        it; None: the consensus Gaussians."""
+        offset = None
+        if reference is not None:
+            with torch.no_grad():
+                offset = self.decode(self.check_z(reference)[:1])["displacement"][0].double().numpy()
         return AtomInterpolator(self.grid.to_engine(atoms_xyz_physical), self.base.centres.numpy(), name=name,
-                                bonds=bonds)
+                                bonds=bonds, offset=offset)
 
     def displace_model(self, model, z, interpolator=None, reference=None):
         """The atomic model (path or :class:`~gaussianem.io.models.AtomicModel`, physical
         frame of the consensus map) moved to latent ``z``; one latent -> one model, several
         -> a list. ``reference``: the latent the model stands for
         (:func:`gaussianem.analysis.reference.model_latent`); displacements are then taken
-        relative to it. None: relative to the consensus Gaussians. Bond lengths are kept
+        relative to it, the atoms following the Gaussians of that state (an ``interpolator``
+        given should be built with the same ``reference``). None: relative to the consensus
+        Gaussians. Bond lengths are kept
         (:meth:`~gaussianem.model.displace.AtomInterpolator.keep_bonds`)."""
         m = model if isinstance(model, AtomicModel) else read_model(model)
-        interp = interpolator or self.interpolator(m.coords, name=m.path or "the atomic model", bonds=bond_pairs(m))
+        interp = interpolator or self.interpolator(m.coords, name=m.path or "the atomic model", bonds=bond_pairs(m),
+                                                   reference=reference)
         disp = interp(self.decode(z)["displacement"]).numpy()
-        if reference is not None:
+        if reference is not None and interp.offset is None:
             disp = disp - interp(self.decode(reference)["displacement"]).numpy()
         models = [m.with_coords(interp.keep_bonds(m.coords + d)) for d in disp]
         return models[0] if len(models) == 1 else models

@@ -75,13 +75,25 @@ def keep_bond_lengths(coords: torch.Tensor, pairs: torch.Tensor, lengths: torch.
 class AtomInterpolator:
     """Atoms (engine frame, (M, 3)) following base Gaussians (centres (N, 3)); ``bonds``
     (E, 2) atom index pairs (e.g. :func:`gaussianem.io.models.bond_pairs`) keep their
-    lengths in :meth:`keep_bonds`."""
+    lengths in :meth:`keep_bonds`.
+
+    ``offset`` (N, 3): the Gaussians' displacement at the state the atoms are in (a model
+    fitted at one end of a motion, not at the consensus). The atoms then follow the
+    Gaussians of that state, ``centres + offset``, and a displacement ``d`` moves them by
+    ``d - offset``: atoms of a domain that sits 6 A from its smeared consensus Gaussians
+    are tied to the Gaussians that carry it there (on the robustness matrix's normal-mode
+    cell, motion arrival 0.79 -> 0.85; docs/validation.md, "The whole motion")."""
 
     def __init__(self, atoms_xyz: np.ndarray, centres: np.ndarray, k: int = 8,
                  sigma: float | None = None, name: str = "the atomic model", rigid: bool = True,
-                 bonds=None):
+                 bonds=None, offset=None):
         from scipy.spatial import cKDTree
         centres = np.asarray(centres, dtype=np.float64)
+        self.offset = None
+        if offset is not None:
+            offset = np.asarray(offset, dtype=np.float64).reshape(centres.shape)
+            centres = centres + offset
+            self.offset = torch.from_numpy(offset)
         atoms = np.asarray(atoms_xyz, dtype=np.float64)
         tree = cKDTree(centres)
         if sigma is None:
@@ -119,6 +131,8 @@ class AtomInterpolator:
     def __call__(self, displacement: torch.Tensor) -> torch.Tensor:
         """Gaussian displacements (N, 3) or (B, N, 3) -> atom displacements (M, 3) / (B, M, 3)."""
         d = displacement.detach().to(torch.float64).cpu()
+        if self.offset is not None:
+            d = d - self.offset
         if not self.rigid:
             return (d[..., self.idx, :] * self.weights[..., None]).sum(-2).float()
         R = local_rotations(self.centres, self.centres + d, self.gauss_neighbours)   # (..., N, 3, 3)

@@ -28,6 +28,28 @@ def test_rigid_body_motion_is_carried_exactly(model, angle):
     assert bond_length_rms_change(model, avg) > 10 * bond_length_rms_change(model, moved) + 1e-3
 
 
+def test_atoms_follow_the_gaussians_of_their_own_state(model):
+    """A model fitted at one end of a hinge, Gaussians at the other end (a consensus that
+    is not the model's state): tied to the Gaussians displaced to the model's state (the
+    offset), the atoms move by the hinge from there (exactly but where a neighbourhood
+    straddles the hinge); tied to the undisplaced
+    Gaussians, the moving domain's atoms follow the wrong neighbours."""
+    c = model.residue_centres()
+    mask, point, axis = default_hinge(model)
+    cm = np.isin(np.arange(len(c)), np.unique(model.res_index[mask]))
+    gauss = hinge_rotation(c, cm, point, axis, -20.0)             # the Gaussians' (consensus) state
+    offset = c - gauss                                             # the model's state, from there
+    far = hinge_rotation(c, cm, point, axis, 20.0)                 # a state 20 degrees beyond the model's
+    target = hinge_rotation(model.coords, mask, point, axis, 20.0)
+    interp = AtomInterpolator(model.coords, gauss, offset=offset)
+    assert float(interp(torch.from_numpy(offset)).abs().max()) < 1e-9
+    moved = model.coords + interp(torch.from_numpy(far - gauss)).numpy()
+    assert np.sqrt(((moved - target) ** 2).sum(1).mean()) < 0.1     # exact but at the hinge (blended)
+    plain = AtomInterpolator(model.coords, gauss)
+    old = model.coords + (plain(torch.from_numpy(far - gauss)) - plain(torch.from_numpy(offset))).numpy()
+    assert np.sqrt(((old - target)[mask] ** 2).sum(1).mean()) > 10 * np.sqrt(((moved - target)[mask] ** 2).sum(1).mean())
+
+
 def test_hinge_keeps_bonds(model):
     c = model.residue_centres()
     mask, point, axis = default_hinge(model)
