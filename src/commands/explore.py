@@ -192,9 +192,19 @@ def gaussianem_fitdomains(session, particles=PARTICLES, steps=STEPS, sort="image
     copy, domains, fit = res.fit_domains(particles, steps, sort)
     sizes = ", ".join(str(s) for s in domains.sizes())
     turns = ", ".join(f"{r:.1f}" for r in fit.rotation_deg)
-    session.logger.info(f"GaussianEM: model #{copy.id_string}, {domains.n} rigid domain(s) of {sizes} residues "
-                        f"(coloured), fitted to {fit.particles} particles ({fit.selection}): score "
-                        f"{fit.score_start:.4g} -> {fit.score:.4g}, turned {turns} degrees beyond the displaced model")
+    if fit.kept == "displaced":
+        from gaussianem.analysis.domain_fit import HELD_OUT_MIN, HELD_OUT_T
+        why = (f"under {2 * HELD_OUT_MIN} particles to check it" if fit.held_out is None else
+               f"held-out gain t = {fit.held_out:.1f}, {HELD_OUT_T:g} needed")
+        session.logger.warning(f"GaussianEM: model #{copy.id_string}, {domains.n} rigid domain(s) of {sizes} residues "
+                               f"(coloured): the fit to {fit.particles} particles ({fit.selection}) did not match the "
+                               f"half it was not fitted to better than the displaced model ({why}), so the copy is "
+                               "the displaced model")
+    else:
+        session.logger.info(f"GaussianEM: model #{copy.id_string}, {domains.n} rigid domain(s) of {sizes} residues "
+                            f"(coloured), fitted to {fit.particles} particles ({fit.selection}): score "
+                            f"{fit.score_start:.4g} -> {fit.score:.4g}, turned {turns} degrees beyond the displaced "
+                            f"model (confirmed on held-out particles, t = {fit.held_out:.1f})")
     note = one_domain_note(domains)
     if note:
         session.logger.warning(note)

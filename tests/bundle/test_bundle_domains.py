@@ -16,7 +16,9 @@ def test_fitdomains_adds_a_coloured_fitted_copy(cx, tiny_trained, tiny_sim):
     before = live.atoms.coords.copy()
     copy, text = logged(cx, "gaussianem fitdomains particles 32 steps 5")
     assert copy is not live and not copy.deleted and copy in cx.models.list()
-    assert "rigid domain(s)" in text and "fitted to 32 particles" in text
+    assert "rigid domain(s)" in text
+    # 32 particles are too few to check a fit on a held-out half: the copy is the displaced model
+    assert "did not match the half it was not fitted to" in text and "under 40 particles" in text
     np.testing.assert_array_equal(live.atoms.coords, before)          # the live model is left as it was
     # the engine's own fit of the same model, state and particles
     model = read_model(tiny_sim / "model.pdb")
