@@ -14,8 +14,13 @@ are found by their images (--fit-sort images, the default): every particle is pl
 the domains' path by the model projection it matches best, and a latent at the end of the
 latent's range takes the particles at the end of the images' range (the latent alone
 compresses the ends of a motion); --fit-sort latent takes the particles nearest the
-latent. About 4 minutes for the path and 1.5 minutes per latent at box 64 on two CPU
-threads; use a GPU (--device auto) for many.
+latent. Each fit is checked on particles it did not see: fitted to half of the latent's
+particles, it must match the other half better than the displaced model, or the displaced
+model is written instead (and the log and DIR/generate.json say so). The atoms are
+projected one Gaussian per residue: about 1.5 minutes for the path and 30-80 seconds per
+latent at box 64 on one loaded CPU thread (two domains of 1a28); use a GPU (--device auto)
+for many. Where two domains move at once, the search may join one of them to the core
+(docs/validation.md, "The whole motion").
 
 Maps (--map): "deformed" (the default while the consensus map the run was trained on
 still exists) is the consensus map's own density carried by the decoded Gaussians, each
