@@ -81,28 +81,28 @@ together.
 from __future__ import annotations
 
 import argparse
-import bz2
 import dataclasses
-import importlib.util
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-if os.path.join(ROOT, "engine") not in sys.path:
-    sys.path.insert(0, os.path.join(ROOT, "engine"))
+for _p in (os.path.join(ROOT, "engine"), HERE):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-DATA_PACKAGE = "MDAnalysisTests"
-DATA_PACKAGE_VERSION = "2.11.0"
-RESERVED = "adk"                      # adenylate kinase: kept for independent evaluation
+# structures and motions live in their own modules; their names are re-exported here, as
+# benchmarks and tests import them from realistic
+from realistic_structures import (  # noqa: E402,F401
+    DATA_PACKAGE, DATA_PACKAGE_VERSION, RESERVED, data_dir, load_structure, parse_selection, rmsd, structure_path)
+from realistic_motion import (  # noqa: E402,F401
+    Motion, anm_hessian, anm_modes, ca_indices, hinge_geometry, mode_fields, rigid_body_basis)
 
 
 @dataclass
@@ -161,207 +161,6 @@ class RealisticSpec:
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-
-# ----------------------------------------------------------------------------- structures
-
-def data_dir() -> str:
-    """MDAnalysisTests' data folder, found without importing the package."""
-    spec = importlib.util.find_spec(DATA_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"{DATA_PACKAGE} is not installed: run bash benchmarks/setup_robustness.sh "
-                                f"(pip install --no-deps {DATA_PACKAGE}=={DATA_PACKAGE_VERSION})")
-    return os.path.join(list(spec.submodule_search_locations)[0], "data")
-
-
-def structure_path(name: str) -> str:
-    if RESERVED in os.path.basename(name).lower():
-        raise ValueError(f"{name}: the adenylate kinase files are reserved for independent evaluation")
-    if os.path.isfile(name):
-        return os.path.abspath(name)
-    path = os.path.join(data_dir(), name)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no structure {name!r} in {data_dir()}")
-    return path
-
-
-def load_structure(name: str):
-    """AtomicModel of a structure (gemmi reads .gz itself; .bz2 is decompressed first)."""
-    from gaussianem.io.models import read_model
-    path = structure_path(name)
-    if not path.endswith(".bz2"):
-        return read_model(path)
-    tmpdir = tempfile.mkdtemp(prefix="realistic-")
-    try:
-        plain = os.path.join(tmpdir, os.path.basename(path)[:-4])
-        with bz2.open(path, "rb") as src, open(plain, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        model = read_model(plain)
-        model.path = path
-        return model
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-
-
-def parse_selection(model, text):
-    """(M,) bool mask of 'A' or 'A:10-60' (chain, residue numbers both ends included)."""
-    chain, _, rng = text.partition(":")
-    residues = tuple(int(v) for v in rng.split("-")) if rng else None
-    mask = model.select(chain=chain, residues=residues)
-    if not mask.any():
-        raise ValueError(f"the selection {text!r} matches no atoms (chains: {model.chains()})")
-    return mask
-
-
-def rmsd(a, b) -> float:
-    return float(np.sqrt(((np.asarray(a) - np.asarray(b)) ** 2).sum(1).mean()))
-
-
-# ----------------------------------------------------------------------------- normal modes
-
-def ca_indices(model) -> np.ndarray:
-    """Atom index of each residue's CA, for residues that have one (residue order)."""
-    ca = np.flatnonzero(model.atom_names == "CA")
-    _, first = np.unique(model.res_index[ca], return_index=True)
-    return ca[first]
-
-
-def anm_hessian(xyz, cutoff: float = 15.0, gamma: float = 1.0) -> np.ndarray:
-    """(3N, 3N) ANM Hessian of points ``xyz`` (N, 3): a spring of constant ``gamma``
-    between every pair closer than ``cutoff``."""
-    from scipy.spatial import cKDTree
-    n = len(xyz)
-    pairs = cKDTree(xyz).query_pairs(cutoff, output_type="ndarray")
-    i, j = pairs[:, 0], pairs[:, 1]
-    d = xyz[j] - xyz[i]
-    blocks = -gamma * d[:, :, None] * d[:, None, :] / (d * d).sum(1)[:, None, None]   # (P, 3, 3)
-    h = np.zeros((n, 3, n, 3))
-    np.add.at(h, (i, slice(None), j), blocks.transpose(0, 1, 2))
-    h = h.reshape(3 * n, 3 * n)
-    h = h + h.T
-    diag = np.zeros((n, 3, 3))
-    np.add.at(diag, i, -blocks)
-    np.add.at(diag, j, -blocks)
-    h = h.reshape(n, 3, n, 3)
-    h[np.arange(n), :, np.arange(n), :] = diag
-    return h.reshape(3 * n, 3 * n)
-
-
-def anm_modes(xyz, n_modes: int = 2, cutoff: float = 15.0):
-    """The ``n_modes`` softest non-trivial ANM modes of points ``xyz``: (eigenvalues (k,),
-    modes (k, N, 3) of unit norm). Raises if the network has more than six zero modes
-    (parts not connected within ``cutoff``)."""
-    from scipy.linalg import eigh
-    h = anm_hessian(np.asarray(xyz, np.float64), cutoff)
-    w, v = eigh(h, subset_by_index=[0, 6 + n_modes - 1])
-    scale = max(float(np.abs(w).max()), 1e-12)
-    if w[6] < 1e-6 * scale:
-        raise ValueError(f"the elastic network (cutoff {cutoff} A) has more than six zero modes: "
-                         "parts of the structure are not connected; raise anm_cutoff")
-    return w[6:], v[:, 6:].T.reshape(n_modes, -1, 3)
-
-
-def rigid_body_basis(xyz) -> np.ndarray:
-    """(6, 3N) orthonormal basis of rigid-body motions (3 translations, 3 rotations) of ``xyz``."""
-    x = np.asarray(xyz, np.float64) - np.mean(xyz, 0)
-    n = len(x)
-    rows = []
-    for a in range(3):
-        t = np.zeros((n, 3))
-        t[:, a] = 1
-        rows.append(t.ravel())
-    for a in range(3):
-        e = np.eye(3)[a]
-        rows.append(np.cross(e, x).ravel())
-    q, _ = np.linalg.qr(np.array(rows).T)
-    return q.T
-
-
-def mode_fields(model, modes=(0,), cutoff: float = 15.0):
-    """All-atom displacement fields (k, M, 3) of the given ANM modes, each of RMS 1 A over
-    the atoms, and the modes' eigenvalues. Atoms follow their residue's CA (residues
-    without one, the nearest CA)."""
-    from scipy.spatial import cKDTree
-    ca = ca_indices(model)
-    if len(ca) < 4:
-        raise ValueError("normal modes need at least 4 CA atoms")
-    w, vec = anm_modes(model.coords[ca], max(modes) + 1, cutoff)
-    res_to_ca = np.full(model.n_residues(), -1)
-    res_to_ca[model.res_index[ca]] = np.arange(len(ca))
-    owner = res_to_ca[model.res_index]
-    lost = owner < 0
-    if lost.any():
-        owner[lost] = cKDTree(model.coords[ca]).query(model.coords[lost])[1]
-    fields = []
-    for m in modes:
-        f = vec[m][owner]
-        fields.append(f / np.sqrt((f * f).sum(1).mean()))
-    return np.stack(fields), w[list(modes)]
-
-
-def hinge_geometry(model, selection: str | None):
-    """(mask, axis_point, axis_dir) of a hinge: ``structure.default_hinge`` or the part
-    ``selection`` turning about an axis through its interface with the rest (the mean of its
-    atoms within 6 A of the rest), perpendicular to the rest -> part direction."""
-    from scipy.spatial import cKDTree
-    from gaussianem.sim.geometry import default_hinge
-    if not selection:
-        return default_hinge(model)
-    mask = parse_selection(model, selection)
-    if mask.all():
-        raise ValueError(f"the hinge selection {selection!r} is the whole model")
-    rest, part = model.coords[~mask], model.coords[mask]
-    d, _ = cKDTree(rest).query(part)
-    near = part[d < 6.0] if (d < 6.0).any() else part[[np.argmin(d)]]
-    point = near.mean(0)
-    v = part.mean(0) - rest.mean(0)
-    w = part.mean(0) - point
-    axis = np.cross(w, v)
-    if np.linalg.norm(axis) < 1e-3 * max(np.linalg.norm(v) * np.linalg.norm(w), 1e-12):
-        axis = np.cross(v, np.eye(3)[np.argmin(np.abs(v))])
-    return mask, point, axis / np.linalg.norm(axis)
-
-
-class Motion:
-    """Coordinates of the model at motion coordinates (t1, t2) in [0, 1]."""
-
-    def __init__(self, model, spec: RealisticSpec):
-        self.model, self.spec = model, spec
-        self.kind = spec.motion
-        self.eigenvalues = []
-        if self.kind in ("hinge", "two_hinges"):
-            self.mask, self.point, self.axis = hinge_geometry(model, spec.hinge)
-        if self.kind == "two_hinges":
-            # a second part turning about its own interface at the same time (two domains
-            # closing onto a core, as a kinase's lid and NMP domains do)
-            self.mask2, self.point2, self.axis2 = hinge_geometry(model, spec.hinge2 or model.chains()[-1])
-            self.mask2 &= ~self.mask
-            if not self.mask2.any():
-                raise ValueError("two_hinges: the second moving part lies inside the first")
-        elif self.kind != "hinge":
-            use = spec.modes[:1] if self.kind == "mode" else spec.modes[:2]
-            if len(use) < (1 if self.kind == "mode" else 2):
-                raise ValueError("two_modes needs two entries in modes")
-            self.fields, w = mode_fields(model, tuple(use), spec.anm_cutoff)
-            self.eigenvalues = [float(x) for x in w]
-
-    @property
-    def two(self) -> bool:
-        return self.kind == "two_modes"
-
-    def coords(self, t1: float, t2: float = 0.5) -> np.ndarray:
-        from gaussianem.sim.geometry import hinge_rotation
-        x0 = self.model.coords
-        if self.kind in ("hinge", "two_hinges"):
-            xyz = hinge_rotation(x0, self.mask, self.point, self.axis, (t1 - 0.5) * self.spec.hinge_angle)
-            if self.kind == "two_hinges":
-                xyz = hinge_rotation(xyz, self.mask2, self.point2, self.axis2, (t1 - 0.5) * self.spec.hinge2_angle)
-            return xyz
-        a = self.spec.rmsd_range
-        xyz = x0 + (t1 - 0.5) * a * self.fields[0]
-        if self.two:
-            xyz = xyz + (t2 - 0.5) * a * self.fields[1]
-        return xyz
 
 
 # ----------------------------------------------------------------------------- simulation

@@ -86,73 +86,26 @@ for p in (os.path.join(ROOT, "engine"), HERE):
 
 import numpy as np  # noqa: E402
 
-from realistic import RealisticSpec, simulate  # noqa: E402
-
-THRESHOLDS = {"motion_probe": 0.8, "presence_kmeans": 0.95}
-COLLAPSE_RATIO = 1e-3
-CRYODRGN_CELLS = ("base", "snr0.03")          # the SNR 0.1 and 0.03 cells
-
-BASE = dict(structure="1a28.pdb.gz", n=2000, box=64, apix=2.0, snr=0.1, motion="mode", absent="B",
-            absent_fraction=0.3, rmsd_range=4.0, image_scale=37.5, image_offset=1200.0, consensus_scale=0.05)
-
-# name: (what changed, overrides of BASE, in the default matrix)
-CELLS = {
-    "base": ("1a28, ANM mode 4 A, chain B absent 30%, SNR 0.1, box 64 @ 2 A, arbitrary units", {}, True),
-    "snr1": ("SNR 1", {"snr": 1.0}, True),
-    "snr0.03": ("SNR 0.03", {"snr": 0.03}, True),
-    "snr0.01": ("SNR 0.01", {"snr": 0.01}, True),
-    "apix0.8": ("0.8 A/px (box 128, 600 particles: the model needs 112 px)", {"apix": 0.8, "box": 128, "n": 600}, True),
-    "apix2.5": ("2.5 A/px", {"apix": 2.5}, True),
-    "box128": ("box 128 @ 1 A (600 particles)", {"box": 128, "apix": 1.0, "n": 600}, True),
-    "box256": ("box 256 @ 0.5 A, trained at the default downsample 128 (1000 particles)",
-               {"box": 256, "apix": 0.5, "n": 1000, "states": 24}, False),
-    "hinge": ("hinge: chain A's C-terminal third turns 30 deg", {"motion": "hinge"}, True),
-    "two_motions": ("two ANM modes at once (each 4 A)", {"motion": "two_modes"}, True),
-    "two_hinges": ("two domains at once: chain A's C-terminal third and chain B (absent in 30%) each turn "
-                   "30 deg about their interface (moving atoms 11.8 A end to end)",
-                   {"motion": "two_hinges", "hinge2_angle": 30.0}, True),
-    "two_hinges_19hc": ("19hc (not tuned on), two domains at once: chain A's C-terminal third and chain B "
-                        "(absent in 30%) each turn 40 deg (12.8 A end to end)",
-                        {"structure": "19hc.pdb.gz", "motion": "two_hinges", "hinge_angle": 40.0,
-                         "hinge2_angle": 40.0}, True),
-    "scale20": ("per-particle scale U(0.8, 1.2)", {"scale_jitter": 0.2}, True),
-    "pose_err": ("star poses off by 3 deg RMS and 1 px RMS", {"pose_error_deg": 3.0, "shift_error_px": 1.0}, True),
-    "rot_err": ("star rotations off by 3 deg RMS (shifts exact)", {"pose_error_deg": 3.0}, False),
-    "shift_err": ("star origins off by 1 px RMS (rotations exact)", {"shift_error_px": 1.0}, False),
-    "defocus_err": ("star defocus off by U(-300, 300) A", {"defocus_error": 300.0}, True),
-    "junk_noise": ("10% junk: pure noise images", {"junk_fraction": 0.1, "junk_kind": "noise"}, True),
-    "junk_protein": ("10% junk: another protein (19hc)", {"junk_fraction": 0.1, "junk_kind": "protein",
-                                                          "junk_structure": "19hc.pdb.gz"}, True),
-    "struct_1hvr": ("1hvr (HIV protease, 2 x 99 res), its softest mode, chain B absent",
-                    {"structure": "1hvr.pdb"}, True),
-    "small_comp": ("4E43 (protease + 6-residue peptide), peptide (chain C, 3% of mass) absent",
-                   {"structure": "4E43.pdb", "absent": "C"}, False),
-}
-QUICK = ("base", "junk_noise")
-
-
-def cell_spec(name, n_override=None, seed=0) -> RealisticSpec:
-    kw = {**BASE, **CELLS[name][1], "seed": seed}
-    if n_override:
-        kw["n"] = n_override if kw.get("box", 64) <= 64 else max(n_override * 3 // 10, 200)
-    return RealisticSpec(**kw)
+from gaussianem.io.rundir import RunDir  # noqa: E402
+from realistic import RealisticSpec, simulate  # noqa: E402,F401 (RealisticSpec: cryodrgn_normalised uses it)
+# the cells and the report live in their own modules; their names are re-exported here
+from robustness_cells import (  # noqa: E402,F401
+    BASE, CELLS, COLLAPSE_RATIO, CRYODRGN_CELLS, QUICK, THRESHOLDS, _spec_json, cell_spec)
+from robustness_report import _f, markdown, save, verdict  # noqa: E402,F401
 
 
 # ----------------------------------------------------------------------------- stages
 
-def _spec_json(spec):
-    return json.loads(json.dumps(spec.to_dict()))
-
-
 def _simulator_sha() -> str:
     import hashlib
-    with open(os.path.join(HERE, "realistic.py"), "rb") as f:
-        return hashlib.sha1(f.read()).hexdigest()[:12]
+    from pathlib import Path       # the simulator: realistic.py and the two modules it imports
+    files = ("realistic.py", "realistic_structures.py", "realistic_motion.py")
+    return hashlib.sha1(b"".join(Path(HERE, f).read_bytes() for f in files)).hexdigest()[:12]
 
 
 def simulate_cell(spec, simdir) -> dict:
     """The cell's data set; one already in ``simdir`` is kept when it was made from the same
-    spec by the same realistic.py (the simulation is deterministic given both)."""
+    spec by the same simulator (realistic.py and its modules; deterministic given both)."""
     stamp, sha = os.path.join(simdir, "spec.json"), _simulator_sha()
     if os.path.exists(stamp) and os.path.exists(os.path.join(simdir, "ground_truth.npz")):
         with open(stamp) as f:
@@ -195,17 +148,9 @@ def train_cell(simdir, run, epochs, threads, timeout, extra=()) -> dict:
     wall = time.time() - t
     with open(run + ".log", errors="replace") as f:
         tail = f.read()[-2500:]
-    secs = []
-    for log_path in (os.path.join(run, "coarse", "log.jsonl"), os.path.join(run, "log.jsonl")):
-        if os.path.exists(log_path):
-            with open(log_path) as f:
-                for line in f:
-                    try:
-                        r = json.loads(line)
-                    except ValueError:
-                        continue
-                    if r.get("kind") == "epoch" and "seconds" in r:
-                        secs.append(float(r["seconds"]))
+    rd = RunDir(run)        # coarse to fine: the coarse stage's log, then the run's
+    secs = [float(r["seconds"]) for path in (rd.coarse.log, rd.log) for r in rd.read_log(path)
+            if r.get("kind") == "epoch" and "seconds" in r]
     return {"command": " ".join(cmd), "exit_code": code, "wall_s": wall, "epoch_seconds": secs,
             "output_tail": tail if code != 0 else tail[-600:], "omp_threads": threads or None}
 
@@ -311,16 +256,6 @@ def arrival_metrics(work) -> dict:
     return {k: out[k] for k in ("arrival_first", "arrival_middle", "arrival_far_end", "arrival_mean") if k in out}
 
 
-def verdict(cell) -> str:
-    t, m = cell.get("train") or {}, cell.get("metrics")
-    if t.get("exit_code") != 0 or not m:
-        return "FAIL"
-    ok = not m.get("collapse") and m.get("motion_probe", 0) >= THRESHOLDS["motion_probe"]
-    if "presence_kmeans" in m:
-        ok = ok and m["presence_kmeans"] >= THRESHOLDS["presence_kmeans"]
-    return "PASS" if ok else "FAIL"
-
-
 # ----------------------------------------------------------------------------- cryoDRGN
 
 def cryodrgn_cell(a, spec, simdir, work) -> dict:
@@ -338,57 +273,6 @@ def cryodrgn_cell(a, spec, simdir, work) -> dict:
     tr = train_cryodrgn(ns, simdir, os.path.join(work, "cryodrgn_run"), parsed)
     m = evaluate_cryodrgn(ns, simdir, os.path.join(work, "cryodrgn_run"), truth, os.path.join(work, "cryodrgn_work"))
     return {"train": tr, "metrics": m}
-
-
-# ----------------------------------------------------------------------------- report
-
-def _f(v, nd=3):
-    return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{nd}f}"
-
-
-def markdown(res) -> str:
-    rows = ["| cell | what changed | exit | health | motion PC1 | motion probe | presence 2-means | "
-            "presence probe | FSC AUC | arrival mean (far) | collapse | verdict | sim s | train s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, c in res["cells"].items():
-        m = c.get("metrics") or {}
-        t = c.get("train") or {}
-        col = "-" if not m else ("yes" if m.get("collapse") else "no")
-        rows.append(f"| {name} | {c['what']} | {t.get('exit_code', '-')} | {c.get('health', {}).get('status', '-')} | "
-                    f"{_f(m.get('motion_spearman_pc1'))} | {_f(m.get('motion_probe'))} | "
-                    f"{_f(m.get('presence_kmeans'))} | {_f(m.get('presence_probe'))} | {_f(m.get('fsc_auc_mean'))} | "
-                    f"{_f(m.get('arrival_mean'))} ({_f(m.get('arrival_far_end'))}) | {col} | {c.get('verdict', '-')} | {_f((c.get('simulation') or {}).get('seconds'), 0)} | "
-                    f"{_f(t.get('wall_s'), 0)} |")
-    notes = []
-    for name, c in res["cells"].items():
-        m = c.get("metrics") or {}
-        extra = [f"{k} {_f(m[k])}" for k in ("motion2_probe", "junk_probe") if k in m]
-        if m:
-            extra.insert(0, f"latent {m['zdim']} ({'split' if m['split'] else 'not split'})")
-        eng = c.get("engine") or {}
-        if eng.get("commit"):
-            extra.append(f"engine {eng['commit'][:8]}" + (f"+{eng['uncommitted_hash']}" if eng.get("dirty") else ""))
-        if c.get("errors"):
-            extra.append("errors: " + "; ".join(f"{k}: {v['error']}" for k, v in c["errors"].items()))
-        cd = c.get("cryodrgn")
-        if cd:
-            cm = cd.get("metrics") or {}
-            extra.append("cryoDRGN: " + (cd["error"] if "error" in cd else
-                                         f"motion PC1 {_f(cm.get('motion_spearman_full_z'))}, probe "
-                                         f"{_f(cm.get('motion_linear_probe_full_z'))}, presence 2-means "
-                                         f"{_f(cm.get('presence_kmeans_full_z'))}, FSC AUC {_f(cm.get('fsc_auc_mean'))}"))
-        if extra:
-            notes.append(f"- {name}: " + ", ".join(extra))
-    thr = (f"PASS: exit 0, no collapse, motion probe >= {THRESHOLDS['motion_probe']}, and presence 2-means >= "
-           f"{THRESHOLDS['presence_kmeans']} where the cell has composition. Metrics on non-junk particles.")
-    return "\n".join(rows + ["", thr] + ([""] + notes if notes else []))
-
-
-def save(res, path):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(res, f, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- main
