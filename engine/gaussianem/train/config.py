@@ -76,11 +76,12 @@ class TrainConfig:
                                                "band from the start)")
     lowpass_epochs: float | None = option(None, "epochs over which the loss band widens to Nyquist",
                                           default_text="10, or half of --epochs when that is less than 20")
-    centre_by: str = option("mass", "each particle's common translation (a pose error) is removed from the "
-                                    "displacements as their mass-weighted mean, or as their median: a small "
-                                    "domain turning on a large body keeps more of its motion (docs/validation.md, "
-                                    "\"Displaced models\"); core: the mean of the parts that move least (experimental); none: "
-                                    "kept (poses trusted)", choices=["mass", "median", "core", "none"])
+    centre_by: str = option("core", "each particle's common translation (a pose error) is removed from the "
+                                    "displacements: core, the mass-weighted mean of the parts that move least (a "
+                                    "domain moving against the rest keeps its motion); mass, of all (the default "
+                                    "before session 12: it drags the rest against a moving domain); median, per "
+                                    "axis; none: kept (poses trusted). docs/validation.md, \"The whole motion\"",
+                            choices=["core", "mass", "median", "none"])
     segments: int = option(0, "rigid segments of the Gaussians that the latent moves as wholes, under the "
                               "per-Gaussian displacements (0: none). Experimental: docs/validation.md, \"The whole "
                               "motion\"", metavar="K")
@@ -188,7 +189,7 @@ class TrainConfig:
 
 
 # what runs saved before a training setting existed did (a saved config without the key)
-BEFORE_RECORDED = {"distance_robust": 0.0, "segments": 0, "unsmear": 0}
+BEFORE_RECORDED = {"distance_robust": 0.0, "segments": 0, "unsmear": 0, "centre_by": "mass"}
 
 # what a resumed run may change (the rest is the run's own: gaussianem.train.resume checks)
 SESSION_FIELDS = ("epochs", "device", "num_workers", "threads", "checkpoint_minutes", "keep_checkpoints", "log_every")

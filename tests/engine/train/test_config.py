@@ -104,11 +104,12 @@ def test_model_config_defaults_agree_with_training_and_old_runs_load():
     for name in ("encoder_input", "gaussian_features", "width_change", "max_displacement", "window",
                  "centre_by"):
         assert getattr(m, name) == getattr(t, name), name
-    assert m.centre_displacements and m.centre_by == "mass"
+    assert m.centre_displacements and m.centre_by == "core"
     old = {"box": 64, "zdim": 10}                         # a checkpoint from before these settings
     o = ModelConfig.from_saved(old)
     assert {k: getattr(o, k) for k in BEFORE_RECORDED} == BEFORE_RECORDED
     assert ModelConfig.from_saved({**old, "centre_displacements": True}).centre_displacements
+    assert ModelConfig.from_saved(old).centre_by == "mass"         # what runs did before core became the default
     assert {f.name for f in fields(ModelConfig)} >= set(BEFORE_RECORDED)
 
 
