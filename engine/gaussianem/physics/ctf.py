@@ -112,16 +112,3 @@ def evaluate(freqs: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     if params.shape[1] > 8:
         ctf = ctf * p[:, 8]
     return ctf
-
-
-def compute_ctf(params: CTFParams, box: int, apix, idx=None, rfft: bool = True,
-                device=None) -> torch.Tensor:
-    """Convenience: CTF images (B, H, W) for particles ``idx`` of ``params``."""
-    t = params.as_tensor(idx, device=device)
-    if np.ndim(apix) == 0:
-        freqs = fourier_grid(box, apix, rfft=rfft, device=device)
-    else:
-        a = np.asarray(apix, dtype=np.float32)
-        a = a if idx is None else a[idx]
-        freqs = fourier_grid(box, torch.from_numpy(a), rfft=rfft, device=device)
-    return evaluate(freqs, t)

@@ -7,6 +7,13 @@ import torch
 from gaussianem.physics import ctf
 
 
+def ctf_images(params, box, apix, rfft=True):
+    """CTF images (B, H, W) of every particle in ``params`` on the training's Fourier grid
+    (what the renderer evaluates: ``ctf.evaluate`` on ``ctf.fourier_grid``)."""
+    a = torch.from_numpy(np.asarray(apix, dtype=np.float32)) if np.ndim(apix) else apix
+    return ctf.evaluate(ctf.fourier_grid(box, a, rfft=rfft), params.as_tensor())
+
+
 def reference_ctf(kx, ky, dfu, dfv, dfang_deg, kv, cs_mm, w, phase_deg, bfac=0.0):
     """Textbook form, written independently: -sqrt(1-w^2) sin(g) + w cos(g)."""
     volt = kv * 1e3
@@ -41,7 +48,7 @@ def test_ctf_matches_reference_formula(params):
     p = ctf.CTFParams.constant(1, defocus_u=params["dfu"], defocus_v=params["dfv"],
                                defocus_angle=params["ang"], voltage=params["kv"], cs=params["cs"],
                                amp_contrast=params["w"], phase_shift=params["ph"], bfactor=params["b"])
-    ours = ctf.compute_ctf(p, box, apix, rfft=False)[0].double().numpy()
+    ours = ctf_images(p, box, apix, rfft=False)[0].double().numpy()
     f = ctf.fourier_grid(box, apix, rfft=False).double().numpy()
     ref = reference_ctf(f[..., 0], f[..., 1], params["dfu"], params["dfv"], params["ang"], params["kv"],
                         params["cs"], params["w"], params["ph"], params["b"])
@@ -50,7 +57,7 @@ def test_ctf_matches_reference_formula(params):
 
 def test_ctf_at_zero_frequency_is_amplitude_contrast():
     p = ctf.CTFParams.constant(2, amp_contrast=0.1)
-    c = ctf.compute_ctf(p, 32, 1.0)
+    c = ctf_images(p, 32, 1.0)
     assert c[:, 0, 0].numpy() == pytest.approx([0.1, 0.1], abs=1e-6)
 
 
@@ -58,7 +65,7 @@ def test_first_zero_of_an_aberration_free_ctf():
     # Cs = 0, w = 0: ctf = sin(pi lambda df s^2), first zero at s^2 = 1 / (lambda df)
     df, apix, box = 20000.0, 1.0, 512
     p = ctf.CTFParams.constant(1, defocus_u=df, defocus_v=df, cs=0.0, amp_contrast=0.0)
-    c = ctf.compute_ctf(p, box, apix)[0, 0].numpy()          # along kx, ky = 0
+    c = ctf_images(p, box, apix)[0, 0].numpy()          # along kx, ky = 0
     kx = np.fft.rfftfreq(box) / apix
     first_zero = kx[np.flatnonzero(np.diff(np.sign(c[1:])) != 0)[0] + 1]
     expected = np.sqrt(1 / (electron_wavelength(300) * df))   # the CTF's own wavelength
@@ -72,18 +79,18 @@ def test_astigmatism_angle_convention():
     box, apix = 128, 1.0
     ast = ctf.CTFParams.constant(1, defocus_u=20000, defocus_v=10000, defocus_angle=0.0)
     iso = ctf.CTFParams.constant(1, defocus_u=20000, defocus_v=20000)
-    a = ctf.compute_ctf(ast, box, apix)[0, 0].numpy()           # ky = 0 row: along x
-    b = ctf.compute_ctf(iso, box, apix)[0, 0].numpy()
+    a = ctf_images(ast, box, apix)[0, 0].numpy()           # ky = 0 row: along x
+    b = ctf_images(iso, box, apix)[0, 0].numpy()
     assert np.allclose(a, b, atol=1e-5)
     rot = ctf.CTFParams.constant(1, defocus_u=20000, defocus_v=10000, defocus_angle=90.0)
-    c = ctf.compute_ctf(rot, box, apix, rfft=False)[0, :, 0].numpy()   # kx = 0 column: along y
-    d = ctf.compute_ctf(iso, box, apix, rfft=False)[0, :, 0].numpy()
+    c = ctf_images(rot, box, apix, rfft=False)[0, :, 0].numpy()   # kx = 0 column: along y
+    d = ctf_images(iso, box, apix, rfft=False)[0, :, 0].numpy()
     assert np.allclose(c, d, atol=1e-5)
 
 
 def test_per_particle_pixel_sizes():
     p = ctf.CTFParams.constant(2)
-    c = ctf.compute_ctf(p, 32, np.array([1.0, 2.0]))
-    single = ctf.compute_ctf(p.subset([1]), 32, 2.0)
+    c = ctf_images(p, 32, np.array([1.0, 2.0]))
+    single = ctf_images(p.subset([1]), 32, 2.0)
     assert torch.allclose(c[1], single[0], atol=1e-6)
     assert not torch.allclose(c[0], c[1])
