@@ -40,7 +40,7 @@ def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200
                sort: str = "images") -> dict:
     from realistic import Motion, RealisticSpec
     from gaussianem.analysis import evaluate as ev
-    from gaussianem.analysis.domain_fit import domains_by_images, fit_domains, model_domains, usable_particles
+    from gaussianem.analysis.domain_fit import checked_fit, domains_by_images, model_domains, usable_particles
     from gaussianem.analysis.domains import Domains
     from gaussianem.analysis.reference import model_latent
     from gaussianem.analysis.result import load_result
@@ -99,8 +99,8 @@ def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200
         true = motion.coords(float(level))
         moved = res.displace_model(fitted, z[None], interpolator=interp, reference=ref)
         chosen = path.select(res, z, particles, usable) if path is not None else None
-        fit = fit_domains(res, fitted, moved.coords, dom, z, interp, particles=particles, steps=steps, usable=usable,
-                          indices=chosen)
+        fit = checked_fit(res, fitted, moved.coords, dom, z, interp, particles=particles, steps=steps, usable=usable,
+                          indices=chosen)           # as generate --fit-domains: checked on held-out particles
         chosen = chosen if chosen is not None else nearest_particles(res, z, particles, usable)
 
         def rmsd(x, sel=moving):
