@@ -90,6 +90,11 @@ def test_bare_names_follow_relions_single_image_rule(tmp_path):
 
 # ---------------------------------------------------------------- 2. Warp's B-factor and scale
 
+def _ctf_images(params, box, apix):
+    """CTF images (B, H, W) as the renderer evaluates them (``evaluate`` on ``fourier_grid``)."""
+    return ctf_mod.evaluate(ctf_mod.fourier_grid(box, float(apix)), params.as_tensor()).double().numpy()
+
+
 def test_negative_bfactor_never_amplifies_and_scale_applies(tmp_path):
     d = str(tmp_path)
     _stack(os.path.join(d, "s.mrcs"), 4)
@@ -106,13 +111,13 @@ def test_negative_bfactor_never_amplifies_and_scale_applies(tmp_path):
     assert len(env) == 1, msgs                                # once per file
     assert path in env[0] and "3 of 4" in env[0] and "-507 to -13 A^2" in env[0] and "B = 0" in env[0]
     # the CTF: RELION's scale * -sin(chi) * exp(-B k^2 / 4), never above the scale factor
-    c = ctf_mod.compute_ctf(data.ctf, data.box, data.apix[0]).double().numpy()
+    c = _ctf_images(data.ctf, data.box, data.apix[0])
     assert np.all(np.abs(c) <= scale[:, None, None] + 1e-6)
     unscaled = ctf_mod.CTFParams(**{f: getattr(data.ctf, f) for f in
                                     ("defocus_u", "defocus_v", "defocus_angle", "voltage", "cs",
                                      "amp_contrast", "phase_shift", "bfactor")})
     np.testing.assert_array_equal(unscaled.scale, 1.0)
-    c1 = ctf_mod.compute_ctf(unscaled, data.box, data.apix[0]).double().numpy()
+    c1 = _ctf_images(unscaled, data.box, data.apix[0])
     np.testing.assert_allclose(c, c1 * scale[:, None, None], atol=1e-6)
     # an (B, 8) parameter tensor (no scale column) still evaluates, unscaled
     freqs = ctf_mod.fourier_grid(data.box, data.apix[0])

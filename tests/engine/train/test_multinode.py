@@ -120,7 +120,13 @@ def test_two_nodes_train_the_single_node_run(form, tiny_sim, single_node, tmp_pa
     procs = [_launch(opts, _train_args(tiny_sim, run, cache), tmp_path / f"node{r}")
              for r, opts in enumerate(launchers)]
     results = _wait_all(procs)
+    finished = any(e["event"] == "done" for _, out, _ in results for e in _events(out))
     for r, (rc, out, err) in enumerate(results):
+        if form == "c10d" and rc == 1 and finished and "RendezvousConnectionError" in err:
+            # torch elastic's teardown race (docs/cluster.md): the agent hosting the c10d
+            # store left after the run ended while this one still polled it; the run is
+            # complete (checked below), only this launcher's exit status says otherwise
+            continue
         assert rc == 0, f"node {r} ({form}) exited {rc}:\n{err[-3000:]}\n{out[-1000:]}"
 
     # rank 0 alone reports progress; with --node-rank (static) it is node 0's launcher
