@@ -159,7 +159,7 @@ def test_torchrun_job_stops_on_every_rank(slurm_up, tiny_sim, tmp_path, jobs):
     _release_when_requeued(job, run)
     _wait(lambda: len([r for r in RunDir(run).read_attempts() if r["kind"] == "start"]) == 2
           and RunDir(run).read_log()[-1]["time"] > RunDir(run).read_attempts()[-1]["time"], REQUEUED_START,
-          "the requeued job training again", run)
+          "the requeued job training again", run, job=job)
     starts = [r for r in RunDir(run).read_attempts() if r["kind"] == "start"]
     assert [(r["resumed"], r["processes"]) for r in starts] == [(False, 2), (True, 2)]
     gem("stop", run)
@@ -180,11 +180,17 @@ def _slurm(*args) -> str:
 REQUEUED_START = 300
 
 
-def _wait(condition, seconds: float, what: str, run=None):
+ENDED = ("FAILED", "COMPLETED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
+
+
+def _wait(condition, seconds: float, what: str, run=None, job: str | None = None):
+    """Wait until ``condition()``; fail after ``seconds``, or at once when ``job`` has ended."""
     deadline = time.monotonic() + seconds
     while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {seconds} s" + (
-            f"\n{gem('status', run).stdout}" if run else "")
+        ended = job is not None and _state(job) in ENDED
+        assert time.monotonic() < deadline and not ended, (
+            f"{what}: " + (f"job {job} ended ({_state(job)})" if ended else f"not within {seconds} s")
+            + (f"\n{gem('status', run).stdout}" if run else ""))
         time.sleep(0.5)
 
 
