@@ -196,11 +196,7 @@ def _centre_displacements(result: Result, interpolator, reference=None, states: 
     consensus)."""
     zs = result.require_z()
     centres = kmeans(zs, min(int(states), len(zs)), seed=seed).centres
-    with torch.no_grad():
-        disp = interpolator(result.decode(centres)["displacement"]).double().numpy()
-        if reference is not None:
-            disp = disp - interpolator(result.decode(np.asarray(reference)[None])["displacement"]).double().numpy()
-    return centres, disp
+    return centres, result.atom_displacements(interpolator, centres, reference)
 
 
 def model_domains(result: Result, model, interpolator, reference=None, states: int = SEGMENT_STATES,

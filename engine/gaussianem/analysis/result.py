@@ -354,11 +354,20 @@ class Result:
         m = model if isinstance(model, AtomicModel) else read_model(model)
         interp = interpolator or self.interpolator(m.coords, name=m.path or "the atomic model", bonds=bond_pairs(m),
                                                    reference=reference)
-        disp = interp(self.decode(z)["displacement"]).numpy()
-        if reference is not None and interp.offset is None:
-            disp = disp - interp(self.decode(reference)["displacement"]).numpy()
+        disp = self.atom_displacements(interp, z, reference)
         models = [m.with_coords(interp.keep_bonds(m.coords + d)) for d in disp]
         return models[0] if len(models) == 1 else models
+
+    @torch.no_grad()
+    def atom_displacements(self, interpolator, z, reference=None) -> np.ndarray:
+        """(B, M, 3) float64 displacements of ``interpolator``'s atoms at latents ``z``,
+        relative to ``reference``: an interpolator built with it (its ``offset``) gives
+        them so already; one built on the consensus Gaussians has the reference's own
+        displacement taken off."""
+        disp = interpolator(self.decode(z)["displacement"]).double().numpy()
+        if reference is not None and interpolator.offset is None:
+            disp = disp - interpolator(self.decode(reference)["displacement"]).double().numpy()
+        return disp
 
     def default_model_path(self) -> str | None:
         p = self.config.get("train", {}).get("model")
