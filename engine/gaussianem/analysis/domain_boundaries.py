@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gaussianem.analysis.domains import Domains, kabsch
+from gaussianem.analysis.domains import Domains
+from gaussianem.model.rigid_groups import kabsch
 from gaussianem.analysis.result import Result
 from gaussianem.analysis.state_particles import StateParticles
 

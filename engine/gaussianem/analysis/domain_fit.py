@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from gaussianem.analysis.clusters import kmeans
-from gaussianem.analysis.domains import Domains, kabsch, segment
+from gaussianem.analysis.domains import Domains, segment
+from gaussianem.model.rigid_groups import kabsch
 from gaussianem.analysis.domain_boundaries import Boundaries, refine_boundaries
 from gaussianem.analysis.image_path import ImagePath, image_path
 from gaussianem.analysis.result import Result

@@ -36,6 +36,7 @@ import numpy as np
 
 from gaussianem.errors import InputError
 from gaussianem.io.models import AtomicModel
+from gaussianem.model.rigid_groups import relabel as _relabel, residuals as _residuals
 
 MAX_DOMAINS = 4
 MIN_SEGMENT = 10            # residues: shorter runs join a neighbouring domain
@@ -68,15 +69,6 @@ class Domains:
                 "residual_A2": [round(float(r), 4) for r in self.residual], "motion_A2": round(float(self.motion), 4)}
 
 
-def kabsch(p: np.ndarray, q: np.ndarray):
-    """(R, centre of p, centre of q): the rotation taking points ``p`` onto ``q`` (n, 3)
-    about their centres, least squares."""
-    pc, qc = p.mean(0), q.mean(0)
-    u, _, vt = np.linalg.svd((p - pc).T @ (q - qc))
-    d = np.sign(np.linalg.det(vt.T @ u.T)) or 1.0
-    return vt.T @ np.diag([1.0, 1.0, d]) @ u.T, pc, qc
-
-
 def residue_displacements(model: AtomicModel, displacements: np.ndarray) -> np.ndarray:
     """(S, R, 3) mean displacement of each residue's atoms, from atoms' (S, M, 3)."""
     d = np.asarray(displacements, dtype=np.float64)
@@ -87,21 +79,6 @@ def residue_displacements(model: AtomicModel, displacements: np.ndarray) -> np.n
     cnt = np.maximum(np.bincount(model.res_index, minlength=r), 1)
     return np.stack([np.stack([np.bincount(model.res_index, s[:, a], minlength=r) for a in range(3)], 1)
                      for s in d]) / cnt[None, :, None]
-
-
-def _residuals(centres: np.ndarray, disp: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """(R, k) squared error of each residue's displacements over the states under each
-    domain's per-state rigid motion."""
-    err = np.zeros((len(centres), k))
-    for j in range(k):
-        sel = labels == j
-        if sel.sum() < 3:
-            err[:, j] = np.inf
-            continue
-        for s in disp:
-            r, pc, qc = kabsch(centres[sel], centres[sel] + s[sel])
-            err[:, j] += (((centres - pc) @ r.T + qc - centres - s) ** 2).sum(-1)
-    return err
 
 
 def _runs(labels: np.ndarray):
@@ -141,13 +118,6 @@ def _assign(centres, disp, labels, k, chains=None, min_segment=0, iterations=30)
             break
         labels = new
     return labels
-
-
-def _relabel(labels: np.ndarray) -> np.ndarray:
-    """Labels 0..n-1 in order of first appearance (empty domains dropped)."""
-    _, first, inv = np.unique(labels, return_index=True, return_inverse=True)
-    order = np.argsort(np.argsort(first))
-    return order[inv]
 
 
 def _absorb_small(centres, disp, labels: np.ndarray, min_domain: int) -> np.ndarray:

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from scipy.linalg import expm, logm
 
-from gaussianem.analysis.domains import Domains, kabsch
+from gaussianem.analysis.domains import Domains
+from gaussianem.model.rigid_groups import kabsch
 from gaussianem.analysis.result import Result
 from gaussianem.analysis.state_particles import StateParticles, nearest_particles
 

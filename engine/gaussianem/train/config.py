@@ -89,6 +89,10 @@ class TrainConfig:
                              "decoded states average to the consensus: the consensus of a flexible sample is their "
                              "smear, not a state (0: never). Experimental: with the default loss it lost the motion "
                              "on a hinge (docs/validation.md, \"The whole motion\")", metavar="N")
+    cut_graph: int = option(0, "times in training (evenly spaced) the decoder's rigid domains are found and the "
+                               "neighbour-distance term stops holding the edges between them, so a turning "
+                               "domain's interface may stretch (0: never). docs/validation.md, \"The whole "
+                               "motion\"", metavar="N")
     width_change: bool = option(False, "let the conformational decoder also change Gaussian widths (off by "
                                        "default: width changes can stand in for compositional change)")
     gaussian_features: bool = option(True, "the encoder also reads, per Gaussian, the residual's correlation "
@@ -157,6 +161,9 @@ class TrainConfig:
         if self.distance_robust is None or self.distance_robust < 0:
             raise TrainingError(f"--distance-robust must be a length in Angstrom (> 0) or 0 for the squared "
                                 f"penalty, got {self.distance_robust}")
+        for name in ("cut_graph", "unsmear", "segments"):
+            if getattr(self, name) is None or getattr(self, name) < 0:
+                raise TrainingError(f"--{name.replace('_', '-')} must be a count (0 for none), got {getattr(self, name)}")
         if self.encoder_input not in ("residual", "image", "both"):
             raise TrainingError(f"unknown encoder input {self.encoder_input!r}: expected residual, image or both")
         if self.lowpass_start is not None and self.lowpass_start < 0:
@@ -189,7 +196,7 @@ class TrainConfig:
 
 
 # what runs saved before a training setting existed did (a saved config without the key)
-BEFORE_RECORDED = {"distance_robust": 0.0, "segments": 0, "unsmear": 0, "centre_by": "mass"}
+BEFORE_RECORDED = {"distance_robust": 0.0, "segments": 0, "unsmear": 0, "centre_by": "mass", "cut_graph": 0}
 
 # what a resumed run may change (the rest is the run's own: gaussianem.train.resume checks)
 SESSION_FIELDS = ("epochs", "device", "num_workers", "threads", "checkpoint_minutes", "keep_checkpoints", "log_every")

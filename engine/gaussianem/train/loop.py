@@ -36,7 +36,7 @@ from gaussianem.model.gaussians import GaussianSet
 from gaussianem.model.networks import HeterogeneityModel, ModelConfig
 from gaussianem.physics.grid import Grid
 from gaussianem.progress import Progress
-from gaussianem.train import arrival, health, rebase, signals, stages
+from gaussianem.train import arrival, graph_cut, health, rebase, signals, stages
 from gaussianem.train.checkpoints import Checkpoints, EpochProgress, restore_state, training_state
 from gaussianem.train.config import TrainConfig, resumed
 from gaussianem.train.distributed import (EpochBatches, encode_all, init_distributed, process_device,
@@ -156,6 +156,7 @@ class Trainer:
         self.loader.worker_init_fn = signals.ignore_in_worker
         self.start_epoch, self.start_step, self.in_epoch = cfg.first_epoch, 0, None
         self.image_std, self.scales, self.history, self.recoveries = None, None, [], []
+        self.graph_labels = None               # --cut-graph: the rigid domains the graph is cut at
         if cfg.init_from and not self.resume:
             load_networks(self.model, cfg.init_from, self.device)
             self.progress.message(f"networks initialised from {cfg.init_from}")
@@ -172,7 +173,7 @@ class Trainer:
             self.progress.message(f"note: the image loss stays low-pass filtered for all {cfg.epochs} epochs "
                                   f"(it reaches Nyquist after --lowpass-epochs {cfg.lowpass_epochs:g}); train "
                                   "longer or lower it")
-        self.graph = NeighbourGraph.build(base, cfg.radius, self.device)
+        self.graph = NeighbourGraph.build(base, cfg.radius, self.device).cut(self.graph_labels)
         self.ddp_model = self.model
         if dd.world > 1:
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(
@@ -189,6 +190,7 @@ class Trainer:
         self.mcfg.centre_displacements, self.mcfg.centre_by = saved.centre_displacements, saved.centre_by
         self.scales = intensity.IntensityScale.from_dict(ck.get("intensity"), len(self.data))
         self.history, self.recoveries = ck.get("health_history", []), ck.get("recoveries", [])
+        self.graph_labels = ck.get("graph_labels")
         self.progress.message(f"resuming at epoch {self.start_epoch + 1}, step {self.start_step}")
 
     def _measure_intensity(self) -> None:
@@ -215,7 +217,8 @@ class Trainer:
             return self.ckpt.save(None)
         st = training_state(self.model, self.opt, self.scaler, self.device, epoch=epoch, step=step,
                             image_std=self.image_std, model_config=self.mcfg.as_dict(), intensity=self.scales.as_dict(),
-                            health_history=self.history, recoveries=self.recoveries, in_epoch=in_epoch)
+                            health_history=self.history, recoveries=self.recoveries, in_epoch=in_epoch,
+                            graph_labels=self.graph_labels)
         self.ckpt.save(st, epoch if epoch_done else None)
         if in_epoch is not None:
             self.run_dir.append_log({"kind": "checkpoint", "epoch": epoch + 1, "step": step,
@@ -349,6 +352,7 @@ class Trainer:
     def _end_epoch(self, epoch: int, summary: dict, t0: float, acc: EpochProgress) -> None:
         self.history.append({"epoch": epoch + 1, **summary})
         rebase.after_epoch(self, epoch + 1)        # --unsmear: the base sharpened by the decoded motion
+        graph_cut.after_epoch(self, epoch + 1)     # --cut-graph: the distance term let go between domains
         self.good = self._snapshot()
         dt = time.time() - t0
         rec = {"kind": "epoch", "epoch": epoch + 1, **{k: float(v) / max(acc.steps, 1) for k, v in acc.sums.items()},

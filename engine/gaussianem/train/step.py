@@ -33,12 +33,29 @@ class NeighbourGraph:
     min_dist: torch.Tensor       # (E,) Angstrom
     edge_scale: float            # Angstrom
     radius: float                # Angstrom
+    rigid: torch.Tensor | None = None   # the edges within one rigid domain (train.graph_cut), None: all
 
     @classmethod
     def build(cls, base: GaussianSet, radius: float | None, device) -> "NeighbourGraph":
         edges, radius = losses.radius_graph(base.centres.to(device), radius)
         d0 = (base.centres[edges[:, 0].cpu()] - base.centres[edges[:, 1].cpu()]).norm(dim=1)
         return cls(edges, (0.5 * d0).to(device), float(d0.median()), float(radius))
+
+    @property
+    def strained(self) -> torch.Tensor:
+        """The edges whose length and displacement difference are held (the distance and
+        alignment terms): all, or those within one rigid domain once the graph is cut."""
+        return self.edges if self.rigid is None else self.rigid
+
+    def cut(self, labels) -> "NeighbourGraph":
+        """The same graph whose distance and alignment terms no longer hold the edges
+        between Gaussians of different ``labels`` (N,) (None: the whole graph again); the
+        embedding and spacing terms keep every edge (domains must not overlap)."""
+        if labels is None:
+            return NeighbourGraph(self.edges, self.min_dist, self.edge_scale, self.radius)
+        lab = torch.as_tensor(labels, device=self.edges.device)
+        keep = lab[self.edges[:, 0]] == lab[self.edges[:, 1]]
+        return NeighbourGraph(self.edges, self.min_dist, self.edge_scale, self.radius, self.edges[keep])
 
 
 @dataclass
@@ -102,9 +119,9 @@ def compute_losses(model, batch: Batch, graph: NeighbourGraph, schedule: Schedul
         "image": losses.image_loss(pred, target, schedule.loss),
         "kl": losses.kl_divergence(mu.float(), logvar.float()),
         # structure terms in units of the typical edge length (dimensionless)
-        "distance": losses.distance_loss(core.centres, out["centres"], edges,
+        "distance": losses.distance_loss(core.centres, out["centres"], graph.strained,
                                          schedule.distance_robust) / scale2,
-        "alignment": losses.alignment_loss(out["displacement"], edges) / scale2,
+        "alignment": losses.alignment_loss(out["displacement"], graph.strained) / scale2,
         "embedding": losses.embedding_loss(out["embedding"].float(), edges),
         "spacing": losses.spacing_loss(out["centres"], edges, graph.min_dist),
         "amplitude": losses.amplitude_loss(out["amp_factor"], mass),

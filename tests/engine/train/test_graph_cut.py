@@ -1,0 +1,57 @@
+"""``--cut-graph N``: training finds the decoder's rigid domains and its distance term lets go
+of the edges between them (``train.graph_cut``); the cut is logged and survives a resume."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from gaussianem.errors import TrainingError
+from gaussianem.progress import Progress
+from gaussianem.train import graph_cut
+from gaussianem.train.config import TrainConfig
+from gaussianem.train.loop import Trainer, train
+
+
+def _cfg(sim, out, **kw):
+    base = dict(particles=str(sim / "particles.star"), consensus=str(sim / "consensus.mrc"), outdir=str(out),
+                epochs=2, batch_size=32, zdim_conf=2, zdim_comp=1, fit_steps=40, device="cpu", seed=3,
+                lowpass_start=None, cut_graph=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_the_cut_is_logged_kept_in_the_checkpoint_and_restored_on_resume(tiny_sim, tmp_path, monkeypatch):
+    halves = {}
+
+    def by_x(centres, states, edges, seed=0):      # the decoder's domains, made known: two halves in x
+        halves["labels"] = (centres[:, 0] > np.median(centres[:, 0])).astype(int)
+        return {"labels": halves["labels"], "motion_rms": 1.0, "domains": 2, "sizes": [1, 1]}
+
+    monkeypatch.setattr(graph_cut, "find_domains", by_x)
+    out = tmp_path / "run"
+    train(_cfg(tiny_sim, out))                       # one pass, after epoch 1 of 2
+    log = [json.loads(line) for line in open(out / "log.jsonl")]
+    cuts = [r for r in log if r["kind"] == "graph_cut"]
+    assert [r["epoch"] for r in cuts] == [1] and 0 < cuts[0]["edges_held"] < cuts[0]["edges"]
+    import torch
+    ck = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert np.array_equal(ck["graph_labels"], halves["labels"])
+    resumed = Trainer(_cfg(tiny_sim, out, epochs=3), Progress("none"), resume=True)
+    e = resumed.graph.strained.numpy()
+    assert len(e) == cuts[0]["edges_held"]
+    assert (halves["labels"][e[:, 0]] == halves["labels"][e[:, 1]]).all()
+
+
+def test_a_pass_is_logged_whether_it_cuts_or_not(tiny_sim, tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(tiny_sim, out, epochs=2))
+    cuts = [json.loads(line) for line in open(out / "log.jsonl") if '"graph_cut"' in line]
+    assert len(cuts) == 1 and "motion_rms" in cuts[0]
+    assert (cuts[0]["edges_held"] == cuts[0]["edges"]) == (cuts[0]["domains"] == 1)
+
+
+def test_a_negative_count_is_refused(tiny_sim, tmp_path):
+    with pytest.raises(TrainingError, match="--cut-graph"):
+        _cfg(tiny_sim, tmp_path / "x", cut_graph=-1)
