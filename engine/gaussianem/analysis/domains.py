@@ -8,15 +8,18 @@ module finds the parts, in the spirit of DynDom (Hayward & Berendsen 1998):
 
 1. every residue's displacement (mean of its atoms') at ``S`` states, e.g. the k-means
    centres of the particles' latents, relative to the state the model stands for;
-2. for ``K`` domains, residues are first grouped by k-means on their displacements over
-   all states, then each group gets, per state, the rigid motion (Kabsch) that best
-   explains its residues' displacements, and each residue moves to the group whose rigid
+2. for ``K`` domains, residues are first grouped several ways (k-means on their
+   displacements over all states with two seeds, and each of the ``K - 1`` domains found
+   so far split in two; :func:`gaussianem.model.rigid_groups.candidates`: with one
+   k-means start, a small moving part beside a large one was merged with the core), then
+   each group gets, per state, the rigid motion (Kabsch) that best explains its residues'
+   displacements, and each residue moves to the group whose rigid
    motions explain it best, until nothing changes (a residue near a hinge axis hardly moves,
    so k-means on displacements alone puts it on the wrong side; its fit to the rotation
    does not);
 3. the same again with every run of fewer than ``min_segment`` consecutive residues of a
    chain given to the neighbouring run that explains it best (domains are made of
-   sequence segments, as DynDom smooths them);
+   sequence segments, as DynDom smooths them), and the start that leaves the least is kept;
 4. ``K`` grows from 1 while one more domain leaves under ``accept`` (0.6) of the
    residual of ``K``; a domain of fewer than ``min_domain`` residues may be split off on the
    way (a small loose part, such as the demo protein's 18-residue chain moved in place of
@@ -25,7 +28,9 @@ module finds the parts, in the spirit of DynDom (Hayward & Berendsen 1998):
 
 On the robustness matrix's hinge (1a28, 30 degrees, SNR 0.1) this puts 99.6% of the
 residues on the right side (k-means on one state's displacements: 92.8%); on its
-normal-mode cell it finds the two chains, which the mode moves against each other.
+normal-mode cell it finds the two chains, which the mode moves against each other; where
+two domains move at once (two_hinges) the core, chain A's moving third (667 of its 675
+moving atoms) and chain B.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import numpy as np
 
 from gaussianem.errors import InputError
 from gaussianem.io.models import AtomicModel
-from gaussianem.model.rigid_groups import relabel as _relabel, residuals as _residuals
+from gaussianem.model.rigid_groups import candidates, relabel as _relabel, residuals as _residuals
 
 MAX_DOMAINS = 4
 MIN_SEGMENT = 10            # residues: shorter runs join a neighbouring domain
@@ -140,7 +145,6 @@ def segment(model: AtomicModel, displacements: np.ndarray, max_domains: int = MA
             seed: int = 0) -> Domains:
     """Rigid domains of ``model`` from its atoms' displacements (S, M, 3) at S states (see
     the module docstring)."""
-    from scipy.cluster.vq import kmeans2
     if max_domains < 1:
         raise InputError(f"max_domains must be at least 1, got {max_domains}")
     disp = residue_displacements(model, displacements)
@@ -156,16 +160,22 @@ def segment(model: AtomicModel, displacements: np.ndarray, max_domains: int = MA
     for k in range(2, int(max_domains) + 1):
         if n < k * 3 or best_residual <= 1e-4 * motion:
             break                              # (the last: nothing left for another domain to explain)
-        _, lab = kmeans2(feat, k, minit="++", seed=seed)
-        lab = _assign(centres, disp, _relabel(lab), k)
-        lab = _relabel(_assign(centres, disp, lab, k, chains.astype(str), min_segment))
-        k_found = int(lab.max()) + 1
-        err = _residuals(centres, disp, lab, k_found)
-        now = float(err[np.arange(n), lab].mean() / len(disp))
-        residual.append(now)
-        if k_found < k or not now < accept * best_residual:
+        found, now = None, np.inf
+        for start in candidates(feat, best, k, seed):       # the best of several starts
+            lab = _assign(centres, disp, _relabel(start), k)
+            lab = _relabel(_assign(centres, disp, lab, k, chains.astype(str), min_segment))
+            if int(lab.max()) + 1 < k:
+                continue
+            err = _residuals(centres, disp, lab, k)
+            r = float(err[np.arange(n), lab].mean() / len(disp))
+            if r < now:
+                found, now = lab, r
+        if found is None:
             break
-        best, best_residual = lab, now
+        residual.append(now)
+        if not now < accept * best_residual:
+            break
+        best, best_residual = found, now
     # a part under min_domain residues may be split off while the search goes on (a loose
     # part explains its own motion, and the parts that matter are then split next); in the
     # end it goes back to the domains that explain its residues best

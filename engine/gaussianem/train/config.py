@@ -91,8 +91,9 @@ class TrainConfig:
                              "on a hinge (docs/validation.md, \"The whole motion\")", metavar="N")
     cut_graph: int = option(0, "times in training (evenly spaced) the decoder's rigid domains are found and the "
                                "neighbour-distance term stops holding the edges between them, so a turning "
-                               "domain's interface may stretch (0: never). docs/validation.md, \"The whole "
-                               "motion\"", metavar="N")
+                               "domain's interface may stretch (0: never). 3 carried twice as much of a hinge and "
+                               "more of two domains moving at once at SNR 0.1, but cost motion at SNR 0.03: "
+                               "docs/validation.md, \"The whole motion, session 13\"", metavar="N")
     width_change: bool = option(False, "let the conformational decoder also change Gaussian widths (off by "
                                        "default: width changes can stand in for compositional change)")
     gaussian_features: bool = option(True, "the encoder also reads, per Gaussian, the residual's correlation "

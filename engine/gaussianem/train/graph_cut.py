@@ -12,13 +12,18 @@ So ``N`` times in a stage, at evenly spaced epoch ends (:func:`gaussianem.train.
 training asks the decoder where its rigid domains are: ``PARTICLES`` particles are
 encoded, their latents grouped into ``STATES`` (k-means), each group's mean latent decoded,
 and the Gaussians split into groups that move rigidly across those states
-(:func:`gaussianem.model.rigid_groups.segment_points`, neighbours' errors counted, each
+(:func:`gaussianem.model.rigid_groups.segment_points`: neighbours' errors counted, each
 group at least 5% of the Gaussians, one more group only where it leaves under 0.7 of the
-residual). The distance and alignment terms then hold only the edges within a domain
-(:meth:`gaussianem.train.step.NeighbourGraph.cut`); each pass replaces the last. Where the
-decoded motion is still too small to tell domains apart (under ``MIN_MOTION`` RMS) or no
-split is accepted, the graph stays whole. The labels travel in the checkpoint, so a
-resumed run keeps its cut.
+residual and the groups' motions stand out from what is left within them, so that the
+pieces of a smooth normal mode are not taken for domains). The distance and alignment
+terms then hold only the edges within a domain
+(:meth:`gaussianem.train.step.NeighbourGraph.cut`). A later pass adds its boundaries to
+those found before (the decoder's domains appear one by one: on a hinge with an absent
+subunit, first the subunit, the hinge's own domain from about three quarters of the
+training). Where the decoded motion is still too small to tell domains apart (under
+``MIN_MOTION`` RMS) or no split is accepted, the graph stays as it was. The labels travel
+in the checkpoint, so a resumed run keeps its cut. Training's default is three passes;
+docs/validation.md, "The whole motion, session 13", has what they bring and cost.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 import torch
 
 from gaussianem.model.encoding import encode_particles
-from gaussianem.model.rigid_groups import segment_points
+from gaussianem.model.rigid_groups import relabel, segment_points
 from gaussianem.train.rebase import due
 
 PARTICLES = 512      # particles encoded to find the states
@@ -89,16 +94,22 @@ def after_epoch(trainer, done: int) -> None:
     states = decoded_states(m, trainer.images, trainer.phys, trainer.image_std, cfg.seed + done)
     g = trainer.graph
     found = find_domains(m.centres.detach().cpu().double().numpy(), states, g.edges.cpu().numpy(), cfg.seed)
-    cut(trainer, found["labels"])
+    labels = found["labels"]
+    if labels is not None and trainer.graph_labels is not None:      # every boundary found so far
+        labels = relabel(trainer.graph_labels * (int(labels.max()) + 1) + labels)
+    elif labels is None:
+        labels = trainer.graph_labels
+    cut(trainer, labels)
     held, total = len(trainer.graph.strained), len(g.edges)
     report = {k: v for k, v in found.items() if k != "labels"}
     if trainer.dd.main:
         trainer.run_dir.append_log({"kind": "graph_cut", "epoch": done, "edges_held": held, "edges": total, **report})
     if found["labels"] is None:
-        trainer.progress.message(f"neighbour graph kept whole after epoch {done}: "
+        now = "kept whole" if trainer.graph_labels is None else f"as it was ({total - held} of {total} edges not held)"
+        trainer.progress.message(f"no new domain boundary after epoch {done}: "
                                  f"{found.get('reason', 'no rigid domains told apart')} "
-                                 f"({found['motion_rms']:.2f} A RMS decoded)")
+                                 f"({found['motion_rms']:.2f} A RMS decoded); the neighbour graph stays {now}")
     else:
         trainer.progress.message(f"neighbour graph cut after epoch {done} at the boundaries of {found['domains']} "
-                                 f"rigid domains ({'/'.join(map(str, found['sizes']))} Gaussians): "
-                                 f"{total - held} of {total} edges no longer held")
+                                 f"rigid domains ({'/'.join(map(str, found['sizes']))} Gaussians): with those "
+                                 f"found before, {total - held} of {total} edges no longer held")

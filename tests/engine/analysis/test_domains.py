@@ -75,6 +75,26 @@ def test_a_small_loose_part_does_not_stop_the_hinge_from_being_found():
     a = ~chain_b
     assert _agreement(dom.atom_labels[a], mask[a]) >= 0.95
 
+def test_two_parts_moving_at_once_are_both_found():
+    """Chain A's C-terminal third and, on the same states, a stretch of its core turning
+    about another axis: three domains, each part on its own (issue 33; the case where one
+    k-means start merged the smaller part with the core is tests/engine/model/test_rigid_groups.py's)."""
+    model = build_test_model()
+    disp, mask = _hinge_states(model, noise=0.05)
+    res = model.res_index
+    chain_a = model.chain_ids == model.chains()[0]
+    first = res[chain_a].min()
+    second = chain_a & ~mask & (res >= first + 5) & (res < first + 45)
+    c = model.coords[second].mean(0)
+    for s, angle in enumerate((-12, -8, -4, 4, 8, 12)):
+        turned = (model.coords[second] - c) @ axis_rotation([1, 1, 0], angle).T + c + [0.1 * angle, 0, 0]
+        disp[s, second] = turned - model.coords[second]
+    dom = segment(model, disp)
+    assert dom.n == 3
+    for part in (mask, second):
+        assert _agreement(dom.atom_labels, part) >= 0.93
+
+
 def test_one_rigid_motion_is_one_domain():
     model = build_test_model()
     c = model.coords.mean(0)

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from gaussianem.model.losses import radius_graph
-from gaussianem.model.rigid_groups import kabsch, segment_points
+from gaussianem.model.rigid_groups import kabsch, segment_points, separation
 from gaussianem.sim.geometry import rotation_matrix
 from gaussianem.train.graph_cut import find_domains
 from gaussianem.train.step import NeighbourGraph
@@ -19,7 +19,7 @@ def _two_lobes(seed=0, n=400):
     return pts, pts[:, 0] > 8.0
 
 
-def _hinge(pts, lobe, angles, scale=1.0, noise=0.1, seed=0):
+def _hinge(pts, lobe, angles, scale=1.0, noise=0.05, seed=0):
     """(S, N, 3) displacements: the lobe turned about the y axis through (8, 0, 0)."""
     rng = np.random.default_rng(seed)
     pivot = np.array([8.0, 0, 0])
@@ -63,7 +63,25 @@ def test_one_rigid_motion_or_a_smooth_bend_is_one_group():
     rng = np.random.default_rng(3)
     noise = rng.normal(scale=0.3, size=(4,) + pts.shape)
     labels, _ = segment_points(pts, noise, _edges(pts))
-    assert labels.max() == 0                  # noise is no domain: no split leaves under 0.6
+    assert labels.max() == 0                  # noise is no domain: no split explains much more
+
+
+def test_pieces_of_a_smooth_bend_separate_less_clearly_than_a_turning_domain():
+    """A parabolic bend cut in two: the halves explain more of it, but their motions stand
+    out less from what is left within them than a hinge's lobe does; a count is accepted
+    only where they stand out enough (``separate``)."""
+    pts, lobe = _two_lobes()
+    edges = _edges(pts)
+    bend = np.stack([np.c_[np.zeros(len(pts)), np.zeros(len(pts)), a * (pts[:, 0] / 20.0) ** 2]
+                     for a in (-3, -1, 1, 3)])
+    bend -= bend.mean(0)
+    hinge = _hinge(pts, lobe, (-15, -5, 5, 15), scale=0.2)
+    halves = (pts[:, 0] > 0).astype(int)
+    assert separation(pts, hinge, lobe.astype(int), edges) > 1.5 * separation(pts, bend, halves, edges)
+    labels, residual = segment_points(pts, bend, edges, separate=5.0)
+    assert residual[1] < 0.7 * residual[0] and labels.max() == 0      # explains more, refused
+    labels, _ = segment_points(pts, hinge, edges, separate=5.0)
+    assert labels.max() == 1
 
 
 def test_find_domains_cuts_only_where_a_motion_was_decoded():
@@ -89,3 +107,25 @@ def test_the_cut_graph_lets_go_of_the_edges_between_domains_only_in_the_strain_t
     assert crossing > 0 and len(e) == len(g.edges) - crossing
     assert c.edges is g.edges and c.edge_scale == g.edge_scale      # spacing, embedding, units unchanged
     assert c.cut(None).strained is c.edges
+
+
+def test_a_small_motion_beside_a_large_one_is_its_own_group():
+    """Two lobes turning at once, one three times as far as the other (two_hinges: chain B
+    and chain A's third): k-means on the displacements alone splits the large motion's
+    lobe by amplitude; splitting each group found so far is among the starts, so the
+    small motion's lobe is found as well."""
+    rng = np.random.default_rng(0)
+    pts = rng.uniform([-30, -10, -10], [30, 10, 10], size=(600, 3))
+    left, right = pts[:, 0] < -10, pts[:, 0] > 10
+    d = []
+    for a in (-15, -10, -5, 5, 10, 15):
+        x = np.zeros_like(pts)
+        for lobe, pivot, scale in ((left, [-10.0, 0, 0], 0.3), (right, [10.0, 0, 0], 1.0)):
+            r = rotation_matrix([0, 1, 0] if scale == 1.0 else [0, 0, 1], scale * a)
+            x[lobe] = (pts[lobe] - pivot) @ r.T + pivot - pts[lobe]
+        d.append(x + rng.normal(scale=0.05, size=pts.shape))
+    d = np.stack(d)
+    labels, _ = segment_points(pts, d - d.mean(0), _edges(pts))
+    assert labels.max() == 2
+    for lobe in (left, right, ~left & ~right):
+        assert max(((labels == k) == lobe).mean() for k in range(3)) >= 0.95
