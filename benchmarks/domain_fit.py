@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200, steps: int = 80,
-               sort: str = "images") -> dict:
+               sort: str = "images", fitted_at: float = 0.0) -> dict:
     from realistic import Motion, RealisticSpec
     from gaussianem.analysis import evaluate as ev
     from gaussianem.analysis.domain_fit import checked_fit, domains_by_images, model_domains, usable_particles
@@ -52,14 +52,14 @@ def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200
     motion = Motion(model, spec)
     res = load_result(run)
     truth = ev.load_truth(f"{cell}/sim")
-    fitted = model.with_coords(motion.coords(0.0))
+    fitted = model.with_coords(motion.coords(fitted_at))
     pairs = bond_pairs(fitted)
     if spec.motion == "hinge":
         moving = motion.mask
     elif spec.motion == "two_hinges":
         moving = motion.mask | motion.mask2
     else:
-        far = np.linalg.norm(motion.coords(1.0) - fitted.coords, axis=1)
+        far = np.linalg.norm(motion.coords(1.0) - motion.coords(0.0), axis=1)
         moving = far > np.median(far)
     ref = model_latent(res, fitted).z
     interp = res.interpolator(fitted.coords, name="the fitted model", bonds=pairs, reference=ref)
@@ -116,7 +116,8 @@ def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200
                      "fit": fit.summary()})
         print(json.dumps(rows[-1]), flush=True)
     mean = {k: round(float(np.mean([r["moving_rmsd"][k] for r in rows])), 3) for k in rows[0]["moving_rmsd"]}
-    return {"cell": cell, "run": run, "motion": spec.motion, "domains": domains, "found": dom.summary(),
+    return {"cell": cell, "run": run, "motion": spec.motion, "fitted_at": fitted_at, "domains": domains,
+            "found": dom.summary(),
             "segmentation_agreement": round(agree, 4), "segmentation_seconds": round(seg_seconds, 1),
             "left_out": note, "usable_particles": int(usable.sum()),
             "particles": particles, "steps": steps, "sort": sort, "path": path_note, "rows": rows, "mean_moving_rmsd": mean,
@@ -133,12 +134,15 @@ def main():
     p.add_argument("--steps", type=int, default=80)
     p.add_argument("--sort", choices=["images", "latent"], default="images",
                    help="each state's particles: by their place on the domains' path (images) or nearest its latent")
+    p.add_argument("--fitted-at", type=float, default=0.0, help="motion coordinate of the fitted model (0 or 1: "
+                                                                   "either end)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("-o", "--output", required=True)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     from gaussianem.io.atomic import write_json
-    write_json(a.output, domain_fit(a.cell, a.run or f"{a.cell}/run", a.domains, a.particles, a.steps, a.sort))
+    write_json(a.output, domain_fit(a.cell, a.run or f"{a.cell}/run", a.domains, a.particles, a.steps, a.sort,
+                                       a.fitted_at))
 
 
 if __name__ == "__main__":

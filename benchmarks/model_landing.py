@@ -36,6 +36,17 @@ def rms(x) -> float:
     return float(np.sqrt((np.asarray(x) ** 2).sum(-1).mean()))
 
 
+def moving_atoms(spec, motion) -> np.ndarray:
+    """The moving part (atom mask): the hinges' moving atoms, or for normal modes the 30%
+    of atoms that move most end to end."""
+    if spec.motion == "hinge":
+        return motion.mask.copy()
+    if spec.motion == "two_hinges":
+        return motion.mask | motion.mask2
+    amp = np.linalg.norm(motion.coords(1.0) - motion.coords(0.0), axis=1)
+    return amp >= np.quantile(amp, 0.7)
+
+
 def landing(cell: str, fitted_at: float = 0.0, reference: str = "auto") -> dict:
     from realistic import Motion, RealisticSpec
     from gaussianem.analysis import evaluate as ev
@@ -51,15 +62,7 @@ def landing(cell: str, fitted_at: float = 0.0, reference: str = "auto") -> dict:
     heavy = model.elements != "H" if hasattr(model, "elements") else np.ones(len(model.coords), bool)
     fitted_xyz = motion.coords(fitted_at)
     fitted = model.with_coords(fitted_xyz)
-    far_end = motion.coords(1.0 - fitted_at)
-    if spec.motion == "hinge":
-        moving = motion.mask.copy()
-    elif spec.motion == "two_hinges":
-        moving = motion.mask | motion.mask2
-    else:
-        amp = np.linalg.norm(far_end - fitted_xyz, axis=1)
-        moving = amp >= np.quantile(amp, 0.7)
-    moving &= heavy
+    moving = moving_atoms(spec, motion) & heavy
     pairs = bond_pairs(fitted)
     ref = model_latent(res, fitted).z if reference == "auto" else None
     good = ~truth["junk"].astype(bool) & truth["present"].astype(bool)
