@@ -86,58 +86,27 @@ def candidates(feat: np.ndarray, best: np.ndarray, k: int, seed: int):
             yield lab
 
 
-def separation(centres: np.ndarray, disp: np.ndarray, labels: np.ndarray, edges: np.ndarray | None = None) -> float:
-    """How clearly the groups move apart (DynDom's ratio of inter- to intra-domain motion):
-    for each pair of groups that touch (share an edge; every pair without ``edges``), the
-    RMS difference between the two groups' rigid motions over their points, divided by the
-    RMS of what those motions leave unexplained within them; the smallest over the pairs.
-    A turning domain against a core: 4-10; a smooth bend cut into pieces: 1-3.5 (the
-    robustness matrix's cells, docs/validation.md, "The whole motion, session 13")."""
-    k = int(labels.max()) + 1
-    fits = [[kabsch(centres[labels == j], centres[labels == j] + s[labels == j]) for s in disp] for j in range(k)]
-    err = residuals(centres, disp, labels, k)[np.arange(len(centres)), labels]
-
-    def moved(j, x):
-        return np.stack([(x - pc) @ r.T + qc - x for r, pc, qc in fits[j]])
-
-    worst = np.inf
-    for i in range(k):
-        for j in range(i + 1, k):
-            if edges is not None and len(edges):
-                a, b = labels[edges[:, 0]], labels[edges[:, 1]]
-                if not (((a == i) & (b == j)) | ((a == j) & (b == i))).any():
-                    continue
-            sel = (labels == i) | (labels == j)
-            inter = np.sqrt(((moved(i, centres[sel]) - moved(j, centres[sel])) ** 2).sum(-1).mean())
-            intra = np.sqrt(max(err[sel].mean() / len(disp), 1e-30))
-            worst = min(worst, float(inter / intra))
-    return worst
-
-
 def segment_points(centres: np.ndarray, disp: np.ndarray, edges: np.ndarray | None = None,
-                   max_groups: int = 4, accept: float = 0.7, separate: float = 3.5, min_fraction: float = 0.05,
+                   max_groups: int = 4, accept: float = 0.7, min_fraction: float = 0.05,
                    seed: int = 0) -> tuple[np.ndarray, list[float]]:
     """(labels (N,), residual per number of groups tried): rigid groups of ``centres``
     (N, 3) from their displacements ``disp`` (S, N, 3). For each count the best of several
     starts is kept (:func:`candidates`, refined by :func:`assign`); a group must hold at
-    least ``min_fraction`` of the points. A count is accepted when its residual is under
-    ``accept`` of the last accepted count's and its groups move apart clearly
-    (:func:`separation` at least ``separate``); a count that explains more but whose groups
-    do not separate clearly is passed over (a third domain may be what separates them); the
-    search stops at the first count that explains too little more."""
+    least ``min_fraction`` of the points; the search stops at the first count that is
+    refused (no start giving groups that large, or the residual not under ``accept`` of
+    the last)."""
     centres = np.asarray(centres, dtype=np.float64)
     disp = np.asarray(disp, dtype=np.float64)
     n = len(centres)
     best = np.zeros(n, dtype=int)
     residual = [float(residuals(centres, disp, best, 1).mean() / len(disp))]
-    last, split_from = residual[0], best
     motion = float((disp ** 2).sum(-1).mean())
     feat = disp.transpose(1, 0, 2).reshape(n, -1)
     for k in range(2, int(max_groups) + 1):
-        if n < k * 3 or last <= 1e-4 * motion:
+        if n < k * 3 or residual[-1] <= 1e-4 * motion:
             break
         found, now = None, np.inf
-        for start in candidates(feat, split_from, k, seed):
+        for start in candidates(feat, best, k, seed):
             lab = relabel(assign(centres, disp, relabel(start), k, edges))
             k_found = int(lab.max()) + 1
             if k_found < k or np.bincount(lab).min() < min_fraction * n:
@@ -149,9 +118,7 @@ def segment_points(centres: np.ndarray, disp: np.ndarray, edges: np.ndarray | No
         if found is None:
             break
         residual.append(now)
-        if not now < accept * last:
+        if not now < accept * residual[-2]:
             break
-        split_from = found
-        if separation(centres, disp, found, edges) >= separate:
-            best, last = found, now
+        best = found
     return best, residual

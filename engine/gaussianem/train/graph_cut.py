@@ -14,15 +14,14 @@ encoded, their latents grouped into ``STATES`` (k-means), each group's mean late
 and the Gaussians split into groups that move rigidly across those states
 (:func:`gaussianem.model.rigid_groups.segment_points`: neighbours' errors counted, each
 group at least 5% of the Gaussians, one more group only where it leaves under 0.7 of the
-residual and the groups' motions stand out from what is left within them, so that the
-pieces of a smooth normal mode are not taken for domains). The distance and alignment
-terms then hold only the edges within a domain
+residual). The distance and alignment terms then hold only the edges within a domain
 (:meth:`gaussianem.train.step.NeighbourGraph.cut`). A later pass adds its boundaries to
 those found before (the decoder's domains appear one by one: on a hinge with an absent
 subunit, first the subunit, the hinge's own domain from about three quarters of the
 training). Where the decoded motion is still too small to tell domains apart (under
 ``MIN_MOTION`` RMS) or no split is accepted, the graph stays as it was. The labels travel
-in the checkpoint, so a resumed run keeps its cut. Training's default is three passes;
+in the checkpoint, so a resumed run keeps its cut. Off by default (0): three passes
+carried twice as much of a hinge at SNR 0.1 but cost motion at SNR 0.03;
 docs/validation.md, "The whole motion, session 13", has what they bring and cost.
 """
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from gaussianem.model.losses import radius_graph
-from gaussianem.model.rigid_groups import kabsch, segment_points, separation
+from gaussianem.model.rigid_groups import kabsch, segment_points
 from gaussianem.sim.geometry import rotation_matrix
 from gaussianem.train.graph_cut import find_domains
 from gaussianem.train.step import NeighbourGraph
@@ -65,23 +65,6 @@ def test_one_rigid_motion_or_a_smooth_bend_is_one_group():
     labels, _ = segment_points(pts, noise, _edges(pts))
     assert labels.max() == 0                  # noise is no domain: no split explains much more
 
-
-def test_pieces_of_a_smooth_bend_separate_less_clearly_than_a_turning_domain():
-    """A parabolic bend cut in two: the halves explain more of it, but their motions stand
-    out less from what is left within them than a hinge's lobe does; a count is accepted
-    only where they stand out enough (``separate``)."""
-    pts, lobe = _two_lobes()
-    edges = _edges(pts)
-    bend = np.stack([np.c_[np.zeros(len(pts)), np.zeros(len(pts)), a * (pts[:, 0] / 20.0) ** 2]
-                     for a in (-3, -1, 1, 3)])
-    bend -= bend.mean(0)
-    hinge = _hinge(pts, lobe, (-15, -5, 5, 15), scale=0.2)
-    halves = (pts[:, 0] > 0).astype(int)
-    assert separation(pts, hinge, lobe.astype(int), edges) > 1.5 * separation(pts, bend, halves, edges)
-    labels, residual = segment_points(pts, bend, edges, separate=5.0)
-    assert residual[1] < 0.7 * residual[0] and labels.max() == 0      # explains more, refused
-    labels, _ = segment_points(pts, hinge, edges, separate=5.0)
-    assert labels.max() == 1
 
 
 def test_find_domains_cuts_only_where_a_motion_was_decoded():
