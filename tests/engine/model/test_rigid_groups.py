@@ -8,6 +8,7 @@ import torch
 from gaussianem.model.losses import radius_graph
 from gaussianem.model.rigid_groups import kabsch, segment_points
 from gaussianem.sim.geometry import rotation_matrix
+from gaussianem.train import graph_cut
 from gaussianem.train.graph_cut import find_domains
 from gaussianem.train.step import NeighbourGraph
 
@@ -71,7 +72,7 @@ def test_find_domains_cuts_only_where_a_motion_was_decoded():
     pts, lobe = _two_lobes()
     edges = _edges(pts)
     found = find_domains(pts, _hinge(pts, lobe, (-15, -5, 5, 15), scale=0.2), edges)
-    assert found["domains"] == 2 and found["labels"] is not None and found["motion_rms"] > 0.1
+    assert found["domains"] == 2 and found["labels"] is not None and found["motion_rms"] > graph_cut.MIN_MOTION
     still = find_domains(pts, _hinge(pts, lobe, (-15, -5, 5, 15), scale=0.005, noise=0.01), edges)
     assert still["labels"] is None and "too small" in still["reason"]
 
