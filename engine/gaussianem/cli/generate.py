@@ -19,8 +19,9 @@ particles, it must match the other half better than the displaced model, or the 
 model is written instead (and the log and DIR/generate.json say so). The atoms are
 projected one Gaussian per residue: about 1.5 minutes for the path and 30-80 seconds per
 latent at box 64 on one loaded CPU thread (two domains of 1a28); use a GPU (--device auto)
-for many. Where two domains move at once, the search may join one of them to the core
-(docs/validation.md, "The whole motion").
+for many. Where two domains move at once, the search finds both where the decoded motion
+tells them apart (training with --cut-graph 3 helps), else it may join one of them to the
+core (docs/validation.md, "The whole motion, session 13").
 
 Maps (--map): "deformed" (the default while the consensus map the run was trained on
 still exists) is the consensus map's own density carried by the decoded Gaussians, each
