@@ -180,7 +180,7 @@ TRAIN_OPTIONS = (("epochs", PositiveIntArg), ("zdim", PositiveIntArg), ("zdim_co
                  ("zdim_comp", PositiveIntArg), ("batch_size", PositiveIntArg), ("downsample", PositiveIntArg),
                  ("fine_gaussians", NonNegativeIntArg), ("device", EnumOf(DEVICES)), ("invert", BoolArg),
                  ("lr", PositiveFloatArg), ("datadir", OpenFolderNameArg), ("num_gaussians", PositiveIntArg),
-                 ("skip_consensus_check", BoolArg))
+                 ("skip_consensus_check", BoolArg), ("cut_graph", NonNegativeIntArg))
 gaussianem_train_desc = CmdDesc(
     required=[("particles", OpenFileNameArg)],
     keyword=[("consensus", MapOrFileArg), ("model", StructureOrFileArg), ("outdir", SaveFileNameArg),

@@ -443,3 +443,5 @@ def test_train_takes_skip_consensus_check(cx):
     _, text = logged(cx, "usage gaussianem train")
     assert "skipConsensusCheck" in text, text
     assert command_line({"skip_consensus_check": True}) == ["--skip-consensus-check"]
+    assert "cutGraph" in text, text                    # --cut-graph N, for domain motions
+    assert command_line({"cut_graph": 3}) == ["--cut-graph", "3"]
