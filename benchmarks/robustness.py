@@ -34,8 +34,9 @@ Cells (``--cells a,b`` picks some; ``--list`` shows them): ``base`` is 1a28 (2 c
 30%, SNR 0.1, box 64 at 2 A/px, images x37.5 + 1200 and consensus x0.05 (arbitrary units);
 every other cell changes one thing. ``box256`` (box 256 at 0.5 A/px, trained at the
 default ``--downsample`` of 128), ``small_comp`` (4E43 without its 6-residue peptide) and
-``rot_err`` / ``shift_err`` (pose_err's two halves apart, for diagnosis) are off by default
-(time); ``--all`` runs them too. ``--quick``: cells base and
+``rot_err`` / ``shift_err`` (pose_err's two halves apart, for diagnosis) and the CryoBench
+regime's ``snr0.01_20k``, ``snr0.02_20k`` and ``snr0.01_20k_19hc`` (20,000 particles) are off
+by default (time); ``--all`` runs them too. ``--quick``: cells base and
 junk_noise, 800 particles, 3 epochs (a smoke run of the whole path, not a measurement).
 
 Results: ``benchmarks/results/robustness_<tag>.json`` (rewritten atomically after every

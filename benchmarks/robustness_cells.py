@@ -60,6 +60,14 @@ CELLS = {
                     {"structure": "1hvr.pdb"}, True),
     "small_comp": ("4E43 (protease + 6-residue peptide), peptide (chain C, 3% of mass) absent",
                    {"structure": "4E43.pdb", "absent": "C"}, False),
+    # the CryoBench regime (issue 32): SNR 0.01-0.02 with tens of thousands of particles; off by
+    # default (about ten times a 2,000-particle cell: 20-40 minutes each on one CPU thread)
+    "snr0.01_20k": ("CryoBench regime: SNR 0.01, 20,000 particles", {"snr": 0.01, "n": 20000}, False),
+    "snr0.02_20k": ("CryoBench regime: SNR 0.02, 20,000 particles", {"snr": 0.02, "n": 20000}, False),
+    "snr0.01_20k_19hc": ("CryoBench regime on 19hc (not tuned on): two domains at once (40 deg each), SNR 0.01, "
+                         "20,000 particles",
+                         {"structure": "19hc.pdb.gz", "motion": "two_hinges", "hinge_angle": 40.0,
+                          "hinge2_angle": 40.0, "snr": 0.01, "n": 20000}, False),
 }
 QUICK = ("base", "junk_noise")
 
