@@ -41,7 +41,7 @@ import numpy as np
 
 from gaussianem.errors import InputError
 from gaussianem.io.models import AtomicModel
-from gaussianem.model.rigid_groups import candidates, relabel as _relabel, residuals as _residuals
+from gaussianem.model.rigid_groups import best_split, relabel as _relabel, residuals as _residuals
 
 MAX_DOMAINS = 4
 MIN_SEGMENT = 10            # residues: shorter runs join a neighbouring domain
@@ -160,16 +160,10 @@ def segment(model: AtomicModel, displacements: np.ndarray, max_domains: int = MA
     for k in range(2, int(max_domains) + 1):
         if n < k * 3 or best_residual <= 1e-4 * motion:
             break                              # (the last: nothing left for another domain to explain)
-        found, now = None, np.inf
-        for start in candidates(feat, best, k, seed):       # the best of several starts
+        def refine(start, k=k):                 # rigid fits, then sequence runs of min_segment
             lab = _assign(centres, disp, _relabel(start), k)
-            lab = _relabel(_assign(centres, disp, lab, k, chains.astype(str), min_segment))
-            if int(lab.max()) + 1 < k:
-                continue
-            err = _residuals(centres, disp, lab, k)
-            r = float(err[np.arange(n), lab].mean() / len(disp))
-            if r < now:
-                found, now = lab, r
+            return _relabel(_assign(centres, disp, lab, k, chains.astype(str), min_segment))
+        found, now = best_split(centres, disp, feat, best, k, seed, refine)      # the best of several starts
         if found is None:
             break
         residual.append(now)

@@ -86,6 +86,25 @@ def candidates(feat: np.ndarray, best: np.ndarray, k: int, seed: int):
             yield lab
 
 
+def best_split(centres: np.ndarray, disp: np.ndarray, feat: np.ndarray, best: np.ndarray, k: int, seed: int,
+               refine, admissible=None):
+    """(labels, residual): of the :func:`candidates` for ``k`` groups, each made into
+    labels by ``refine(start)``, the one with ``k`` groups (and ``admissible(labels)``)
+    whose per-state rigid motions leave the least mean squared residual; (None, inf) if
+    none has."""
+    n = len(centres)
+    found, now = None, np.inf
+    for start in candidates(feat, best, k, seed):
+        lab = refine(start)
+        if int(lab.max()) + 1 < k or (admissible is not None and not admissible(lab)):
+            continue
+        err = residuals(centres, disp, lab, k)
+        r = float(err[np.arange(n), lab].mean() / len(disp))
+        if r < now:
+            found, now = lab, r
+    return found, now
+
+
 def segment_points(centres: np.ndarray, disp: np.ndarray, edges: np.ndarray | None = None,
                    max_groups: int = 4, accept: float = 0.7, min_fraction: float = 0.05,
                    seed: int = 0) -> tuple[np.ndarray, list[float]]:
@@ -105,16 +124,9 @@ def segment_points(centres: np.ndarray, disp: np.ndarray, edges: np.ndarray | No
     for k in range(2, int(max_groups) + 1):
         if n < k * 3 or residual[-1] <= 1e-4 * motion:
             break
-        found, now = None, np.inf
-        for start in candidates(feat, best, k, seed):
-            lab = relabel(assign(centres, disp, relabel(start), k, edges))
-            k_found = int(lab.max()) + 1
-            if k_found < k or np.bincount(lab).min() < min_fraction * n:
-                continue
-            err = residuals(centres, disp, lab, k_found)
-            r = float(err[np.arange(n), lab].mean() / len(disp))
-            if r < now:
-                found, now = lab, r
+        found, now = best_split(centres, disp, feat, best, k, seed,
+                                lambda start: relabel(assign(centres, disp, relabel(start), k, edges)),
+                                lambda lab: np.bincount(lab).min() >= min_fraction * n)
         if found is None:
             break
         residual.append(now)
