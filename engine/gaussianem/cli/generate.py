@@ -17,9 +17,9 @@ compresses the ends of a motion); --fit-sort latent takes the particles nearest 
 latent. Each fit is checked on particles it did not see: fitted to half of the latent's
 particles, it must match the other half better than the displaced model, or the displaced
 model is written instead (and the log and DIR/generate.json say so). The atoms are
-projected one Gaussian per residue: about 1.5 minutes for the path and 30-80 seconds per
-latent at box 64 on one loaded CPU thread (two domains of 1a28); use a GPU (--device auto)
-for many. Where two domains move at once, the search finds both where the decoded motion
+projected one Gaussian per residue: at box 64 on one CPU thread, 8,000 particles and ten
+latents took 4 minutes (about a minute for the path, 17-30 seconds per latent; 1a28, two
+domains moving at once); use a GPU (--device auto) for many. Where two domains move at once, the search finds both where the decoded motion
 tells them apart (training with --cut-graph 3 helps), else it may join one of them to the
 core (docs/validation.md, "The whole motion, session 13").
 
