@@ -19,9 +19,10 @@ particles, it must match the other half better than the displaced model, or the 
 model is written instead (and the log and DIR/generate.json say so). The atoms are
 projected one Gaussian per residue: at box 64 on one CPU thread, 8,000 particles and ten
 latents took 4 minutes (about a minute for the path, 17-30 seconds per latent; 1a28, two
-domains moving at once); use a GPU (--device auto) for many. Where two domains move at once, the search finds both where the decoded motion
-tells them apart (training with --cut-graph 3 helps), else it may join one of them to the
-core (docs/validation.md, "The whole motion, session 13").
+domains moving at once); use a GPU (--device auto) for many. Where two domains move at
+once, the search finds both where the decoded motion tells them apart (training with
+--cut-graph 3 helps), else it may join one of them to the core (docs/validation.md, "The
+whole motion, session 13").
 
 Maps (--map): "deformed" (the default while the consensus map the run was trained on
 still exists) is the consensus map's own density carried by the decoded Gaussians, each
