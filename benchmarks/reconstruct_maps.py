@@ -101,13 +101,10 @@ def moving_region(res, rec, maps: dict, ref, particles, z, atoms, width: float =
     rigid reconstructions of all particles, the deformed consensus and the rigid
     reconstruction of the fifth of the particles nearest the state's latent."""
     import torch
-    from gaussianem.analysis.reconstruct import reconstruct
+    from gaussianem.analysis.reconstruct import reconstruct, soft_mask
     from gaussianem.physics import fsc as fsc_mod
-    from gaussianem.physics.render import render_volume
     g = res.grid
-    m = render_volume(torch.from_numpy(atoms).float(), torch.ones(len(atoms)), torch.full((len(atoms),), width),
-                      g.box, g.apix)
-    mask = (m / (0.1 * m.max().clamp_min(1e-30))).clamp(0, 1).numpy()
+    mask = soft_mask(torch.from_numpy(atoms).float(), torch.full((len(atoms),), width), g)
     d = np.linalg.norm(res.z[particles] - z, axis=1)
     nearest = particles[np.argsort(d)[:max(len(particles) // 5, 10)]]
     near = reconstruct(res, nearest, state=z)

@@ -104,11 +104,16 @@ def half_split(data, indices: np.ndarray, seed: int = 0) -> tuple[np.ndarray, st
 
 
 def fsc_mask(result: Result, grid: Grid, extra: float = 3.0) -> np.ndarray:
-    """A soft mask around the consensus Gaussians: their unit-height render, each
-    ``extra`` Angstrom wider, over a tenth of its peak (1 inside, falling to 0)."""
+    """A soft mask around the consensus Gaussians, each ``extra`` Angstrom wider
+    (:func:`soft_mask`)."""
     b = result.base
-    m = render_volume(b.centres, torch.ones(len(b.centres)), torch.sqrt(b.widths ** 2 + extra ** 2),
-                      grid.box, grid.apix)
+    return soft_mask(b.centres, torch.sqrt(b.widths ** 2 + extra ** 2), grid)
+
+
+def soft_mask(centres: torch.Tensor, widths: torch.Tensor, grid: Grid) -> np.ndarray:
+    """Unit-height Gaussians at ``centres`` (engine frame) with ``widths`` (Angstrom),
+    rendered on ``grid`` and divided by a tenth of their peak: 1 inside, falling to 0."""
+    m = render_volume(centres, torch.ones(len(centres)), widths, grid.box, grid.apix)
     return (m / (0.1 * m.max().clamp_min(1e-30))).clamp(0, 1).numpy()
 
 

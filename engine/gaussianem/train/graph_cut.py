@@ -95,11 +95,10 @@ def after_epoch(trainer, done: int) -> None:
     g = trainer.graph
     found = find_domains(m.centres.detach().cpu().double().numpy(), states, g.edges.cpu().numpy(), cfg.seed)
     labels = found["labels"]
-    if labels is not None and trainer.graph_labels is not None:      # every boundary found so far
-        labels = relabel(trainer.graph_labels * (int(labels.max()) + 1) + labels)
-    elif labels is None:
-        labels = trainer.graph_labels
-    cut(trainer, labels)
+    if labels is not None:                   # with every boundary found so far
+        if trainer.graph_labels is not None:
+            labels = relabel(trainer.graph_labels * (int(labels.max()) + 1) + labels)
+        cut(trainer, labels)
     held, total = len(trainer.graph.strained), len(g.edges)
     report = {k: v for k, v in found.items() if k != "labels"}
     if trainer.dd.main:
