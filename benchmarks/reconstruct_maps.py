@@ -101,7 +101,8 @@ def moving_region(res, rec, maps: dict, ref, particles, z, atoms, width: float =
     rigid reconstructions of all particles, the deformed consensus and the rigid
     reconstruction of the fifth of the particles nearest the state's latent."""
     import torch
-    from gaussianem.analysis.reconstruct import reconstruct, soft_mask
+    from gaussianem.analysis.reconstruct import reconstruct
+    from gaussianem.physics.fsc import soft_mask
     from gaussianem.physics import fsc as fsc_mod
     g = res.grid
     mask = soft_mask(torch.from_numpy(atoms).float(), torch.full((len(atoms),), width), g)

@@ -42,9 +42,8 @@ from gaussianem.model.encoding import Physics
 from gaussianem.model.field import DeformationField
 from gaussianem.model.intensity import IntensityScale
 from gaussianem.physics import backproject as bp
-from gaussianem.physics.fsc import corrected_masked_fsc, fsc, resolution_at
+from gaussianem.physics.fsc import corrected_masked_fsc, fsc, resolution_at, soft_mask
 from gaussianem.physics.grid import Grid
-from gaussianem.physics.render import render_volume
 from gaussianem.progress import Progress
 
 MIN_PER_HALF = 5
@@ -105,16 +104,9 @@ def half_split(data, indices: np.ndarray, seed: int = 0) -> tuple[np.ndarray, st
 
 def fsc_mask(result: Result, grid: Grid, extra: float = 3.0) -> np.ndarray:
     """A soft mask around the consensus Gaussians, each ``extra`` Angstrom wider
-    (:func:`soft_mask`)."""
+    (:func:`gaussianem.physics.fsc.soft_mask`)."""
     b = result.base
     return soft_mask(b.centres, torch.sqrt(b.widths ** 2 + extra ** 2), grid)
-
-
-def soft_mask(centres: torch.Tensor, widths: torch.Tensor, grid: Grid) -> np.ndarray:
-    """Unit-height Gaussians at ``centres`` (engine frame) with ``widths`` (Angstrom),
-    rendered on ``grid`` and divided by a tenth of their peak: 1 inside, falling to 0."""
-    m = render_volume(centres, torch.ones(len(centres)), widths, grid.box, grid.apix)
-    return (m / (0.1 * m.max().clamp_min(1e-30))).clamp(0, 1).numpy()
 
 
 def reconstruct(result: Result, indices, state=None, box: int | None = None, seed: int = 0,

@@ -70,6 +70,8 @@ class ModelConfig:
                                   # the median per axis; "none" (remove_translation)
     segments: int = 0             # > 0: that many rigid segments move with the latent too
                                   # (gaussianem.model.segments), the per-Gaussian decoder adds the rest
+    encoder_band: float = 0.0     # > 0: the image encoder reads its input low-pass filtered to this
+                                  # fraction of Nyquist (training's --encoder-lowpass); 0: the full band
 
     @property
     def split(self) -> bool:
@@ -114,6 +116,12 @@ class ImageEncoder(nn.Module):
         self.register_buffer("mask", soft_circular_mask(cfg.box) if cfg.window
                              else torch.ones(cfg.box, cfg.box), persistent=False)
         self.input = cfg.encoder_input
+        band = None
+        if cfg.encoder_band > 0:
+            ky = torch.fft.fftfreq(cfg.box)[:, None]
+            kx = torch.fft.rfftfreq(cfg.box)[None, :]
+            band = ((ky ** 2 + kx ** 2).sqrt() <= 0.5 * cfg.encoder_band).float()
+        self.register_buffer("band", band, persistent=False)
         if self.input not in ("image", "residual", "both"):
             raise InputError(f"unknown encoder input {self.input!r}: expected image, residual or both")
         channels = 2 if self.input == "both" else 1
@@ -129,6 +137,8 @@ class ImageEncoder(nn.Module):
                 images = images - reference
             else:
                 images = torch.stack([images, reference], 1)
+        if self.band is not None:
+            images = torch.fft.irfft2(torch.fft.rfft2(images.float()) * self.band, s=images.shape[-2:])
         x = (images * self.mask).flatten(1)
         if features is not None:
             x = torch.cat([x, features.to(x.dtype)], 1)

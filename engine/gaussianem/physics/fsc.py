@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from gaussianem.errors import InputError
+from gaussianem.physics.render import render_volume
 
 
 def shell_index(box: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,3 +103,11 @@ def corrected_masked_fsc(half1, half2, mask, apix: float = 1.0, seed: int = 0, *
     tail = np.arange(len(masked)) >= start - 1
     out[tail] = (masked[tail] - rand[tail]) / np.clip(1 - rand[tail], 1e-6, None)
     return freqs, out, start
+
+
+def soft_mask(centres: torch.Tensor, widths: torch.Tensor, grid) -> np.ndarray:
+    """Unit-height Gaussians at ``centres`` (engine frame) with ``widths`` (Angstrom),
+    rendered on ``grid`` (a :class:`~gaussianem.physics.grid.Grid`) and divided by a tenth
+    of their peak: 1 inside, falling to 0."""
+    m = render_volume(centres, torch.ones(len(centres)), widths, grid.box, grid.apix)
+    return (m / (0.1 * m.max().clamp_min(1e-30))).clamp(0, 1).numpy()

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from gaussianem.model import intensity
-from gaussianem.train import health
+from gaussianem.train import health, latent_signal
 
 SCALES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 ENDS = 96                      # particles at each end
@@ -101,10 +101,12 @@ def measure(model, images, phys, image_std: float, z: np.ndarray, box: int, part
 def usage(trainer, z: np.ndarray) -> dict:
     """:func:`gaussianem.train.health.latent_usage` of a finished
     :class:`~gaussianem.train.loop.Trainer`'s latents ``z``, with this module's
-    measurement under ``arrival`` (when the latent is in use and judged)."""
+    measurement under ``arrival`` and :func:`gaussianem.train.latent_signal.measure` under
+    ``signal`` (when the latent is in use)."""
     model = trainer.model
     out = health.latent_usage(model, z)
     if out.get("displacement_spread", 0.0) >= health.UNUSED_DISPLACEMENT:
         out["arrival"] = measure(model, trainer.images, trainer.phys, trainer.image_std, z, trainer.box)
+        out["signal"] = latent_signal.measure(model, trainer.images, trainer.phys, trainer.image_std)
     return out
 

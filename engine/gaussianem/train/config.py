@@ -96,6 +96,9 @@ class TrainConfig:
                                "docs/validation.md, \"The whole motion, session 13\"", metavar="N")
     width_change: bool = option(False, "let the conformational decoder also change Gaussian widths (off by "
                                        "default: width changes can stand in for compositional change)")
+    encoder_lowpass: float | None = option(None, "the image encoder reads the images low-pass filtered at this "
+                                           "resolution in Angstrom (the loss is not filtered by it)",
+                                           metavar="A")
     gaussian_features: bool = option(True, "the encoder also reads, per Gaussian, the residual's correlation "
                                            "with its projection in the particle's pose, pooled over the Gaussian "
                                            "embedding (a pose-free view of missing or extra density)")
@@ -170,6 +173,9 @@ class TrainConfig:
         if self.lowpass_start is not None and self.lowpass_start < 0:
             raise TrainingError(f"--lowpass-start must be a resolution in Angstrom (> 0) or 0 for off, "
                                 f"got {self.lowpass_start}")
+        if self.encoder_lowpass is not None and self.encoder_lowpass < 0:
+            raise TrainingError(f"--encoder-lowpass must be a resolution in Angstrom (> 0) or 0 for the full band, "
+                                f"got {self.encoder_lowpass}")
         if self.loss not in ("l1", "l2", "corr"):
             raise TrainingError(f"unknown loss {self.loss!r}: expected l1, l2 or corr")
         if self.fine_gaussians is not None and self.fine_gaussians < 0:
@@ -197,7 +203,8 @@ class TrainConfig:
 
 
 # what runs saved before a training setting existed did (a saved config without the key)
-BEFORE_RECORDED = {"distance_robust": 0.0, "segments": 0, "unsmear": 0, "centre_by": "mass", "cut_graph": 0}
+BEFORE_RECORDED = {"distance_robust": 0.0, "segments": 0, "unsmear": 0, "centre_by": "mass", "cut_graph": 0,
+                   "encoder_lowpass": None}
 
 # what a resumed run may change (the rest is the run's own: gaussianem.train.resume checks)
 SESSION_FIELDS = ("epochs", "device", "num_workers", "threads", "checkpoint_minutes", "keep_checkpoints", "log_every")

@@ -35,6 +35,7 @@ import torch
 
 from gaussianem.io.atomic import write_json
 from gaussianem.io.rundir import RunDir
+from gaussianem.train import latent_signal
 
 EXPLAINED_FAILED, EXPLAINED_WARNING = 0.5, 0.95
 AMPLITUDE_FAILED = 0.3
@@ -292,6 +293,7 @@ def final_report(last: dict, usage: dict, recoveries: list, intensity: dict | No
         [UNUSED_DISPLACEMENT, UNUSED_AMPLITUDE]))
     checks += motion_checks(usage) if used and judge_latent else []
     checks += arrival_checks(usage) if used and judge_latent else []
+    checks += latent_signal.checks(usage, NO_MOTION) if used and judge_latent else []
     low = (intensity or {}).get("low_signal_fraction")
     if low is not None:
         checks.append(_check(

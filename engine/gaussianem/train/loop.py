@@ -139,7 +139,7 @@ class Trainer:
                                 window=cfg.window, max_displacement=cfg.max_displacement,
                                 encoder_input=cfg.encoder_input, width_change=cfg.width_change,
                                 gaussian_features=cfg.gaussian_features, centre_by=cfg.centre_by,
-                                segments=cfg.segments)
+                                segments=cfg.segments, encoder_band=encoder_band(cfg, data, box))
         self.model = HeterogeneityModel(self.mcfg, base).to(self.device)
         try:                                   # fused: one kernel for all parameters (CPU and CUDA)
             self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
@@ -390,3 +390,11 @@ class Trainer:
             self.progress.message(f"{report['summary']} (details in {self.run_dir.health})")
         if self.final:
             self.progress.event("done", outdir=self.run_dir.path, epochs=cfg.epochs, health=report["status"])
+
+
+def encoder_band(cfg, data, box: int) -> float:
+    """``--encoder-lowpass`` as a fraction of the training box's Nyquist (0: the full band)."""
+    if not cfg.encoder_lowpass:
+        return 0.0
+    train_apix = float(np.max(data.apix)) * data.box / box
+    return float(min(1.0, 2 * train_apix / cfg.encoder_lowpass))
