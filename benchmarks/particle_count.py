@@ -83,7 +83,7 @@ def plot(rows: list, path: str) -> None:
         ax.grid(alpha=0.3)
     axes[0].axhline(0.8, color="grey", ls=":", lw=1)
     axes[1].axhline(0.95, color="grey", ls=":", lw=1)
-    from gaussianem.train.health import SIGNAL_WARNING
+    from gaussianem.train.latent_signal import SIGNAL_WARNING
     axes[2].axhline(SIGNAL_WARNING, color="grey", ls=":", lw=1)
     axes[0].legend(fontsize=8)
     fig.suptitle("Default training, 12 epochs, 1a28 (motion 4 A RMS, chain B absent in 30%), box 64 at 2 A/px",

@@ -107,6 +107,6 @@ def usage(trainer, z: np.ndarray) -> dict:
     out = health.latent_usage(model, z)
     if out.get("displacement_spread", 0.0) >= health.UNUSED_DISPLACEMENT:
         out["arrival"] = measure(model, trainer.images, trainer.phys, trainer.image_std, z, trainer.box)
-        out["signal"] = latent_signal.measure(model, trainer.images, trainer.phys, trainer.image_std)
+        out["signal"] = latent_signal.measure(model, trainer.images, trainer.phys, trainer.image_std, z_train=z)
     return out
 

@@ -43,6 +43,7 @@ from gaussianem.model.encoding import encoder_inputs
 from gaussianem.physics import backproject as bp
 from gaussianem.physics.fsc import shell_index, soft_mask
 from gaussianem.physics.grid import Grid
+from gaussianem.physics.render import render_volume
 
 PARTICLES = 2000               # particles sampled (each reconstructed from one noise half)
 BAND_LOW_A, BAND_HIGH_A = 60.0, 12.0   # Angstrom: the shells pooled (a motion is low resolution)
@@ -77,9 +78,9 @@ def _residual_spectrum(model, images, phys, image_std, rows, box, batch, dev):
     return power, var / var.mean().clamp_min(1e-30)
 
 
-def _band_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray, apix: float) -> float:
-    """The Fourier correlation of two masked maps pooled over the shells from
-    ``BAND_LOW_A`` to ``BAND_HIGH_A`` (clipped to Nyquist)."""
+def _band(a: np.ndarray, b: np.ndarray, mask: np.ndarray, apix: float) -> tuple:
+    """The Fourier coefficients of two masked maps on the shells from ``BAND_LOW_A`` to
+    ``BAND_HIGH_A`` (clipped to Nyquist; the three lowest shells when none is left)."""
     box = a.shape[0]
     fa = torch.fft.rfftn(torch.from_numpy(np.asarray(a * mask, np.float64))).flatten()
     fb = torch.fft.rfftn(torch.from_numpy(np.asarray(b * mask, np.float64))).flatten()
@@ -88,19 +89,32 @@ def _band_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray, apix: floa
     sel = inside & (shell > 0) & (res <= BAND_LOW_A) & (res >= BAND_HIGH_A)
     if not bool(sel.any()):
         sel = inside & (shell > 0) & (shell <= 3)
-    num = (fa[sel] * fb[sel].conj()).real.sum()
-    den = torch.sqrt(fa[sel].abs().pow(2).sum() * fb[sel].abs().pow(2).sum())
+    return fa[sel], fb[sel]
+
+
+def _band_dot(a: np.ndarray, b: np.ndarray, mask: np.ndarray, apix: float) -> float:
+    """The real inner product of two masked maps over the band of :func:`_band`."""
+    fa, fb = _band(a, b, mask, apix)
+    return float((fa * fb.conj()).real.sum())
+
+
+def _band_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray, apix: float) -> float:
+    """The Fourier correlation of two masked maps pooled over the band of :func:`_band`."""
+    fa, fb = _band(a, b, mask, apix)
+    num = (fa * fb.conj()).real.sum()
+    den = torch.sqrt(fa.abs().pow(2).sum() * fb.abs().pow(2).sum())
     return float(num / den) if float(den) > 0 else float("nan")
 
 
 @torch.no_grad()
 def measure(model, images, phys, image_std: float, part_dims: int | None = None, n: int = PARTICLES,
-            batch: int = 64, seed: int = 0) -> dict:
+            batch: int = 64, seed: int = 0, z_train: np.ndarray | None = None) -> dict:
     """The difference-map correlation (module docstring) of each latent part (``conf`` and
     ``comp``, or ``all`` when the latent is not split) and of a random split (``random``),
     over up to ``n`` random particles of ``images``
     (:class:`~gaussianem.io.images.ParticleImages`), with their physics ``phys`` and the
-    data set's ``image_std``."""
+    data set's ``image_std``; with the particles' training latents ``z_train`` (one row
+    per image), also ``asked_3d`` of the conformational part (module docstring)."""
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(images), size=min(n, len(images)), replace=False))
     dev = next(model.parameters()).device
@@ -146,23 +160,52 @@ def measure(model, images, phys, image_std: float, part_dims: int | None = None,
         w = bp.weights(acc[1].reshape(small, small, small))
         return bp.wiener(acc[0].reshape(small, small, small), w, bp.shell_regulariser(w)).cpu().numpy()
 
-    def difference_correlation(key: np.ndarray) -> float:
+    def decoded_map(local: np.ndarray) -> np.ndarray:
+        acc = torch.zeros(small, small, small, device=dev)
+        zt = torch.from_numpy(np.asarray(z_train, np.float32)[rows[local]]).to(dev)
+        emb, step = model.embed(), max(batch // 2, 1)
+        for s in range(0, len(local), step):
+            out = model.decode(zt[s:s + step], emb)
+            for c, a, w in zip(out["centres"], out["amplitudes"], out["widths"]):
+                acc += render_volume(c.float(), a.float(), w.float(), small, apix)
+        return (acc / max(len(local), 1)).cpu().numpy()
+
+    def difference_correlation(key: np.ndarray, asked: bool = False) -> tuple:
         lo, hi = key <= np.quantile(key, 1 / 3), key >= np.quantile(key, 2 / 3)
         groups = [[np.nonzero(end & (half == h))[0] for end in (hi, lo)] for h in (0, 1)]
         if min(len(g) for pair in groups for g in pair) < MIN_GROUP:
-            return float("nan")
+            return float("nan"), None
         d = [rigid_map(g_hi) - rigid_map(g_lo) for g_hi, g_lo in groups]
-        return round(_band_correlation(d[0], d[1], mask, apix), 4)
+        corr = round(_band_correlation(d[0], d[1], mask, apix), 4)
+        if not asked:
+            return corr, None
+        ratios = []
+        for h, (g_hi, g_lo) in enumerate(groups):
+            whole = np.nonzero(half == h)[0]
+            rendered = decoded_map(whole)
+            power = _band_dot(rendered, rendered, mask, apix)
+            d_dec = (_band_dot(rigid_map(whole), rendered, mask, apix) / power if power > 0 else 0.0) * (
+                decoded_map(g_hi) - decoded_map(g_lo))
+            moved = _band_dot(d_dec, d_dec, mask, apix)
+            ratios.append(_band_dot(d[h], d_dec, mask, apix) / moved if moved > 0 else float("nan"))
+        return corr, round(float(np.mean(ratios)), 4) if all(map(math.isfinite, ratios)) else None
 
     dims = part_dims if part_dims is not None else (model.cfg.zdim_conf if model.cfg.split else z.shape[1])
     parts = {"conf": z[:, :dims], "comp": z[:, dims:]} if model.cfg.split else {"all": z}
-    out = {}
+    out, asked = {}, None
     for name, zz in parts.items():
         c = zz - zz.mean(0)
-        out[name] = (difference_correlation(c @ np.linalg.svd(c, full_matrices=False)[2][0])
-                     if zz.shape[1] and float(np.abs(c).max()) > 0 else float("nan"))
-    out["random"] = difference_correlation(rng.permutation(len(rows)).astype(np.float64))
-    return {"particles": int(len(rows)), "band_A": [BAND_LOW_A, BAND_HIGH_A], "difference_correlation": out}
+        if not zz.shape[1] or float(np.abs(c).max()) == 0:
+            out[name] = float("nan")
+            continue
+        want = z_train is not None and name != "comp"
+        out[name], got = difference_correlation(c @ np.linalg.svd(c, full_matrices=False)[2][0], want)
+        asked = got if want else asked
+    out["random"] = difference_correlation(rng.permutation(len(rows)).astype(np.float64))[0]
+    result = {"particles": int(len(rows)), "band_A": [BAND_LOW_A, BAND_HIGH_A], "difference_correlation": out}
+    if z_train is not None:
+        result["asked_3d"] = asked
+    return result
 
 
 def checks(usage: dict, no_motion: float) -> list:

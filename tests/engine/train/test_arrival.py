@@ -16,7 +16,7 @@ def test_preferred_scale_is_the_parabola_minimum():
 def test_arrival_check_warns_when_the_images_ask_for_more_motion():
     held = health.arrival_checks({"arrival": {"asked": 2.0}})
     assert held[0]["name"] == "motion_arrived" and held[0]["status"] == "warning"
-    assert "2.0 times the decoded motion" in held[0]["message"]
+    assert "2.00 times the decoded motion" in held[0]["message"]
     assert health.arrival_checks({"arrival": {"asked": 1.07}})[0]["status"] == "healthy"
     assert health.arrival_checks({"arrival": {"asked": None, "reason": "too few"}}) == []
     assert health.arrival_checks({}) == []
@@ -24,4 +24,4 @@ def test_arrival_check_warns_when_the_images_ask_for_more_motion():
              "displacement_outliers": 0.0, "outlier_threshold": 3.0, "arrival": {"asked": 2.4}}
     last = {"finite": True, "explained": 1.0, "amplitude_mean": 1.0, "near_bound": 0.0}
     report = health.final_report(last, usage, [], None, True)
-    assert report["status"] == "warning" and "2.4 times the decoded motion" in report["summary"]
+    assert report["status"] == "warning" and "2.40 times the decoded motion" in report["summary"]
