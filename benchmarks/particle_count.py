@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -66,6 +67,21 @@ def signal(run: str) -> dict:
     return latent_signal.measure(res.model, images, phys, res.image_std)["difference_correlation"]
 
 
+def _row(label: str, cell: str, n: int, rec: dict) -> dict:
+    """One point of the figure: the robustness record ``rec`` of ``cell`` with ``n``
+    particles, its latent signal measured afresh, plotted in the series ``label``."""
+    from robustness_cells import cell_spec
+    m = rec["metrics"]
+    run = (rec.get("train") or {}).get("command", "").split(" -o ")[-1].split(" ")[0]
+    sig = signal(run) if run and os.path.exists(run) else {}
+    return {"cell": label, "n": n, "snr": cell_spec(cell).snr,
+            "motion_probe": m.get("motion_probe"), "motion_pc1": m.get("motion_spearman_pc1"),
+            "presence_kmeans": m.get("presence_kmeans"), "fsc_auc": m.get("fsc_auc_mean"),
+            "arrival_mean": m.get("arrival_mean"), "health": (rec.get("health") or {}).get("status"),
+            "train_s": (rec.get("train") or {}).get("wall_s"), "signal_conf": sig.get("conf"),
+            "signal_comp": sig.get("comp"), "signal_random": sig.get("random"), "run": run}
+
+
 def plot(rows: list, path: str) -> None:
     from gaussianem.analysis.plots import _pyplot, _save_figure
     plt = _pyplot()
@@ -75,8 +91,9 @@ def plot(rows: list, path: str) -> None:
     for ax, (key, label) in zip(axes, panels):
         for cell in sorted({r["cell"] for r in rows}):
             pts = sorted((r["n"], r[key]) for r in rows if r["cell"] == cell and r.get(key) is not None)
+            snr = next(r["snr"] for r in rows if r["cell"] == cell)
             if pts:
-                ax.plot(*zip(*pts), "o-", label=f"{cell} (SNR {rows[0]['snr'][cell]:g})")
+                ax.plot(*zip(*pts), "o-", label=f"{cell} (SNR {snr:g})")
         ax.set_xscale("log")
         ax.set_xlabel("particles")
         ax.set_title(label, fontsize=10)
@@ -86,7 +103,7 @@ def plot(rows: list, path: str) -> None:
     from gaussianem.train.latent_signal import SIGNAL_WARNING
     axes[2].axhline(SIGNAL_WARNING, color="grey", ls=":", lw=1)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Default training, 12 epochs, 1a28 (motion 4 A RMS, chain B absent in 30%), box 64 at 2 A/px",
+    fig.suptitle("Default training (unless named), 12 epochs, 1a28 (motion 4 A RMS, chain B absent in 30%), box 64 at 2 A/px",
                  fontsize=10)
     _save_figure(fig, path)
 
@@ -100,18 +117,23 @@ def main(argv=None):
     ap.add_argument("--plot-only", action="store_true", help="run nothing: gather and plot the points that exist")
     ap.add_argument("--same", action="append", default=[], metavar="CELL@N=FILE:NAME",
                     help="take CELL with N particles from cell NAME of results FILE (the same data set)")
+    ap.add_argument("--extra", action="append", default=[], metavar="CELL@N=FILE:NAME",
+                    help="a point of CELL with N particles trained with other arguments (cell NAME of results "
+                         "FILE): plotted as a series of its own, named by its training arguments")
     ap.add_argument("-o", "--output", default=os.path.join(ROOT, "docs", "images", "particle_count.png"))
     a = ap.parse_args(argv)
     cells = [c for c in a.cells.split(",") if c]
     counts = [int(n) for n in a.counts.split(",") if n]
-    same = {}
-    for s in a.same:
-        key, val = s.split("=", 1)
-        cell, n = key.split("@")
-        path, name = val.rsplit(":", 1)
-        same[(cell, int(n))] = (path, name)
+    def parse(specs):
+        out = {}
+        for spec in specs:
+            key, val = spec.split("=", 1)
+            cell, n = key.split("@")
+            path, name = val.rsplit(":", 1)
+            out[(cell, int(n))] = (path, name)
+        return out
+    same, extra = parse(a.same), parse(a.extra)
     import robustness
-    from robustness_cells import cell_spec
     rows = []
     for cell in cells:
         for n in counts:
@@ -123,19 +145,20 @@ def main(argv=None):
             if rec is None:
                 print(f"{cell} with {n} particles: not run")
                 continue
-            m = rec["metrics"]
-            run = (rec.get("train") or {}).get("command", "").split(" -o ")[-1].split(" ")[0]
-            sig = signal(run) if run and os.path.exists(run) else {}
-            rows.append({"cell": cell, "n": n, "snr": {c: cell_spec(c).snr for c in cells},
-                         "motion_probe": m.get("motion_probe"), "motion_pc1": m.get("motion_spearman_pc1"),
-                         "presence_kmeans": m.get("presence_kmeans"), "fsc_auc": m.get("fsc_auc_mean"),
-                         "arrival_mean": m.get("arrival_mean"), "health": (rec.get("health") or {}).get("status"),
-                         "train_s": (rec.get("train") or {}).get("wall_s"), "signal_conf": sig.get("conf"),
-                         "signal_comp": sig.get("comp"), "signal_random": sig.get("random"), "run": run})
+            rows.append(_row(cell, cell, n, rec))
             r = rows[-1]
             print(f"{cell:8s} {n:6d}: motion {r['motion_probe']:.3f} (PC1 {r['motion_pc1']:.3f}), presence "
                   f"{r['presence_kmeans']:.3f}, FSC AUC {r['fsc_auc']:.3f}, signal {r['signal_conf']}, "
                   f"health {r['health']}, {r['train_s'] or 0:.0f} s", flush=True)
+    for (cell, n), source in sorted(extra.items()):
+        rec = point(cell, n, {(cell, n): source})
+        if rec is None:
+            print(f"{source[0]}: no finished cell {source[1]}")
+            continue
+        args = " ".join(re.sub(r"--seed \d+", "", rec.get("train_args") or "").split())
+        rows.append(_row(f"{cell} {args}".strip(), cell, n, rec))
+        print(f"{rows[-1]['cell']} {n}: motion {rows[-1]['motion_probe']:.3f}, presence "
+              f"{rows[-1]['presence_kmeans']:.3f}, signal {rows[-1]['signal_conf']}", flush=True)
     out = os.path.join(RESULTS, "particle_count.json")
     with open(out + ".tmp", "w") as f:
         json.dump({"benchmark": "particle count", "points": rows}, f, indent=1)

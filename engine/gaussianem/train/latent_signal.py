@@ -26,8 +26,10 @@ difference maps of noise (near 0). The same with the particles split at random
 
 On the robustness matrix (docs/validation.md, "Health that knows its limits"), the
 conformational latent's difference maps correlate at 0.56-0.97 on every run at SNR 0.03 to
-1, and at -0.07 to 0.17 at SNR 0.01 with 2,000 to 20,000 particles (the compositional
-part there: 0.3-0.5). :func:`checks` turns it into ``health.json``'s ``latent_signal``.
+1, and at -0.07 to 0.19 at SNR 0.01 where the latent's motion read-out is 0.02-0.13 (or its
+first axis 0.48); with 20,000 particles and a read-out of 0.70, 0.68. The evidence grows
+with the particles, so all of them are used up to ``PARTICLES`` (with 2,000 of the 20,000 the
+same run read 0.17). :func:`checks` turns it into ``health.json``'s ``latent_signal``.
 """
 
 from __future__ import annotations
@@ -45,14 +47,14 @@ from gaussianem.physics.fsc import shell_index, soft_mask
 from gaussianem.physics.grid import Grid
 from gaussianem.physics.render import render_volume
 
-PARTICLES = 2000               # particles sampled (each reconstructed from one noise half)
+PARTICLES = 20000              # particles used at most (each reconstructed from one noise half)
 BAND_LOW_A, BAND_HIGH_A = 60.0, 12.0   # Angstrom: the shells pooled (a motion is low resolution)
 MASK_EXTRA_A = 3.0             # the mask's Gaussians: this much wider than the consensus'
 OVERSAMPLE = 2                 # as gaussianem.analysis.reconstruct
 # the conformational difference-map correlation under which a moving latent is mostly noise:
 # 0.56-0.97 on the robustness matrix's 57 runs at SNR 0.03-1, -0.07-0.04 at SNR 0.01 with
-# 2,000 particles (motion read-outs 0.09-0.13), 0.06-0.17 with 5,000-20,000; a random split
-# of the particles -0.18-0.08
+# 2,000 particles (motion read-outs 0.09-0.13), 0.14 with 10,000 (read-out 0.13), 0.68 with
+# 20,000 (read-out 0.70); a random split of the particles -0.18-0.08
 SIGNAL_WARNING = 0.3
 MIN_GROUP = 10                 # particles per half and end below which nothing is judged
 MAP_APIX_A = 4.0               # the maps' pixel at most this coarse (Nyquist 8 A, beyond the band): cheap
