@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import os
 
-from chimerax.core.commands import (BoolArg, CmdDesc, EnumOf, NonNegativeIntArg, OpenFileNameArg,
-                                    OpenFolderNameArg, PositiveFloatArg, PositiveIntArg, SaveFileNameArg,
-                                    StringArg)
+from chimerax.core.commands import (BoolArg, CmdDesc, EnumOf, NonNegativeFloatArg, NonNegativeIntArg,
+                                    OpenFileNameArg, OpenFolderNameArg, PositiveFloatArg, PositiveIntArg,
+                                    SaveFileNameArg, StringArg)
 from chimerax.core.commands import quote_path_if_necessary as quote
 from chimerax.core.errors import UserError
 
@@ -180,7 +180,8 @@ TRAIN_OPTIONS = (("epochs", PositiveIntArg), ("zdim", PositiveIntArg), ("zdim_co
                  ("zdim_comp", PositiveIntArg), ("batch_size", PositiveIntArg), ("downsample", PositiveIntArg),
                  ("fine_gaussians", NonNegativeIntArg), ("device", EnumOf(DEVICES)), ("invert", BoolArg),
                  ("lr", PositiveFloatArg), ("datadir", OpenFolderNameArg), ("num_gaussians", PositiveIntArg),
-                 ("skip_consensus_check", BoolArg), ("cut_graph", NonNegativeIntArg))
+                 ("skip_consensus_check", BoolArg), ("cut_graph", NonNegativeIntArg),
+                 ("encoder_lowpass", NonNegativeFloatArg))
 gaussianem_train_desc = CmdDesc(
     required=[("particles", OpenFileNameArg)],
     keyword=[("consensus", MapOrFileArg), ("model", StructureOrFileArg), ("outdir", SaveFileNameArg),

@@ -445,3 +445,5 @@ def test_train_takes_skip_consensus_check(cx):
     assert command_line({"skip_consensus_check": True}) == ["--skip-consensus-check"]
     assert "cutGraph" in text, text                    # --cut-graph N, for domain motions
     assert command_line({"cut_graph": 3}) == ["--cut-graph", "3"]
+    assert "encoderLowpass" in text, text              # --encoder-lowpass A, for low SNR
+    assert command_line({"encoder_lowpass": 10.0}) == ["--encoder-lowpass", "10.0"]
