@@ -233,7 +233,8 @@ def checks(usage: dict, no_motion: float) -> list:
             f"the {what} is mostly noise: the particles at the two ends of its first axis, reconstructed from an "
             f"independent half of their images' noise, give difference maps that agree at {value:.2f} between two "
             f"halves of the particles{noise}, under the {SIGNAL_WARNING:g} of a motion the images hold; the motion "
-            "shown is not resolved; more particles may resolve it (docs/validation.md, \"How many particles are enough\")",
+            "shown is not resolved; more particles, or training with '--encoder-lowpass 10' (the encoder reads the "
+            "images low-pass filtered), may resolve it (docs/validation.md, \"How many particles are enough\")",
             SIGNAL_WARNING)]
     return [_check("latent_signal", value, "healthy",
                    f"the ends of the {what} differ reproducibly in 3D: difference maps from independent halves of "
