@@ -100,7 +100,8 @@ class TrainConfig:
                                            "resolution in Angstrom (the loss is not filtered by it). For "
                                            "low-SNR data (about 0.01): 10 found the motion with 10,000 "
                                            "particles where the default found none, but costs about 0.01 of "
-                                           "the motion read-out at SNR 0.1-1 (docs/validation.md, \"What "
+                                           "the motion read-out at SNR 0.1-1 and lost it on two runs of 34 "
+                                           "(junk particles; 0.8 A pixels) (docs/validation.md, \"What "
                                            "costs motion at SNR 0.01\")", metavar="A")
     gaussian_features: bool = option(True, "the encoder also reads, per Gaussian, the residual's correlation "
                                            "with its projection in the particle's pose, pooled over the Gaussian "
