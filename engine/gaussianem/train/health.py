@@ -356,11 +356,13 @@ def arrival_checks(usage: dict) -> list:
         asked_3d = None
     if asked is None and asked_3d is None:
         return []
-    seen = [a for a in (asked, asked_3d) if a is not None]
-    worst = max(seen)
-    said = " and ".join(t for t in (f"{asked:.2f} times the decoded motion in their images" if asked is not None
-                                    else "", f"{asked_3d:.2f} times the decoder's 3D difference between the "
-                                    "latent's ends" if asked_3d is not None else "") if t)
+    worst = max(a for a in (asked, asked_3d) if a is not None)
+    said = []
+    if asked is not None:
+        said.append(f"{asked:.2f} times the decoded motion in their images")
+    if asked_3d is not None:
+        said.append(f"{asked_3d:.2f} times the decoder's 3D difference between the latent's ends")
+    said = " and ".join(said)
     bad = worst > ASKED_WARNING
     return [_check(
         "motion_arrived", worst, "warning" if bad else "healthy",

@@ -162,15 +162,23 @@ def measure(model, images, phys, image_std: float, part_dims: int | None = None,
         w = bp.weights(acc[1].reshape(small, small, small))
         return bp.wiener(acc[0].reshape(small, small, small), w, bp.shell_regulariser(w)).cpu().numpy()
 
-    def decoded_map(local: np.ndarray) -> np.ndarray:
-        acc = torch.zeros(small, small, small, device=dev)
+    def decoded_maps(local: np.ndarray, parts: list) -> list:
+        """The mean rendered decoded state (training latents) of the particles ``local`` and
+        of each subset of them in ``parts``; each particle is decoded and rendered once."""
+        member = [np.isin(local, p) for p in parts]
+        acc = torch.zeros(1 + len(parts), small, small, small, device=dev)
         zt = torch.from_numpy(np.asarray(z_train, np.float32)[rows[local]]).to(dev)
         emb, step = model.embed(), max(batch // 2, 1)
         for s in range(0, len(local), step):
             out = model.decode(zt[s:s + step], emb)
-            for c, a, w in zip(out["centres"], out["amplitudes"], out["widths"]):
-                acc += render_volume(c.float(), a.float(), w.float(), small, apix)
-        return (acc / max(len(local), 1)).cpu().numpy()
+            for j, (c, a, w) in enumerate(zip(out["centres"], out["amplitudes"], out["widths"])):
+                vol = render_volume(c.float(), a.float(), w.float(), small, apix)
+                acc[0] += vol
+                for k, inside in enumerate(member):
+                    if inside[s + j]:
+                        acc[1 + k] += vol
+        counts = [len(local)] + [len(p) for p in parts]
+        return [(acc[i] / max(n_i, 1)).cpu().numpy() for i, n_i in enumerate(counts)]
 
     def difference_correlation(key: np.ndarray, asked: bool = False) -> tuple:
         lo, hi = key <= np.quantile(key, 1 / 3), key >= np.quantile(key, 2 / 3)
@@ -184,10 +192,9 @@ def measure(model, images, phys, image_std: float, part_dims: int | None = None,
         ratios = []
         for h, (g_hi, g_lo) in enumerate(groups):
             whole = np.nonzero(half == h)[0]
-            rendered = decoded_map(whole)
+            rendered, r_hi, r_lo = decoded_maps(whole, [g_hi, g_lo])
             power = _band_dot(rendered, rendered, mask, apix)
-            d_dec = (_band_dot(rigid_map(whole), rendered, mask, apix) / power if power > 0 else 0.0) * (
-                decoded_map(g_hi) - decoded_map(g_lo))
+            d_dec = (_band_dot(rigid_map(whole), rendered, mask, apix) / power if power > 0 else 0.0) * (r_hi - r_lo)
             moved = _band_dot(d_dec, d_dec, mask, apix)
             ratios.append(_band_dot(d[h], d_dec, mask, apix) / moved if moved > 0 else float("nan"))
         return corr, round(float(np.mean(ratios)), 4) if all(map(math.isfinite, ratios)) else None
