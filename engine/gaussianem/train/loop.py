@@ -281,8 +281,7 @@ class Trainer:
                 raw = next(batches)
             except StopIteration:
                 break
-            except (RuntimeError, ConnectionError) as e:   # a loader worker died: stop at this step (one
-                # process); killed while the main process reads its queue, the pipe says ConnectionResetError
+            except (RuntimeError, ConnectionError) as e:   # a loader worker died (or its pipe): stop here
                 if (isinstance(e, RuntimeError) and "DataLoader worker" not in str(e)) or dd.world > 1:
                     raise
                 self.loader_error = str(e)
