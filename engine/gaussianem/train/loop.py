@@ -281,7 +281,7 @@ class Trainer:
                 raw = next(batches)
             except StopIteration:
                 break
-            except (RuntimeError, ConnectionError) as e:   # a loader worker died (or its pipe): stop here
+            except (RuntimeError, ConnectionError, EOFError) as e:  # a loader worker died (or its pipe)
                 if (isinstance(e, RuntimeError) and "DataLoader worker" not in str(e)) or dd.world > 1:
                     raise
                 self.loader_error = str(e)
