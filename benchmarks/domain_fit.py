@@ -83,6 +83,7 @@ def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200
             dom = found.domains
         tp = truth["motion"][path.indices]
         path_note = {"r2": round(path.r2, 3), "scored": len(path.indices), "seconds": round(time.perf_counter() - t1, 1),
+                     "judged": found.judged,
                      "corr_with_true_motion": round(float(np.corrcoef(path.s, tp)[0, 1]), 3) if spec.motion == "hinge"
                      else None, "boundaries": found.moves,
                      "agreement_before": round(agree, 4),
@@ -100,7 +101,8 @@ def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200
         moved = res.displace_model(fitted, z[None], interpolator=interp, reference=ref)
         chosen = path.select(res, z, particles, usable) if path is not None else None
         fit = checked_fit(res, fitted, moved.coords, dom, z, interp, particles=particles, steps=steps, usable=usable,
-                          indices=chosen)           # as generate --fit-domains: checked on held-out particles
+                          indices=chosen,           # as generate --fit-domains: checked on held-out particles
+                          start=path.coords_at(fitted, z, res.z) if path is not None else None)
         chosen = chosen if chosen is not None else nearest_particles(res, z, particles, usable)
 
         def rmsd(x, sel=moving):
@@ -122,6 +124,21 @@ def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200
             "left_out": note, "usable_particles": int(usable.sum()),
             "particles": particles, "steps": steps, "sort": sort, "path": path_note, "rows": rows, "mean_moving_rmsd": mean,
             "max_moving_rmsd": {k: max(r["moving_rmsd"][k] for r in rows) for k in rows[0]["moving_rmsd"]}}
+
+
+def both_ends(cell: str, run: str, particles: int = 200, steps: int = 80) -> dict:
+    """``generate --fit-domains`` with the model at either end of the motion (issue 33): per
+    end, the domains found, the images' judgements of finer splits, and the moving atoms'
+    RMSD to the truth over the five levels (mean and worst; fitted and plain displaced)."""
+    out = {}
+    for name, at in (("start", 0.0), ("far_end", 1.0)):
+        r = domain_fit(cell, run, particles=particles, steps=steps, fitted_at=at)
+        out[name] = {"domains": r["found"]["domains"], "judged": (r["path"] or {}).get("judged"),
+                     "fitted": [x["moving_rmsd"]["fitted"] for x in r["rows"]],
+                     "displaced": [x["moving_rmsd"]["displaced"] for x in r["rows"]],
+                     "mean": r["mean_moving_rmsd"], "worst": r["max_moving_rmsd"],
+                     "under_2A": bool(r["max_moving_rmsd"]["fitted"] < 2.0)}
+    return out
 
 
 def main():

@@ -32,32 +32,26 @@ FAIL (the cell stays in the table).
 Cells (``--cells a,b`` picks some; ``--list`` shows them): ``base`` is 1a28 (2 chains,
 500 residues), its softest ANM normal mode with 4 A RMSD end to end, chain B absent in
 30%, SNR 0.1, box 64 at 2 A/px, images x37.5 + 1200 and consensus x0.05 (arbitrary units);
-every other cell changes one thing. ``box256`` (box 256 at 0.5 A/px, trained at the
-default ``--downsample`` of 128), ``small_comp`` (4E43 without its 6-residue peptide) and
-``rot_err`` / ``shift_err`` (pose_err's two halves apart, for diagnosis) and the CryoBench
-regime's ``snr0.01_20k``, ``snr0.02_20k`` and ``snr0.01_20k_19hc`` (20,000 particles) are off
-by default (time); ``--all`` runs them too. ``--quick``: cells base and
-junk_noise, 800 particles, 3 epochs (a smoke run of the whole path, not a measurement).
+every other cell changes one thing. Off by default (time; ``--all`` runs them): ``box256``,
+``small_comp``, ``rot_err`` / ``shift_err`` (pose_err's halves) and the CryoBench regime's
+20,000-particle cells. ``--quick``: cells base and junk_noise, 800 particles, 3 epochs (a
+smoke run of the whole path, not a measurement).
 
-Results: ``benchmarks/results/robustness_<tag>.json`` (rewritten atomically after every
-cell, so a partial run keeps what it did; cells run before under the same tag stay unless
-``--fresh``, those run now replace theirs; ``--reuse`` skips cells already done with the
-same spec and epochs) and ``robustness_<tag>.md`` (the table, also printed). Each cell
-records the engine's commit and a hash of its uncommitted changes, and its latent layout:
-cells trained on different engine states are not comparable.
+Results: ``benchmarks/results/robustness_<tag>.json`` (rewritten after every cell; cells run
+before under the tag stay unless ``--fresh``; ``--reuse`` skips cells done with the same spec
+and epochs) and ``robustness_<tag>.md`` (the table, also printed). Each cell records the
+engine's commit and a hash of its uncommitted changes: cells trained on different engine
+states are not comparable.
 
-``--cryodrgn``: also trains cryoDRGN (``benchmarks/cryodrgn_runner.py``, its own
-``.venv-cryodrgn`` from ``benchmarks/setup_cryodrgn.sh``; zdim 4, the same epochs) on the
-SNR 0.1 and 0.03 cells and evaluates it with the same metrics (``cryodrgn_runner``'s
-evaluation: full z, junk-free cells). On 2 CPU cores a 2000-particle cryoDRGN run takes
-about an hour per cell, so it is off by default; this path was not exercised when it was
-written (no .venv-cryodrgn then).
+``--cryodrgn``: also trains cryoDRGN (``benchmarks/cryodrgn_runner.py``, ``.venv-cryodrgn``
+from ``benchmarks/setup_cryodrgn.sh``; zdim 4, same epochs) on the SNR 0.1 and 0.03 cells,
+evaluated with the same metrics; about an hour per 2000-particle cell on 2 cores, so off by
+default. Two-domain cells (two_hinges*) also run ``generate --fit-domains`` with the true
+model at either end (``domain_fit.both_ends``, issue 33; 10-15 min a cell).
 
-Time at one thread on a 2-core machine shared with another training: a box-64 cell
-(2000 particles, 12 epochs) about 3 min (simulation 5-10 s); box128 and apix0.8 (600
-particles, coarse to fine, about 3 min of initialisation, then ~7 s per coarse and ~55-75 s
-per fine epoch) about 10 and 13 min (estimated from 2-epoch runs); the default matrix (14
-cells) about an hour; leave out box128,apix0.8 with --cells for ~35 min.
+Time at one thread on a 2-core machine shared with another training: a box-64 cell about
+3 min; box128 and apix0.8 (600 particles, coarse to fine) about 10 and 13 min; the default
+matrix about an hour; leave out box128,apix0.8 with --cells for ~35 min.
 
   bash benchmarks/setup_robustness.sh
   .venv/bin/python benchmarks/robustness.py --outdir bench_out/robustness          # about an hour
@@ -249,12 +243,18 @@ def evaluate_cell(simdir, run) -> dict:
 def arrival_metrics(work) -> dict:
     """Issue 27's motion arrival (``model_landing.landing``: the true model at the motion's
     start moved by the plain ``generate --model`` to each level) for a cell folder with
-    ``sim`` and ``run``; empty when the cell has no model to move."""
+    ``sim`` and ``run``; empty when the cell has no model to move. Where two domains move
+    (issue 33) also ``generate --fit-domains`` from either end (``domain_fit.both_ends``)."""
     from model_landing import landing
     if not os.path.exists(os.path.join(work, "sim", "model.pdb")):
         return {}
     out = landing(work)
-    return {k: out[k] for k in ("arrival_first", "arrival_middle", "arrival_far_end", "arrival_mean") if k in out}
+    m = {k: out[k] for k in ("arrival_first", "arrival_middle", "arrival_far_end", "arrival_mean") if k in out}
+    with open(os.path.join(work, "sim", "spec.json")) as f:
+        if json.load(f)["spec"].get("motion") == "two_hinges":
+            from domain_fit import both_ends
+            m["fit_domains"] = both_ends(work, os.path.join(work, "run"))
+    return m
 
 
 # ----------------------------------------------------------------------------- cryoDRGN

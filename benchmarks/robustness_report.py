@@ -54,6 +54,10 @@ def markdown(res) -> str:
         extra = [f"{k} {_f(m[k])}" for k in ("motion2_probe", "junk_probe") if k in m]
         if m:
             extra.insert(0, f"latent {m['zdim']} ({'split' if m['split'] else 'not split'})")
+        for end, fd in (m.get("fit_domains") or {}).items():
+            extra.append(f"--fit-domains from the {end.replace('_', ' ')}: {fd['domains']} domains, moving atoms "
+                         f"worst {_f(fd['worst']['fitted'], 2)} A (displaced {_f(fd['worst']['displaced'], 2)} A)"
+                         + (" under 2 A at every level" if fd["under_2A"] else ""))
         eng = c.get("engine") or {}
         if eng.get("commit"):
             extra.append(f"engine {eng['commit'][:8]}" + (f"+{eng['uncommitted_hash']}" if eng.get("dirty") else ""))

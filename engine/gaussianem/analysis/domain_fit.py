@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from gaussianem.analysis.clusters import kmeans
-from gaussianem.analysis.domains import Domains, segment
+from gaussianem.analysis.domains import Domains, segment, segment_ladder
 from gaussianem.model.rigid_groups import kabsch
 from gaussianem.analysis.domain_boundaries import Boundaries, refine_boundaries
 from gaussianem.analysis.image_path import ImagePath, image_path
@@ -63,13 +63,15 @@ class DomainFit:
     selection: str = "latent"     # how the particles were chosen: nearest the latent, or by images
     held_out: float | None = None  # t of the held-out half's gain over the displaced model (checked_fit)
     kept: str = "fitted"          # "fitted", or "displaced" when the check fell back to the plain displacement
+    start: str = "displaced"      # what the fit started from: the displaced model, or the images' path
 
     def summary(self) -> dict:
         return {"score_start": round(self.score_start, 5), "score": round(self.score, 5),
                 "rotation_deg": [round(v, 2) for v in self.rotation_deg],
                 "translation_A": [round(v, 2) for v in self.translation_A],
                 "particles": self.particles, "selection": self.selection, "seconds": round(self.seconds, 1),
-                "held_out_t": None if self.held_out is None else round(self.held_out, 2), "kept": self.kept}
+                "held_out_t": None if self.held_out is None else round(self.held_out, 2), "kept": self.kept,
+                "start": self.start}
 
 
 def rotation_matrix(w: torch.Tensor) -> torch.Tensor:
@@ -154,27 +156,43 @@ HELD_OUT_T = 3.0            # the held-out half's gain must be this many standar
 HELD_OUT_MIN = 20           # particles: fewer than this in a half and nothing can be checked
 
 
+def paired_t(gain: np.ndarray) -> float:
+    """The mean of per-particle score gains over its standard error (a paired t)."""
+    gain = np.asarray(gain, dtype=np.float64)
+    return float(gain.mean() / max(gain.std(ddof=1) / np.sqrt(len(gain)), 1e-12))
+
+
 def checked_fit(result: Result, model, displaced: np.ndarray, domains: Domains, z: np.ndarray, interpolator,
                 particles: int = PARTICLES, steps: int = STEPS, indices=None,
-                usable: np.ndarray | None = None) -> DomainFit:
+                usable: np.ndarray | None = None, start: np.ndarray | None = None) -> DomainFit:
     """:func:`fit_domains`, checked on particles it did not see: the state's particles
     (``indices``, or the ``particles`` nearest ``z``) are split in two alternate halves;
     the domains are fitted to the first, and the second half's per-particle scores, fitted
     against displaced, must gain by ``HELD_OUT_T`` standard errors (a paired t). If they do,
     the fit goes on from there on all the particles; if not (too few particles, noise, or
     domains the particles cannot tell apart), the plain displaced model is kept
-    (``kept == "displaced"``): a fit the images do not confirm is not written."""
+    (``kept == "displaced"``): a fit the images do not confirm is not written. ``start``
+    (M, 3): another model to fit from (the images' path at the state's place,
+    :meth:`ImagePath.coords_at`) where the first half's particles prefer it to
+    ``displaced`` (a local fit from the decoder's part of a large motion can stop short)."""
     t0 = time.perf_counter()
     chosen = np.asarray(indices if indices is not None else nearest_particles(result, z, particles, usable))
     halves = chosen[0::2], chosen[1::2]
     t = None
     if min(len(h) for h in halves) >= HELD_OUT_MIN:
-        first = fit_domains(result, model, displaced, domains, z, interpolator, steps=steps, indices=halves[0])
+        half = StateParticles(result, model, z, interpolator, indices=halves[0])
+        begin, began = displaced, "displaced"
+        if start is not None:
+            with torch.no_grad():
+                ends = [half.score(torch.from_numpy(np.asarray(x, dtype=np.float32)).to(half.device) - half.centre)
+                        for x in (displaced, start)]
+            if ends[1] > ends[0]:
+                begin, began = start, "path"
+        first = fit_domains(result, model, begin, domains, z, interpolator, steps=steps, state=half)
         check = StateParticles(result, model, z, interpolator, indices=halves[1])
         at = [torch.from_numpy(np.asarray(x, dtype=np.float32)).to(check.device) - check.centre
               for x in (displaced, first.coords)]
-        gain = check.scores(at[1]) - check.scores(at[0])
-        t = float(gain.mean() / max(gain.std(ddof=1) / np.sqrt(len(gain)), 1e-12))
+        t = paired_t(check.scores(at[1]) - check.scores(at[0]))
     if t is None or t < HELD_OUT_T:
         score = first.score_start if t is not None else float("nan")
         fit = DomainFit(interpolator.keep_bonds(np.asarray(displaced, dtype=np.float64)), score, score,
@@ -182,7 +200,7 @@ def checked_fit(result: Result, model, displaced: np.ndarray, domains: Domains, 
     else:
         fit = fit_domains(result, model, first.coords, domains, z, interpolator, steps=max(1, steps // 2),
                           indices=chosen)
-        fit.held_out = t
+        fit.held_out, fit.start = t, began
     fit.seconds = time.perf_counter() - t0
     return fit
 
@@ -208,20 +226,62 @@ def model_domains(result: Result, model, interpolator, reference=None, states: i
     return segment(model, _centre_displacements(result, interpolator, reference, states, seed)[1], seed=seed)
 
 
+def domain_count(result: Result, model, domains: Domains, ladder: list[Domains], z: np.ndarray, start: np.ndarray,
+                 interpolator, indices: np.ndarray, steps: int = STEPS) -> tuple[Domains, list[dict]]:
+    """(domains, judged): the images' word on how many domains move. The decoded motion may
+    be too small to tell a moving part from its core (two domains moving at once: one of
+    them split off, the other left with the core), so each finer split of the ``ladder``
+    (:func:`~gaussianem.analysis.domains.segment_ladder`) beyond ``domains`` is fitted, from
+    ``start`` (M, 3), with its boundaries placed, to one alternate half of the particles
+    ``indices`` of the state at ``z``, and scored on the other half: a finer split is taken
+    when its held-out gain over the best so far is ``HELD_OUT_T`` standard errors above 0
+    (a paired t), so a split that only fits noise is not."""
+    counts = sorted({d.n for d in ladder if d.n > domains.n})
+    halves = np.asarray(indices)[0::2], np.asarray(indices)[1::2]
+    if not counts or min(len(h) for h in halves) < HELD_OUT_MIN:
+        return domains, []
+    fit_half = StateParticles(result, model, z, interpolator, indices=halves[0])
+    check = StateParticles(result, model, z, interpolator, indices=halves[1])
+
+    def held_out(d: Domains) -> np.ndarray:
+        fit = fit_domains(result, model, start, d, z, interpolator, steps=steps, state=fit_half)
+        placed = refine_boundaries(result, model, d, fit.coords, fit_half)
+        return check.scores(torch.from_numpy(result.grid.to_engine(placed.coords).astype(np.float32)).to(check.device))
+
+    best = held_out(domains)
+    judged = []
+    for n in counts:
+        cand = next(d for d in ladder if d.n == n)
+        scores = held_out(cand)
+        t = paired_t(scores - best)
+        judged.append({"domains": n, "against": domains.n, "held_out_t": round(t, 2), "taken": t >= HELD_OUT_T})
+        if t >= HELD_OUT_T:
+            domains, best = cand, scores
+    return domains, judged
+
+
 def domains_by_images(result: Result, model, domains: Domains, interpolator, reference=None, usable=None,
                       particles: int = PARTICLES, steps: int = STEPS, states: int = SEGMENT_STATES,
                       seed: int = 0) -> tuple[Boundaries, ImagePath]:
     """The images' word on the domains and the states: the model is fitted to the
-    particles of the k-means centre of the latents that moves it most, the domains'
-    boundaries are moved to where those particles put them
-    (:mod:`gaussianem.analysis.domain_boundaries`), and every particle is placed on the
-    path from the model to that state (:mod:`gaussianem.analysis.image_path`)."""
+    particles of the k-means centre of the latents that moves it most; finer splits than
+    ``domains`` are taken where those particles confirm them (:func:`domain_count`,
+    recorded in the result's ``judged``); the domains' boundaries are moved to where the
+    particles put them (:mod:`gaussianem.analysis.domain_boundaries`), and every particle is
+    placed on the path from the model to that state (:mod:`gaussianem.analysis.image_path`)."""
     centres, disp = _centre_displacements(result, interpolator, reference, states, seed)
     most = int(np.argmax((disp ** 2).sum((1, 2))))
     state = StateParticles(result, model, centres[most], interpolator, particles, usable=usable)
-    end = fit_domains(result, model, np.asarray(model.coords, dtype=np.float64) + disp[most], domains, centres[most],
-                      interpolator, steps=steps, state=state)
+    start = np.asarray(model.coords, dtype=np.float64) + disp[most]
+    domains, judged = domain_count(result, model, domains, segment_ladder(model, disp, seed=seed), centres[most],
+                                   start, interpolator, nearest_particles(result, centres[most], particles, usable),
+                                   steps)
+    end = fit_domains(result, model, start, domains, centres[most], interpolator, steps=steps, state=state)
     found = refine_boundaries(result, model, domains, end.coords, state)
+    if (found.domains.residue_labels != domains.residue_labels).any():     # the end fitted again, on them
+        found.coords = fit_domains(result, model, found.coords, found.domains, centres[most], interpolator,
+                                   steps=steps, state=state).coords
+    found.judged = judged
     return found, image_path(result, model, found.domains, found.coords, interpolator, reference, usable, seed=seed)
 
 
@@ -242,6 +302,9 @@ def fitted_models(result: Result, model, z: np.ndarray, interpolator, reference=
     path = None
     if sort == "images" and domains.motion > 0:
         found, path = domains_by_images(result, model, domains, interpolator, reference, usable, particles, steps)
+        for j in found.judged:
+            progress(f"{j['domains']} domains instead of {j['against']}: held-out gain t = {j['held_out_t']:.1f} "
+                     f"({HELD_OUT_T:g} needed), " + ("taken" if j["taken"] else "not taken"))
         domains = found.domains
         progress(f"domain boundaries placed by the particles of the most moved state: {found.moved()} residue(s) "
                  f"changed domain ({', '.join(str(s) for s in domains.sizes())} residues)")
@@ -254,7 +317,8 @@ def fitted_models(result: Result, model, z: np.ndarray, interpolator, reference=
     for i, (zi, m) in enumerate(zip(z, moved)):
         chosen = path.select(result, zi, particles, usable) if path is not None and path.usable else None
         fit = checked_fit(result, model, m.coords, domains, zi, interpolator, particles=particles, steps=steps,
-                          usable=usable, indices=chosen)
+                          usable=usable, indices=chosen,
+                          start=path.coords_at(model, zi, result.require_z()) if chosen is not None else None)
         if chosen is not None:
             fit.selection = f"images (R^2 {path.r2:.2f})"
         if fit.kept == "displaced":
@@ -266,8 +330,9 @@ def fitted_models(result: Result, model, z: np.ndarray, interpolator, reference=
         else:
             progress(f"state {i + 1}/{len(z)}: domains fitted to {fit.particles} particles, score "
                      f"{fit.score_start:.4g} -> {fit.score:.4g}, rotations "
-                     f"{', '.join(f'{r:.1f}' for r in fit.rotation_deg)} deg, held-out gain t = {fit.held_out:.1f} "
-                     f"({fit.seconds:.0f} s)")
+                     f"{', '.join(f'{r:.1f}' for r in fit.rotation_deg)} deg"
+                     + (" from the images' path" if fit.start == "path" else "")
+                     + f", held-out gain t = {fit.held_out:.1f} ({fit.seconds:.0f} s)")
         models.append(model.with_coords(fit.coords))
         fits.append(fit)
     return models, domains, fits

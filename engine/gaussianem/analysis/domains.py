@@ -140,11 +140,15 @@ def _absorb_small(centres, disp, labels: np.ndarray, min_domain: int) -> np.ndar
     return _relabel(lab)
 
 
-def segment(model: AtomicModel, displacements: np.ndarray, max_domains: int = MAX_DOMAINS,
-            min_segment: int = MIN_SEGMENT, min_domain: int = MIN_DOMAIN, accept: float = ACCEPT,
-            seed: int = 0) -> Domains:
-    """Rigid domains of ``model`` from its atoms' displacements (S, M, 3) at S states (see
-    the module docstring)."""
+def segment_ladder(model: AtomicModel, displacements: np.ndarray, max_domains: int = MAX_DOMAINS,
+                   min_segment: int = MIN_SEGMENT, min_domain: int = MIN_DOMAIN, seed: int = 0) -> list[Domains]:
+    """The model's rigid domains for each count ``k`` from 1 to ``max_domains`` (fewer where
+    no further split is possible), each the best split of the last (see the module
+    docstring), whatever its residual; entry ``k - 1`` may have fewer than ``k`` domains
+    where a part under ``min_domain`` residues went back to the others. :func:`segment`
+    takes the counts the decoded motion accepts;
+    :func:`gaussianem.analysis.domain_fit.domain_count` lets the images judge the finer
+    ones (a moving part whose decoded motion is too small to tell it apart)."""
     if max_domains < 1:
         raise InputError(f"max_domains must be at least 1, got {max_domains}")
     disp = residue_displacements(model, displacements)
@@ -155,10 +159,10 @@ def segment(model: AtomicModel, displacements: np.ndarray, max_domains: int = MA
     motion = float((disp ** 2).sum(-1).mean())
     best = np.zeros(n, dtype=int)
     residual = [float(_residuals(centres, disp, best, 1).mean() / len(disp))]
-    best_residual = residual[0]
     feat = disp.transpose(1, 0, 2).reshape(n, -1)
+    ladder = [Domains(best, best[model.res_index], list(residual), motion)]
     for k in range(2, int(max_domains) + 1):
-        if n < k * 3 or best_residual <= 1e-4 * motion:
+        if n < k * 3 or residual[-1] <= 1e-4 * motion:
             break                              # (the last: nothing left for another domain to explain)
         def refine(start, k=k):                 # rigid fits, then sequence runs of min_segment
             lab = _assign(centres, disp, _relabel(start), k)
@@ -167,11 +171,25 @@ def segment(model: AtomicModel, displacements: np.ndarray, max_domains: int = MA
         if found is None:
             break
         residual.append(now)
-        if not now < accept * best_residual:
-            break
-        best, best_residual = found, now
-    # a part under min_domain residues may be split off while the search goes on (a loose
-    # part explains its own motion, and the parts that matter are then split next); in the
-    # end it goes back to the domains that explain its residues best
-    best = _absorb_small(centres, disp, best, min_domain)
-    return Domains(best, best[model.res_index], residual, motion)
+        best = found
+        # a part under min_domain residues may be split off while the search goes on (a loose
+        # part explains its own motion, and the parts that matter are then split next); in the
+        # end it goes back to the domains that explain its residues best
+        lab = _absorb_small(centres, disp, best, min_domain)
+        ladder.append(Domains(lab, lab[model.res_index], list(residual), motion))
+    return ladder
+
+
+def segment(model: AtomicModel, displacements: np.ndarray, max_domains: int = MAX_DOMAINS,
+            min_segment: int = MIN_SEGMENT, min_domain: int = MIN_DOMAIN, accept: float = ACCEPT,
+            seed: int = 0) -> Domains:
+    """Rigid domains of ``model`` from its atoms' displacements (S, M, 3) at S states (see
+    the module docstring): the largest count of :func:`segment_ladder` each of whose
+    splits left under ``accept`` of the residual before it."""
+    ladder = segment_ladder(model, displacements, max_domains, min_segment, min_domain, seed)
+    res = ladder[-1].residual
+    k = 1
+    while k < len(res) and res[k] < accept * res[k - 1]:
+        k += 1
+    chosen = ladder[k - 1]
+    return Domains(chosen.residue_labels, chosen.atom_labels, res[:k + 1], chosen.motion)

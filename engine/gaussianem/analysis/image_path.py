@@ -64,13 +64,21 @@ def path_coords(model, domains: Domains, end: np.ndarray, s: float) -> np.ndarra
 @dataclass
 class ImagePath:
     """Scored particles ``indices`` (rows of the particle file), their places ``s`` on the
-    path, and the latent read-out ``s ~ intercept + z @ slope`` with its ``r2``."""
+    path, and the latent read-out ``s ~ intercept + z @ slope`` with its ``r2``; the path's
+    ``domains`` and ``end`` (M, 3)."""
 
     indices: np.ndarray
     s: np.ndarray
     slope: np.ndarray
     intercept: float
     r2: float
+    domains: Domains | None = None
+    end: np.ndarray | None = None
+
+    def coords_at(self, model, z: np.ndarray, zs: np.ndarray) -> np.ndarray:
+        """The model (M, 3) on the path at the place of latent ``z`` (:meth:`target`): a start
+        for a state's fit that carries the images' motion, not only the decoder's part of it."""
+        return path_coords(model, self.domains, self.end, self.target(z, zs))
 
     @property
     def usable(self) -> bool:
@@ -125,4 +133,4 @@ def image_path(result: Result, model, domains: Domains, end: np.ndarray, interpo
     coef, *_ = np.linalg.lstsq(a, s, rcond=None)
     pred = a @ coef
     r2 = 1.0 - float(((s - pred) ** 2).sum() / max(((s - s.mean()) ** 2).sum(), 1e-12))
-    return ImagePath(idx, s, coef[1:], float(coef[0]), r2)
+    return ImagePath(idx, s, coef[1:], float(coef[0]), r2, domains, np.asarray(end, dtype=np.float64))

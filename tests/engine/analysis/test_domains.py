@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from gaussianem.analysis.domain_fit import HELD_OUT_MIN, checked_fit, fit_domains, rotation_matrix
-from gaussianem.analysis.domain_boundaries import boundaries, refine_boundaries, residue_chains
+from gaussianem.analysis.domain_fit import HELD_OUT_MIN, checked_fit, domain_count, fit_domains, rotation_matrix
+from gaussianem.analysis.domain_boundaries import _absorb_islands, boundaries, refine_boundaries, residue_chains
 from gaussianem.analysis.image_path import ImagePath, image_path, path_coords
 from gaussianem.analysis.state_particles import StateParticles
 from gaussianem.analysis.state_particles import nearest_particles, usable_particles
-from gaussianem.analysis.domains import Domains, _merge_short_runs, residue_displacements, segment
+from gaussianem.analysis.domains import Domains, _merge_short_runs, residue_displacements, segment, segment_ladder
 from gaussianem.analysis.result import load_result
 from gaussianem.analysis.selection import source_particles
 from gaussianem.cli.main import main
@@ -80,6 +80,16 @@ def test_two_parts_moving_at_once_are_both_found():
     about another axis: three domains, each part on its own (issue 33; the case where one
     k-means start merged the smaller part with the core is tests/engine/model/test_rigid_groups.py's)."""
     model = build_test_model()
+    disp, mask, second = _two_parts(model)
+    dom = segment(model, disp)
+    assert dom.n == 3
+    for part in (mask, second):
+        assert _agreement(dom.atom_labels, part) >= 0.93
+
+
+def _two_parts(model, second_scale=1.0):
+    """A hinge (chain A's C-terminal third) and a stretch of chain A's core turning about
+    another axis by ``second_scale`` times as much, at six states; the two masks."""
     disp, mask = _hinge_states(model, noise=0.05)
     res = model.res_index
     chain_a = model.chain_ids == model.chains()[0]
@@ -87,12 +97,25 @@ def test_two_parts_moving_at_once_are_both_found():
     second = chain_a & ~mask & (res >= first + 5) & (res < first + 45)
     c = model.coords[second].mean(0)
     for s, angle in enumerate((-12, -8, -4, 4, 8, 12)):
-        turned = (model.coords[second] - c) @ axis_rotation([1, 1, 0], angle).T + c + [0.1 * angle, 0, 0]
+        a = second_scale * angle
+        turned = (model.coords[second] - c) @ axis_rotation([1, 1, 0], a).T + c + [0.1 * a, 0, 0]
         disp[s, second] = turned - model.coords[second]
-    dom = segment(model, disp)
-    assert dom.n == 3
-    for part in (mask, second):
-        assert _agreement(dom.atom_labels, part) >= 0.93
+    return disp, mask, second
+
+
+def test_segment_ladder_keeps_the_split_the_decoded_motion_is_too_small_to_accept():
+    """The third domain leaves 0.43 of the two-domain residual: refused at a stricter
+    acceptance (0.3), but the ladder's next entry is that split, for the images
+    to judge (:func:`domain_count`); ``segment`` is the ladder's accepted entry."""
+    model = build_test_model()
+    disp, mask, second = _two_parts(model)
+    ladder = segment_ladder(model, disp)
+    assert [d.n for d in ladder] == [1, 2, 3]
+    dom = segment(model, disp, accept=0.3)
+    assert dom.n == 2 and (dom.atom_labels == ladder[1].atom_labels).all()
+    assert dom.residual == ladder[-1].residual            # the refused count's residual is recorded
+    assert _agreement(ladder[2].atom_labels, second) >= 0.93 and _agreement(ladder[2].atom_labels, mask) >= 0.93
+    assert segment(model, disp).n == 3
 
 
 def test_one_rigid_motion_is_one_domain():
@@ -181,6 +204,58 @@ def test_checked_fit_keeps_what_held_out_particles_confirm(tiny_result, tiny_sim
     assert few.kept == "displaced" and few.held_out is None and rmsd(few.coords) < 0.05
 
 
+def test_checked_fit_starts_from_the_images_path_where_the_particles_prefer_it(tiny_result, tiny_sim):
+    """A displaced model 12 degrees short of the particles' state and, as the other start,
+    the model at that state (the images' path): the fit starts there and stays; a start 25
+    degrees off the other way is not taken. The held-out check is still against the
+    displaced model."""
+    r = load_result(tiny_result)
+    model = read_model(tiny_sim / "model.pdb")
+    gt = np.load(tiny_sim / "ground_truth.npz")
+    mask, point, axis = default_hinge(model)
+    sel = np.flatnonzero(gt["present"].astype(bool) & (gt["angle"] > 6))
+    true = hinge_rotation(model, mask, point, axis, float(gt["angle"][sel].mean()))
+    lab = mask.astype(int)
+    dom = Domains((np.bincount(model.res_index, lab) > 0).astype(int), lab)
+    interp = r.interpolator(model.coords, bonds=bond_pairs(model))
+    short = hinge_rotation(true, mask, point, axis, 12.0)
+
+    def rmsd(x):
+        return float(np.sqrt(((x - true)[mask] ** 2).sum(-1).mean()))
+    good = checked_fit(r, model, short, dom, r.z[sel[0]], interp, indices=sel, steps=4, start=true)
+    assert good.start == "path" and good.kept == "fitted" and good.held_out >= 3.0
+    assert rmsd(good.coords) < 1.0 < rmsd(short)
+    bad = checked_fit(r, model, short, dom, r.z[sel[0]], interp, indices=sel, steps=4,
+                      start=hinge_rotation(true, mask, point, axis, -25.0))
+    assert bad.start == "displaced"
+    assert good.summary()["start"] == "path"
+
+
+def test_domain_count_takes_the_splits_the_held_out_particles_confirm(tiny_result, tiny_sim):
+    """One domain where a hinge moves: the hinge split is fitted to half of the far end's
+    particles and confirmed on the other half, so it is taken; a further cut through the
+    core (two pieces moving together) gains nothing there and is not."""
+    r = load_result(tiny_result)
+    model = read_model(tiny_sim / "model.pdb")
+    gt = np.load(tiny_sim / "ground_truth.npz")
+    mask, _, _ = default_hinge(model)
+    sel = np.flatnonzero(gt["present"].astype(bool) & (gt["angle"] > 6))
+    res_mask = (np.bincount(model.res_index, mask.astype(int)) > 0).astype(int)
+    core = np.flatnonzero(res_mask == 0)
+    cut = res_mask.copy()
+    cut[core[len(core) // 2:]] = 2
+    ladder = [Domains(np.zeros_like(res_mask), np.zeros(len(model), int)), Domains(res_mask, res_mask[model.res_index]),
+              Domains(cut, cut[model.res_index])]
+    interp = r.interpolator(model.coords, bonds=bond_pairs(model))
+    dom, judged = domain_count(r, model, ladder[0], ladder, r.z[sel[0]], model.coords, interp, sel, steps=40)
+    assert [j["domains"] for j in judged] == [2, 3]
+    assert judged[0]["taken"] and judged[0]["held_out_t"] >= 3.0, judged
+    assert not judged[1]["taken"] and judged[1]["against"] == 2, judged
+    assert dom.n == 2 and _agreement(dom.atom_labels, mask) == 1.0
+    # too few particles to judge: the domains stay as they are, nothing judged
+    assert domain_count(r, model, ladder[0], ladder, r.z[sel[0]], model.coords, interp, sel[:10]) == (ladder[0], [])
+
+
 def test_path_coords_moves_each_domain_by_a_multiple_of_its_motion():
     """s = 0 is the model, s = 1 the end state, s = 0.5 and s = 1.5 the hinge at half and
     one and a half times its angle; the fixed domain stays."""
@@ -261,6 +336,27 @@ def test_boundaries_move_to_where_the_images_put_them(tiny_result, tiny_sim):
         assert boundaries(found.domains.residue_labels, chains) == [move["now_after"]]
         assert found.coords.shape == model.coords.shape
     assert found.moved() == abs(move["now_after"] - cut)
+
+
+def test_runs_left_short_between_moved_boundaries_join_the_neighbour_the_images_prefer():
+    """Six residues left between two boundaries that moved towards each other (a moving
+    part's stretch stuck with the core) go to the neighbouring domain the score prefers;
+    a short run at a chain's start and runs of ten or more stay."""
+    chains = np.array(["A"] * 46 + ["B"] * 16)
+    labels = np.array([0] * 20 + [1] * 6 + [2] * 20 + [1] * 4 + [0] * 12)
+    calls = []
+
+    def prefers_two(lab):
+        calls.append(lab.copy())
+        return float((lab == 2).sum())
+    out = _absorb_islands(labels, chains, prefers_two)
+    assert (out[20:26] == 2).all() and (out[:20] == 0).all() and (out[26:46] == 2).all()
+    assert (out[46:] == labels[46:]).all()                 # chain B's first run is at the chain's start
+    assert len(calls) == 2                                 # the two neighbours of the one island
+    out = _absorb_islands(labels, chains, lambda lab: -float((lab == 2).sum()))
+    assert (out[20:26] == 0).all()
+    long = np.array([0] * 20 + [1] * 10 + [0] * 16)
+    assert (_absorb_islands(long, np.array(["A"] * 46), prefers_two) == long).all()
 
 
 def test_nearest_particles(tiny_result):
