@@ -122,6 +122,8 @@ class RealisticSpec:
     hinge_angle: float = 30.0         # degrees, full range
     hinge2: str | None = None         # two_hinges: the second moving part (default: the last chain)
     hinge2_angle: float = 20.0        # degrees, full range of the second part (both follow t together)
+    hinge_stagger: float = 0.0        # two_hinges: 0 both parts turn over all of t; s: the first over
+                                      # [0, 1 - s], the second over [s, 1] (one closes before the other)
     states: int = 32                  # motion levels (one motion)
     states2: int = 8                  # levels per axis (two motions)
     eval_bins: int = 5
@@ -148,6 +150,8 @@ class RealisticSpec:
     junk_structure: str = "19hc.pdb.gz"
 
     def check(self):
+        if not 0 <= self.hinge_stagger < 1:
+            raise ValueError(f"hinge_stagger must lie in [0, 1), got {self.hinge_stagger}")
         if self.motion not in ("mode", "hinge", "two_modes", "two_hinges"):
             raise ValueError(f"motion must be mode, hinge, two_modes or two_hinges, got {self.motion!r}")
         if self.junk_kind not in ("noise", "protein"):
@@ -311,7 +315,7 @@ def simulate(spec: RealisticSpec, outdir: str, progress=None) -> dict:
         arrays["motion2"] = t2.astype(np.float32)
         arrays["rmsd_range2"] = rmsd(motion.coords(0.5, 0.0), motion.coords(0.5, 1.0))
     if spec.motion in ("hinge", "two_hinges"):
-        arrays["angle"] = ((t1 - 0.5) * spec.hinge_angle).astype(np.float32)
+        arrays["angle"] = ((motion.phases(t1)[0] - 0.5) * spec.hinge_angle).astype(np.float32)
     tmp = os.path.join(outdir, ".ground_truth.tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, os.path.join(outdir, "ground_truth.npz"))

@@ -157,13 +157,21 @@ class Motion:
     def two(self) -> bool:
         return self.kind == "two_modes"
 
+    def phases(self, t):
+        """(u1, u2): where each hinge is in its own turn at motion ``t``: both ``t``, or with
+        ``hinge_stagger`` s the first turning over [0, 1 - s] and the second over [s, 1]."""
+        s = float(getattr(self.spec, "hinge_stagger", 0.0) or 0.0) if self.kind == "two_hinges" else 0.0
+        t = np.asarray(t, dtype=np.float64)
+        return np.clip(t / (1 - s), 0, 1), np.clip((t - s) / (1 - s), 0, 1)
+
     def coords(self, t1: float, t2: float = 0.5) -> np.ndarray:
         from gaussianem.sim.geometry import hinge_rotation
         x0 = self.model.coords
         if self.kind in ("hinge", "two_hinges"):
-            xyz = hinge_rotation(x0, self.mask, self.point, self.axis, (t1 - 0.5) * self.spec.hinge_angle)
+            u1, u2 = (float(u) for u in self.phases(t1))
+            xyz = hinge_rotation(x0, self.mask, self.point, self.axis, (u1 - 0.5) * self.spec.hinge_angle)
             if self.kind == "two_hinges":
-                xyz = hinge_rotation(xyz, self.mask2, self.point2, self.axis2, (t1 - 0.5) * self.spec.hinge2_angle)
+                xyz = hinge_rotation(xyz, self.mask2, self.point2, self.axis2, (u2 - 0.5) * self.spec.hinge2_angle)
             return xyz
         a = self.spec.rmsd_range
         xyz = x0 + (t1 - 0.5) * a * self.fields[0]

@@ -48,6 +48,11 @@ CELLS = {
                         "(absent in 30%) each turn 40 deg (12.8 A end to end)",
                         {"structure": "19hc.pdb.gz", "motion": "two_hinges", "hinge_angle": 40.0,
                          "hinge2_angle": 40.0}, True),
+    "two_hinges_staggered": ("19hc (not tuned on), two domains one after the other: chain A's C-terminal third "
+                             "turns 40 deg over the first 60% of the motion, chain B (absent in 30%) 40 deg over "
+                             "the last 60% (as a kinase's lid closes before its NMP domain)",
+                             {"structure": "19hc.pdb.gz", "motion": "two_hinges", "hinge_angle": 40.0,
+                              "hinge2_angle": 40.0, "hinge_stagger": 0.4}, True),
     "scale20": ("per-particle scale U(0.8, 1.2)", {"scale_jitter": 0.2}, True),
     "pose_err": ("star poses off by 3 deg RMS and 1 px RMS", {"pose_error_deg": 3.0, "shift_error_px": 1.0}, True),
     "rot_err": ("star rotations off by 3 deg RMS (shifts exact)", {"pose_error_deg": 3.0}, False),

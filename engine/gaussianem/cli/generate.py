@@ -20,9 +20,10 @@ model is written instead (and the log and DIR/generate.json say so). The atoms a
 projected one Gaussian per residue: at box 64 on one CPU thread, 8,000 particles and ten
 latents took 4 minutes (about a minute for the path, 17-30 seconds per latent; 1a28, two
 domains moving at once); use a GPU (--device auto) for many. Where two domains move at
-once, the search finds both where the decoded motion tells them apart (training with
---cut-graph 3 helps), else it may join one of them to the core (docs/validation.md, "The
-whole motion, session 13").
+once and the decoder carries one of them too little to split it off, the particles of the
+most moved state judge the finer splits (each fitted to half of them and kept only when
+the other half confirms it), so both are found (docs/validation.md, "--fit-domains where
+two domains move at once").
 
 Maps (--map): "deformed" (the default while the consensus map the run was trained on
 still exists) is the consensus map's own density carried by the decoded Gaussians, each

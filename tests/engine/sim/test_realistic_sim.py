@@ -305,6 +305,25 @@ def test_two_domains_turn_at_once_each_about_its_own_interface():
         assert np.allclose(da, db, atol=1e-4)
         assert rs.rmsd(a, b) > 5.0
 
+
+def test_staggered_domains_turn_one_after_the_other():
+    """hinge_stagger 0.4: the first part turns over the first 60% of the motion and stands
+    still after, the second stands still before 40% and turns over the rest; both reach
+    the same ends as the synchronous motion."""
+    m = rs.load_structure("1a28.pdb.gz")
+    m = m.with_coords(m.coords - m.coords.mean(0))
+    kw = dict(structure="1a28.pdb.gz", motion="two_hinges", hinge2_angle=30.0)
+    both, one_then = rs.Motion(m, rs.RealisticSpec(**kw)), rs.Motion(m, rs.RealisticSpec(**kw, hinge_stagger=0.4))
+    for t in (0.0, 1.0):
+        assert np.allclose(both.coords(t), one_then.coords(t))
+    a, b = one_then.mask, one_then.mask2
+    assert np.allclose(one_then.coords(0.6)[a], one_then.coords(1.0)[a])       # the first is done at 60%
+    assert np.allclose(one_then.coords(0.4)[b], one_then.coords(0.0)[b])       # the second starts at 40%
+    assert rs.rmsd(one_then.coords(0.3)[a], one_then.coords(0.0)[a]) > 3.0
+    with pytest.raises(ValueError, match="hinge_stagger"):
+        rs.RealisticSpec(**kw, hinge_stagger=1.0).check()
+
+
 def test_structures_read_and_reserved_refused():
     with pytest.raises(ValueError, match="reserved"):
         rs.structure_path("adk_open.pdb")
