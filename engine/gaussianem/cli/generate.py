@@ -22,8 +22,9 @@ latents took 4 minutes (about a minute for the path, 17-30 seconds per latent; 1
 domains moving at once); use a GPU (--device auto) for many. Where two domains move at
 once and the decoder carries one of them too little to split it off, the particles of the
 most moved state judge the finer splits (each fitted to half of them and kept only when
-the other half confirms it), so both are found (docs/validation.md, "--fit-domains where
-two domains move at once").
+the other half confirms it), so both are found. Where one domain moves after the other,
+a state's particles can be a mixture and the fitted model worse than the displaced one
+(docs/validation.md, "--fit-domains where two domains move at once").
 
 Maps (--map): "deformed" (the default while the consensus map the run was trained on
 still exists) is the consensus map's own density carried by the decoded Gaussians, each
