@@ -40,7 +40,8 @@ def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200
                sort: str = "images", fitted_at: float = 0.0) -> dict:
     from realistic import Motion, RealisticSpec
     from gaussianem.analysis import evaluate as ev
-    from gaussianem.analysis.domain_fit import checked_fit, domains_by_images, model_domains, usable_particles
+    from gaussianem.analysis.domain_fit import (OWN_STATE_MAX, checked_fit, displaced_fit, domains_by_images,
+                                                model_domains, own_state_shift, usable_particles)
     from gaussianem.analysis.domains import Domains
     from gaussianem.analysis.reference import model_latent
     from gaussianem.analysis.result import load_result
@@ -91,6 +92,10 @@ def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200
         print(json.dumps({"path": path_note}), flush=True)
         agree = path_note["agreement"]
         path = path if path.usable else None
+    shift = own_state_shift(res, fitted, dom, ref, interp, path, particles, steps, usable) if (
+        dom.n > 1 and path is not None) else None
+    sunk = shift is not None and shift > OWN_STATE_MAX         # as generate: the displaced models are written
+    print(json.dumps({"own_state_shift": shift, "displaced_written": sunk}), flush=True)
     good = ~truth["junk"].astype(bool) & truth["present"].astype(bool)
     levels, t = truth["eval_motion"], truth["motion"]
     half = 0.5 / max(len(levels) - 1, 1)
@@ -100,9 +105,10 @@ def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200
         true = motion.coords(float(level))
         moved = res.displace_model(fitted, z[None], interpolator=interp, reference=ref)
         chosen = path.select(res, z, particles, usable) if path is not None else None
-        fit = checked_fit(res, fitted, moved.coords, dom, z, interp, particles=particles, steps=steps, usable=usable,
-                          indices=chosen,           # as generate --fit-domains: checked on held-out particles
-                          start=path.coords_at(fitted, z, res.z) if path is not None else None)
+        fit = displaced_fit(moved.coords, dom, interp, particles, "own state moved") if sunk else checked_fit(
+            res, fitted, moved.coords, dom, z, interp, particles=particles, steps=steps, usable=usable,
+            indices=chosen,           # as generate --fit-domains: checked on held-out particles
+            start=path.coords_at(fitted, z, res.z) if path is not None else None)
         chosen = chosen if chosen is not None else nearest_particles(res, z, particles, usable)
 
         def rmsd(x, sel=moving):
@@ -122,7 +128,8 @@ def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200
             "found": dom.summary(),
             "segmentation_agreement": round(agree, 4), "segmentation_seconds": round(seg_seconds, 1),
             "left_out": note, "usable_particles": int(usable.sum()),
-            "particles": particles, "steps": steps, "sort": sort, "path": path_note, "rows": rows, "mean_moving_rmsd": mean,
+            "particles": particles, "steps": steps, "sort": sort, "path": path_note, "own_state_shift": shift,
+            "displaced_written": sunk, "rows": rows, "mean_moving_rmsd": mean,
             "max_moving_rmsd": {k: max(r["moving_rmsd"][k] for r in rows) for k in rows[0]["moving_rmsd"]}}
 
 

@@ -196,10 +196,10 @@ def gaussianem_fitdomains(session, particles=PARTICLES, steps=STEPS, sort="image
         from gaussianem.analysis.domain_fit import HELD_OUT_MIN, HELD_OUT_T
         why = (f"under {2 * HELD_OUT_MIN} particles to check it" if fit.held_out is None else
                f"held-out gain t = {fit.held_out:.1f}, {HELD_OUT_T:g} needed")
+        what = (fit.note if fit.note else f"the fit to {fit.particles} particles ({fit.selection}) did not match "
+                f"the half it was not fitted to better than the displaced model ({why})")
         session.logger.warning(f"GaussianEM: model #{copy.id_string}, {domains.n} rigid domain(s) of {sizes} residues "
-                               f"(coloured): the fit to {fit.particles} particles ({fit.selection}) did not match the "
-                               f"half it was not fitted to better than the displaced model ({why}), so the copy is "
-                               "the displaced model")
+                               f"(coloured): {what}, so the copy is the displaced model")
     else:
         session.logger.info(f"GaussianEM: model #{copy.id_string}, {domains.n} rigid domain(s) of {sizes} residues "
                             f"(coloured), fitted to {fit.particles} particles ({fit.selection}): score "

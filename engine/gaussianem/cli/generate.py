@@ -23,7 +23,9 @@ domains moving at once); use a GPU (--device auto) for many. Where two domains m
 once and the decoder carries one of them too little to split it off, the particles of the
 most moved state judge the finer splits (each fitted to half of them and kept only when
 the other half confirms it), so both are found. Where one domain moves after the other,
-a state's particles can be a mixture and the fitted model worse than the displaced one
+a state's particles can be a mixture and the fitted model worse than the displaced one;
+when the particles of the model's own latent pull a domain over 0.6 of its way to the far
+state, this is seen, and the displaced models are written and the log says why
 (docs/validation.md, "--fit-domains where two domains move at once").
 
 Maps (--map): "deformed" (the default while the consensus map the run was trained on

@@ -6,7 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from gaussianem.analysis.domain_fit import HELD_OUT_MIN, checked_fit, domain_count, fit_domains, rotation_matrix
+from gaussianem.analysis.domain_fit import (HELD_OUT_MIN, checked_fit, domain_count, fit_domains, fitted_models,
+                                           own_state_shift, rotation_matrix)
+from gaussianem.analysis import domain_fit
 from gaussianem.analysis.domain_boundaries import _absorb_islands, boundaries, refine_boundaries, residue_chains
 from gaussianem.analysis.image_path import ImagePath, image_path, path_coords
 from gaussianem.analysis.state_particles import StateParticles
@@ -254,6 +256,48 @@ def test_domain_count_takes_the_splits_the_held_out_particles_confirm(tiny_resul
     assert dom.n == 2 and _agreement(dom.atom_labels, mask) == 1.0
     # too few particles to judge: the domains stay as they are, nothing judged
     assert domain_count(r, model, ladder[0], ladder, r.z[sel[0]], model.coords, interp, sel[:10]) == (ladder[0], [])
+
+
+def test_own_state_shift_sees_particles_that_are_not_at_the_models_state(tiny_result, tiny_sim):
+    """The model at the state of the particles of its latent stays; the same latent said
+    to be a model turned 25 degrees further is pulled back by its particles, most of its
+    way to an end state 30 degrees from it: over the 0.6 that makes --fit-domains write the
+    displaced models (as when a latent's particles are a mixture)."""
+    r = load_result(tiny_result)
+    model = read_model(tiny_sim / "model.pdb")
+    gt = np.load(tiny_sim / "ground_truth.npz")
+    mask, point, axis = default_hinge(model)
+    far = np.flatnonzero(gt["present"].astype(bool) & (gt["angle"] > 6))
+    lab = mask.astype(int)
+    dom = Domains((np.bincount(model.res_index, lab) > 0).astype(int), lab)
+    zr = np.median(r.z[far], axis=0)
+    shifts = []
+    for extra in (0.0, 25.0):
+        m = model.with_coords(hinge_rotation(model, mask, point, axis, float(gt["angle"][far].mean()) + extra))
+        end = hinge_rotation(m, mask, point, axis, -30.0)
+        path = ImagePath(far, np.zeros(len(far)), np.zeros(r.z.shape[1]), 0.0, 1.0, dom, end)
+        interp = r.interpolator(m.coords, bonds=bond_pairs(m))
+        shifts.append(own_state_shift(r, m, dom, zr, interp, path, steps=40, indices=far))
+    assert shifts[0] < 0.2 and shifts[1] > domain_fit.OWN_STATE_MAX, shifts
+
+
+def test_fit_domains_writes_the_displaced_models_when_the_own_state_moves(tiny_trained, tiny_sim, monkeypatch):
+    """With the own-state limit below anything measured, every state is the plain
+    displaced model, with the reason, and the log says so."""
+    r = load_result(tiny_trained)
+    model = read_model(tiny_sim / "model.pdb")
+    interp = r.interpolator(model.coords, bonds=bond_pairs(model))
+    from gaussianem.analysis.reference import model_latent
+    ref = model_latent(r, model).z
+    monkeypatch.setattr(domain_fit, "OWN_STATE_MAX", -1.0)
+    said = []
+    models, domains, fits = fitted_models(r, model, r.z[:2], interp, reference=ref, particles=48, steps=2,
+                                          progress=said.append)
+    assert domains.n >= 2
+    assert all(f.kept == "displaced" and "own latent" in f.note for f in fits)
+    moved = r.displace_model(model, r.z[:2], interpolator=interp, reference=ref)
+    assert np.allclose(models[1].coords, moved[1].coords, atol=1e-3)
+    assert any(line.startswith("warning: fitted to the particles of its own latent") for line in said)
 
 
 def test_path_coords_moves_each_domain_by_a_multiple_of_its_motion():
