@@ -18,8 +18,8 @@ latent. Each fit is checked on particles it did not see: fitted to half of the l
 particles, it must match the other half better than the displaced model, or the displaced
 model is written instead (and the log and DIR/generate.json say so). The atoms are
 projected one Gaussian per residue: at box 64 on one CPU thread, 8,000 particles and ten
-latents took 4 minutes (about a minute for the path, 17-30 seconds per latent; 1a28, two
-domains moving at once); use a GPU (--device auto) for many. Where two domains move at
+latents took 4.5 minutes (about two for the domains and the path, 17 seconds per latent;
+1a28, two domains moving at once); use a GPU (--device auto) for many. Where two domains move at
 once and the decoder carries one of them too little to split it off, the particles of the
 most moved state judge the finer splits (each fitted to half of them and kept only when
 the other half confirms it), so both are found. Where one domain moves after the other,
