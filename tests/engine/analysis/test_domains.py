@@ -150,19 +150,26 @@ def test_rotation_matrix_matches_an_axis_angle_rotation():
     assert np.allclose(rotation_matrix(torch.zeros(3, dtype=torch.float64)).numpy(), np.eye(3))
 
 
+def _hinge_case(result_dir, sim, min_angle):
+    """The tiny set's hinge: (result, model, mask, point, axis, the present particles
+    turned over ``min_angle``, the model at their mean angle, the true domains, the
+    model's interpolator)."""
+    r = load_result(result_dir)
+    model = read_model(sim / "model.pdb")
+    gt = np.load(sim / "ground_truth.npz")
+    mask, point, axis = default_hinge(model)
+    sel = np.flatnonzero(gt["present"].astype(bool) & (gt["angle"] > min_angle))
+    true = hinge_rotation(model, mask, point, axis, float(gt["angle"][sel].mean()))
+    lab = mask.astype(int)
+    dom = Domains((np.bincount(model.res_index, lab) > 0).astype(int), lab)
+    return r, model, mask, point, axis, sel, true, dom, r.interpolator(model.coords, bonds=bond_pairs(model))
+
+
 def test_fit_domains_recovers_a_domain_rotation(tiny_result, tiny_sim):
     """The particles of one end of the hinge, and a model whose moving domain is 12
     degrees further: the rigid fit to the images brings it back."""
-    r = load_result(tiny_result)
-    model = read_model(tiny_sim / "model.pdb")
-    gt = np.load(tiny_sim / "ground_truth.npz")
-    mask, point, axis = default_hinge(model)
-    sel = np.flatnonzero(gt["present"].astype(bool) & (gt["angle"] > 10))
-    true = hinge_rotation(model, mask, point, axis, float(gt["angle"][sel].mean()))
+    r, model, mask, point, axis, sel, true, dom, interp = _hinge_case(tiny_result, tiny_sim, 10)
     start = hinge_rotation(true, mask, point, axis, 12.0)
-    lab = mask.astype(int)
-    dom = Domains((np.bincount(model.res_index, lab) > 0).astype(int), lab)
-    interp = r.interpolator(model.coords, bonds=bond_pairs(model))
 
     def rmsd(x, m):
         return float(np.sqrt(((x - true)[m] ** 2).sum(-1).mean()))
@@ -181,16 +188,8 @@ def test_checked_fit_keeps_what_held_out_particles_confirm(tiny_result, tiny_sim
     """The same particles: a domain 12 degrees off is fitted and confirmed by the half the
     fit did not see; a model already at their state gains nothing there, so the
     displaced model is kept as it is; too few particles to check keep it too."""
-    r = load_result(tiny_result)
-    model = read_model(tiny_sim / "model.pdb")
-    gt = np.load(tiny_sim / "ground_truth.npz")
-    mask, point, axis = default_hinge(model)
-    sel = np.flatnonzero(gt["present"].astype(bool) & (gt["angle"] > 6))
+    r, model, mask, point, axis, sel, true, dom, interp = _hinge_case(tiny_result, tiny_sim, 6)
     assert len(sel) >= 2 * HELD_OUT_MIN
-    true = hinge_rotation(model, mask, point, axis, float(gt["angle"][sel].mean()))
-    lab = mask.astype(int)
-    dom = Domains((np.bincount(model.res_index, lab) > 0).astype(int), lab)
-    interp = r.interpolator(model.coords, bonds=bond_pairs(model))
 
     def rmsd(x):
         return float(np.sqrt(((x - true)[mask] ** 2).sum(-1).mean()))
@@ -211,15 +210,7 @@ def test_checked_fit_starts_from_the_images_path_where_the_particles_prefer_it(t
     the model at that state (the images' path): the fit starts there and stays; a start 25
     degrees off the other way is not taken. The held-out check is still against the
     displaced model."""
-    r = load_result(tiny_result)
-    model = read_model(tiny_sim / "model.pdb")
-    gt = np.load(tiny_sim / "ground_truth.npz")
-    mask, point, axis = default_hinge(model)
-    sel = np.flatnonzero(gt["present"].astype(bool) & (gt["angle"] > 6))
-    true = hinge_rotation(model, mask, point, axis, float(gt["angle"][sel].mean()))
-    lab = mask.astype(int)
-    dom = Domains((np.bincount(model.res_index, lab) > 0).astype(int), lab)
-    interp = r.interpolator(model.coords, bonds=bond_pairs(model))
+    r, model, mask, point, axis, sel, true, dom, interp = _hinge_case(tiny_result, tiny_sim, 6)
     short = hinge_rotation(true, mask, point, axis, 12.0)
 
     def rmsd(x):
@@ -237,18 +228,13 @@ def test_domain_count_takes_the_splits_the_held_out_particles_confirm(tiny_resul
     """One domain where a hinge moves: the hinge split is fitted to half of the far end's
     particles and confirmed on the other half, so it is taken; a further cut through the
     core (two pieces moving together) gains nothing there and is not."""
-    r = load_result(tiny_result)
-    model = read_model(tiny_sim / "model.pdb")
-    gt = np.load(tiny_sim / "ground_truth.npz")
-    mask, _, _ = default_hinge(model)
-    sel = np.flatnonzero(gt["present"].astype(bool) & (gt["angle"] > 6))
+    r, model, mask, _, _, sel, _, _, interp = _hinge_case(tiny_result, tiny_sim, 6)
     res_mask = (np.bincount(model.res_index, mask.astype(int)) > 0).astype(int)
     core = np.flatnonzero(res_mask == 0)
     cut = res_mask.copy()
     cut[core[len(core) // 2:]] = 2
     ladder = [Domains(np.zeros_like(res_mask), np.zeros(len(model), int)), Domains(res_mask, res_mask[model.res_index]),
               Domains(cut, cut[model.res_index])]
-    interp = r.interpolator(model.coords, bonds=bond_pairs(model))
     dom, judged = domain_count(r, model, ladder[0], ladder, r.z[sel[0]], model.coords, interp, sel, steps=40)
     assert [j["domains"] for j in judged] == [2, 3]
     assert judged[0]["taken"] and judged[0]["held_out_t"] >= 3.0, judged
@@ -263,17 +249,11 @@ def test_own_state_shift_sees_particles_that_are_not_at_the_models_state(tiny_re
     to be a model turned 25 degrees further is pulled back by its particles, most of its
     way to an end state 30 degrees from it: over the 0.6 that makes --fit-domains write the
     displaced models (as when a latent's particles are a mixture)."""
-    r = load_result(tiny_result)
-    model = read_model(tiny_sim / "model.pdb")
-    gt = np.load(tiny_sim / "ground_truth.npz")
-    mask, point, axis = default_hinge(model)
-    far = np.flatnonzero(gt["present"].astype(bool) & (gt["angle"] > 6))
-    lab = mask.astype(int)
-    dom = Domains((np.bincount(model.res_index, lab) > 0).astype(int), lab)
+    r, model, mask, point, axis, far, true, dom, _ = _hinge_case(tiny_result, tiny_sim, 6)
     zr = np.median(r.z[far], axis=0)
     shifts = []
     for extra in (0.0, 25.0):
-        m = model.with_coords(hinge_rotation(model, mask, point, axis, float(gt["angle"][far].mean()) + extra))
+        m = model.with_coords(hinge_rotation(true, mask, point, axis, extra))
         end = hinge_rotation(m, mask, point, axis, -30.0)
         path = ImagePath(far, np.zeros(len(far)), np.zeros(r.z.shape[1]), 0.0, 1.0, dom, end)
         interp = r.interpolator(m.coords, bonds=bond_pairs(m))
