@@ -46,15 +46,16 @@ states are not comparable.
 ``--cryodrgn``: also trains cryoDRGN (``benchmarks/cryodrgn_runner.py``, ``.venv-cryodrgn``
 from ``benchmarks/setup_cryodrgn.sh``; zdim 4, same epochs) on the SNR 0.1 and 0.03 cells,
 evaluated with the same metrics; about an hour per 2000-particle cell on 2 cores, so off by
-default. Two-domain cells (two_hinges*) also run ``generate --fit-domains`` with the true
-model at either end (``domain_fit.both_ends``, issue 33; 10-15 min a cell).
+default. Two-domain cells (two_hinges*) also run ``--fit-domains`` from either end of the
+motion (``domain_fit.both_ends``, issue 33).
 
 Time at one thread on a 2-core machine shared with another training: a box-64 cell about
 3 min; box128 and apix0.8 (600 particles, coarse to fine) about 10 and 13 min; the default
-matrix about an hour; leave out box128,apix0.8 with --cells for ~35 min.
+matrix about 1.5 hours (the three two-domain cells about 15 min each); leave out
+box128,apix0.8 with --cells for ~20 min less.
 
   bash benchmarks/setup_robustness.sh
-  .venv/bin/python benchmarks/robustness.py --outdir bench_out/robustness          # about an hour
+  .venv/bin/python benchmarks/robustness.py --outdir bench_out/robustness          # about 1.5 hours
   .venv/bin/python benchmarks/robustness.py --outdir bench_out/robustness --quick  # smoke, ~70 s
   .venv/bin/python benchmarks/robustness.py --cells base,snr0.01,hinge --reuse
   make robustness ROBUST="--cells base,junk_protein"
