@@ -46,8 +46,7 @@ states are not comparable.
 ``--cryodrgn``: also trains cryoDRGN (``benchmarks/cryodrgn_runner.py``, ``.venv-cryodrgn``
 from ``benchmarks/setup_cryodrgn.sh``; zdim 4, same epochs) on the SNR 0.1 and 0.03 cells,
 evaluated with the same metrics; about an hour per 2000-particle cell on 2 cores, so off by
-default. Two-domain cells (two_hinges*) also run ``--fit-domains`` from either end of the
-motion (``domain_fit.both_ends``, issue 33).
+default. Two-domain cells also run ``--fit-domains`` from either end (``domain_fit.both_ends``).
 
 Time at one thread on a 2-core machine shared with another training: a box-64 cell about
 3 min; box128 and apix0.8 (600 particles, coarse to fine) about 10 and 13 min; the default
