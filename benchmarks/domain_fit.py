@@ -76,7 +76,7 @@ def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200
     seg_seconds = time.perf_counter() - t0
     usable, note = usable_particles(res)                  # as generate: the run's junk left out
     agree = float(max(((dom.atom_labels == k) == moving).mean() for k in range(dom.n)))
-    path, path_note = None, {}
+    path, found_path, path_note = None, None, {}
     if sort == "images":
         t1 = time.perf_counter()
         found, path = domains_by_images(res, fitted, dom, interp, ref, usable, particles, steps)
@@ -91,9 +91,9 @@ def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200
                      "agreement": round(float(max(((dom.atom_labels == k) == moving).mean() for k in range(dom.n))), 4)}
         print(json.dumps({"path": path_note}), flush=True)
         agree = path_note["agreement"]
-        path = path if path.usable else None
-    shift = own_state_shift(res, fitted, dom, ref, interp, path, particles, steps, usable) if (
-        dom.n > 1 and path is not None) else None
+        found_path, path = path, (path if path.usable else None)
+    shift = own_state_shift(res, fitted, dom, ref, interp, found_path, particles, steps, usable) if (
+        dom.n > 1 and found_path is not None) else None     # as generate: an unusable path still gives the end
     sunk = shift is not None and shift > OWN_STATE_MAX         # as generate: the displaced models are written
     print(json.dumps({"own_state_shift": shift, "displaced_written": sunk}), flush=True)
     good = ~truth["junk"].astype(bool) & truth["present"].astype(bool)
