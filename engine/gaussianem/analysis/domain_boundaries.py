@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from gaussianem.analysis.domains import MIN_SEGMENT, Domains
+from gaussianem.analysis.domains import MIN_SEGMENT, Domains, _runs
 from gaussianem.model.rigid_groups import kabsch
 from gaussianem.analysis.result import Result
 from gaussianem.analysis.state_particles import StateParticles
@@ -146,9 +146,3 @@ def _absorb_islands(labels: np.ndarray, chains: np.ndarray, score) -> np.ndarray
             tried.append((score(lab), lab))
         labels = max(tried, key=lambda x: x[0])[1]
 
-
-def _runs(labels: np.ndarray, chains: np.ndarray):
-    """(starts, ends) of the runs of equal labels within chains."""
-    cut = np.flatnonzero((labels[1:] != labels[:-1]) | (chains[1:] != chains[:-1])) + 1
-    starts = np.r_[0, cut]
-    return starts, np.r_[cut, len(labels)]

@@ -185,15 +185,12 @@ def checked_fit(result: Result, model, displaced: np.ndarray, domains: Domains, 
         begin, began = displaced, "displaced"
         if start is not None:
             with torch.no_grad():
-                ends = [half.score(torch.from_numpy(np.asarray(x, dtype=np.float32)).to(half.device) - half.centre)
-                        for x in (displaced, start)]
+                ends = [half.score(half.engine(x)) for x in (displaced, start)]
             if ends[1] > ends[0]:
                 begin, began = start, "path"
         first = fit_domains(result, model, begin, domains, z, interpolator, steps=steps, state=half)
         check = StateParticles(result, model, z, interpolator, indices=halves[1])
-        at = [torch.from_numpy(np.asarray(x, dtype=np.float32)).to(check.device) - check.centre
-              for x in (displaced, first.coords)]
-        t = paired_t(check.scores(at[1]) - check.scores(at[0]))
+        t = paired_t(check.scores(check.engine(first.coords)) - check.scores(check.engine(displaced)))
     if t is None or t < HELD_OUT_T:
         score = first.score_start if t is not None else float("nan")
         fit = DomainFit(interpolator.keep_bonds(np.asarray(displaced, dtype=np.float64)), score, score,
@@ -247,7 +244,7 @@ def domain_count(result: Result, model, domains: Domains, ladder: list[Domains],
     def held_out(d: Domains) -> np.ndarray:
         fit = fit_domains(result, model, start, d, z, interpolator, steps=steps, state=fit_half)
         placed = refine_boundaries(result, model, d, fit.coords, fit_half)
-        return check.scores(torch.from_numpy(result.grid.to_engine(placed.coords).astype(np.float32)).to(check.device))
+        return check.scores(check.engine(placed.coords))
 
     best = held_out(domains)
     judged = []

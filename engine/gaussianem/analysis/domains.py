@@ -86,9 +86,12 @@ def residue_displacements(model: AtomicModel, displacements: np.ndarray) -> np.n
                      for s in d]) / cnt[None, :, None]
 
 
-def _runs(labels: np.ndarray):
-    """(starts, ends) of the runs of equal labels."""
-    starts = np.r_[0, np.flatnonzero(np.diff(labels)) + 1]
+def _runs(labels: np.ndarray, chains: np.ndarray | None = None):
+    """(starts, ends) of the runs of equal labels (within ``chains``, when given)."""
+    cut = labels[1:] != labels[:-1]
+    if chains is not None:
+        cut = cut | (chains[1:] != chains[:-1])
+    starts = np.r_[0, np.flatnonzero(cut) + 1]
     return starts, np.r_[starts[1:], len(labels)]
 
 

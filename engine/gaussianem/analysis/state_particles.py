@@ -123,6 +123,10 @@ class StateParticles:
             self.batches.append((torch.as_tensor(part, device=self.device),
                                  intensity.normalise(raw, result.image_std, self.phys.remove_offset)))
 
+    def engine(self, coords: np.ndarray) -> torch.Tensor:
+        """Atoms (M, 3), physical frame, as :meth:`score` takes them (engine frame, on the device)."""
+        return torch.from_numpy(np.asarray(coords, dtype=np.float32)).to(self.device) - self.centre
+
     def _matched(self, x: torch.Tensor, part, imgs) -> torch.Tensor:
         b = self.blobs
         p = self.phys.project(b.centres(x), b.amplitudes, b.widths, part, self.box)
