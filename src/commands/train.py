@@ -181,6 +181,7 @@ TRAIN_OPTIONS = (("epochs", PositiveIntArg), ("zdim", PositiveIntArg), ("zdim_co
                  ("fine_gaussians", NonNegativeIntArg), ("device", EnumOf(DEVICES)), ("invert", BoolArg),
                  ("lr", PositiveFloatArg), ("datadir", OpenFolderNameArg), ("num_gaussians", PositiveIntArg),
                  ("skip_consensus_check", BoolArg), ("cut_graph", NonNegativeIntArg),
+                 ("consensus_rounds", NonNegativeIntArg),
                  ("encoder_lowpass", NonNegativeFloatArg))
 gaussianem_train_desc = CmdDesc(
     required=[("particles", OpenFileNameArg)],

@@ -445,5 +445,7 @@ def test_train_takes_skip_consensus_check(cx):
     assert command_line({"skip_consensus_check": True}) == ["--skip-consensus-check"]
     assert "cutGraph" in text, text                    # --cut-graph N, for domain motions
     assert command_line({"cut_graph": 3}) == ["--cut-graph", "3"]
+    assert "consensusRounds" in text, text             # --consensus-rounds N, with the cut
+    assert command_line({"consensus_rounds": 1}) == ["--consensus-rounds", "1"]
     assert "encoderLowpass" in text, text              # --encoder-lowpass A, for low SNR
     assert command_line({"encoder_lowpass": 10.0}) == ["--encoder-lowpass", "10.0"]

@@ -71,7 +71,7 @@ def main(args):
     from gaussianem.progress import Progress
     from gaussianem.train.config import from_arguments
     from gaussianem.train.distributed import finish_distributed
-    from gaussianem.train.loop import train
+    from gaussianem.analysis.consensus_rounds import train
     cfg = from_arguments(args, resume=bool(args.resume))
     progress = Progress(args.progress)
     try:

@@ -1,0 +1,103 @@
+"""Rounds that rebuild the consensus from the decoded motion (``--consensus-rounds N``).
+
+The consensus map of a flexible sample is the average of its states: a moving domain is
+smeared along its path, the base Gaussians fitted to it are the smear, and a smear moved
+rigidly matches a sharp domain about as well at half the motion as at the whole. So the
+images do not ask the decoder for the rest (docs/validation.md, "The whole motion").
+
+A trained run already knows most of the motion. Its deformable reconstruction of all the
+particles into their mean state (:func:`gaussianem.analysis.reconstruct.reconstruct`: each
+particle's rays bent by its decoded motion) is sharper where the sample moves than the
+consensus was, and it is made of the images themselves, not of a model. Training again on
+it carries more of the motion: on the robustness matrix's hinge cell (SNR 0.1, 2,000
+particles, ``--cut-graph 3``) motion arrival 0.39 -> 0.62 -> 0.64 over two rounds, where
+two domains move at once 0.65 -> 0.73 -> 0.76, with the latent as good or better
+(docs/validation.md, "The whole motion, session 17"). Without ``--cut-graph`` it brought
+nothing there: the neighbour-distance term then holds the motion back on the sharper map
+too.
+
+``N`` rounds train in ``OUTDIR/round1`` .. ``OUTDIR/roundN`` (complete runs of their own,
+each the full ``--epochs``), each writing ``consensus.mrc`` (the next round's consensus,
+with the reconstruction's FSC files beside it). The last training runs in ``OUTDIR`` on
+the last round's map; its ``config.json`` names that map as its consensus, so every reader
+(``load_result``) deforms the map it was trained on. ``--resume`` continues whichever
+round was interrupted; a finished round is not trained again.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from gaussianem.analysis.reconstruct import output_paths, reconstruct, write_reconstruction
+from gaussianem.analysis.result import load_result
+from gaussianem.errors import TrainingError
+from gaussianem.progress import Progress
+from gaussianem.train.distributed import Dist, init_distributed
+from gaussianem.train.loop import train as train_once
+
+ROUND_MAP = "consensus.mrc"
+
+
+def round_dir(outdir: str, k: int) -> str:
+    return os.path.join(outdir, f"round{k}")
+
+
+def rebuilt_consensus(run: str, progress: Progress | None = None, dd: Dist | None = None) -> str:
+    """``run/consensus.mrc``: the deformable reconstruction of all of ``run``'s particles
+    into their mean state. Written once: its FSC summary, written last, marks it done, so
+    an interrupted write is redone. Under torchrun the main process writes it while the
+    others wait."""
+    path = os.path.join(run, ROUND_MAP)
+    dd = dd or Dist()
+    if dd.main and not os.path.exists(output_paths(path)["summary"]):
+        result = load_result(run)
+        rec = reconstruct(result, np.arange(result.n_particles), progress=progress)
+        write_reconstruction(rec, path, selection="all particles, bent into their mean state (--consensus-rounds)")
+    if dd.world > 1:
+        torch.distributed.barrier()
+    return path
+
+
+class RoundProgress(Progress):
+    """``progress`` for a round: its end is a message, not the job's ``done`` event (which
+    ChimeraX and scripts read as the whole training finished)."""
+
+    def __init__(self, progress: Progress, k: int):
+        super().__init__(progress.mode)
+        self.outer, self.k = progress, k
+
+    def event(self, event: str, **fields) -> None:
+        if event == "done" and fields.get("task") == "reconstruct":
+            self.outer.message(f"consensus round {self.k}: {fields.get('particles')} particles reconstructed")
+        elif event == "done":
+            self.outer.message(f"consensus round {self.k} trained ({fields.get('epochs')} epochs, health "
+                               f"{fields.get('health')})")
+        else:
+            self.outer.event(event, **fields)
+
+
+def train(cfg, resume=False, progress: Progress | None = None, given=None) -> str:
+    """:func:`gaussianem.train.loop.train`, after ``cfg.consensus_rounds`` rounds that
+    rebuild the consensus (module docstring); returns the output folder."""
+    progress = progress or Progress("none")
+    rounds = int(cfg.consensus_rounds or 0)
+    if rounds <= 0:
+        return train_once(cfg, resume=resume, progress=progress, given=given)
+    if not resume and os.path.exists(round_dir(cfg.outdir, 1)):
+        raise TrainingError(f"{cfg.outdir} holds a run's consensus rounds: --resume continues it, or train into "
+                            "another folder")
+    given = set(given or ()) - {"consensus", "consensus_rounds"}
+    consensus = cfg.consensus
+    for k in range(1, rounds + 1):
+        where = round_dir(cfg.outdir, k)
+        progress.message(f"consensus round {k} of {rounds} in {where}, on {consensus}")
+        r = replace(cfg, outdir=where, consensus=consensus, consensus_rounds=0)
+        inner = RoundProgress(progress, k)
+        train_once(r, resume="auto" if resume else False, progress=inner, given=given)
+        consensus = rebuilt_consensus(where, inner, init_distributed(cfg.device))
+        progress.message(f"consensus round {k}: the particles bent into their mean state, {consensus}")
+    return train_once(replace(cfg, consensus=consensus), resume=resume, progress=progress, given=given)

@@ -1,0 +1,65 @@
+"""``--consensus-rounds``: a round trained first, its deformable reconstruction of all the
+particles as the next consensus, the final training on it, and what a resume does."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gaussianem.analysis.result import load_result
+from gaussianem.errors import TrainingError
+from gaussianem.io.mrc import read_map
+from gaussianem.analysis.consensus_rounds import round_dir, train
+from test_train import cfg_for
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def test_one_round_then_the_final_training_on_its_map(tiny_sim, tmp_path):
+    out = tmp_path / "rounds"
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "engine"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "gaussianem.cli.main", "train", str(tiny_sim / "particles.star"),
+           "--consensus", str(tiny_sim / "consensus.mrc"), "-o", str(out), "--epochs", "1",
+           "--batch-size", "32", "--zdim", "3", "--consensus-rounds", "1", "--progress", "json",
+           "--device", "cpu", "--threads", "1"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    events = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+    messages = [e.get("text", "") for e in events]
+    assert any("consensus round 1 of 1" in m for m in messages)
+    assert any("consensus round 1 trained" in m for m in messages)
+    done = [e for e in events if e["event"] == "done"]          # one job, one end: the final training's
+    assert len(done) == 1 and done[0]["outdir"] == str(out)
+    rebuilt = out / "round1" / "consensus.mrc"
+    assert (out / "round1" / "latents.npz").exists() and rebuilt.exists()
+    assert (out / "round1" / "consensus_fsc.json").exists()
+    # the rebuilt map is the particles' density on the consensus frame: it correlates with the
+    # consensus map (resampled to the reconstruction's grid by the map reader's own header)
+    vol, apix, _ = read_map(str(rebuilt))
+    cons, capix, _ = read_map(str(tiny_sim / "consensus.mrc"))
+    assert vol.shape == cons.shape and abs(apix - capix) < 1e-3
+    assert np.corrcoef(vol.ravel(), cons.ravel())[0, 1] > 0.6
+    # the final run trained on it, and says so where every reader looks
+    cfg = json.load(open(out / "config.json"))["train"]
+    assert os.path.abspath(cfg["consensus"]) == str(rebuilt) and cfg["consensus_rounds"] == 1
+    res = load_result(out)
+    assert res.z.shape == (256, 3) and np.all(np.isfinite(res.z))
+    # the same command again: the folder holds a run
+    r2 = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert r2.returncode != 0 and "--resume" in r2.stderr
+    # resumed when finished: nothing is trained again, the same map stays
+    mtime = rebuilt.stat().st_mtime
+    r3 = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert r3.returncode == 0, r3.stderr[-3000:]
+    assert rebuilt.stat().st_mtime == mtime
+
+
+def test_no_rounds_is_the_plain_training_and_counts_are_checked(tiny_sim, tmp_path):
+    with pytest.raises(TrainingError, match="consensus-rounds"):
+        cfg_for(tiny_sim, tmp_path / "x", consensus_rounds=-1)
+    assert round_dir("/a/run", 2) == "/a/run/round2"
+    out = train(cfg_for(tiny_sim, tmp_path / "plain", epochs=1))
+    assert not os.path.exists(round_dir(out, 1)) and os.path.exists(os.path.join(out, "latents.npz"))
