@@ -34,6 +34,7 @@ import torch
 
 from gaussianem.analysis.reconstruct import output_paths, reconstruct, write_reconstruction
 from gaussianem.analysis.result import load_result
+from gaussianem.analysis.selection import select_particles
 from gaussianem.errors import TrainingError
 from gaussianem.progress import Progress
 from gaussianem.train.distributed import Dist, init_distributed
@@ -47,16 +48,21 @@ def round_dir(outdir: str, k: int) -> str:
 
 
 def rebuilt_consensus(run: str, progress: Progress | None = None, dd: Dist | None = None) -> str:
-    """``run/consensus.mrc``: the deformable reconstruction of all of ``run``'s particles
-    into their mean state. Written once: its FSC summary, written last, marks it done, so
+    """``run/consensus.mrc``: the deformable reconstruction of ``run``'s particles into
+    their mean state, the low-signal ones left out (images matching the consensus at under
+    half their optics group's scale: junk without the protein, whose noise the map does
+    not need). Written once: its FSC summary, written last, marks it done, so
     an interrupted write is redone. Under torchrun the main process writes it while the
     others wait."""
     path = os.path.join(run, ROUND_MAP)
     dd = dd or Dist()
     if dd.main and not os.path.exists(output_paths(path)["summary"]):
         result = load_result(run)
-        rec = reconstruct(result, np.arange(result.n_particles), progress=progress)
-        write_reconstruction(rec, path, selection="all particles, bent into their mean state (--consensus-rounds)")
+        low = select_particles(result, low_signal=True).indices
+        keep = np.setdiff1d(np.arange(result.n_particles), low)
+        rec = reconstruct(result, keep, progress=progress)
+        write_reconstruction(rec, path, selection=f"{len(keep)} particles bent into their mean state "
+                                                  f"(--consensus-rounds; {len(low)} low-signal particles left out)")
     if dd.world > 1:
         torch.distributed.barrier()
     return path

@@ -10,6 +10,11 @@ half of the epochs trains on the default count in OUTDIR/coarse and the second h
 more Gaussians (counted for the Nyquist resolution), starting from the coarse networks.
 --fine-gaussians N sets that count (and asks for the two stages), 0 turns them off.
 
+Consensus rounds (--consensus-rounds N): N rounds train first in OUTDIR/round1.., each
+one's deformable reconstruction of all the particles (bent into their mean state) the
+next round's consensus (OUTDIR/roundK/consensus.mrc), then the training in OUTDIR on the
+last of them: a consensus smeared by the motion holds the decoded motion back.
+
 examples:
   gaussianem train sim/particles.star --consensus sim/consensus.mrc -o run1
   gaussianem train J42_particles.cs --datadir /data/P3 --consensus J42_map.mrc \\
@@ -22,6 +27,9 @@ examples:
   # or by hand, from any finished run (same data, training box and latent sizes)
   gaussianem train particles.star --consensus map.mrc -o fine --num-gaussians 4000 \\
       --init-from run1 --epochs 10
+  # domain motions (hinges, closures): the graph cut at the decoder's domains, and one round
+  # whose deformable reconstruction of all particles becomes the consensus (two trainings)
+  gaussianem train particles.star --consensus map.mrc -o run6 --cut-graph 3 --consensus-rounds 1
   torchrun --nproc_per_node 4 -m gaussianem.cli.main train particles.star \\
       --consensus map.mrc -o run3 --device cuda --amp
   # as a SLURM job (4 GPUs, torchrun), then follow and stop it (docs/cluster.md)

@@ -35,7 +35,8 @@ def test_one_round_then_the_final_training_on_its_map(tiny_sim, tmp_path):
     assert len(done) == 1 and done[0]["outdir"] == str(out)
     rebuilt = out / "round1" / "consensus.mrc"
     assert (out / "round1" / "latents.npz").exists() and rebuilt.exists()
-    assert (out / "round1" / "consensus_fsc.json").exists()
+    summary = json.load(open(out / "round1" / "consensus_fsc.json"))
+    assert summary["particles"] == 256 and "0 low-signal particles left out" in summary["selection"]
     # the rebuilt map is the particles' density on the consensus frame: it correlates with the
     # consensus map (resampled to the reconstruction's grid by the map reader's own header)
     vol, apix, _ = read_map(str(rebuilt))
