@@ -94,12 +94,13 @@ class TrainConfig:
                                "domain's interface may stretch (0: never). 3 carried twice as much of a hinge and "
                                "more of two domains moving at once at SNR 0.1, but cost motion at SNR 0.03: "
                                "docs/validation.md, \"The whole motion, session 13\"", metavar="N")
-    consensus_rounds: int = option(0, "rounds trained first whose deformable reconstruction of all particles (bent "
+    consensus_rounds: int = option(0, "rounds trained first whose deformable reconstruction of the particles (bent "
                                       "into their mean state) becomes the next round's consensus: a consensus "
                                       "smeared by the motion holds the decoded motion back. Each round trains the "
-                                      "full --epochs in OUTDIR/roundK (0: none). 2 rounds carried 0.64 of a hinge "
-                                      "(0.39 without) and 0.76 of two domains moving at once (0.65): "
-                                      "docs/validation.md, \"The whole motion, session 17\"", metavar="N")
+                                      "full --epochs in OUTDIR/roundK (0: none). With --cut-graph 3, 1 round carried "
+                                      "0.57-0.63 of a hinge (0.38-0.41 without) and 0.76-0.79 of two domains moving "
+                                      "at once (0.63-0.67): docs/validation.md, \"The whole motion, session 17\"",
+                                   metavar="N")
     width_change: bool = option(False, "let the conformational decoder also change Gaussian widths (off by "
                                        "default: width changes can stand in for compositional change)")
     encoder_lowpass: float | None = option(None, "the image encoder reads the images low-pass filtered at this "
