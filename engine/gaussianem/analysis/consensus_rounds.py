@@ -36,6 +36,7 @@ from gaussianem.analysis.reconstruct import output_paths, reconstruct, write_rec
 from gaussianem.analysis.result import load_result
 from gaussianem.analysis.selection import select_particles
 from gaussianem.errors import TrainingError
+from gaussianem.io.rundir import RunDir
 from gaussianem.progress import Progress
 from gaussianem.train.distributed import Dist, init_distributed
 from gaussianem.train.loop import train as train_once
@@ -44,7 +45,7 @@ ROUND_MAP = "consensus.mrc"
 
 
 def round_dir(outdir: str, k: int) -> str:
-    return os.path.join(outdir, f"round{k}")
+    return RunDir(outdir).round(k).path
 
 
 def rebuilt_consensus(run: str, progress: Progress | None = None, dd: Dist | None = None) -> str:

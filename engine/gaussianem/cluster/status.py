@@ -81,6 +81,10 @@ def attempts(run: RunDir) -> list[dict]:
 
 def _training(run: RunDir) -> dict:
     log, stage = run.read_log(), None
+    rounds = run.last_round()
+    if not log and rounds and not os.path.exists(run.config):     # --consensus-rounds: a round trains
+        run, stage = run.round(rounds), f"consensus round {rounds}"
+        log = run.read_log()
     if not log and os.path.exists(run.plan) and run.coarse.read_log():
         log, stage = run.coarse.read_log(), "coarse"
     elif os.path.exists(run.plan):
@@ -184,7 +188,7 @@ def format_summary(s: dict) -> str:
         prog += f"; {t['epochs_done']} epoch(s) done"
         prog += "; checkpoint saved" if t["checkpoint"] else "; no checkpoint yet"
     if t["stage"]:
-        prog += f" [{t['stage']} stage of coarse to fine]"
+        prog += f" [{t['stage']}]" if t["stage"].startswith("consensus") else f" [{t['stage']} stage of coarse to fine]"
     lines.append(f"training  {prog}")
     if t["loss"] is not None or t["epoch_loss"] is not None:
         loss = [f"step loss {t['loss']:.4g}" if t["loss"] is not None else None,

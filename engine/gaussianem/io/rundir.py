@@ -111,6 +111,18 @@ class RunDir:
         """The coarse stage of a coarse-to-fine run (a run folder of its own)."""
         return RunDir(self.file(self.COARSE))
 
+    def round(self, k: int) -> "RunDir":
+        """Consensus round ``k`` (1-based) of a run trained with ``--consensus-rounds`` (a
+        run folder of its own)."""
+        return RunDir(self.file(f"round{int(k)}"))
+
+    def last_round(self) -> int:
+        """The highest consensus round begun in this folder (0: none)."""
+        k = 0
+        while os.path.isdir(self.round(k + 1).path):
+            k += 1
+        return k
+
     def epoch_checkpoint(self, epoch: int) -> str:
         return self.file(self.CHECKPOINTS, f"epoch_{int(epoch):03d}.pt")
 

@@ -3,6 +3,7 @@ particles as the next consensus, the final training on it, and what a resume doe
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -48,6 +49,13 @@ def test_one_round_then_the_final_training_on_its_map(tiny_sim, tmp_path):
     assert os.path.abspath(cfg["consensus"]) == str(rebuilt) and cfg["consensus_rounds"] == 1
     res = load_result(out)
     assert res.z.shape == (256, 3) and np.all(np.isfinite(res.z))
+    # while a round trains, `gaussianem status` reports that round's progress
+    from gaussianem.cluster.status import format_summary, summary
+    mid = tmp_path / "mid"
+    shutil.copytree(out / "round1", mid / "round1")
+    t = summary(str(mid))["training"]
+    assert t["stage"] == "consensus round 1" and t["epochs_done"] == 1 and t["finished"]
+    assert "[consensus round 1]" in format_summary(summary(str(mid)))
     # the same command again: the folder holds a run
     r2 = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert r2.returncode != 0 and "--resume" in r2.stderr
