@@ -21,7 +21,9 @@ each the full ``--epochs``), each writing ``consensus.mrc`` (the next round's co
 with the reconstruction's FSC files beside it). The last training runs in ``OUTDIR`` on
 the last round's map; its ``config.json`` names that map as its consensus, so every reader
 (``load_result``) deforms the map it was trained on. ``--resume`` continues whichever
-round was interrupted; a finished round is not trained again.
+round was interrupted; a finished round is not trained again. A round whose latent holds
+no motion the images show (its health's ``motion_found`` or ``latent_signal`` not
+healthy) rebuilds nothing: the next training keeps the consensus it had, and says why.
 """
 
 from __future__ import annotations
@@ -38,10 +40,23 @@ from gaussianem.analysis.selection import select_particles
 from gaussianem.errors import TrainingError
 from gaussianem.io.rundir import RunDir
 from gaussianem.progress import Progress
+from gaussianem.train import health
 from gaussianem.train.distributed import Dist, init_distributed
 from gaussianem.train.loop import train as train_once
 
 ROUND_MAP = "consensus.mrc"
+# a round whose health has one of these not healthy found no motion the images hold: its
+# reconstruction would only trade the consensus for a noisier map (the matrix's SNR 0.01 cell:
+# FSC AUC 0.72 -> 0.64), so the next round keeps the consensus it had
+NO_MOTION_CHECKS = ("motion_found", "latent_signal")
+
+
+def no_motion(run: str) -> str | None:
+    """Why ``run``'s latent holds no motion to rebuild the consensus with (its health's
+    :data:`NO_MOTION_CHECKS`), or None."""
+    report = health.read(RunDir(run)) or {}
+    bad = [c for c in report.get("checks", []) if c.get("name") in NO_MOTION_CHECKS and c.get("status") != "healthy"]
+    return "; ".join(c.get("message", c["name"]) for c in bad) or None
 
 
 def round_dir(outdir: str, k: int) -> str:
@@ -105,6 +120,11 @@ def train(cfg, resume=False, progress: Progress | None = None, given=None) -> st
         r = replace(cfg, outdir=where, consensus=consensus, consensus_rounds=0)
         inner = RoundProgress(progress, k)
         train_once(r, resume="auto" if resume else False, progress=inner, given=given)
+        why = no_motion(where)
+        if why:
+            progress.message(f"consensus round {k} found no motion to rebuild the consensus with ({why}): "
+                             f"the next training keeps {consensus}")
+            continue
         consensus = rebuilt_consensus(where, inner, init_distributed(cfg.device))
         progress.message(f"consensus round {k}: the particles bent into their mean state, {consensus}")
     return train_once(replace(cfg, consensus=consensus), resume=resume, progress=progress, given=given)

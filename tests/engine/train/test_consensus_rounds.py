@@ -66,6 +66,21 @@ def test_one_round_then_the_final_training_on_its_map(tiny_sim, tmp_path):
     assert rebuilt.stat().st_mtime == mtime
 
 
+def test_a_round_without_motion_rebuilds_nothing(tmp_path):
+    from gaussianem.analysis.consensus_rounds import no_motion
+    run = tmp_path / "r"
+    run.mkdir()
+    assert no_motion(str(run)) is None                          # no health report: nothing to say
+    checks = [{"name": "motion_arrived", "status": "warning", "message": "the ends ask 1.3 times"},
+              {"name": "motion_found", "status": "healthy", "message": "ok"}]
+    (run / "health.json").write_text(json.dumps({"status": "warning", "checks": checks}))
+    assert no_motion(str(run)) is None                          # a short motion is what rounds are for
+    checks[1] = {"name": "motion_found", "status": "warning", "message": "half of the particles move by less"}
+    checks.append({"name": "latent_signal", "status": "warning", "message": "the latent is mostly noise"})
+    (run / "health.json").write_text(json.dumps({"status": "warning", "checks": checks}))
+    assert no_motion(str(run)) == "half of the particles move by less; the latent is mostly noise"
+
+
 def test_no_rounds_is_the_plain_training_and_counts_are_checked(tiny_sim, tmp_path):
     with pytest.raises(TrainingError, match="consensus-rounds"):
         cfg_for(tiny_sim, tmp_path / "x", consensus_rounds=-1)
