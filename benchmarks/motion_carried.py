@@ -19,8 +19,9 @@ import sys
 import numpy as np
 import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from model_landing import moving_atoms, rms as r
 from realistic import Motion, RealisticSpec
-from gaussianem.io.models import read_model, bond_pairs
+from gaussianem.io.models import read_model
 from gaussianem.analysis.result import load_result
 from gaussianem.analysis.reference import model_latent
 from gaussianem.analysis import evaluate as ev, domains as dm
@@ -32,17 +33,11 @@ model = read_model(f"{cell}/sim/model.pdb"); mo = Motion(model, spec)
 res = load_result(f"{cell}/run"); truth = ev.load_truth(f"{cell}/sim")
 fitted = model.with_coords(mo.coords(fitted_at)); x0 = fitted.coords
 heavy = model.elements != "H"
-if spec.motion in ("hinge", "two_hinges"):
-    moving = mo.mask.copy()
-    if spec.motion == "two_hinges": moving |= mo.mask2
-else:
-    amp = np.linalg.norm(mo.coords(1.0) - mo.coords(0.0), axis=1); moving = amp >= np.quantile(amp, 0.7)
-moving &= heavy
+moving = moving_atoms(spec, mo) & heavy
 good = ~truth["junk"].astype(bool) & truth["present"].astype(bool); t = truth["motion"]
 ref = model_latent(res, fitted).z
 levels = [l for l in truth["eval_motion"] if abs(l - fitted_at) > 0.05]
 zs = np.stack([np.median(res.z[good & (np.abs(t - l) <= 0.0626)], axis=0) for l in levels])
-r = lambda x: float(np.sqrt((x ** 2).sum(-1).mean()))
 g = res.grid
 with torch.no_grad():
     out_ref = res.decode(res.check_z(ref)[:1]); out = res.decode(res.check_z(zs))
@@ -53,10 +48,9 @@ xe = g.to_engine(x0)
 def arrivals(disp_atoms):   # (L, M, 3) engine-frame displacements -> arrival list
     a = []
     for i, l in enumerate(levels):
-        true = mo.coords(float(l)); moved_phys = g.to_physical(xe + disp_atoms[i]) if hasattr(g, "to_physical") else None
+        true = mo.coords(float(l)); moved_phys = g.to_physical(xe + disp_atoms[i])
         a.append(1 - r((moved_phys - true)[moving]) / r((x0 - true)[moving]))
     return np.round(a, 3)
-print("grid has to_physical", hasattr(g, "to_physical"))
 def report(name, disp_atoms):
     a = arrivals(disp_atoms); print(f"{name:28s} arrival {a} mean {a.mean():.3f}", flush=True)
 # 1 current
@@ -93,7 +87,6 @@ for accept in (0.6, 0.8):
 # 6 rigid projection of the Gaussians' displacements per domain (graph-cut labels / oracle labels), then LBS
 ck = torch.load(f"{cell}/run/checkpoint.pt", map_location="cpu", weights_only=False)
 gl = ck.get("graph_labels")
-orc = moving[near] & (dist < 6.0)
 orc_lab = np.zeros(len(base), int); _, nn_all = tree.query(gref); orc_lab[moving[nn_all]] = 1
 if spec.motion == "two_hinges":
     orc_lab[mo.mask2[nn_all]] = 2
