@@ -101,6 +101,10 @@ class TrainConfig:
                                       "0.57-0.63 of a hinge (0.38-0.41 without) and 0.76-0.79 of two domains moving "
                                       "at once (0.63-0.67): docs/validation.md, \"The whole motion, session 17\"",
                                    metavar="N")
+    distance_cut: float | None = option(None, "the neighbour-distance weight once the graph is cut (--cut-graph), "
+                                              "on each domain's own edges: the domains are found under the full "
+                                              "weight, then the motion may arrive more fully",
+                                        flag="--w-distance-cut", metavar="W", default_text="--w-distance")
     width_change: bool = option(False, "let the conformational decoder also change Gaussian widths (off by "
                                        "default: width changes can stand in for compositional change)")
     encoder_lowpass: float | None = option(None, "the image encoder reads the images low-pass filtered at this "
@@ -176,6 +180,8 @@ class TrainConfig:
         if self.distance_robust is None or self.distance_robust < 0:
             raise TrainingError(f"--distance-robust must be a length in Angstrom (> 0) or 0 for the squared "
                                 f"penalty, got {self.distance_robust}")
+        if self.distance_cut is not None and self.distance_cut < 0:
+            raise TrainingError(f"--w-distance-cut must be a weight (>= 0), got {self.distance_cut}")
         for name in ("cut_graph", "unsmear", "segments", "consensus_rounds"):
             if getattr(self, name) is None or getattr(self, name) < 0:
                 raise TrainingError(f"--{name.replace('_', '-')} must be a count (0 for none), got {getattr(self, name)}")
@@ -214,7 +220,7 @@ class TrainConfig:
 
 
 # what runs saved before a training setting existed did (a saved config without the key)
-BEFORE_RECORDED = {"consensus_rounds": 0, "distance_robust": 0.0, "segments": 0, "unsmear": 0, "centre_by": "mass", "cut_graph": 0,
+BEFORE_RECORDED = {"consensus_rounds": 0, "distance_cut": None, "distance_robust": 0.0, "segments": 0, "unsmear": 0, "centre_by": "mass", "cut_graph": 0,
                    "encoder_lowpass": None}
 
 # what a resumed run may change (the rest is the run's own: gaussianem.train.resume checks)
@@ -225,6 +231,8 @@ WEIGHT_FLAGS = (("--beta", "kl", "KL weight"),
                 ("--w-distance", "distance", "neighbour distance-preservation weight (a domain hinge moves more "
                  "fully at 0.01, at some cost to smooth motions: docs/validation.md, \"Displaced models\")"),
                 ("--w-alignment", "alignment", "neighbour displacement-alignment weight"),
+                ("--w-spacing", "spacing", "weight of the term that keeps neighbouring Gaussians at least half "
+                 "their rest distance apart"),
                 ("--w-contrastive", "contrastive", "latent-neighbourhood term weight"))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -78,13 +78,14 @@ class Schedule:
     kl_scale: float = 1.0
     band: float | None = None
     distance_robust: float = 0.0     # Angstrom: the distance term's Charbonnier scale (0: squared)
+    distance_cut: float | None = None  # the distance weight once the graph is cut (None: the weights')
 
     @classmethod
     def at(cls, cfg, t: float, apix: float) -> "Schedule":
         """The schedule ``t`` epochs (fractional) into a stage of ``cfg``, at the training
         box's coarsest pixel size ``apix``."""
         kl = min(1.0, t / cfg.kl_warmup) if cfg.kl_warmup > 0 else 1.0
-        return cls(cfg.weights, cfg.loss, kl, loss_band(cfg, t, apix), cfg.distance_robust)
+        return cls(cfg.weights, cfg.loss, kl, loss_band(cfg, t, apix), cfg.distance_robust, cfg.distance_cut)
 
 
 def loss_band(cfg, t: float, apix: float) -> float | None:
@@ -127,6 +128,8 @@ def compute_losses(model, batch: Batch, graph: NeighbourGraph, schedule: Schedul
         "amplitude": losses.amplitude_loss(out["amp_factor"], mass),
     }
     w = schedule.weights
+    if graph.rigid is not None and schedule.distance_cut is not None:
+        w = replace(w, distance=schedule.distance_cut)
     if w.contrastive > 0:
         terms["contrastive"] = losses.contrastive_loss(mu, out["displacement"], out["amp_factor"])
     total = sum(getattr(w, k) * v * (schedule.kl_scale if k == "kl" else 1.0) for k, v in terms.items())

@@ -55,3 +55,30 @@ def test_a_pass_is_logged_whether_it_cuts_or_not(tiny_sim, tmp_path):
 def test_a_negative_count_is_refused(tiny_sim, tmp_path):
     with pytest.raises(TrainingError, match="--cut-graph"):
         _cfg(tiny_sim, tmp_path / "x", cut_graph=-1)
+
+
+def test_the_distance_weight_changes_only_once_the_graph_is_cut(monkeypatch):
+    import dataclasses
+    import torch
+    from gaussianem.bench import real_step
+    from gaussianem.model import losses
+    from gaussianem.train.step import compute_losses
+    # an untrained decoder barely strains the graph: a fixed strain makes the weight visible
+    monkeypatch.setattr(losses, "distance_loss", lambda *a, **k: torch.tensor(1.0))
+    _, p = real_step(6, 300, 32, "cpu", seed=2)
+    batch = dataclasses.replace(p["batch"], noise=torch.zeros(6, p["model"].cfg.zdim))
+    n = len(p["model"].centres)
+    graph = p["graph"]
+    cut = graph.cut(np.arange(n) % 2)             # two interleaved "domains": most edges let go
+    relaxed = dataclasses.replace(p["schedule"], distance_cut=0.25)
+    with torch.no_grad():
+        whole, _, _ = compute_losses(p["model"], batch, graph, p["schedule"])
+        whole_relaxed, _, _ = compute_losses(p["model"], batch, graph, relaxed)
+        held, terms, _ = compute_losses(p["model"], batch, cut, p["schedule"])
+        held_relaxed, _, _ = compute_losses(p["model"], batch, cut, relaxed)
+    assert float(whole_relaxed) == pytest.approx(float(whole), rel=1e-6)
+    w = p["schedule"].weights.distance
+    assert float(terms["distance"]) > 0
+    assert float(held - held_relaxed) == pytest.approx((w - 0.25) * float(terms["distance"]), rel=1e-4)
+    with pytest.raises(TrainingError, match="--w-distance-cut"):
+        TrainConfig(particles="p.star", consensus="c.mrc", outdir="o", distance_cut=-1.0)
