@@ -102,8 +102,11 @@ class TrainConfig:
                                       "at once (0.63-0.67): docs/validation.md, \"The whole motion, session 17\"",
                                    metavar="N")
     distance_cut: float | None = option(None, "the neighbour-distance weight once the graph is cut (--cut-graph), "
-                                              "on each domain's own edges: the domains are found under the full "
-                                              "weight, then the motion may arrive more fully",
+                                              "on each domain's own edges (the domains are found under the full "
+                                              "weight). Experimental: with --consensus-rounds 1, 0.1 lifted one "
+                                              "hinge's arrival 0.57 -> 0.73 on one seed, not the other (0.63 -> "
+                                              "0.61), and cost 0.02-0.10 elsewhere: docs/validation.md, \"The whole "
+                                              "motion, session 18\"",
                                         flag="--w-distance-cut", metavar="W", default_text="--w-distance")
     width_change: bool = option(False, "let the conformational decoder also change Gaussian widths (off by "
                                        "default: width changes can stand in for compositional change)")
