@@ -78,20 +78,21 @@ def main(args):
     check_local(args)
     from gaussianem.progress import Progress
     from gaussianem.train.config import from_arguments
-    from gaussianem.train.distributed import finish_distributed
+    from gaussianem.train.distributed import finish_distributed, leave_process
     from gaussianem.analysis.consensus_rounds import train
     cfg = from_arguments(args, resume=bool(args.resume))
     progress = Progress(args.progress)
     try:
         train(cfg, resume=args.resume, progress=progress, given=given_options(args))
+        code = 0
     except signals.Stopped as e:
         if e.main:
             print(f"gaussianem train: {e}; continue it with the same command and --resume (a requeued job, "
                   f"or one with --resume auto, does so by itself)", file=sys.stderr, flush=True)
-        return 130
+        code = 130
     except Exception as e:
         progress.event("error", message=str(e))
         raise
     finally:
         finish_distributed()
-    return 0
+    return leave_process(code)
