@@ -82,9 +82,13 @@ def backend_for(device_name: str) -> str:
     return "gloo"
 
 
+def launched_world() -> int:
+    """How many processes ``torchrun`` launched for this job (``WORLD_SIZE``; 1 outside it)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_distributed(device_name: str) -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if launched_world() <= 1:
         return Dist()
     if not dist.is_initialized():
         dist.init_process_group(backend=backend_for(device_name))
@@ -119,7 +123,7 @@ def leave_process(code: int) -> int:
     ("terminate called without an active exception", exit code -6, in CI on a loaded
     machine after :func:`finish_distributed` was added), and torchrun then reports the
     whole job as failed."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if launched_world() <= 1:
         return code
     for stream in (sys.stdout, sys.stderr):
         try:
