@@ -37,7 +37,7 @@ from torch import nn
 
 from gaussianem.errors import InputError
 from gaussianem.model.gaussians import GaussianSet
-from gaussianem.model.segments import SegmentField
+from gaussianem.model.segments import DomainField, SegmentField
 
 
 @dataclass
@@ -70,6 +70,8 @@ class ModelConfig:
                                   # the median per axis; "none" (remove_translation)
     segments: int = 0             # > 0: that many rigid segments move with the latent too
                                   # (gaussianem.model.segments), the per-Gaussian decoder adds the rest
+    domain_motion: bool = False   # the domains training finds (--cut-graph) move rigidly with the latent
+                                  # (gaussianem.model.segments.DomainField) under the per-Gaussian rest
     encoder_band: float = 0.0     # > 0: the image encoder reads its input low-pass filtered to this
                                   # fraction of Nyquist (training's --encoder-lowpass); 0: the full band
 
@@ -88,7 +90,8 @@ class ModelConfig:
 DEFAULT_SPLIT = (8, 1)      # training's latent sizes (conformational, compositional) when none is given
 # what runs made before a setting existed did (a checkpoint without the key)
 BEFORE_RECORDED = {"encoder_input": "image", "gaussian_features": False, "centre_displacements": False,
-                   "width_change": False, "segments": 0, "centre_by": "mass"}
+                   "width_change": False, "segments": 0, "centre_by": "mass",
+                   "domain_motion": False}
 
 
 def _mlp(din: int, dim: int, dout: int, layers: int, norm: bool = False) -> nn.Sequential:
@@ -257,6 +260,9 @@ class HeterogeneityModel(nn.Module):
             self.segment_field = SegmentField(cfg.zdim_conf if cfg.split else cfg.zdim, self.centres,
                                               self.mass_weights(), cfg.segments, cfg.dec_dim,
                                               max_shift=cfg.max_displacement)
+        if cfg.domain_motion:
+            self.domain_field = DomainField(cfg.zdim_conf if cfg.split else cfg.zdim, len(self.centres),
+                                            dim=cfg.dec_dim, max_shift=cfg.max_displacement)
         # global intensity scale between Gaussian projections and (normalised) images
         self.log_scale = nn.Parameter(torch.zeros(()))
 
@@ -297,6 +303,10 @@ class HeterogeneityModel(nn.Module):
         if cfg.segments > 0:
             rigid = self.segment_field(z[:, :cfg.zdim_conf] if cfg.split else z, self.centres)
             disp = disp + rigid
+        domain = None
+        if cfg.domain_motion:
+            domain = self.domain_field(z[:, :cfg.zdim_conf] if cfg.split else z, self.centres)
+            disp = disp + domain
         if cfg.centre_displacements:
             disp = remove_translation(disp, cfg.centre_by, self.mass_weights())
         amp_factor = 2 * torch.sigmoid(amp_raw.float())
@@ -311,6 +321,7 @@ class HeterogeneityModel(nn.Module):
             "widths": self.widths * width_factor,
             "embedding": emb,
             "rigid": rigid,
+            "domain_rigid": domain,     # the domains' rigid part of the displacement (--domain-motion)
         }
 
     def mass_weights(self) -> torch.Tensor:

@@ -97,3 +97,69 @@ class SegmentField(nn.Module):
         M = torch.einsum("nk,bkij->bnij", w, A)
         off = torch.einsum("nk,bki->bni", w, t - torch.einsum("bkij,kj->bki", A, self.seg_centres))
         return torch.einsum("bnij,nj->bni", M, centres) + off
+
+
+class DomainField(nn.Module):
+    """Latent (B, zdim) -> rigid motions of the domains training finds (``--domain-motion``):
+    the hard partition of :mod:`gaussianem.train.graph_cut`, not k-means segments (which
+    straddle a hinge). Until :meth:`assign` is called every Gaussian is unassigned and the
+    field is zero. Domain ``k`` turns about its pivot ``p_k`` and shifts, and Gaussian ``j``
+    of domain ``k`` moves by ``(R_k - I)(c_j - p_k) + t_k``; the per-Gaussian decoder adds
+    the rest, and the structure terms charge only that rest (a domain's rigid turn strains
+    no edge within it). At most ``max_domains``; Gaussians of further domains have no rigid
+    part."""
+
+    def __init__(self, zdim: int, n_gaussians: int, max_domains: int = 16, dim: int = 128, layers: int = 2,
+                 max_angle: float = math.pi / 3, max_shift: float = 20.0):
+        super().__init__()
+        self.n, self.max_angle, self.max_shift = int(max_domains), float(max_angle), float(max_shift)
+        self.register_buffer("labels", torch.full((n_gaussians,), -1, dtype=torch.long))
+        self.register_buffer("pivots", torch.zeros(self.n, 3))
+        mods: list[nn.Module] = [nn.Linear(zdim, dim), nn.SiLU()]
+        for _ in range(layers - 1):
+            mods += [nn.Linear(dim, dim), nn.SiLU()]
+        last = nn.Linear(dim, 6 * self.n)
+        nn.init.normal_(last.weight, std=1e-3)
+        nn.init.zeros_(last.bias)
+        self.net = nn.Sequential(*mods, last)
+
+    @property
+    def assigned(self) -> bool:
+        return bool((self.labels >= 0).any())
+
+    @torch.no_grad()
+    def assign(self, labels, centres: torch.Tensor, mass: torch.Tensor) -> None:
+        """Take the domains ``labels`` (N,) (a later cut refines an earlier one): each new
+        domain inherits the motion and pivot of the earlier domain most of its Gaussians
+        belonged to, so the decoded motion is unchanged at the moment of the cut; a domain
+        with no earlier one pivots about its mass-weighted centre."""
+        new = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=self.labels.device)
+        old, last = self.labels.clone(), self.net[-1]
+        w, b = last.weight.view(self.n, 6, -1).clone(), last.bias.view(self.n, 6).clone()
+        pivots = self.pivots.clone()
+        for k in range(min(int(new.max()) + 1, self.n)):
+            sel = new == k
+            parents = old[sel]
+            parents = parents[(parents >= 0) & (parents < self.n)]
+            if len(parents):
+                p = int(torch.mode(parents).values)
+                last.weight.data.view(self.n, 6, -1)[k] = w[p]
+                last.bias.data.view(self.n, 6)[k] = b[p]
+                self.pivots[k] = pivots[p]
+            else:
+                m = mass[sel].to(centres.dtype)
+                self.pivots[k] = (m[:, None] * centres[sel]).sum(0) / m.sum().clamp_min(1e-30)
+        self.labels.copy_(new)
+
+    def forward(self, z: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3): each Gaussian's share of its domain's rigid motion (0 unassigned)."""
+        o = self.net(z.float()).reshape(z.shape[0], self.n, 6)
+        omega = self.max_angle * torch.tanh(o[..., :3] * (3.0 / self.max_angle))
+        shift = self.max_shift * torch.tanh(o[..., 3:] * (10.0 / self.max_shift))
+        A = rotation_matrices(omega) - torch.eye(3, device=z.device, dtype=omega.dtype)   # (B, K, 3, 3)
+        lab = self.labels
+        on = ((lab >= 0) & (lab < self.n)).to(centres.dtype)
+        k = lab.clamp(0, self.n - 1)
+        rel = centres - self.pivots[k]                                                      # (N, 3)
+        moved = torch.einsum("bnij,nj->bni", A[:, k], rel) + shift[:, k]
+        return moved * on[None, :, None]

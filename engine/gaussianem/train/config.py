@@ -108,6 +108,11 @@ class TrainConfig:
                                               "0.61), and cost 0.02-0.10 elsewhere: docs/validation.md, \"The whole "
                                               "motion, session 18\"",
                                         flag="--w-distance-cut", metavar="W", default_text="--w-distance")
+    domain_motion: bool = option(False, "the domains --cut-graph finds move rigidly with the latent from the cut "
+                                        "on, under the per-Gaussian displacements, and the structure terms "
+                                        "charge only the per-Gaussian part (a domain's rigid turn strains no edge "
+                                        "within it). Experimental: docs/validation.md, \"The whole motion, "
+                                        "session 19\"")
     width_change: bool = option(False, "let the conformational decoder also change Gaussian widths (off by "
                                        "default: width changes can stand in for compositional change)")
     encoder_lowpass: float | None = option(None, "the image encoder reads the images low-pass filtered at this "
@@ -185,6 +190,8 @@ class TrainConfig:
                                 f"penalty, got {self.distance_robust}")
         if self.distance_cut is not None and self.distance_cut < 0:
             raise TrainingError(f"--w-distance-cut must be a weight (>= 0), got {self.distance_cut}")
+        if self.domain_motion and not self.cut_graph:
+            raise TrainingError("--domain-motion moves the domains --cut-graph finds: give --cut-graph N (N >= 1)")
         for name in ("cut_graph", "unsmear", "segments", "consensus_rounds"):
             if getattr(self, name) is None or getattr(self, name) < 0:
                 raise TrainingError(f"--{name.replace('_', '-')} must be a count (0 for none), got {getattr(self, name)}")
@@ -223,7 +230,7 @@ class TrainConfig:
 
 
 # what runs saved before a training setting existed did (a saved config without the key)
-BEFORE_RECORDED = {"consensus_rounds": 0, "distance_cut": None, "distance_robust": 0.0, "segments": 0, "unsmear": 0, "centre_by": "mass", "cut_graph": 0,
+BEFORE_RECORDED = {"domain_motion": False, "consensus_rounds": 0, "distance_cut": None, "distance_robust": 0.0, "segments": 0, "unsmear": 0, "centre_by": "mass", "cut_graph": 0,
                    "encoder_lowpass": None}
 
 # what a resumed run may change (the rest is the run's own: gaussianem.train.resume checks)

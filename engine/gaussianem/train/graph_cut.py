@@ -78,9 +78,14 @@ def find_domains(centres: np.ndarray, states: np.ndarray, edges: np.ndarray, see
 
 
 def cut(trainer, labels) -> None:
-    """``trainer.graph`` cut at ``labels`` (None: whole), remembered for checkpoints."""
+    """``trainer.graph`` cut at ``labels`` (None: whole), remembered for checkpoints; with
+    ``--domain-motion`` the domains also move rigidly from here on (the model's labels
+    travel in its weights)."""
     trainer.graph_labels = None if labels is None else np.asarray(labels, dtype=np.int64)
     trainer.graph = trainer.graph.cut(trainer.graph_labels)
+    m = trainer.model
+    if trainer.graph_labels is not None and getattr(m.cfg, "domain_motion", False):
+        m.domain_field.assign(trainer.graph_labels, m.centres.detach(), m.mass_weights().detach())
 
 
 def after_epoch(trainer, done: int) -> None:

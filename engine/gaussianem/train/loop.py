@@ -136,10 +136,10 @@ class Trainer:
         self.base = base = GaussianSet.load(run.gaussians)
         self.images = training_images(cfg, data, box, dd, self.progress)
         self.mcfg = ModelConfig(box=box, zdim=cfg.zdim, zdim_conf=cfg.zdim_conf, zdim_comp=cfg.zdim_comp,
-                                window=cfg.window, max_displacement=cfg.max_displacement,
-                                encoder_input=cfg.encoder_input, width_change=cfg.width_change,
-                                gaussian_features=cfg.gaussian_features, centre_by=cfg.centre_by,
-                                segments=cfg.segments, encoder_band=encoder_band(cfg, data, box))
+                                window=cfg.window, max_displacement=cfg.max_displacement, encoder_input=cfg.encoder_input,
+                                width_change=cfg.width_change, gaussian_features=cfg.gaussian_features,
+                                centre_by=cfg.centre_by, segments=cfg.segments, domain_motion=cfg.domain_motion,
+                                encoder_band=encoder_band(cfg, data, box))
         self.model = HeterogeneityModel(self.mcfg, base).to(self.device)
         try:                                   # fused: one kernel for all parameters (CPU and CUDA)
             self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)

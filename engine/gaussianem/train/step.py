@@ -122,7 +122,7 @@ def compute_losses(model, batch: Batch, graph: NeighbourGraph, schedule: Schedul
         # structure terms in units of the typical edge length (dimensionless)
         "distance": losses.distance_loss(core.centres, out["centres"], graph.strained,
                                          schedule.distance_robust) / scale2,
-        "alignment": losses.alignment_loss(out["displacement"], graph.strained) / scale2,
+        "alignment": losses.alignment_loss(strain_part(out), graph.strained) / scale2,
         "embedding": losses.embedding_loss(out["embedding"].float(), edges),
         "spacing": losses.spacing_loss(out["centres"], edges, graph.min_dist),
         "amplitude": losses.amplitude_loss(out["amp_factor"], mass),
@@ -139,6 +139,13 @@ def compute_losses(model, batch: Batch, graph: NeighbourGraph, schedule: Schedul
         cons = render.lowpass(ref, phys.apix[idx], band) if band else ref
         stats = health.step_stats(pred, cons, target, mu, logvar, out, mass, core.cfg.max_displacement)
     return total, {k: v.detach() for k, v in terms.items()}, stats
+
+
+def strain_part(out: dict) -> torch.Tensor:
+    """The displacements the structure terms charge: all, less the domains' rigid motion
+    where ``--domain-motion`` gives one (a domain's rigid turn strains no edge within it)."""
+    d = out["displacement"]
+    return d if out.get("domain_rigid") is None else d - out["domain_rigid"]
 
 
 def reference_budget(device: torch.device) -> float:

@@ -82,3 +82,24 @@ def test_the_distance_weight_changes_only_once_the_graph_is_cut(monkeypatch):
     assert float(held - held_relaxed) == pytest.approx((w - 0.25) * float(terms["distance"]), rel=1e-4)
     with pytest.raises(TrainingError, match="--w-distance-cut"):
         TrainConfig(particles="p.star", consensus="c.mrc", outdir="o", distance_cut=-1.0)
+
+
+def test_domain_motion_takes_the_domains_of_the_cut_into_the_weights(tiny_sim, tmp_path, monkeypatch):
+    import torch
+    from gaussianem.analysis.result import load_result
+    halves = {}
+
+    def by_x(centres, states, edges, seed=0):
+        halves["labels"] = (centres[:, 0] > np.median(centres[:, 0])).astype(int)
+        return {"labels": halves["labels"], "motion_rms": 1.0, "domains": 2, "sizes": [1, 1]}
+
+    monkeypatch.setattr(graph_cut, "find_domains", by_x)
+    out = tmp_path / "run"
+    train(_cfg(tiny_sim, out, domain_motion=True))
+    res = load_result(str(out))
+    assert np.array_equal(res.model.domain_field.labels.numpy(), halves["labels"])
+    with torch.no_grad():
+        decoded = res.model.decode(torch.as_tensor(res.z[:4]).float())
+    assert decoded["domain_rigid"] is not None and float(decoded["domain_rigid"].abs().max()) > 0
+    with pytest.raises(TrainingError, match="--cut-graph"):
+        _cfg(tiny_sim, tmp_path / "x", cut_graph=0, domain_motion=True)
