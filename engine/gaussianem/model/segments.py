@@ -101,8 +101,8 @@ class SegmentField(nn.Module):
 
 class DomainField(nn.Module):
     """Latent (B, zdim) -> rigid motions of the domains training finds (``--domain-motion``):
-    the hard partition of :mod:`gaussianem.train.graph_cut`, not k-means segments (which
-    straddle a hinge). Until :meth:`assign` is called every Gaussian is unassigned and the
+    the hard partition of a :mod:`gaussianem.train.graph_cut` pass, not k-means segments
+    (which straddle a hinge). Measured: docs/validation.md, "The whole motion, session 19". Until :meth:`assign` is called every Gaussian is unassigned and the
     field is zero. Domain ``k`` turns about its pivot ``p_k`` and shifts, and Gaussian ``j``
     of domain ``k`` moves by ``(R_k - I)(c_j - p_k) + t_k``; the per-Gaussian decoder adds
     the rest, and the structure terms charge only that rest (a domain's rigid turn strains

@@ -108,11 +108,12 @@ class TrainConfig:
                                               "0.61), and cost 0.02-0.10 elsewhere: docs/validation.md, \"The whole "
                                               "motion, session 18\"",
                                         flag="--w-distance-cut", metavar="W", default_text="--w-distance")
-    domain_motion: bool = option(False, "the domains --cut-graph finds move rigidly with the latent from the cut "
-                                        "on, under the per-Gaussian displacements, and the structure terms "
-                                        "charge only the per-Gaussian part (a domain's rigid turn strains no edge "
-                                        "within it). Experimental: docs/validation.md, \"The whole motion, "
-                                        "session 19\"")
+    domain_motion: bool = option(False, "from the first --cut-graph pass with 0.5 A RMS of decoded motion, the "
+                                        "domains each pass finds move rigidly with the latent under the "
+                                        "per-Gaussian displacements, and the alignment term charges only the "
+                                        "per-Gaussian part. Experimental: with --consensus-rounds 1 it carried no "
+                                        "more of a hinge than --w-spacing 0 alone (docs/validation.md, \"The "
+                                        "whole motion, session 19\")")
     width_change: bool = option(False, "let the conformational decoder also change Gaussian widths (off by "
                                        "default: width changes can stand in for compositional change)")
     encoder_lowpass: float | None = option(None, "the image encoder reads the images low-pass filtered at this "

@@ -38,6 +38,7 @@ PARTICLES = 512      # particles encoded to find the states
 STATES = 8           # latent groups whose decoded motions are compared
 MIN_MOTION = 0.2     # Angstrom: RMS decoded motion about the states' mean below which nothing is cut (a cut at
                      # 0.16 A, early in training, cost a normal mode at SNR 0.03 its motion read-out 0.89 -> 0.81)
+DOMAIN_MOTION = 0.5  # Angstrom: RMS decoded motion from which --domain-motion takes a pass's domains
 CHUNK = 128
 
 
@@ -78,14 +79,21 @@ def find_domains(centres: np.ndarray, states: np.ndarray, edges: np.ndarray, see
 
 
 def cut(trainer, labels) -> None:
-    """``trainer.graph`` cut at ``labels`` (None: whole), remembered for checkpoints; with
-    ``--domain-motion`` the domains also move rigidly from here on (the model's labels
-    travel in its weights)."""
+    """``trainer.graph`` cut at ``labels`` (None: whole), remembered for checkpoints."""
     trainer.graph_labels = None if labels is None else np.asarray(labels, dtype=np.int64)
     trainer.graph = trainer.graph.cut(trainer.graph_labels)
+
+
+def move_domains(trainer, found: dict) -> bool:
+    """With ``--domain-motion``, the domains of this pass (not the union of every boundary
+    found so far: an early pass on a small motion splits a moving domain into pieces) move
+    rigidly from here on, when the decoded motion is at least ``DOMAIN_MOTION`` RMS (the
+    model's labels travel in its weights)."""
     m = trainer.model
-    if trainer.graph_labels is not None and getattr(m.cfg, "domain_motion", False):
-        m.domain_field.assign(trainer.graph_labels, m.centres.detach(), m.mass_weights().detach())
+    if found["labels"] is None or found["motion_rms"] < DOMAIN_MOTION:
+        return False
+    m.domain_field.assign(found["labels"], m.centres.detach(), m.mass_weights().detach())
+    return True
 
 
 def after_epoch(trainer, done: int) -> None:
@@ -100,12 +108,14 @@ def after_epoch(trainer, done: int) -> None:
     g = trainer.graph
     found = find_domains(m.centres.detach().cpu().double().numpy(), states, g.edges.cpu().numpy(), cfg.seed)
     labels = found["labels"]
+    report = {k: v for k, v in found.items() if k != "labels"}
     if labels is not None:                   # with every boundary found so far
         if trainer.graph_labels is not None:
             labels = relabel(trainer.graph_labels * (int(labels.max()) + 1) + labels)
         cut(trainer, labels)
+    if cfg.domain_motion:
+        report["rigid_domains"] = move_domains(trainer, found)
     held, total = len(trainer.graph.strained), len(g.edges)
-    report = {k: v for k, v in found.items() if k != "labels"}
     if trainer.dd.main:
         trainer.run_dir.append_log({"kind": "graph_cut", "epoch": done, "edges_held": held, "edges": total, **report})
     if found["labels"] is None:
