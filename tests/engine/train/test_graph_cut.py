@@ -103,3 +103,21 @@ def test_domain_motion_takes_the_domains_of_the_cut_into_the_weights(tiny_sim, t
     assert decoded["domain_rigid"] is not None and float(decoded["domain_rigid"].abs().max()) > 0
     with pytest.raises(TrainingError, match="--cut-graph"):
         _cfg(tiny_sim, tmp_path / "x", cut_graph=0, domain_motion=True)
+
+
+def test_domain_motion_waits_for_a_motion_large_enough_to_tell_domains_apart():
+    from types import SimpleNamespace
+    import torch
+    from gaussianem.model.gaussians import GaussianSet
+    from gaussianem.model.networks import HeterogeneityModel, ModelConfig
+    c = torch.randn(30, 3) * 5
+    model = HeterogeneityModel(ModelConfig(box=16, zdim=3, zdim_conf=2, zdim_comp=1, enc_dim=16, gauss_dim=16,
+                                           dec_dim=16, domain_motion=True, gaussian_features=False,
+                                           encoder_input="image"),
+                               GaussianSet(c, torch.ones(30), torch.full((30,), 2.0)))
+    trainer = SimpleNamespace(model=model)
+    labels = (c[:, 0] > 0).long().numpy()
+    small = {"labels": labels, "motion_rms": graph_cut.DOMAIN_MOTION / 2}
+    assert not graph_cut.move_domains(trainer, small) and not model.domain_field.assigned
+    assert graph_cut.move_domains(trainer, {**small, "motion_rms": graph_cut.DOMAIN_MOTION * 2})
+    assert np.array_equal(model.domain_field.labels.numpy(), labels)
