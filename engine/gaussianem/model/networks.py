@@ -299,13 +299,13 @@ class HeterogeneityModel(nn.Module):
             disp_raw, amp_raw = o[..., :3], o[..., 3]
             width_raw = o[..., 4] if cfg.width_change else None
         disp = cfg.max_displacement * torch.tanh(disp_raw.float() / cfg.max_displacement * 10.0)
-        rigid = None
+        z_conf = z[:, :cfg.zdim_conf] if cfg.split else z
+        rigid = domain = None
         if cfg.segments > 0:
-            rigid = self.segment_field(z[:, :cfg.zdim_conf] if cfg.split else z, self.centres)
+            rigid = self.segment_field(z_conf, self.centres)
             disp = disp + rigid
-        domain = None
         if cfg.domain_motion:
-            domain = self.domain_field(z[:, :cfg.zdim_conf] if cfg.split else z, self.centres)
+            domain = self.domain_field(z_conf, self.centres)
             disp = disp + domain
         if cfg.centre_displacements:
             disp = remove_translation(disp, cfg.centre_by, self.mass_weights())

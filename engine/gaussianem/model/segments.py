@@ -48,6 +48,27 @@ def rotation_matrices(omega: torch.Tensor) -> torch.Tensor:
     return eye + a * k + b * (k @ k)
 
 
+def motion_net(zdim: int, dim: int, layers: int, n: int) -> nn.Sequential:
+    """Latent -> six numbers (axis-angle, translation) for each of ``n`` rigid parts, the
+    last layer near zero so that training starts from no motion."""
+    mods: list[nn.Module] = [nn.Linear(zdim, dim), nn.SiLU()]
+    for _ in range(layers - 1):
+        mods += [nn.Linear(dim, dim), nn.SiLU()]
+    last = nn.Linear(dim, 6 * n)
+    nn.init.normal_(last.weight, std=1e-3)
+    nn.init.zeros_(last.bias)
+    return nn.Sequential(*mods, last)
+
+
+def bounded_motions(o: torch.Tensor, max_angle: float, max_shift: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotations (..., 3, 3) and translations (..., 3) from a :func:`motion_net`'s output
+    (..., 6), scaled so that a unit of output is a sizeable motion (like the per-Gaussian
+    decoder's x10) and bounded smoothly by ``max_angle`` (radians) and ``max_shift`` (A)."""
+    omega = max_angle * torch.tanh(o[..., :3] * (3.0 / max_angle))
+    shift = max_shift * torch.tanh(o[..., 3:] * (10.0 / max_shift))
+    return rotation_matrices(omega), shift
+
+
 class SegmentField(nn.Module):
     """Latent (B, zdim) -> rigid-segment displacements (B, N, 3) of the base Gaussians
     ``centres`` (N, 3) (``mass`` (N,) weights the initial k-means). ``max_angle``
@@ -67,13 +88,7 @@ class SegmentField(nn.Module):
         spacing = float(np.median(np.sqrt(((m[:, None] - m[None]) ** 2).sum(-1) + np.eye(len(m)) * 1e30).min(1))) \
             if len(m) > 1 else 10.0
         self.log_s = nn.Parameter(torch.tensor(math.log(max(spacing, 1.0) / math.sqrt(8.0))))
-        mods: list[nn.Module] = [nn.Linear(zdim, dim), nn.SiLU()]
-        for _ in range(layers - 1):
-            mods += [nn.Linear(dim, dim), nn.SiLU()]
-        last = nn.Linear(dim, 6 * self.n)
-        nn.init.normal_(last.weight, std=1e-3)       # start from no motion
-        nn.init.zeros_(last.bias)
-        self.net = nn.Sequential(*mods, last)
+        self.net = motion_net(zdim, dim, layers, self.n)
 
     def assignment(self, centres: torch.Tensor) -> torch.Tensor:
         """Each Gaussian's weights over the segments (N, K), rows summing to 1."""
@@ -82,12 +97,7 @@ class SegmentField(nn.Module):
 
     def motions(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-segment rotations (B, K, 3, 3) and translations (B, K, 3) for latents z."""
-        o = self.net(z.float()).reshape(z.shape[0], self.n, 6)
-        # scaled so that a unit of the network's output is a sizeable motion (like the
-        # per-Gaussian decoder's x10), bounded smoothly
-        omega = self.max_angle * torch.tanh(o[..., :3] * (3.0 / self.max_angle))
-        shift = self.max_shift * torch.tanh(o[..., 3:] * (10.0 / self.max_shift))
-        return rotation_matrices(omega), shift
+        return bounded_motions(self.net(z.float()).reshape(z.shape[0], self.n, 6), self.max_angle, self.max_shift)
 
     def forward(self, z: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
         R, t = self.motions(z)
@@ -102,12 +112,12 @@ class SegmentField(nn.Module):
 class DomainField(nn.Module):
     """Latent (B, zdim) -> rigid motions of the domains training finds (``--domain-motion``):
     the hard partition of a :mod:`gaussianem.train.graph_cut` pass, not k-means segments
-    (which straddle a hinge). Measured: docs/validation.md, "The whole motion, session 19". Until :meth:`assign` is called every Gaussian is unassigned and the
-    field is zero. Domain ``k`` turns about its pivot ``p_k`` and shifts, and Gaussian ``j``
+    (which straddle a hinge). Until :meth:`assign` is called every Gaussian is unassigned
+    and the field is zero. Domain ``k`` turns about its pivot ``p_k`` and shifts, and Gaussian ``j``
     of domain ``k`` moves by ``(R_k - I)(c_j - p_k) + t_k``; the per-Gaussian decoder adds
     the rest, and the structure terms charge only that rest (a domain's rigid turn strains
     no edge within it). At most ``max_domains``; Gaussians of further domains have no rigid
-    part."""
+    part. Measured: docs/validation.md, "The whole motion, session 19"."""
 
     def __init__(self, zdim: int, n_gaussians: int, max_domains: int = 16, dim: int = 128, layers: int = 2,
                  max_angle: float = math.pi / 3, max_shift: float = 20.0):
@@ -115,13 +125,7 @@ class DomainField(nn.Module):
         self.n, self.max_angle, self.max_shift = int(max_domains), float(max_angle), float(max_shift)
         self.register_buffer("labels", torch.full((n_gaussians,), -1, dtype=torch.long))
         self.register_buffer("pivots", torch.zeros(self.n, 3))
-        mods: list[nn.Module] = [nn.Linear(zdim, dim), nn.SiLU()]
-        for _ in range(layers - 1):
-            mods += [nn.Linear(dim, dim), nn.SiLU()]
-        last = nn.Linear(dim, 6 * self.n)
-        nn.init.normal_(last.weight, std=1e-3)
-        nn.init.zeros_(last.bias)
-        self.net = nn.Sequential(*mods, last)
+        self.net = motion_net(zdim, dim, layers, self.n)
 
     @property
     def assigned(self) -> bool:
@@ -153,10 +157,8 @@ class DomainField(nn.Module):
 
     def forward(self, z: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
         """(B, N, 3): each Gaussian's share of its domain's rigid motion (0 unassigned)."""
-        o = self.net(z.float()).reshape(z.shape[0], self.n, 6)
-        omega = self.max_angle * torch.tanh(o[..., :3] * (3.0 / self.max_angle))
-        shift = self.max_shift * torch.tanh(o[..., 3:] * (10.0 / self.max_shift))
-        A = rotation_matrices(omega) - torch.eye(3, device=z.device, dtype=omega.dtype)   # (B, K, 3, 3)
+        R, shift = bounded_motions(self.net(z.float()).reshape(z.shape[0], self.n, 6), self.max_angle, self.max_shift)
+        A = R - torch.eye(3, device=z.device, dtype=R.dtype)                               # (B, K, 3, 3)
         lab = self.labels
         on = ((lab >= 0) & (lab < self.n)).to(centres.dtype)
         k = lab.clamp(0, self.n - 1)
