@@ -63,7 +63,8 @@ def domain_fit(cell: str, run: str, domains: str = "found", particles: int = 200
         far = np.linalg.norm(motion.coords(1.0) - motion.coords(0.0), axis=1)
         moving = far > np.median(far)
     ref = model_latent(res, fitted).z
-    interp = res.interpolator(fitted.coords, name="the fitted model", bonds=pairs, reference=ref)
+    interp = res.interpolator(fitted.coords, name="the fitted model", bonds=pairs, reference=ref,
+                              residues=fitted.sequence)
     t0 = time.perf_counter()
     if domains == "oracle":
         if spec.motion != "hinge":

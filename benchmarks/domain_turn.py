@@ -44,7 +44,7 @@ def main():
     domains = [("chain A's third", motion.mask & heavy)]
     if getattr(motion, "mask2", None) is not None:
         domains.append(("chain B", motion.mask2 & heavy))
-    interp = res.interpolator(x0, reference=model_latent(res, fitted).z)
+    interp = res.interpolator(x0, reference=model_latent(res, fitted).z, residues=fitted.sequence)
     for level in truth["eval_motion"][1:]:
         z = np.median(res.z[good & (np.abs(t - level) <= 0.0626)], axis=0)
         moved = res.displace_model(fitted, z, interpolator=interp).coords

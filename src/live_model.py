@@ -68,7 +68,8 @@ class LiveModel:
         self.reference = None if reference is None else result.check_z(reference)[0]
         # the atoms follow the Gaussians of the state they stand for, and move relative to it
         self.interpolator = result.interpolator(self.base, name=f"model #{structure.id_string}",
-                                                bonds=bonds[(bonds >= 0).all(1)], reference=self.reference)
+                                                bonds=bonds[(bonds >= 0).all(1)], reference=self.reference,
+                                                residues=self.model.sequence)
 
     def _find_reference(self):
         if self.result.z is None:

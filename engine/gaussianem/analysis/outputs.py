@@ -64,7 +64,8 @@ def write_models(result: Result, model_path: str, z: np.ndarray, folder: str,
     z = result.check_z(z)
     model = read_model(model_path)
     pairs = bond_pairs(model)
-    interp = result.interpolator(model.coords, name=os.fspath(model_path), bonds=pairs, reference=reference)
+    interp = result.interpolator(model.coords, name=os.fspath(model_path), bonds=pairs, reference=reference,
+                                 residues=model.sequence)
     ext = model_extension(model_path)
     extra = [{}] * len(z)
     if fit is None:

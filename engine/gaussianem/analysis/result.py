@@ -329,18 +329,21 @@ class Result:
             return self.grid
         return self.grid.scaled(int(box) if box else self.grid.box, apix)
 
-    def interpolator(self, atoms_xyz_physical, name="the atomic model", bonds=None, reference=None):
+    def interpolator(self, atoms_xyz_physical, name="the atomic model", bonds=None, reference=None,
+                     residues=None):
         """Atoms (physical frame) following the Gaussians; ``bonds`` (E, 2) keep their
         lengths (:class:`~gaussianem.model.displace.AtomInterpolator`). ``reference``: the
         latent the atoms stand for (:func:`gaussianem.analysis.reference.model_latent`):
         they follow the Gaussians of that state, and a displacement moves them relative to
-        it; None: the consensus Gaussians."""
+        it; None: the consensus Gaussians. ``residues``: the atoms' chain ids and residue
+        places (an :class:`~gaussianem.io.models.AtomicModel`'s ``sequence``): each atom
+        follows the Gaussians of its own stretch of chain only."""
         offset = None
         if reference is not None:
             with torch.no_grad():
                 offset = self.decode(self.check_z(reference)[:1])["displacement"][0].double().numpy()
         return AtomInterpolator(self.grid.to_engine(atoms_xyz_physical), self.base.centres.numpy(), name=name,
-                                bonds=bonds, offset=offset)
+                                bonds=bonds, offset=offset, residues=residues)
 
     def displace_model(self, model, z, interpolator=None, reference=None):
         """The atomic model (path or :class:`~gaussianem.io.models.AtomicModel`, physical
@@ -353,7 +356,7 @@ class Result:
         (:meth:`~gaussianem.model.displace.AtomInterpolator.keep_bonds`)."""
         m = model if isinstance(model, AtomicModel) else read_model(model)
         interp = interpolator or self.interpolator(m.coords, name=m.path or "the atomic model", bonds=bond_pairs(m),
-                                                   reference=reference)
+                                                   reference=reference, residues=m.sequence)
         disp = self.atom_displacements(interp, z, reference)
         models = [m.with_coords(interp.keep_bonds(m.coords + d)) for d in disp]
         return models[0] if len(models) == 1 else models

@@ -72,6 +72,12 @@ class AtomicModel:
     def __len__(self) -> int:
         return len(self.coords)
 
+    @property
+    def sequence(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each atom's chain id and residue place in the model ((M,) each): where an atom
+        lies along its chain (:func:`gaussianem.model.displace.sequence_weights`)."""
+        return self.chain_ids, self.res_index
+
     def n_residues(self) -> int:
         return int(self.res_index.max()) + 1 if len(self) else 0
 

@@ -88,3 +88,43 @@ def test_bond_lengths_are_restored(model):
     # batched and without bonds
     assert np.allclose(interp.keep_bonds(np.stack([moved, moved]))[1], kept)
     assert np.array_equal(AtomInterpolator(model.coords, c).keep_bonds(moved), moved)
+
+
+def test_atoms_follow_the_gaussians_of_their_own_stretch_of_chain(model):
+    """A domain that packs against a part that stays (here a copy of the protein as a
+    second chain, 6 A away, and the rest of its own chain): with the model's chains and
+    residues, each atom follows only the Gaussians of residues near it in its own chain,
+    so the domain turns away whole; with every nearby Gaussian, its surface atoms are
+    held back by the part that stays."""
+    from gaussianem.io.models import AtomicModel
+    from gaussianem.model.displace import sequence_weights
+    c = model.residue_centres()
+    mask, point, axis = default_hinge(model)
+    width = np.ptp(model.coords[:, 0])
+    shift = np.array([width + 6.0 - 2 * 3.0, 0.0, 0.0])         # chain B packs against chain A (~6 A gaps)
+    two = AtomicModel(coords=np.concatenate([model.coords, model.coords + shift]),
+                      elements=np.tile(model.elements, 2), atom_names=np.tile(model.atom_names, 2),
+                      res_names=np.tile(model.res_names, 2), chain_ids=np.r_[["A"] * len(model), ["B"] * len(model)],
+                      res_seq=np.tile(model.res_seq, 2), res_index=np.r_[model.res_index, model.res_index + model.n_residues()],
+                      b_factors=np.tile(model.b_factors, 2), occupancies=np.tile(model.occupancies, 2))
+    gauss = np.concatenate([c, c + shift])
+    moving_res = np.zeros(len(gauss), bool)
+    moving_res[np.unique(model.res_index[mask])] = True
+    disp = torch.from_numpy(hinge_rotation(gauss, moving_res, point, axis, 25.0) - gauss)
+    full = np.r_[mask, np.zeros(len(model), bool)]
+    target = hinge_rotation(two.coords, full, point, axis, 25.0)
+    # atoms of the moving domain more than the window from its hinge in sequence
+    ends = np.flatnonzero(np.diff(moving_res[:model.n_residues()].astype(int)))
+    far = full & (np.abs(two.res_index[:, None] - ends[None, :]).min(1) > 6)
+    def rmsd(interp):
+        moved = two.coords + interp(disp).numpy()
+        return float(np.sqrt(((moved - target)[far] ** 2).sum(1).mean()))
+    own = rmsd(AtomInterpolator(two.coords, gauss, residues=two.sequence))
+    every = rmsd(AtomInterpolator(two.coords, gauss))
+    assert own < 0.5 * every, (own, every)
+    # the rule itself: each Gaussian belongs to its nearest atom's residue; an atom with no
+    # Gaussian of its own stretch (the third, of chain C) keeps its weights
+    atoms = np.array([[0.0, 0, 0], [10.0, 0, 0], [5.0, 0, 0]])
+    w = sequence_weights(atoms, np.array([[0.5, 0, 0], [9.0, 0, 0]]), np.array([[0, 1], [1, 0], [0, 1]]),
+                         np.array([[0.6, 0.4], [0.7, 0.3], [0.5, 0.5]]), np.array(["A", "B", "C"]), np.array([0, 1, 2]))
+    assert np.allclose(w, [[1.0, 0.0], [1.0, 0.0], [0.5, 0.5]])
