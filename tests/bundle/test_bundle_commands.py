@@ -119,7 +119,7 @@ def test_moved_model_follows_the_map_where_it_is_shown(cx, tiny_sim, tiny_result
     a1, a2 = s.bonds.atoms
     # the atoms follow the Gaussians of their own state and move relative to it
     interp = r.interpolator(scene0, bonds=np.stack([s.atoms.indices(a1), s.atoms.indices(a2)], 1),
-                            reference=res.live.reference)
+                            reference=res.live.reference, residues=res.live.model.sequence)
     expected = interp.keep_bonds(scene0 + interp(disp).numpy())   # the map sits at identity
     np.testing.assert_allclose(s.atoms.scene_coords, expected, atol=1e-3)
     series, copy = run(cx, "gaussianem trajectory steps 3")
