@@ -112,7 +112,7 @@ class TrainConfig:
                                         "domains each pass finds move rigidly with the latent under the "
                                         "per-Gaussian displacements, and the alignment term charges only the "
                                         "per-Gaussian part. Experimental: with --consensus-rounds 1 --w-spacing 0 it "
-                                        "carried no more than those two alone and cost 0.06 at SNR 0.03 "
+                                        "was not reliably better than those two alone and cost 0.06 at SNR 0.03 "
                                         "(docs/validation.md, \"The whole motion, session 20\")")
     width_change: bool = option(False, "let the conformational decoder also change Gaussian widths (off by "
                                        "default: width changes can stand in for compositional change)")
