@@ -18,7 +18,11 @@ too.
 
 ``N`` rounds train in ``OUTDIR/round1`` .. ``OUTDIR/roundN`` (complete runs of their own,
 each the full ``--epochs``), each writing ``consensus.mrc`` (the next round's consensus,
-with the reconstruction's FSC files beside it). The last training runs in ``OUTDIR`` on
+with the reconstruction's FSC files beside it). Each training after a round starts from
+that round's networks (``--init-from``; the Gaussians are the new map's own): the latent
+and the motion found so far carry on, and the decoder moves the domains from the first
+epoch instead of finding them again (on the matrix's hinge cell, arrival 0.76 -> 0.84;
+docs/validation.md, "The whole motion, session 21"). The last training runs in ``OUTDIR`` on
 the last round's map; its ``config.json`` names that map as its consensus, so every reader
 (``load_result``) deforms the map it was trained on. ``--resume`` continues whichever
 round was interrupted; a finished round is not trained again. A round whose latent holds
@@ -112,12 +116,12 @@ def train(cfg, resume=False, progress: Progress | None = None, given=None) -> st
     if not resume and os.path.exists(round_dir(cfg.outdir, 1)):
         raise TrainingError(f"{cfg.outdir} holds a run's consensus rounds: --resume continues it, or train into "
                             "another folder")
-    given = set(given or ()) - {"consensus", "consensus_rounds"}
-    consensus = cfg.consensus
+    given = set(given or ()) - {"consensus", "consensus_rounds", "init_from"}
+    consensus, networks = cfg.consensus, cfg.init_from
     for k in range(1, rounds + 1):
         where = round_dir(cfg.outdir, k)
         progress.message(f"consensus round {k} of {rounds} in {where}, on {consensus}")
-        r = replace(cfg, outdir=where, consensus=consensus, consensus_rounds=0)
+        r = replace(cfg, outdir=where, consensus=consensus, consensus_rounds=0, init_from=networks)
         inner = RoundProgress(progress, k)
         train_once(r, resume="auto" if resume else False, progress=inner, given=given)
         why = no_motion(where)
@@ -126,5 +130,7 @@ def train(cfg, resume=False, progress: Progress | None = None, given=None) -> st
                              f"the next training keeps {consensus}")
             continue
         consensus = rebuilt_consensus(where, inner, init_distributed(cfg.device))
+        networks = where                     # the next training starts from this round's networks
         progress.message(f"consensus round {k}: the particles bent into their mean state, {consensus}")
-    return train_once(replace(cfg, consensus=consensus), resume=resume, progress=progress, given=given)
+    return train_once(replace(cfg, consensus=consensus, init_from=networks), resume=resume, progress=progress,
+                      given=given)

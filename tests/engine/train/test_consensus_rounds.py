@@ -47,6 +47,10 @@ def test_one_round_then_the_final_training_on_its_map(tiny_sim, tmp_path):
     # the final run trained on it, and says so where every reader looks
     cfg = json.load(open(out / "config.json"))["train"]
     assert os.path.abspath(cfg["consensus"]) == str(rebuilt) and cfg["consensus_rounds"] == 1
+    # and started from the round's networks, not from scratch
+    assert os.path.abspath(cfg["init_from"]) == str(out / "round1")
+    assert any(m == f"networks initialised from {out / 'round1'}" for m in messages), messages
+    assert json.load(open(out / "round1" / "config.json"))["train"]["init_from"] is None
     res = load_result(out)
     assert res.z.shape == (256, 3) and np.all(np.isfinite(res.z))
     # while a round trains, `gaussianem status` reports that round's progress
