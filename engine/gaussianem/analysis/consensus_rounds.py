@@ -69,10 +69,11 @@ def round_dir(outdir: str, k: int) -> str:
 
 def rebuilt_consensus(run: str, progress: Progress | None = None, dd: Dist | None = None) -> str:
     """``run/consensus.mrc``: the deformable reconstruction of ``run``'s particles into
-    their mean state, the low-signal ones left out (images matching the consensus at under
-    half their optics group's scale: junk without the protein, whose noise the map does
-    not need). Written once: its FSC summary, written last, marks it done, so
-    an interrupted write is redone. Under torchrun the main process writes it while the
+    their mean state, on the consensus map's grid (Fourier-padded from the training box,
+    so it has the map's pixel size), the low-signal ones left out (images matching the
+    consensus at under half their optics group's scale: junk without the protein, whose
+    noise the map does not need). Written once: its FSC summary, written last, marks it
+    done, so an interrupted write is redone. Under torchrun the main process writes it while the
     others wait."""
     path = os.path.join(run, ROUND_MAP)
     dd = dd or Dist()
@@ -80,8 +81,8 @@ def rebuilt_consensus(run: str, progress: Progress | None = None, dd: Dist | Non
         result = load_result(run)
         low = select_particles(result, low_signal=True).indices
         keep = np.setdiff1d(np.arange(result.n_particles), low)
-        rec = reconstruct(result, keep, progress=progress)
-        write_reconstruction(rec, path, selection=f"{len(keep)} particles bent into their mean state "
+        rec = reconstruct(result, keep, progress=progress)          # at the training box (--downsample)
+        write_reconstruction(rec.on_grid(result.grid), path, selection=f"{len(keep)} particles bent into their mean state "
                                                   f"(--consensus-rounds; {len(low)} low-signal particles left out)")
     if dd.world > 1:
         torch.distributed.barrier()
@@ -120,7 +121,8 @@ def train(cfg, resume=False, progress: Progress | None = None, given=None) -> st
     consensus, networks = cfg.consensus, cfg.init_from
     for k in range(1, rounds + 1):
         where = round_dir(cfg.outdir, k)
-        progress.message(f"consensus round {k} of {rounds} in {where}, on {consensus}")
+        progress.message(f"consensus round {k} of {rounds} in {where}"
+                         + (f", on {consensus}" if consensus != cfg.consensus else ""))
         r = replace(cfg, outdir=where, consensus=consensus, consensus_rounds=0, init_from=networks)
         inner = RoundProgress(progress, k)
         train_once(r, resume="auto" if resume else False, progress=inner, given=given)

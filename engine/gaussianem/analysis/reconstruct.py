@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ from gaussianem.model.intensity import IntensityScale
 from gaussianem.physics import backproject as bp
 from gaussianem.physics.fsc import corrected_masked_fsc, fsc, resolution_at, soft_mask
 from gaussianem.physics.grid import Grid
+from gaussianem.physics.resample import fourier_pad_volume
 from gaussianem.progress import Progress
 
 MIN_PER_HALF = 5
@@ -79,6 +80,19 @@ class Reconstruction:
         """The half maps agree (masked FSC >= 0.143) in no more than the lowest 2 shells:
         the map holds no signal (too few particles, or poses and latents that do not fit)."""
         return not bool((np.asarray(self.curves["deformed"])[2:] >= 0.143).any())
+
+    def on_grid(self, grid: Grid) -> "Reconstruction":
+        """The maps, halves and mask Fourier-padded to the finer ``grid`` (same centre and
+        extent: the consensus grid of a run trained at a smaller box), nothing added above
+        the reconstruction's Nyquist; the FSC curves stay those measured. Itself when the
+        boxes agree or ``grid``'s is odd."""
+        if grid.box <= self.grid.box or grid.box % 2:
+            return self
+        pad = lambda v: fourier_pad_volume(v, grid.box)      # noqa: E731
+        return replace(self, grid=grid, maps={k: pad(v) for k, v in self.maps.items()},
+                       halves={k: tuple(pad(h) for h in v) for k, v in self.halves.items()},
+                       mask=np.clip(pad(self.mask), 0.0, 1.0),
+                       info={**self.info, "reconstructed_box": self.grid.box, "reconstructed_apix": self.grid.apix})
 
     def summary(self) -> dict:
         return {"status": "no signal" if self.no_signal else "ok", "particles": self.n_particles, "half_sizes": list(map(int, self.n_half)), "split": self.split,

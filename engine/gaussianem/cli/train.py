@@ -10,10 +10,13 @@ half of the epochs trains on the default count in OUTDIR/coarse and the second h
 more Gaussians (counted for the Nyquist resolution), starting from the coarse networks.
 --fine-gaussians N sets that count (and asks for the two stages), 0 turns them off.
 
-Consensus rounds (--consensus-rounds N): N rounds train first in OUTDIR/round1.., each
-one's deformable reconstruction of all the particles (bent into their mean state) the
-next round's consensus (OUTDIR/roundK/consensus.mrc), then the training in OUTDIR on the
-last of them: a consensus smeared by the motion holds the decoded motion back.
+Consensus rounds (--consensus-rounds N, default 1): N rounds train first in
+OUTDIR/round1.., each one's deformable reconstruction of all the particles (bent into
+their mean state) the next round's consensus (OUTDIR/roundK/consensus.mrc), then the
+training in OUTDIR on the last of them, starting from the round's networks: a consensus
+smeared by the motion holds the decoded motion back. The default trains twice (twice the
+time); --consensus-rounds 0 trains once, for a quicker first look that carries less of a
+domain motion (docs/validation.md, "The whole motion, session 21").
 
 examples:
   gaussianem train sim/particles.star --consensus sim/consensus.mrc -o run1
@@ -27,9 +30,8 @@ examples:
   # or by hand, from any finished run (same data, training box and latent sizes)
   gaussianem train particles.star --consensus map.mrc -o fine --num-gaussians 4000 \\
       --init-from run1 --epochs 10
-  # domain motions (hinges, closures): the graph cut at the decoder's domains, and one round
-  # whose deformable reconstruction of all particles becomes the consensus (two trainings)
-  gaussianem train particles.star --consensus map.mrc -o run6 --cut-graph 3 --consensus-rounds 1
+  # a quick first look: one training, no consensus round (half the time, less of a hinge)
+  gaussianem train particles.star --consensus map.mrc -o run6 --consensus-rounds 0 --epochs 10
   torchrun --nproc_per_node 4 -m gaussianem.cli.main train particles.star \\
       --consensus map.mrc -o run3 --device cuda --amp
   # as a SLURM job (4 GPUs, torchrun), then follow and stop it (docs/cluster.md)

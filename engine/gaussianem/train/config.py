@@ -89,18 +89,19 @@ class TrainConfig:
                              "decoded states average to the consensus: the consensus of a flexible sample is their "
                              "smear, not a state (0: never). Experimental: with the default loss it lost the motion "
                              "on a hinge (docs/validation.md, \"The whole motion\")", metavar="N")
-    cut_graph: int = option(0, "times in training (evenly spaced) the decoder's rigid domains are found and the "
+    cut_graph: int = option(3, "times in training (evenly spaced) the decoder's rigid domains are found and the "
                                "neighbour-distance term stops holding the edges between them, so a turning "
-                               "domain's interface may stretch (0: never). 3 carried twice as much of a hinge and "
-                               "more of two domains moving at once at SNR 0.1, but cost motion at SNR 0.03: "
-                               "docs/validation.md, \"The whole motion, session 13\"", metavar="N")
-    consensus_rounds: int = option(0, "rounds trained first whose deformable reconstruction of the particles (bent "
-                                      "into their mean state) becomes the next round's consensus: a consensus "
-                                      "smeared by the motion holds the decoded motion back. Each round trains the "
-                                      "full --epochs in OUTDIR/roundK (0: none). With --cut-graph 3, 1 round carried "
-                                      "0.57-0.63 of a hinge (0.38-0.41 without) and 0.76-0.79 of two domains moving "
-                                      "at once (0.63-0.67): docs/validation.md, \"The whole motion, session 17\"",
-                                   metavar="N")
+                               "domain's interface may stretch (0: never). Default 3 since session 21, with "
+                               "--consensus-rounds 1 and --w-spacing 0: docs/validation.md, \"The whole motion, "
+                               "session 21\"", metavar="N")
+    consensus_rounds: int = option(1, "rounds trained first whose deformable reconstruction of the particles (bent "
+                                      "into their mean state) becomes the next round's consensus, the next "
+                                      "training starting from the round's networks: a consensus smeared by the "
+                                      "motion holds the decoded motion back. Each round trains the full --epochs in "
+                                      "OUTDIR/roundK, so 1 doubles the training time (0: none, a quicker first "
+                                      "look). With --cut-graph 3 and --w-spacing 0, 1 round carried 0.84 of a hinge "
+                                      "where neither carried 0.28: docs/validation.md, \"The whole motion, session "
+                                      "21\"", metavar="N")
     distance_cut: float | None = option(None, "the neighbour-distance weight once the graph is cut (--cut-graph), "
                                               "on each domain's own edges (the domains are found under the full "
                                               "weight). Experimental: with --consensus-rounds 1, 0.1 lifted one "
@@ -111,8 +112,8 @@ class TrainConfig:
     domain_motion: bool = option(False, "from the first --cut-graph pass with 0.5 A RMS of decoded motion, the "
                                         "domains each pass finds move rigidly with the latent under the "
                                         "per-Gaussian displacements, and the alignment term charges only the "
-                                        "per-Gaussian part. Experimental: with --consensus-rounds 1 --w-spacing 0 it "
-                                        "was not reliably better than those two alone and cost 0.06 at SNR 0.03 "
+                                        "per-Gaussian part. Experimental: with the default --consensus-rounds 1 and "
+                                        "--w-spacing 0 it was not reliably better than those alone and cost 0.06 at SNR 0.03 "
                                         "(docs/validation.md, \"The whole motion, session 20\")")
     width_change: bool = option(False, "let the conformational decoder also change Gaussian widths (off by "
                                        "default: width changes can stand in for compositional change)")
@@ -243,7 +244,8 @@ WEIGHT_FLAGS = (("--beta", "kl", "KL weight"),
                  "fully at 0.01, at some cost to smooth motions: docs/validation.md, \"Displaced models\")"),
                 ("--w-alignment", "alignment", "neighbour displacement-alignment weight"),
                 ("--w-spacing", "spacing", "weight of the term that keeps neighbouring Gaussians at least half "
-                 "their rest distance apart"),
+                 "their rest distance apart (off by default since session 21: across a closing domain interface "
+                 "it held the motion back; 1 before)"),
                 ("--w-contrastive", "contrastive", "latent-neighbourhood term weight"))
 
 

@@ -26,7 +26,7 @@ from gaussianem.io.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[3]
 CLI_TIMEOUT = 60              # one gaussianem command (plus its --wait)
-TINY = ["--batch-size", "32", "--zdim", "2", "--device", "cpu", "--threads", "1"]
+TINY = ["--batch-size", "32", "--zdim", "2", "--device", "cpu", "--threads", "1", "--consensus-rounds", "0"]
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 
 from gaussianem.errors import InputError
 from gaussianem.physics.grid import Grid
-from gaussianem.physics.resample import even_box, fourier_crop_volume
+from gaussianem.physics.resample import even_box, fourier_crop_volume, fourier_pad_volume
 
 
 def _blob(box, apix, centre, sigma):
@@ -37,3 +37,17 @@ def test_crop_errors_and_identity():
     with pytest.raises(InputError):
         fourier_crop_volume(v[:, :, :8], 8)
     assert even_box(256 * 0.5, 1.0) == 128 and even_box(100, 3.0) == 34
+
+
+def test_pad_samples_the_same_density_finer_and_undoes_a_crop():
+    small = _blob(32, 2.0, (5.0, -3.0, 2.0), 4.0)
+    big = fourier_pad_volume(small, 64)
+    ref = _blob(64, 1.0, (5.0, -3.0, 2.0), 4.0)                      # same positions, finer voxels
+    assert big.shape == (64, 64, 64) and big.dtype == np.float32
+    assert np.abs(big - ref).max() < 2e-3 * ref.max()
+    assert np.abs(fourier_crop_volume(big, 32) - small).max() < 1e-5
+    assert fourier_pad_volume(small, 32) is small
+    with pytest.raises(InputError):
+        fourier_pad_volume(small, 30)
+    with pytest.raises(InputError):
+        fourier_pad_volume(small[:31, :31, :31], 64)

@@ -25,7 +25,8 @@ from processes import children
 
 TIMEOUT = 240
 ARGS = ["--epochs", "3", "--batch-size", "16", "--zdim", "2", "--device", "cpu", "--threads", "1",
-        "--num-workers", "2", "--progress", "json"]
+        "--num-workers", "2", "--progress", "json",
+        "--consensus-rounds", "0"]     # one training (a round's resume: test_consensus_rounds.py)
 
 
 def _cmd(sim, out, *extra) -> list[str]:

@@ -229,7 +229,7 @@ def test_a_run_that_cannot_recover_fails_with_nonzero_exit(tiny_sim, tmp_path):
     out = tmp_path / "bad"
     r = subprocess.run([sys.executable, "-m", "gaussianem.cli.main", "train", str(tiny_sim / "particles.star"),
                         "--consensus", str(tiny_sim / "consensus.mrc"), "-o", str(out), "--epochs", "3",
-                        "--lr", "300", "--progress", "json", "--threads", "1"],
+                        "--lr", "300", "--progress", "json", "--threads", "1", "--consensus-rounds", "0"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode != 0, r.stdout[-2000:]
     events = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]

@@ -91,7 +91,7 @@ def test_interrupt_leaves_resumable_checkpoint(tiny_sim, tmp_path):
     out = tmp_path / "int"
     cmd = [sys.executable, "-m", "gaussianem.cli.main", "train", str(tiny_sim / "particles.star"),
            "--consensus", str(tiny_sim / "consensus.mrc"), "-o", str(out), "--epochs", "50",
-           "--batch-size", "16", "--progress", "json", "--device", "cpu"]
+           "--batch-size", "16", "--progress", "json", "--device", "cpu", "--consensus-rounds", "0"]
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "engine"))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     for line in proc.stdout:
@@ -117,7 +117,7 @@ def test_ddp_two_gloo_processes(tiny_sim, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            "-m", "gaussianem.cli.main", "train", str(tiny_sim / "particles.star"),
            "--consensus", str(tiny_sim / "consensus.mrc"), "-o", str(out), "--epochs", "1",
-           "--batch-size", "32", "--zdim", "3", "--progress", "none", "--device", "cpu"]
+           "--batch-size", "32", "--zdim", "3", "--progress", "none", "--device", "cpu", "--consensus-rounds", "0"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]
     z = np.load(out / "latents.npz")["z"]
@@ -156,7 +156,7 @@ def test_ddp_stop_signal_to_one_rank_stops_every_rank(tiny_sim, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            "-m", "gaussianem.cli.main", "train", str(tiny_sim / "particles.star"),
            "--consensus", str(tiny_sim / "consensus.mrc"), "-o", str(out), "--epochs", "50",
-           "--batch-size", "16", "--zdim", "3", "--progress", "json", "--device", "cpu"]
+           "--batch-size", "16", "--zdim", "3", "--progress", "json", "--device", "cpu", "--consensus-rounds", "0"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         for line in proc.stdout:
@@ -415,7 +415,8 @@ def test_resume_on_another_number_of_processes(tiny_sim, tmp_path):
     (up to floating-point rounding in the gradient average)."""
     args = lambda out, epochs: [str(tiny_sim / "particles.star"), "--consensus", str(tiny_sim / "consensus.mrc"),
                                 "-o", str(out), "--epochs", str(epochs), "--batch-size", "32", "--zdim", "3",
-                                "--seed", "3", "--lowpass-start", "0", "--device", "cpu", "--progress", "none"]
+                                "--seed", "3", "--lowpass-start", "0", "--device", "cpu", "--progress", "none",
+                                "--consensus-rounds", "0", "--cut-graph", "0"]   # their schedules follow --epochs
     from gaussianem.cli.main import main
     a, b, c = tmp_path / "one", tmp_path / "two_then_one", tmp_path / "one_then_two"
     assert main(["train"] + args(a, 2)) == 0
