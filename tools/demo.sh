@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-demo_out}
 N=${DEMO_PARTICLES:-6000}
-EPOCHS=${DEMO_EPOCHS:-40}
+EPOCHS=${DEMO_EPOCHS:-20}       # per training: the default consensus round trains twice
 THREADS=${DEMO_THREADS:-}          # torch threads for training (default: torch's own)
 PY=.venv/bin/python
 GEM=.venv/bin/gaussianem
@@ -28,7 +28,7 @@ $GEM simulate --test-model -o "$OUT/sim" -n "$N" --box 48 --apix 2.5 --snr 0.5 -
 # the default split latent (8 conformational + 1 compositional). With 2 + 2 the conformational
 # part also carried the absent domain on this protein and its PC1 missed the motion
 # (|Spearman| 0.37-0.41; docs/validation.md)
-step "2/6 train ($EPOCHS epochs, the default split latent: 8 conformational + 1 compositional; about 8 minutes on 2 CPU cores, a line per epoch)"
+step "2/6 train (the defaults: a consensus round, then the final training on its map, $EPOCHS epochs each; the split latent 8 conformational + 1 compositional; about 8 minutes on 2 CPU cores, a line per epoch)"
 $GEM train "$OUT/sim/particles.star" --consensus "$OUT/sim/consensus.mrc" --model "$OUT/sim/model.pdb" \
     -o "$OUT/run" --epochs "$EPOCHS" --progress bar ${THREADS:+--threads "$THREADS"}
 

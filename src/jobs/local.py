@@ -55,7 +55,7 @@ def _running(job) -> None:
 def _train_start(job, ev) -> None:
     job.state = "running" if job.state == "starting" else job.state
     job.log_info(f"training on {ev.get('particles')} particles (box {ev.get('box')}, "
-             f"trained at {ev.get('train_box')}) into {job.outdir}")
+             f"trained at {ev.get('train_box')}) into {ev.get('outdir') or job.outdir}")   # a round: its own folder
 
 
 def _message(job, ev) -> None:

@@ -290,8 +290,11 @@ def test_train_wait_opens_result(cx, tiny_sim, tmp_path, one_thread_engine):
                   f"model #{s.id_string} outdir {out} epochs 1 zdim 2 downsample 16 batchSize 128 "
                   "device cpu wait true")
     assert job.state == "done" and job.returncode == 0
+    # the default: a consensus round in OUTDIR/round1, then the final training on its map
     assert [e["event"] for e in job.events if e["event"] in ("start", "epoch", "done")] == \
-        ["start", "epoch", "done"]
+        ["start", "epoch", "start", "epoch", "done"]
+    assert [e["outdir"] for e in job.events if e["event"] == "start"] == [str(out / "round1"), str(out)]
+    assert (out / "round1" / "consensus.mrc").exists()
     _, voxel, origin = _read_mrc(out / "consensus_input.mrc")    # the open map, saved
     assert voxel == pytest.approx(3.0) and origin == pytest.approx([3.0, 0.0, -3.0])
     assert (out / "model_input.pdb").exists()
@@ -311,7 +314,8 @@ def test_train_coarse_to_fine_is_one_job(cx, tiny_sim, tmp_path, one_thread_engi
     seen as a run (not overwritten) and resumes with its own epochs."""
     out = tmp_path / "c2f"
     cmd = (f"gaussianem train {tiny_sim / 'particles.star'} consensus {tiny_sim / 'consensus.mrc'} "
-           f"outdir {out} epochs 2 zdim 2 downsample 16 batchSize 128 fineGaussians 150 device cpu wait true")
+           f"outdir {out} epochs 2 zdim 2 downsample 16 batchSize 128 fineGaussians 150 consensusRounds 0 "
+           "device cpu wait true")
     job = run(cx, cmd)
     assert job.state == "done" and job.returncode == 0
     assert [(e["epoch"], e["epochs"]) for e in job.events if e["event"] == "epoch"] == [(1, 2), (2, 2)]
@@ -430,7 +434,7 @@ def test_train_that_diverges_fails_with_the_engine_reason(cx, tiny_sim, tmp_path
     from chimerax.core.errors import UserError
     with pytest.raises(UserError, match="GaussianEM training failed: .*diverged"):
         run(cx, f"gaussianem train {tiny_sim / 'particles.star'} consensus {tiny_sim / 'consensus.mrc'} "
-                f"outdir {tmp_path / 'diverges'} epochs 2 lr 300 device cpu wait true")
+                f"outdir {tmp_path / 'diverges'} epochs 2 lr 300 consensusRounds 0 device cpu wait true")
     assert run(cx, "gaussianem jobs")[-1]["state"] == "failed"
     import json
     assert json.loads((tmp_path / "diverges" / "health.json").read_text())["status"] == "failed"

@@ -47,6 +47,7 @@ from gaussianem.progress import Progress
 from gaussianem.train import health
 from gaussianem.train.distributed import Dist, init_distributed
 from gaussianem.train.loop import train as train_once
+from gaussianem.train.resume import saved_settings
 
 ROUND_MAP = "consensus.mrc"
 # a round whose health has one of these not healthy found no motion the images hold: its
@@ -90,15 +91,19 @@ def rebuilt_consensus(run: str, progress: Progress | None = None, dd: Dist | Non
 
 
 class RoundProgress(Progress):
-    """``progress`` for a round: its end is a message, not the job's ``done`` event (which
-    ChimeraX and scripts read as the whole training finished)."""
+    """``progress`` for a round: its end and its reconstruction's start and end are
+    messages, not ``start`` and ``done`` events (which ChimeraX and scripts read as a
+    training starting and the whole training finished)."""
 
     def __init__(self, progress: Progress, k: int):
         super().__init__(progress.mode)
         self.outer, self.k = progress, k
 
     def event(self, event: str, **fields) -> None:
-        if event == "done" and fields.get("task") == "reconstruct":
+        if event == "start" and fields.get("task") == "reconstruct":
+            self.outer.message(f"consensus round {self.k}: reconstructing {fields.get('particles')} particles "
+                               "bent into their mean state")
+        elif event == "done" and fields.get("task") == "reconstruct":
             self.outer.message(f"consensus round {self.k}: {fields.get('particles')} particles reconstructed")
         elif event == "done":
             self.outer.message(f"consensus round {self.k} trained ({fields.get('epochs')} epochs, health "
@@ -112,7 +117,13 @@ def train(cfg, resume=False, progress: Progress | None = None, given=None) -> st
     rebuild the consensus (module docstring); returns the output folder."""
     progress = progress or Progress("none")
     rounds = int(cfg.consensus_rounds or 0)
-    if rounds <= 0:
+    saved, _ = saved_settings(RunDir(cfg.outdir))
+    if rounds <= 0 or saved is not None:
+        # OUTDIR's own training has begun, so its rounds (if any) are done; or it holds a run
+        # trained without rounds (an older default, or --consensus-rounds 0): a resume goes on
+        # with that run as saved, and a new training is refused there at once
+        if saved is not None and saved.consensus_rounds:
+            given = set(given or ()) - {"consensus", "consensus_rounds", "init_from"}
         return train_once(cfg, resume=resume, progress=progress, given=given)
     if not resume and os.path.exists(round_dir(cfg.outdir, 1)):
         raise TrainingError(f"{cfg.outdir} holds a run's consensus rounds: --resume continues it, or train into "

@@ -35,6 +35,9 @@ def test_one_round_then_the_final_training_on_its_map(tiny_sim, tmp_path):
     assert any("consensus round 1 trained" in m for m in messages)
     done = [e for e in events if e["event"] == "done"]          # one job, one end: the final training's
     assert len(done) == 1 and done[0]["outdir"] == str(out)
+    # a training start per training (the round's, the final's), none for the reconstruction
+    assert [e["outdir"] for e in events if e["event"] == "start"] == [str(out / "round1"), str(out)]
+    assert any("reconstructing 256 particles" in m for m in messages)
     rebuilt = out / "round1" / "consensus.mrc"
     assert (out / "round1" / "latents.npz").exists() and rebuilt.exists()
     summary = json.load(open(out / "round1" / "consensus_fsc.json"))
@@ -92,3 +95,13 @@ def test_no_rounds_is_the_plain_training_and_counts_are_checked(tiny_sim, tmp_pa
     assert round_dir("/a/run", 2) == "/a/run/round2"
     out = train(cfg_for(tiny_sim, tmp_path / "plain", epochs=1, consensus_rounds=0))
     assert not os.path.exists(round_dir(out, 1)) and os.path.exists(os.path.join(out, "latents.npz"))
+    # a run trained without rounds (an older default, or --consensus-rounds 0), resumed by the
+    # default command, goes on as it was trained: no round is started beside it
+    assert train(cfg_for(tiny_sim, out, epochs=2), resume=True) == out
+    assert not os.path.exists(round_dir(out, 1))
+    assert json.load(open(os.path.join(out, "config.json")))["train"]["consensus_rounds"] == 0
+    assert [r["epoch"] for r in map(json.loads, open(os.path.join(out, "log.jsonl"))) if r.get("kind") == "epoch"][-1] == 2
+    # and a new training there is refused at once, not after a round
+    with pytest.raises(TrainingError, match="resume"):
+        train(cfg_for(tiny_sim, out, epochs=1))
+    assert not os.path.exists(round_dir(out, 1))
