@@ -52,7 +52,7 @@ clean:
 	rm -rf $(DEMO) $(BENCH) validate_out dist build .cache
 
 # the default training on realistic simulated sets (real structures from MDAnalysisTests),
-# one axis changed at a time (docs in benchmarks/robustness.py); about 1.5 hours on 2 cores.
+# one axis changed at a time (docs in benchmarks/robustness.py); about 3 hours on 2 cores (the default training has a consensus round).
 # ROBUST="..." adds arguments, e.g. ROBUST="--quick" or ROBUST="--cells base,hinge --reuse"
 robustness: setup
 	bash benchmarks/setup_robustness.sh
