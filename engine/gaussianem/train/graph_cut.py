@@ -20,9 +20,10 @@ those found before (the decoder's domains appear one by one: on a hinge with an 
 subunit, first the subunit, the hinge's own domain from about three quarters of the
 training). Where the decoded motion is still too small to tell domains apart (under
 ``MIN_MOTION`` RMS) or no split is accepted, the graph stays as it was. The labels travel
-in the checkpoint, so a resumed run keeps its cut. Off by default (0): three passes
-carried twice as much of a hinge at SNR 0.1 but cost motion at SNR 0.03;
-docs/validation.md, "The whole motion, session 13", has what they bring and cost.
+in the checkpoint, so a resumed run keeps its cut. Three passes by default since session
+21, with a consensus round and no spacing term (docs/validation.md, "The whole motion,
+session 21"); alone they carried twice as much of a hinge at SNR 0.1 but cost motion at
+SNR 0.03 ("The whole motion, session 13").
 """
 
 from __future__ import annotations
