@@ -50,6 +50,8 @@ from gaussianem.train.loop import train as train_once
 from gaussianem.train.resume import saved_settings
 
 ROUND_MAP = "consensus.mrc"
+# what the rounds set for the training after them (not the user: a resume does not compare them)
+SET_BY_ROUNDS = frozenset({"consensus", "consensus_rounds", "init_from"})
 # a round whose health has one of these not healthy found no motion the images hold: its
 # reconstruction would only trade the consensus for a noisier map (the matrix's SNR 0.01 cell:
 # FSC AUC 0.72 -> 0.64), so the next round keeps the consensus it had
@@ -123,12 +125,12 @@ def train(cfg, resume=False, progress: Progress | None = None, given=None) -> st
         # trained without rounds (an older default, or --consensus-rounds 0): a resume goes on
         # with that run as saved, and a new training is refused there at once
         if saved is not None and saved.consensus_rounds:
-            given = set(given or ()) - {"consensus", "consensus_rounds", "init_from"}
+            given = set(given or ()) - SET_BY_ROUNDS
         return train_once(cfg, resume=resume, progress=progress, given=given)
     if not resume and os.path.exists(round_dir(cfg.outdir, 1)):
         raise TrainingError(f"{cfg.outdir} holds a run's consensus rounds: --resume continues it, or train into "
                             "another folder")
-    given = set(given or ()) - {"consensus", "consensus_rounds", "init_from"}
+    given = set(given or ()) - SET_BY_ROUNDS
     consensus, networks = cfg.consensus, cfg.init_from
     for k in range(1, rounds + 1):
         where = round_dir(cfg.outdir, k)
